@@ -1,0 +1,72 @@
+"""Propose: the pluggable interface between the synthesis loop and its proposers.
+
+A *proposer* turns what the loop knows so far (the target, the observations of its
+activations, the best candidates scored so far with their failures) into candidate
+hypotheses. The loop does not care where a candidate came from: every proposal goes
+through the same localize -> check -> control -> accept path and is stored with the
+name of the proposer that produced it, so the run can say which part of the engine
+found what.
+
+Proposers are plain objects with a ``name`` and a ``propose(context)`` generator.
+A proposal may be *rejected before scoring* (malformed LLM text, an ill-typed
+program): it is still yielded, with ``error`` set, so the loop counts and stores it
+with its reason instead of silently dropping it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from models import Target
+    from synth.hypothesis import Hypothesis
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One candidate from one proposer.
+
+    ``hypothesis`` is set for a well-formed candidate; its correspondence may be empty
+    (the localize stage fills it in) or partial. ``text`` is the raw text the candidate
+    came from (an LLM reply fragment), kept for the run store. ``error`` is the reason
+    a malformed candidate was rejected before scoring.
+    """
+
+    source: str
+    hypothesis: "Hypothesis | None" = None
+    text: str = ""
+    error: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoredCandidate:
+    """What the loop tells proposers about a candidate it has already scored."""
+
+    hypothesis: "Hypothesis"
+    source: str
+    scores: Mapping[str, float]
+    accepted: bool = False
+    failure: str | None = None
+    counterexamples: Sequence[Any] = ()
+
+
+@dataclass
+class ProposalContext:
+    """Everything a proposer may look at. ``observations`` is the observe stage's result."""
+
+    target: "Target"
+    observations: Any
+    best: Sequence[ScoredCandidate] = ()
+    deadline: float | None = None  # time.monotonic() value after which proposers should stop
+    seed: int = 0
+    round: int = 0
+
+
+class Proposer(Protocol):
+    name: str
+
+    def propose(self, context: ProposalContext) -> Iterator[Proposal]:
+        """Yield proposals; stop early when ``context.deadline`` has passed."""
+        ...
