@@ -35,7 +35,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
 
 if TYPE_CHECKING:
     from dsl import Program
@@ -64,7 +65,7 @@ class Location:
         if self.dims is not None:
             dims = tuple(int(d) for d in self.dims)
             if not dims or any(d < 0 for d in dims):
-                raise HypothesisError(f"dims must be a non-empty list of non-negative ints, got {self.dims!r}")
+                raise HypothesisError(f"dims must be non-empty non-negative ints, got {self.dims!r}")
             object.__setattr__(self, "dims", dims)
 
     @property
@@ -95,7 +96,7 @@ class Location:
         return self.hook + (f"[{', '.join(args)}]" if args else "")
 
     @classmethod
-    def parse(cls, text: str) -> "Location":
+    def parse(cls, text: str) -> Location:
         m = _LOCATION_RE.match(text)
         if not m:
             raise HypothesisError(f"cannot read location {text!r}: expected e.g. 'blocks.0.attn.hook_z[1]'")
@@ -120,7 +121,7 @@ class Location:
         return {"hook": self.hook, "head": self.head, "dims": list(self.dims) if self.dims else None}
 
     @classmethod
-    def from_json(cls, data: Any) -> "Location":
+    def from_json(cls, data: Any) -> Location:
         if isinstance(data, str):
             return cls.parse(data)
         if not isinstance(data, dict) or "hook" not in data:
@@ -133,7 +134,7 @@ class Location:
 class Hypothesis:
     """A program and where each of its (claimed) variables lives in the network."""
 
-    program: "Program"
+    program: Program
     correspondence: Mapping[str, Location] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -165,7 +166,7 @@ class Hypothesis:
             other.correspondence
         )
 
-    def with_correspondence(self, correspondence: Mapping[str, Location]) -> "Hypothesis":
+    def with_correspondence(self, correspondence: Mapping[str, Location]) -> Hypothesis:
         return Hypothesis(self.program, correspondence)
 
     # --- text -----------------------------------------------------------------------------
@@ -177,7 +178,7 @@ class Hypothesis:
         return "\n".join(lines) + "\n"
 
     @classmethod
-    def parse(cls, text: str) -> "Hypothesis":
+    def parse(cls, text: str) -> Hypothesis:
         """Read the hypothesis file format (see module docstring) or its JSON form."""
         from dsl import parse as parse_program
 
@@ -232,7 +233,7 @@ class Hypothesis:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Hypothesis":
+    def from_json(cls, data: Mapping[str, Any]) -> Hypothesis:
         from dsl import parse as parse_program
 
         if not isinstance(data, Mapping) or "program" not in data:

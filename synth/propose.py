@@ -16,7 +16,8 @@ with its reason instead of silently dropping it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterator, Mapping, Sequence
 
 if TYPE_CHECKING:
     from models import Target
@@ -34,7 +35,7 @@ class Proposal:
     """
 
     source: str
-    hypothesis: "Hypothesis | None" = None
+    hypothesis: Hypothesis | None = None
     text: str = ""
     error: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
@@ -44,7 +45,7 @@ class Proposal:
 class ScoredCandidate:
     """What the loop tells proposers about a candidate it has already scored."""
 
-    hypothesis: "Hypothesis"
+    hypothesis: Hypothesis
     source: str
     scores: Mapping[str, float]
     accepted: bool = False
@@ -56,7 +57,7 @@ class ScoredCandidate:
 class ProposalContext:
     """Everything a proposer may look at. ``observations`` is the observe stage's result."""
 
-    target: "Target"
+    target: Target
     observations: Any
     best: Sequence[ScoredCandidate] = ()
     deadline: float | None = None  # time.monotonic() value after which proposers should stop
