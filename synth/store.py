@@ -1,0 +1,342 @@
+"""Run store: everything a synthesis run tried, in one directory that survives interruption.
+
+A run is a directory holding ``run.sqlite`` (stdlib ``sqlite3``) and a human-readable
+``report.md``. The database is the record of the run, not a cache: every candidate any
+proposer produced is a row (with its source, its status and the reason for that status),
+every number any check produced is a row, and the accepted hypotheses are the candidates
+whose status is ``accepted``. Nothing is ever deleted, so the count of hypotheses scored
+that the multiple-testing correction needs is simply a ``COUNT`` over this table.
+
+Resuming: a candidate is keyed by the hash of its hypothesis text together with the hash
+of the check configuration it was scored under. A restarted run with the same arguments
+re-proposes the same candidates (proposers are seeded), finds their keys already stored
+and reuses the stored verdicts instead of scoring again. Each candidate is committed as
+soon as it is scored, so killing the process at any point loses at most the candidate in
+flight. A run directory created with different arguments is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from collections.abc import Iterator, Mapping
+
+DB_NAME = "run.sqlite"
+REPORT_NAME = "report.md"
+SCHEMA_VERSION = 1
+
+# Candidate statuses. "rejected": never scored (malformed, ill-typed, no correspondence);
+# "filtered": failed the cheap prefilter; "failed": scored, below a threshold or a control;
+# "accepted": every threshold and control held; "error": a check raised.
+STATUSES = ("rejected", "filtered", "failed", "accepted", "error")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    program TEXT NOT NULL,
+    correspondence TEXT NOT NULL,
+    source TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    round INTEGER NOT NULL DEFAULT 0,
+    meta TEXT NOT NULL DEFAULT '{}',
+    seconds REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scores (
+    candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+    stage TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (candidate_id, stage, name)
+);
+CREATE TABLE IF NOT EXISTS timings (
+    id INTEGER PRIMARY KEY,
+    stage TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL
+);
+"""
+
+
+class RunStoreError(ValueError):
+    """A run directory that cannot be created, opened or resumed."""
+
+
+def candidate_key(hypothesis_text: str, check_config: str) -> str:
+    """The resume key: the same hypothesis under the same check configuration is one candidate."""
+    return hashlib.sha256((hypothesis_text + "\0" + check_config).encode()).hexdigest()[:32]
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StoredCandidate:
+    """One row of the candidates table with its scores (``{stage: {name: value}}``)."""
+
+    id: int
+    key: str
+    program: str
+    correspondence: Mapping[str, str]
+    source: str
+    status: str
+    reason: str
+    round: int
+    seconds: float
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    scores: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+
+    def flat_scores(self) -> dict[str, float | None]:
+        """Scores of the full check (stage 'check') merged over the other stages' names."""
+        out: dict[str, float | None] = {}
+        for stage, values in self.scores.items():
+            for name, value in values.items():
+                out[name if stage == "check" else f"{stage}.{name}"] = value
+        return out
+
+    def hypothesis_json(self) -> dict[str, Any]:
+        return {"program": self.program, "correspondence": dict(self.correspondence)}
+
+
+class RunStore:
+    """An open run directory. Use as a context manager, or call ``close()``."""
+
+    def __init__(self, directory: str | Path, *, create: bool = True) -> None:
+        self.dir = Path(directory)
+        db_path = self.dir / DB_NAME
+        if self.dir.exists() and not self.dir.is_dir():
+            raise RunStoreError(f"run directory {self.dir} is a file, not a directory")
+        if not create and not db_path.exists():
+            raise RunStoreError(f"{self.dir} is not a run directory (no {DB_NAME})")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write-probe"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise RunStoreError(f"cannot write run directory {self.dir}: {e.strerror or e}") from None
+        try:
+            self._db = sqlite3.connect(db_path, timeout=10.0)
+            self._db.executescript(_SCHEMA)
+            version = self._get_meta("schema_version")
+            if version is None:
+                self._set_meta("schema_version", SCHEMA_VERSION)
+                self._db.commit()
+            elif int(version) != SCHEMA_VERSION:
+                raise RunStoreError(f"run database {db_path} has schema {version}, expected {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as e:
+            raise RunStoreError(f"corrupt run database {db_path}: {e}") from None
+
+    # --- context manager -------------------------------------------------------------------
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._db.commit()
+            self._db.close()
+        except sqlite3.Error:
+            pass
+
+    # --- meta ------------------------------------------------------------------------------
+    def _get_meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value, default=str)),
+        )
+
+    def meta(self) -> dict[str, Any]:
+        try:
+            return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+        except sqlite3.DatabaseError as e:
+            raise RunStoreError(f"corrupt run database in {self.dir}: {e}") from None
+
+    def set_meta(self, **values: Any) -> None:
+        for key, value in values.items():
+            self._set_meta(key, value)
+        self._db.commit()
+
+    def begin(self, args: Mapping[str, Any]) -> bool:
+        """Record the run's arguments, or check them on resume. Returns True when resuming.
+
+        Arguments that only affect how long the run may take (the time budget) may differ
+        between a run and its resumption; anything else must match, since it would change
+        which candidates are proposed or how they are scored.
+        """
+        stored = self._get_meta("args")
+        if stored is None:
+            self._set_meta("args", dict(args))
+            self._set_meta("created", time.time())
+            self._db.commit()
+            return False
+        volatile = {"budget_seconds", "json", "out"}
+        mine = {k: v for k, v in json.loads(json.dumps(dict(args), default=str)).items() if k not in volatile}
+        theirs = {k: v for k, v in stored.items() if k not in volatile}
+        if mine != theirs:
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise RunStoreError(
+                f"{self.dir} holds a run with different arguments ({', '.join(diff)}); use another --out"
+            )
+        self._set_meta("resumed", (self._get_meta("resumed") or 0) + 1)
+        self._db.commit()
+        return True
+
+    # --- candidates ------------------------------------------------------------------------
+    def lookup(self, key: str) -> StoredCandidate | None:
+        row = self._db.execute(
+            "SELECT id, key, program, correspondence, source, status, reason, round, seconds, meta "
+            "FROM candidates WHERE key = ?",
+            (key,),
+        ).fetchone()
+        return None if row is None else self._candidate(row)
+
+    def add_candidate(
+        self,
+        key: str,
+        *,
+        program: str,
+        correspondence: Mapping[str, str],
+        source: str,
+        status: str,
+        reason: str = "",
+        round: int = 0,
+        seconds: float = 0.0,
+        scores: Mapping[str, Mapping[str, float | None]] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Store one candidate and its scores in one transaction (committed before returning)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown candidate status {status!r}")
+        with self._db:
+            cur = self._db.execute(
+                "INSERT INTO candidates(key, program, correspondence, source, status, reason, round, meta, "
+                "seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET status = excluded.status, reason = excluded.reason, "
+                "seconds = excluded.seconds",
+                (
+                    key,
+                    program,
+                    json.dumps(dict(correspondence)),
+                    source,
+                    status,
+                    reason,
+                    round,
+                    json.dumps(dict(meta or {}), default=str),
+                    seconds,
+                    time.time(),
+                ),
+            )
+            cid = self._db.execute("SELECT id FROM candidates WHERE key = ?", (key,)).fetchone()[0]
+            for stage, values in (scores or {}).items():
+                for name, value in values.items():
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO scores(candidate_id, stage, name, value) VALUES (?, ?, ?, ?)",
+                        (cid, stage, name, _as_float(value)),
+                    )
+        del cur
+        return cid
+
+    def candidates(self, status: str | None = None) -> Iterator[StoredCandidate]:
+        query = (
+            "SELECT id, key, program, correspondence, source, status, reason, round, seconds, meta "
+            "FROM candidates"
+        )
+        params: tuple[Any, ...] = ()
+        if status is not None:
+            query += " WHERE status = ?"
+            params = (status,)
+        try:
+            rows = self._db.execute(query + " ORDER BY id", params).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise RunStoreError(f"corrupt run database in {self.dir}: {e}") from None
+        for row in rows:
+            yield self._candidate(row)
+
+    def count(self, *statuses: str) -> int:
+        if not statuses:
+            return self._db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
+        marks = ",".join("?" for _ in statuses)
+        query = f"SELECT COUNT(*) FROM candidates WHERE status IN ({marks})"
+        return self._db.execute(query, statuses).fetchone()[0]
+
+    def counts_by(self, column: str) -> dict[str, int]:
+        if column not in ("status", "source"):
+            raise ValueError(column)
+        query = f"SELECT {column}, COUNT(*) FROM candidates GROUP BY {column}"
+        return dict(self._db.execute(query).fetchall())
+
+    def _candidate(self, row: tuple[Any, ...]) -> StoredCandidate:
+        cid = row[0]
+        scores: dict[str, dict[str, float | None]] = {}
+        for stage, name, value in self._db.execute(
+            "SELECT stage, name, value FROM scores WHERE candidate_id = ? ORDER BY rowid", (cid,)
+        ):
+            scores.setdefault(stage, {})[name] = value
+        return StoredCandidate(
+            id=cid,
+            key=row[1],
+            program=row[2],
+            correspondence=json.loads(row[3]),
+            source=row[4],
+            status=row[5],
+            reason=row[6],
+            round=row[7],
+            seconds=row[8],
+            meta=json.loads(row[9]),
+            scores=scores,
+        )
+
+    # --- timings ---------------------------------------------------------------------------
+    def add_timing(self, stage: str, seconds: float, note: str = "") -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO timings(stage, seconds, note, created) VALUES (?, ?, ?, ?)",
+                (stage, seconds, note, time.time()),
+            )
+
+    def timings(self) -> dict[str, float]:
+        """Total seconds per stage over the run and all its resumptions."""
+        query = "SELECT stage, SUM(seconds) FROM timings GROUP BY stage ORDER BY MIN(id)"
+        return dict(self._db.execute(query))
+
+
+def open_run(directory: str | Path) -> RunStore:
+    """Open an existing run directory read/write; a clear error when it is not one or is corrupt."""
+    path = Path(directory)
+    if not path.exists():
+        raise RunStoreError(f"no run directory at {path}")
+    if not (path / DB_NAME).is_file():
+        raise RunStoreError(f"{path} is not a run directory (no {DB_NAME})")
+    store = RunStore(path, create=False)
+    meta = store.meta()
+    if "args" not in meta:
+        store.close()
+        raise RunStoreError(f"{path} is not a complete run directory (no recorded arguments)")
+    return store
+
+
+def _as_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
