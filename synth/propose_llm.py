@@ -302,8 +302,6 @@ class LLMProposer:
         log.warning(self._status)
 
     def _call(self, context: ProposalContext) -> Iterator[Proposal]:
-        import anthropic
-
         try:
             parts = self.build_prompt(context)
         except Exception as e:  # noqa: BLE001 - a prompt we cannot build is a reason to stop, not to crash
@@ -321,47 +319,8 @@ class LLMProposer:
             left = context.deadline - time.monotonic()
             if left < timeout * (retries + 1):
                 timeout, retries = max(0.5, left), 0
-        client = self._client.with_options(timeout=timeout, max_retries=retries)
         index, t0 = len(self.ledger), time.monotonic()
-        fields: dict[str, Any] = {}
-        text = ""
-        try:
-            raw = client.messages.with_raw_response.create(
-                model=self.model,
-                max_tokens=out_tokens,
-                system=parts.system_blocks(),
-                messages=parts.messages(),
-            )
-            message = raw.parse()
-            text = "".join(
-                getattr(b, "text", "") for b in message.content if getattr(b, "type", "") == "text"
-            )
-            usage = message.usage
-            fields = dict(
-                outcome="ok",
-                input_tokens=usage.input_tokens or 0,
-                output_tokens=usage.output_tokens or 0,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-                cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-                retries=raw.retries_taken,
-                stop_reason=message.stop_reason,
-                request_id=raw.headers.get("request-id"),
-            )
-        except anthropic.APITimeoutError:
-            fields = dict(outcome="timeout", retries=retries, error=f"no reply within {timeout:.3g} s")
-        except anthropic.APIConnectionError as e:
-            fields = dict(outcome="connection error", error=self._redact(_one_line(e)))
-        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as e:
-            fields = dict(outcome="auth error", error=f"HTTP {e.status_code}", request_id=e.request_id)
-        except anthropic.APIStatusError as e:
-            fields = dict(
-                outcome=f"http {e.status_code}",
-                error=self._redact(_api_error_message(e)),
-                request_id=e.request_id,
-                retries=retries if _sdk_retries(e) else 0,
-            )
-        except anthropic.AnthropicError as e:  # malformed response body and the like
-            fields = dict(outcome="bad response", error=self._redact(_one_line(e)))
+        fields, text = self._send(parts, out_tokens, timeout, retries)
         latency = time.monotonic() - t0
 
         if fields["outcome"] != "ok":
@@ -414,6 +373,57 @@ class LLMProposer:
                 yield Proposal(source=self.name, hypothesis=cand.hypothesis, text=cand.text, meta=meta)
             else:
                 yield Proposal(source=self.name, text=cand.text, error=cand.error, meta=meta)
+
+    def _send(self, parts: PromptParts, out_tokens: int, timeout: float, retries: int) -> tuple[dict, str]:
+        """One Messages API request (with the SDK's retries): ledger fields and the reply text."""
+        import anthropic
+
+        client = self._client.with_options(timeout=timeout, max_retries=retries)
+        try:
+            raw = client.messages.with_raw_response.create(
+                model=self.model,
+                max_tokens=out_tokens,
+                system=parts.system_blocks(),
+                messages=parts.messages(),
+            )
+        except anthropic.APITimeoutError:
+            return dict(outcome="timeout", retries=retries, error=f"no reply within {timeout:.3g} s"), ""
+        except anthropic.APIConnectionError as e:
+            # The SDK's message is generic ("Connection error."); the cause says what failed.
+            error = _one_line(e.__cause__) if e.__cause__ is not None else _one_line(e)
+            return dict(outcome="connection error", retries=retries, error=self._redact(error)), ""
+        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as e:
+            return dict(outcome="auth error", error=f"HTTP {e.status_code}", request_id=e.request_id), ""
+        except anthropic.APIStatusError as e:
+            return dict(
+                outcome=f"http {e.status_code}",
+                error=self._redact(_api_error_message(e)),
+                request_id=e.request_id,
+                retries=retries if _sdk_retries(e) else 0,
+            ), ""
+        except anthropic.AnthropicError as e:
+            return dict(outcome="bad response", error=self._redact(_one_line(e))), ""
+        request_id = raw.headers.get("request-id")
+        try:
+            # A 200 with a body that is not a Message (broken JSON, missing fields) is a failed
+            # call, not a crash: the SDK raises JSON errors here and leaves missing fields None.
+            message = raw.parse()
+            text = "".join(b.text for b in message.content if getattr(b, "type", "") == "text")
+            usage = message.usage
+            fields = dict(
+                outcome="ok",
+                input_tokens=int(usage.input_tokens or 0),
+                output_tokens=int(usage.output_tokens or 0),
+                cache_creation_input_tokens=int(usage.cache_creation_input_tokens or 0),
+                cache_read_input_tokens=int(usage.cache_read_input_tokens or 0),
+                retries=raw.retries_taken,
+                stop_reason=message.stop_reason,
+                request_id=request_id,
+            )
+        except (ValueError, TypeError, AttributeError, anthropic.AnthropicError) as e:
+            error = f"unreadable response body ({type(e).__name__}: {_one_line(e)})"
+            return dict(outcome="bad response", error=self._redact(error), request_id=request_id), ""
+        return fields, text
 
     def _after_failure(self, call: LLMCall) -> None:
         self._consecutive_failures += 1
