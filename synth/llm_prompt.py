@@ -24,7 +24,6 @@ observe stage provides and skips what it does not.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -147,7 +146,7 @@ def target_prompt(target: Target, observations: Any = None, *, n_examples: int =
         "# The task\n\n" + "\n".join(task_lines(target)),
         "# What the network outputs\n\n" + "\n".join(example_lines(target, n=n_examples, seed=seed)),
     ]
-    obs = observation_lines(observations)
+    obs = observation_lines(observations, skip=_unused_components(target))
     if obs:
         sections.append("# Observations per layer\n\n" + "\n".join(obs))
     return "\n\n".join(sections)
@@ -222,14 +221,20 @@ def task_lines(target: Target) -> list[str]:
 
 
 def example_lines(target: Target, *, n: int, seed: int) -> list[str]:
-    """Inputs of several lengths with the network's outputs; disagreements with the labels are marked."""
+    """Distinct inputs of every length with the network's outputs, marked where the labels differ."""
     task = target.task
-    lengths = sorted({task.min_len, task.max_len, (task.min_len + task.max_len) // 2})
-    per = max(1, math.ceil(n / len(lengths)))
+    # Round-robin over lengths, longest first: long inputs say the most, short ones show edge cases.
+    pools = []
+    for length in range(task.max_len, task.min_len - 1, -1):
+        seen: dict[tuple, None] = {}
+        for x in task.sample(n, seed + 1009 * length, length=length):
+            seen.setdefault(tuple(x), None)
+        pools.append(list(seen))
     inputs: list[list[Any]] = []
-    for i, length in enumerate(lengths):
-        inputs += [list(x) for x in task.sample(per, seed + 1009 * i, length=length)]
-    inputs = inputs[:n]
+    while len(inputs) < n and any(pools):
+        for pool in pools:
+            if pool and len(inputs) < n:
+                inputs.append(list(pool.pop(0)))
     outputs = target.predict(inputs)
     labels = task.label(inputs)
     lines = []
@@ -249,7 +254,7 @@ def example_lines(target: Target, *, n: int, seed: int) -> list[str]:
 # --- observations adapter --------------------------------------------------------------------------
 
 
-def observation_lines(observations: Any, *, max_heads: int = 32) -> list[str]:
+def observation_lines(observations: Any, *, max_heads: int = 32, skip: Sequence[str] = ()) -> list[str]:
     """Per-layer text summaries from whatever the observe stage provides.
 
     Uses, when present: ``observations.describe()`` (a ready summary), ``groups`` with
@@ -269,14 +274,14 @@ def observation_lines(observations: Any, *, max_heads: int = 32) -> list[str]:
             pass
     lines: list[str] = []
     try:
-        lines += _attention_lines(observations, max_heads=max_heads)
+        lines += _attention_lines(observations, max_heads=max_heads, skip=set(skip))
     except Exception:  # noqa: BLE001 - an unexpected layout loses the summary, not the run
         pass
     lines += _decodable_lines(getattr(observations, "decodable", None))
     return lines
 
 
-def _attention_lines(obs: Any, *, max_heads: int) -> list[str]:
+def _attention_lines(obs: Any, *, max_heads: int, skip: set[str]) -> list[str]:
     groups = list(getattr(obs, "groups", ()) or ())
     if not groups or not getattr(groups[0], "patterns", None):
         return []
@@ -286,6 +291,8 @@ def _attention_lines(obs: Any, *, max_heads: int) -> list[str]:
     shown = 0
     for layer in range(n_layers):
         for head in range(n_heads):
+            if f"blocks.{layer}.attn.hook_z[{head}]" in skip:
+                continue  # all-zero head: its pattern is meaningless
             if shown >= max_heads:
                 lines.append("  (more heads omitted)")
                 return lines
@@ -310,8 +317,9 @@ def _describe_head(groups: Sequence[Any], layer: int, head: int) -> str:
         bos_mass += float(b.sum())
         total += b.numel()
         argmax = p.argmax(-1)  # [batch, q]
-        # Positional: the same key for every input at each query position.
-        if bool((argmax == argmax[:1]).all()) and float(b.mean()) < 0.5:
+        # Positional: one dominant key, the same for every input, at each query position.
+        focused = float(p.amax(-1).mean()) > 0.5
+        if focused and bool((argmax == argmax[:1]).all()) and float(b.mean()) < 0.5:
             positional.append(
                 f"len {g.length}: " + " ".join(f"{q}->{int(k)}" for q, k in enumerate(argmax[0]))
             )
@@ -341,6 +349,7 @@ def _describe_head(groups: Sequence[Any], layer: int, head: int) -> str:
     return "; ".join(parts)
 
 
+# Comparisons as the DSL names them, applied as pred(key, query).
 _PREDICATES = {
     "EQ": lambda k, q: k == q,
     "NEQ": lambda k, q: k != q,
@@ -355,22 +364,21 @@ def _primitive_selectors(group: Any) -> dict[str, Any]:
     """Selector matrices ``[batch, q, k]`` of predicates over tokens and indices, in words."""
     import torch
 
-    out: dict[str, Any] = {}
-    n = group.length
-    idx = torch.arange(n)
+    n, batch = group.length, len(group.inputs)
+    idx = torch.arange(n, dtype=torch.float32)
+    out: dict[str, Any] = {"every key (TRUE)": torch.ones(batch, n, n, dtype=torch.bool)}
     try:
         tok = torch.tensor([[float(v) for v in x] for x in group.inputs])
+        token_preds = tuple(_PREDICATES)
     except (TypeError, ValueError):
-        tok = None  # non-numeric vocabulary: only (in)equality is meaningful
+        # Symbols have no order: only (in)equality of tokens is meaningful.
         codes = {v: i for i, v in enumerate(sorted({v for x in group.inputs for v in x}, key=repr))}
-        tok_codes = torch.tensor([[codes[v] for v in x] for x in group.inputs], dtype=torch.float32)
-    batch = len(group.inputs)
+        tok = torch.tensor([[codes[v] for v in x] for x in group.inputs], dtype=torch.float32)
+        token_preds = ("EQ", "NEQ")
     for pred, fn in _PREDICATES.items():
-        sel = fn(idx[None, :], idx[:, None])  # [q, k]: key k vs query q
-        out[f"key index {pred} query index"] = sel.expand(batch, n, n)
-        t = tok if tok is not None else (tok_codes if pred in ("EQ", "NEQ") else None)
-        if t is not None:
-            out[f"key token {pred} query token"] = fn(t[:, None, :], t[:, :, None])
+        out[f"key index {pred} query index"] = fn(idx[None, :], idx[:, None]).expand(batch, n, n)
+        if pred in token_preds:
+            out[f"key token {pred} query token"] = fn(tok[:, None, :], tok[:, :, None])
     return out
 
 
@@ -498,7 +506,11 @@ def _fmt_seq(x: Any) -> str:
 
 def _fmt_value(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.3g}"
+        # Numerical readouts carry float noise (1e-17 for 0): three decimals say what matters.
+        if abs(v) >= 1e6:
+            return f"{v:.3g}"
+        v = round(v, 3) + 0.0  # + 0.0 turns -0.0 into 0.0
+        return f"{v:.3f}".rstrip("0").rstrip(".")
     return repr(v) if isinstance(v, str) else str(v)
 
 
