@@ -1,0 +1,1305 @@
+"""Benchmark: measure recovery, false positives and speed in one run, and write the tables.
+
+Claims about the engine are only as good as the measurement behind them, so one
+command measures everything the README quotes and writes it twice: ``BENCHMARKS.md``
+(tables for people) and ``bench.json`` (every number, plus the machine, the library
+versions and the git commit, for anyone who wants to check or re-plot).
+
+Suites:
+
+- **recovery** — for each target, run the synthesis loop under each *proposer
+  configuration* with the same budget: (a) I/O-only enumeration (the same enumerator,
+  no activations: what synthesis from input/output examples alone achieves), (b) the
+  model-guided engine, and, when an LLM endpoint is configured, (c) LLM only and
+  (d) both. A tracr run *recovers* when its top accepted hypothesis is equivalent to
+  the ground truth at the right components (``synth.compare``); a trained target has
+  no ground truth, so it counts when a hypothesis is accepted that clears the
+  behaviour and loss-recovered bars of the synthesis issue. Optionally the ACDC/EAP
+  peer (``synth.acdc_peer``) runs on the same tracr targets.
+- **controls** — the false-positive suite: what the engine accepts on networks that
+  implement nothing (re-initialised and weight-shuffled copies), and the score gap.
+- **perf** — each figure next to a ratio measured in the same process moments apart
+  (a ratio survives a slower machine; a bare figure does not): enumerator distinct
+  programs/s, interpreter throughput, the cost of one causal-scrubbing score as a
+  multiple of one clean batched forward pass, time to recovery, peak RSS, and how
+  time grows with model depth (1, 2, 4 layers) and with program size.
+
+``--quick`` is a representative subset for CI; its recovery count is checked against
+the committed floor in ``synth/bench_baseline.json`` (a measured number, written
+from a real run by :func:`update_baseline`), so a regression fails CI without any
+timed assertion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+SUITES = ("recovery", "controls", "perf")
+BASELINE_PATH = Path(__file__).with_name("bench_baseline.json")
+SCHEMA_VERSION = 1
+
+# A trained target has no ground truth; the synthesis issue's bar for "explained" is an
+# accepted hypothesis with at least this behaviour match and loss recovered.
+TRAINED_MIN_BEHAVIOUR = 0.98
+TRAINED_MIN_LOSS_RECOVERED = 0.8
+
+# Proposer configurations, in table order. "llm_only" and "both" need an LLM endpoint.
+MODE_LABELS = {
+    "io_only": "(a) I/O-only enumeration",
+    "model_guided": "(b) model-guided",
+    "llm_only": "(c) LLM only",
+    "both": "(d) model-guided + LLM",
+}
+LLM_MODES = ("llm_only", "both")
+
+# The quick subset: targets that exercise every ground-truth shape the engine handles
+# (a select/aggregate pair, selector_width, a numerical mean, an MLP map feeding a head),
+# plus one trained network. Chosen for coverage, not for being easy.
+QUICK_TRACR = ("tracr:reverse", "tracr:hist", "tracr:frac_prevs", "tracr:sort_unique")
+QUICK_TRAINED = 1
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run or its results fall below the committed baseline."""
+
+
+# --- plan ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What one bench invocation measures. Built from the CLI flags by :func:`make_plan`."""
+
+    suites: tuple[str, ...]
+    quick: bool
+    targets: tuple[str, ...]
+    modes: tuple[str, ...]
+    budget_seconds: float
+    control_seeds: tuple[int, ...]
+    control_targets: tuple[str, ...]
+    perf_batch: int
+    depths: tuple[int, ...] = (1, 2, 4)
+    program_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
+    with_acdc: bool = False
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def llm_configured(env: Mapping[str, str] | None = None) -> bool:
+    """Whether an LLM endpoint is configured (a key or a base URL), as the loop reads it."""
+    env = os.environ if env is None else env
+    return bool(env.get("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_BASE_URL"))
+
+
+def available_targets() -> tuple[list[str], list[str]]:
+    """(tracr specs, trained specs) that ``models.list_targets`` offers here."""
+    from models import list_targets
+
+    tracr, trained = [], []
+    for row in list_targets():
+        row = row if isinstance(row, Mapping) else getattr(row, "__dict__", {})
+        name = str(row.get("name", ""))
+        if name.startswith("tracr:"):
+            tracr.append(name)
+        elif name.startswith("trained:"):
+            trained.append(name)
+    return tracr, trained
+
+
+def make_plan(
+    suite: str,
+    quick: bool,
+    *,
+    with_acdc: bool = False,
+    llm: bool | None = None,
+    targets: tuple[list[str], list[str]] | None = None,
+) -> BenchPlan:
+    suites = SUITES if suite == "all" else (suite,)
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        raise BenchError(f"unknown suite {unknown[0]!r} (known: {', '.join(SUITES)}, all)")
+    tracr, trained = targets if targets is not None else available_targets()
+    if quick:
+        chosen = [t for t in QUICK_TRACR if t in tracr] + trained[:QUICK_TRAINED]
+    else:
+        chosen = tracr + trained
+    modes = ["io_only", "model_guided"]
+    if llm if llm is not None else llm_configured():
+        modes += list(LLM_MODES)
+    return BenchPlan(
+        suites=tuple(suites),
+        quick=quick,
+        targets=tuple(chosen),
+        modes=tuple(modes),
+        budget_seconds=30.0 if quick else 300.0,
+        control_seeds=(0,) if quick else (0, 1, 2),
+        control_targets=tuple(chosen[:2] if quick else chosen),
+        perf_batch=1024 if quick else 4096,
+        program_sizes=(1, 2, 4, 8) if quick else (1, 2, 4, 8, 16),
+        with_acdc=with_acdc,
+    )
+
+
+# --- machine, versions, memory ------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def current_rss_mb() -> float:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        total_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
+        info["memory_gb"] = round(total_kb / 1024 / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        info["memory_gb"] = None
+    return info
+
+
+def versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("torch", "transformer_lens", "tracr-pypi", "mechsynth", "z3-solver", "anthropic"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def git_info(repo: Path | None = None) -> dict[str, Any]:
+    repo = repo or Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
+# --- small helpers ------------------------------------------------------------------------------
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _timed(fn: Callable[[], Any], *, repeat: int = 1) -> tuple[Any, float]:
+    """(last result, best-of-`repeat` seconds): best-of filters other processes' noise."""
+    best = float("inf")
+    result = None
+    for _ in range(max(1, repeat)):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return result, best
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def _num(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f else None  # NaN -> None
+
+
+# --- recovery -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    """One synthesis run: one target under one proposer configuration."""
+
+    target: str
+    kind: str
+    mode: str
+    recovered: bool
+    criterion: str
+    accepted: int = 0
+    program: str | None = None
+    correspondence: Mapping[str, str] | None = None
+    behaviour: float | None = None
+    loss_recovered: float | None = None
+    iia: float | None = None
+    p_value: float | None = None
+    n_scored: int | None = None
+    seconds: float | None = None
+    seconds_to_accept: float | None = None
+    recovery: Mapping[str, Any] | None = None
+    error: str | None = None
+
+
+def _mode_options(mode: str) -> dict[str, Any]:
+    """Keyword options of ``synth.run`` that select the proposers of one configuration."""
+    from synth import loop
+
+    return loop.bench_mode_options(mode)
+
+
+def _hypothesis_and_scores(item: Any) -> tuple[Any, Mapping[str, Any]]:
+    """An accepted entry of a Run as (hypothesis, scores), whatever container the loop uses."""
+    hypothesis = getattr(item, "hypothesis", item)
+    scores = getattr(item, "scores", None)
+    if scores is None and isinstance(item, Mapping):
+        hypothesis, scores = item.get("hypothesis", item), item.get("scores", {})
+    return hypothesis, dict(scores or {})
+
+
+def _first(scores: Mapping[str, Any], *names: str) -> float | None:
+    for name in names:
+        if name in scores and _num(scores[name]) is not None:
+            return _num(scores[name])
+    return None
+
+
+def _recovery_json(recovery: Any) -> dict[str, Any]:
+    if hasattr(recovery, "to_json"):
+        return dict(recovery.to_json())
+    if hasattr(recovery, "__dataclass_fields__"):
+        return json.loads(json.dumps(asdict(recovery), default=str))
+    return {"recovered": bool(getattr(recovery, "recovered", False))}
+
+
+def run_one(spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: Path) -> RecoveryResult:
+    """Run the loop on one target in one configuration and judge the outcome."""
+    import synth
+    from models import load_target
+
+    target = load_target(spec)
+    kind = spec.split(":", 1)[0]
+    has_truth = target.ground_truth is not None
+    criterion = (
+        "synth.compare vs ground truth"
+        if has_truth
+        else (f"accepted, behaviour>={TRAINED_MIN_BEHAVIOUR}, loss recovered>={TRAINED_MIN_LOSS_RECOVERED}")
+    )
+    run = synth.run(target, seed=seed, budget_seconds=budget_seconds, out=str(run_dir), **_mode_options(mode))
+    accepted = list(getattr(run, "accepted", []) or [])
+    base = dict(
+        target=spec,
+        kind=kind,
+        mode=mode,
+        criterion=criterion,
+        accepted=len(accepted),
+        n_scored=getattr(run, "n_scored", None),
+        seconds=_num(getattr(run, "seconds", None)),
+        seconds_to_accept=_num(getattr(run, "seconds_to_accept", None)),
+    )
+    if not accepted:
+        return RecoveryResult(recovered=False, **base)
+    # The loop lists accepted hypotheses best first; the benchmark judges the one it would report.
+    hypothesis, scores = _hypothesis_and_scores(accepted[0])
+    behaviour = _first(scores, "behaviour")
+    loss = _first(scores, "loss_recovered")
+    recovery_json = None
+    if has_truth:
+        recovery = synth.compare(hypothesis, target.ground_truth, target)
+        recovered = bool(getattr(recovery, "recovered", False))
+        recovery_json = _recovery_json(recovery)
+    else:
+        recovered = (behaviour or 0.0) >= TRAINED_MIN_BEHAVIOUR and (
+            loss or 0.0
+        ) >= TRAINED_MIN_LOSS_RECOVERED
+    return RecoveryResult(
+        recovered=recovered,
+        program=str(getattr(hypothesis, "program", hypothesis)),
+        correspondence={k: str(v) for k, v in dict(getattr(hypothesis, "correspondence", {})).items()},
+        behaviour=behaviour,
+        loss_recovered=loss,
+        iia=_first(scores, "iia"),
+        p_value=_first(scores, "p_adjusted", "adjusted_p", "p_value_adjusted", "p_value", "p"),
+        recovery=recovery_json,
+        **base,
+    )
+
+
+def recovery_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
+    import shutil
+
+    runs_root = out_dir / "runs"
+    # Runs resume from their directory; a benchmark must time fresh runs, never resumed ones.
+    shutil.rmtree(runs_root, ignore_errors=True)
+    rows: list[RecoveryResult] = []
+    for spec in plan.targets:
+        for mode in plan.modes:
+            run_dir = runs_root / f"{spec.replace(':', '_')}-{mode}"
+            _log(f"recovery: {spec} [{mode}] budget {plan.budget_seconds:.0f} s")
+            try:
+                row = run_one(spec, mode, budget_seconds=plan.budget_seconds, seed=plan.seed, run_dir=run_dir)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # noqa: BLE001 - a failing target is a result, not the end of the bench
+                _log(f"recovery: {spec} [{mode}] failed: {_error_text(e)}")
+                traceback.print_exc(file=sys.stderr)
+                row = RecoveryResult(
+                    target=spec,
+                    kind=spec.split(":", 1)[0],
+                    mode=mode,
+                    recovered=False,
+                    criterion="error",
+                    error=_error_text(e),
+                )
+            _log(
+                f"recovery: {spec} [{mode}] -> {'RECOVERED' if row.recovered else 'not recovered'}"
+                f" ({row.seconds or 0:.1f} s, {row.n_scored} scored)"
+            )
+            rows.append(row)
+    totals = {}
+    for mode in plan.modes:
+        mine = [r for r in rows if r.mode == mode]
+        totals[mode] = {
+            "recovered": sum(r.recovered for r in mine),
+            "total": len(mine),
+            "tracr_recovered": sum(r.recovered for r in mine if r.kind == "tracr"),
+            "tracr_total": sum(r.kind == "tracr" for r in mine),
+            "trained_recovered": sum(r.recovered for r in mine if r.kind == "trained"),
+            "trained_total": sum(r.kind == "trained" for r in mine),
+            "errors": sum(r.error is not None for r in mine),
+        }
+    return {
+        "budget_seconds": plan.budget_seconds,
+        "modes": list(plan.modes),
+        "mode_labels": {m: MODE_LABELS[m] for m in plan.modes},
+        "llm_configured": any(m in LLM_MODES for m in plan.modes),
+        "rows": [asdict(r) for r in rows],
+        "totals": totals,
+    }
+
+
+# --- ACDC peer ----------------------------------------------------------------------------------
+
+
+def acdc_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Path) -> dict[str, Any]:
+    """ACDC and EAP (auto-circuit, own venv) on the plan's tracr targets, next to our locations."""
+    from models import load_target
+    from synth import acdc_peer
+
+    specs = [s for s in plan.targets if s.startswith("tracr:")]
+    ours: dict[str, list[str]] = {}
+    for row in (recovery or {}).get("rows", []):
+        if row["mode"] == "model_guided" and row.get("correspondence"):
+            ours[row["target"]] = list(row["correspondence"].values())
+    targets = [load_target(s) for s in specs]
+    _log(f"acdc: {len(targets)} tracr targets (auto-circuit venv at {acdc_peer.default_venv_dir()})")
+    result = acdc_peer.run_peer(targets, ours, out_dir / "acdc")
+    if "skipped" in result:
+        _log(f"acdc: skipped: {result['skipped']}")
+    return result
+
+
+# --- controls -----------------------------------------------------------------------------------
+
+
+def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
+    """The controls helper's false-positive suite on the plan's control targets and seeds."""
+    from synth import control
+
+    _log(f"controls: {len(plan.control_targets)} targets x seeds {list(plan.control_seeds)}")
+    start = time.perf_counter()
+    result = control.false_positive_suite(
+        list(plan.control_targets),
+        seeds=list(plan.control_seeds),
+        budget_seconds=plan.budget_seconds,
+        out=str(out_dir / "controls"),
+    )
+    data = result.to_json() if hasattr(result, "to_json") else result
+    data = json.loads(json.dumps(data, default=str))
+    return {
+        "seconds": time.perf_counter() - start,
+        "seeds": list(plan.control_seeds),
+        "targets": list(plan.control_targets),
+        "result": data,
+    }
+
+
+# --- perf ---------------------------------------------------------------------------------------
+
+
+def _forward_seconds(target: Any, inputs: list[list[Any]], repeat: int = 3) -> float:
+    """Best-of-`repeat` time of one clean batched forward pass on same-length inputs."""
+    import torch
+
+    tokens = target.tokens(inputs)
+    with torch.no_grad():
+        target.model(tokens)  # warm-up: first call pays for lazy init
+        _, seconds = _timed(lambda: target.model(tokens), repeat=repeat)
+    return seconds
+
+
+def chain_program_text(size: int) -> str:
+    """A program of exactly `size` non-primitive nodes, alternating an MLP-like map and a head-like
+    select/aggregate (selectors count as nodes), so interpreter cost can be read per node."""
+    lines, prev, n = [], "tokens", 0
+    while n < size:
+        if n % 3 == 0 or size - n < 2:
+            lines.append(f"v{n} = map(add(1), {prev})")
+            prev, n = f"v{n}", n + 1
+        else:
+            lines.append(f"s{n} = select(indices, indices, EQ)")
+            lines.append(f"v{n + 1} = aggregate(s{n}, {prev})")
+            prev, n = f"v{n + 1}", n + 2
+    return "\n".join(lines)
+
+
+def interpreter_measure(program: Any, inputs: list[list[Any]], repeat: int = 3) -> dict[str, Any]:
+    """Time the DSL's tensor path on one encoded batch (encoding once, as the enumerator does)."""
+    from dsl.interpret import encode, run
+
+    batch = encode(inputs)
+    run(program, batch)  # warm-up: compiles the function-library lookups cached on the batch
+    _, seconds = _timed(lambda: run(program, batch), repeat=repeat)
+    nodes = int(program.size)
+    return {
+        "nodes": nodes,
+        "batch": len(inputs),
+        "positions": max(len(x) for x in inputs),
+        "seconds": seconds,
+        "node_evals_per_s": nodes * len(inputs) / seconds if seconds > 0 else None,
+        "programs_per_s": 1.0 / seconds if seconds > 0 else None,
+    }
+
+
+def _random_depth_target(base: Any, n_layers: int, seed: int) -> Any:
+    """The base target's task and encoding on a freshly initialised network of `n_layers` blocks."""
+    import dataclasses
+
+    from models.bridge import build_bridge
+    from synth.acdc_peer import model_config
+
+    config = {k: v for k, v in model_config(base.model).items() if v is not None}
+    config.update(n_layers=n_layers, seed=seed)
+    model = build_bridge(config)
+    return dataclasses.replace(base, name=f"{base.name}@random-{n_layers}L", model=model, ground_truth=None)
+
+
+def perf_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Path) -> dict[str, Any]:
+    """Every figure next to a ratio measured moments apart in this process."""
+    import random
+
+    import synth
+    from dsl import parse
+    from models import load_target
+
+    tracr_specs = [s for s in plan.targets if s.startswith("tracr:")] or ["tracr:reverse"]
+    reference = load_target(tracr_specs[0])
+    perf: dict[str, Any] = {"reference_target": reference.name, "batch": plan.perf_batch}
+    errors: dict[str, str] = {}
+
+    def attempt(name: str, fn: Callable[[], Any]) -> Any:
+        _log(f"perf: {name}")
+        try:
+            return fn()
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - one broken measurement must not hide the others
+            errors[name] = _error_text(e)
+            _log(f"perf: {name} failed: {errors[name]}")
+            return None
+
+    length = reference.max_len
+    ref_inputs = reference.task.sample(plan.perf_batch, plan.seed, length=length)
+    forward_s = attempt("forward", lambda: _forward_seconds(reference, ref_inputs))
+    perf["forward"] = {
+        "target": reference.name,
+        "batch": plan.perf_batch,
+        "length": length,
+        "seconds": forward_s,
+    }
+
+    # Interpreter: the reference target's ground-truth program on the same inputs the network saw.
+    def interp() -> dict[str, Any]:
+        program = reference.ground_truth.program
+        m = interpreter_measure(program, ref_inputs)
+        m["vs_forward"] = _ratio(m["seconds"], forward_s)
+        m["program"] = str(program)
+        return m
+
+    perf["interpreter"] = attempt("interpreter", interp)
+
+    # Enumerator: distinct programs/s; ratio = distinct / nodes evaluated (what pruning keeps).
+    def enum() -> dict[str, Any]:
+        from synth.enumerate import throughput
+
+        seconds = 3.0 if plan.quick else 10.0
+        stats = throughput(reference, seconds=seconds, seed=plan.seed)
+        return {
+            "target": reference.name,
+            "budget_seconds": seconds,
+            "distinct": stats.distinct,
+            "evaluated": stats.evaluated,
+            "seconds": stats.seconds,
+            "distinct_per_s": stats.per_second,
+            "evaluated_per_s": stats.evaluated / stats.seconds if stats.seconds > 0 else None,
+            "distinct_fraction": _ratio(stats.distinct, stats.evaluated),
+        }
+
+    perf["enumerator"] = attempt("enumerator", enum)
+
+    # Score cost: one causal-scrubbing score of the ground truth vs one clean forward, per target.
+    def score_cost(spec: str) -> dict[str, Any]:
+        target = load_target(spec)
+        n = plan.perf_batch // 4
+        inputs = target.task.sample(n, plan.seed, length=target.max_len)
+        fwd = _forward_seconds(target, inputs)
+        synth.score(target, target.ground_truth, n=n, seed=plan.seed)  # warm-up
+        _, score_s = _timed(lambda: synth.score(target, target.ground_truth, n=n, seed=plan.seed), repeat=2)
+        return {
+            "target": spec,
+            "n": n,
+            "program_size": int(target.ground_truth.program.size),
+            "claimed_variables": len(target.ground_truth.correspondence),
+            "forward_seconds": fwd,
+            "score_seconds": score_s,
+            "score_vs_forward": _ratio(score_s, fwd),
+        }
+
+    perf["score_cost"] = [
+        r
+        for r in (attempt(f"score cost {s}", lambda s=s: score_cost(s)) for s in tracr_specs)
+        if r is not None
+    ]
+    helper = getattr(synth, "score_cost_ratio", None)
+    if helper is not None:
+        perf["score_cost_helper"] = attempt(
+            "score cost (checks helper)", lambda: _jsonable(helper(reference))
+        )
+
+    # Time to recovery (from the recovery suite of this same run) and the speed-up over I/O-only.
+    rows = (recovery or {}).get("rows", [])
+    ttr = []
+    for spec in dict.fromkeys(r["target"] for r in rows):
+        by_mode = {r["mode"]: r for r in rows if r["target"] == spec}
+        mg, io = by_mode.get("model_guided"), by_mode.get("io_only")
+
+        def when(r: Mapping[str, Any] | None) -> float | None:
+            if not r or not r["recovered"]:
+                return None
+            return r.get("seconds_to_accept") or r.get("seconds")
+
+        ttr.append(
+            {
+                "target": spec,
+                "model_guided_seconds": when(mg),
+                "io_only_seconds": when(io),
+                "io_only_over_model_guided": _ratio(when(io), when(mg)),
+                "model_guided_vs_forward": _ratio(when(mg), forward_s),
+            }
+        )
+    perf["time_to_recovery"] = ttr
+
+    # Growth with model depth: same task and batch, fresh networks of 1, 2, 4 blocks.
+    def depth_growth() -> list[dict[str, Any]]:
+        import shutil
+
+        from synth.observe import observe
+
+        rows_ = []
+        for depth in plan.depths:
+            target = _random_depth_target(reference, depth, plan.seed)
+            fwd = _forward_seconds(target, ref_inputs)
+            _, obs_s = _timed(lambda t=target: observe(t, per_length=plan.perf_batch // 8, seed=plan.seed))
+            run_dir = out_dir / "runs" / f"depth-{depth}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            budget = 5.0 if plan.quick else 20.0
+            run = synth.run(
+                target,
+                seed=plan.seed,
+                budget_seconds=budget,
+                out=str(run_dir),
+                **_mode_options("model_guided"),
+            )
+            scored = int(getattr(run, "n_scored", 0) or 0)
+            run_s = _num(getattr(run, "seconds", None)) or budget
+            rows_.append(
+                {
+                    "layers": depth,
+                    "forward_seconds": fwd,
+                    "observe_seconds": obs_s,
+                    "run_budget_seconds": budget,
+                    "n_scored": scored,
+                    "seconds_per_candidate": run_s / scored if scored else None,
+                }
+            )
+        base = rows_[0]
+        for r in rows_:
+            r["forward_ratio"] = _ratio(r["forward_seconds"], base["forward_seconds"])
+            r["observe_ratio"] = _ratio(r["observe_seconds"], base["observe_seconds"])
+            r["per_candidate_ratio"] = _ratio(r["seconds_per_candidate"], base["seconds_per_candidate"])
+        return rows_
+
+    perf["depth_growth"] = attempt("depth growth", depth_growth)
+
+    # Growth with program size: interpreter time on one batch for programs of 1..16 nodes.
+    def size_growth() -> list[dict[str, Any]]:
+        rng = random.Random(plan.seed)
+        inputs = [[rng.randrange(5) for _ in range(8)] for _ in range(plan.perf_batch)]
+        rows_ = [interpreter_measure(parse(chain_program_text(k)), inputs) for k in plan.program_sizes]
+        for r in rows_:
+            r["ratio_to_smallest"] = _ratio(r["seconds"], rows_[0]["seconds"])
+        return rows_
+
+    perf["program_size_growth"] = attempt("program size growth", size_growth)
+    perf["errors"] = errors
+    return perf
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_json"):
+        value = value.to_json()
+    elif hasattr(value, "__dataclass_fields__"):
+        value = asdict(value)
+    return json.loads(json.dumps(value, default=str))
+
+
+# --- baseline (CI floor) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaselineCheck:
+    """Recovery counts of this run against the committed floor (quick runs only)."""
+
+    ok: bool
+    checked: bool
+    message: str
+    failures: tuple[str, ...] = ()
+
+
+def load_baseline(path: Path | None = None) -> dict[str, Any] | None:
+    path = path or BASELINE_PATH
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BenchError(f"cannot read the bench baseline {path}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("min_recovered"), dict):
+        raise BenchError(f"bench baseline {path} lacks a 'min_recovered' table")
+    return data
+
+
+def check_baseline(results: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> BaselineCheck:
+    """Each configuration must recover at least the committed number of targets.
+
+    The floor only means something on the same targets, so a different target list is a
+    failure too (update the baseline from a real run when the quick subset changes).
+    """
+    recovery = results.get("recovery")
+    if not results.get("plan", {}).get("quick") or recovery is None:
+        return BaselineCheck(True, False, "baseline not checked (only --quick runs with the recovery suite)")
+    if baseline is None:
+        return BaselineCheck(False, True, f"no committed baseline at {BASELINE_PATH}", ("missing baseline",))
+    failures = []
+    expected_targets = baseline.get("targets")
+    targets = list(results["plan"]["targets"])
+    if expected_targets is not None and list(expected_targets) != targets:
+        failures.append(f"quick targets changed: baseline {expected_targets}, this run {targets}")
+    totals = recovery.get("totals", {})
+    for mode, floor in baseline["min_recovered"].items():
+        if mode not in totals:
+            if mode in LLM_MODES:
+                continue  # LLM configurations only run where an endpoint is configured
+            failures.append(f"{mode}: not run")
+            continue
+        got = int(totals[mode]["recovered"])
+        if got < int(floor):
+            failures.append(f"{mode}: recovered {got} < baseline {floor}")
+    if failures:
+        return BaselineCheck(
+            False, True, "recovery below the committed baseline: " + "; ".join(failures), tuple(failures)
+        )
+    summary = ", ".join(
+        f"{m} {totals[m]['recovered']}>={f}" for m, f in baseline["min_recovered"].items() if m in totals
+    )
+    return BaselineCheck(True, True, f"recovery at or above the committed baseline ({summary})")
+
+
+def update_baseline(bench_json: Path, path: Path | None = None) -> dict[str, Any]:
+    """Write the floor from a real ``--quick`` run's bench.json (never from typed-in numbers)."""
+    path = path or BASELINE_PATH
+    results = json.loads(Path(bench_json).read_text())
+    if not results.get("plan", {}).get("quick") or "recovery" not in results:
+        raise BenchError(f"{bench_json} is not a --quick run with the recovery suite")
+    baseline = {
+        "comment": "Floor for `mechsynth bench --quick` recovery counts; written by "
+        "synth.bench.update_baseline "
+        "from the run named below.",
+        "from_commit": results.get("git", {}).get("commit"),
+        "from_run": results.get("created"),
+        "machine": {k: results.get("machine", {}).get(k) for k in ("cpus_usable", "torch_threads")},
+        "targets": results["plan"]["targets"],
+        "budget_seconds": results["recovery"]["budget_seconds"],
+        "min_recovered": {
+            m: t["recovered"] for m, t in results["recovery"]["totals"].items() if m not in LLM_MODES
+        },
+    }
+    path.write_text(json.dumps(baseline, indent=2) + "\n")
+    return baseline
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value:
+            return "–"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        if value != 0 and abs(value) < 10**-digits:
+            return f"{value:.1e}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(results: Mapping[str, Any]) -> str:
+    """BENCHMARKS.md: every table, each number traceable to bench.json."""
+    m, v, g, plan = results["machine"], results["versions"], results["git"], results["plan"]
+    out = [
+        "# mechsynth benchmarks",
+        "",
+        f"Generated by `{results['command']}` on {results['created']} "
+        f"({'quick subset' if plan['quick'] else 'full suite'}; wall time {results['wall_seconds']:.0f} s). "
+        "Every number below is in `bench.json` next to this file; ratios are measured in the same process, "
+        "moments apart, so they transfer across machines better than the absolute figures.",
+        "",
+        f"- Machine: {m['processor']}, {m['cpus_usable']} usable CPU cores (of {m['cpu_count']}), "
+        f"torch threads {m['torch_threads']}, {m.get('memory_gb')} GB RAM, load average at start "
+        f"{', '.join(f'{x:.2f}' for x in (m.get('load_average_at_start') or []))}; {m['platform']}.",
+        f"- Versions: python {v['python']}, torch {v['torch']}, transformer_lens {v['transformer_lens']}, "
+        f"tracr-pypi {v['tracr-pypi']}, mechsynth {v['mechsynth']}.",
+        f"- Commit: `{g.get('commit')}`{' (with uncommitted changes)' if g.get('dirty') else ''}.",
+        f"- Peak RSS: {results['peak_rss_mb']:.0f} MB "
+        f"(after imports: {results['rss_after_imports_mb']:.0f} MB).",
+    ]
+    if "recovery" in results:
+        out += ["", _render_recovery(results["recovery"])]
+    if "acdc" in results:
+        out += ["", _render_acdc(results["acdc"], results.get("recovery"))]
+    if "controls" in results:
+        out += ["", _render_controls(results["controls"])]
+    if "perf" in results:
+        out += ["", _render_perf(results["perf"], results)]
+    if results.get("baseline_check"):
+        out += ["", "## CI baseline", "", results["baseline_check"]["message"]]
+    if results.get("suite_errors"):
+        out += ["", "## Suites that failed", ""]
+        out += [f"- {k}: {e}" for k, e in results["suite_errors"].items()]
+    return "\n".join(out) + "\n"
+
+
+def _render_recovery(rec: Mapping[str, Any]) -> str:
+    modes = rec["modes"]
+    labels = rec["mode_labels"]
+    out = [
+        "## Recovery",
+        "",
+        f"Each target is run under each proposer configuration with the same budget "
+        f"({rec['budget_seconds']:.0f} s wall clock per run) and seed. "
+        "A tracr target is *recovered* when the "
+        "top accepted hypothesis is equivalent to the ground-truth program and every ground-truth variable "
+        "written by a head or MLP has an equivalent variable mapped to that component (`synth.compare`). "
+        f"A trained target has no ground truth: it counts when a hypothesis is accepted with behaviour >= "
+        f"{TRAINED_MIN_BEHAVIOUR} and loss recovered >= {TRAINED_MIN_LOSS_RECOVERED}.",
+    ]
+    if not rec.get("llm_configured"):
+        out.append(
+            "No LLM endpoint is configured (ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL), so (c) LLM-only "
+            "and (d) both were not run."
+        )
+    out += ["", "### Totals", ""]
+    rows = []
+    for mode in modes:
+        t = rec["totals"][mode]
+        rows.append(
+            [
+                labels[mode],
+                f"{t['recovered']}/{t['total']}",
+                f"{t['tracr_recovered']}/{t['tracr_total']}",
+                f"{t['trained_recovered']}/{t['trained_total']}",
+                str(t["errors"]),
+            ]
+        )
+    out.append(_table(["configuration", "recovered", "tracr", "trained", "errors"], rows))
+    out += ["", "### Side by side (recovered · seconds · candidates scored)", ""]
+    by = {(r["target"], r["mode"]): r for r in rec["rows"]}
+    targets = list(dict.fromkeys(r["target"] for r in rec["rows"]))
+    rows = []
+    for spec in targets:
+        cells = [spec]
+        for mode in modes:
+            r = by.get((spec, mode))
+            if r is None:
+                cells.append("–")
+            elif r.get("error"):
+                cells.append("error")
+            else:
+                cells.append(
+                    f"{'**yes**' if r['recovered'] else 'no'} · {_f(r['seconds'])} s · {_f(r['n_scored'])}"
+                )
+        rows.append(cells)
+    out.append(_table(["target"] + [labels[m] for m in modes], rows))
+    for mode in modes:
+        out += ["", f"### {labels[mode]}: per target", ""]
+        rows = []
+        for spec in targets:
+            r = by.get((spec, mode))
+            if r is None:
+                continue
+            rows.append(
+                [
+                    spec,
+                    "error: " + r["error"] if r.get("error") else ("**yes**" if r["recovered"] else "no"),
+                    str(r["accepted"]),
+                    r["behaviour"],
+                    r["loss_recovered"],
+                    r["iia"],
+                    r["p_value"],
+                    _f(r["n_scored"]),
+                    r["seconds"],
+                    r["seconds_to_accept"],
+                ]
+            )
+        out.append(
+            _table(
+                [
+                    "target",
+                    "recovered",
+                    "accepted",
+                    "behaviour",
+                    "loss recovered",
+                    "IIA",
+                    "p (adjusted)",
+                    "scored",
+                    "seconds",
+                    "s to accept",
+                ],
+                rows,
+            )
+        )
+    return "\n".join(out)
+
+
+def _render_acdc(acdc: Mapping[str, Any], recovery: Mapping[str, Any] | None) -> str:
+    out = ["## Peer: ACDC and edge attribution patching (auto-circuit)", ""]
+    if "skipped" in acdc:
+        return "\n".join(out + [f"Skipped: {acdc['skipped']}"])
+    s = acdc["settings"]
+    out += [
+        f"auto-circuit 1.0.1 in its own venv ({acdc['venv_message']}). Same tracr networks, exported with "
+        "their real unembedding (max |logit difference| of the rebuilt TL 2.x model is shown). "
+        f"{s['n']} clean "
+        "prompts at the task's maximum length, corrupted by resampling "
+        "(independent inputs of the same length); "
+        f"ACDC at tau={s['tau']:g} (KL divergence; MSE for numerical outputs); "
+        "EAP ranks edges by attribution "
+        "and is read off at the same number of edges ACDC kept. Components: heads `A<layer>.<head>`, "
+        "`MLP <layer>`; P/R = precision/recall against the components tracr's ground truth writes variables "
+        "with. Because clean and corrupt prompts share one length, components that only compute length-"
+        "dependent values cannot show an effect under ACDC's resample ablation; "
+        "ours are scored across lengths.",
+        "",
+    ]
+    mg_secs = {}
+    for r in (recovery or {}).get("rows", []):
+        if r["mode"] == "model_guided":
+            mg_secs[r["target"]] = r.get("seconds_to_accept") or r.get("seconds") if r["recovered"] else None
+    rows = []
+    for r in acdc["rows"]:
+
+        def pr(a: Mapping[str, Any]) -> str:
+            return f"{_f(a.get('precision'), 2)}/{_f(a.get('recall'), 2)}"
+
+        rows.append(
+            [
+                r["target"],
+                f"{r['acdc_edges']}/{r['n_edges']}",
+                ", ".join(r["acdc_components"]) or "none",
+                ", ".join(r["eap_components"]) or "none",
+                ", ".join(r["ours_components"]) if r["ours_components"] is not None else "(none accepted)",
+                ", ".join(r["truth_components"] or []),
+                pr(r["acdc_vs_truth"]),
+                pr(r["eap_vs_truth"]),
+                pr(r["ours_vs_truth"]),
+                r["acdc_seconds"],
+                r["eap_seconds"],
+                mg_secs.get(r["target"]),
+                r["rebuild_max_abs_diff"],
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "target",
+                "ACDC edges kept",
+                "ACDC components",
+                "EAP components",
+                "ours",
+                "ground truth",
+                "ACDC P/R",
+                "EAP P/R",
+                "ours P/R",
+                "ACDC s",
+                "EAP s",
+                "ours s (to recovery)",
+                "rebuild max diff",
+            ],
+            rows,
+        )
+    )
+    for name, err in acdc.get("errors", {}).items():
+        out.append(f"\n- {name}: {err}")
+    return "\n".join(out)
+
+
+def _render_controls(ctl: Mapping[str, Any]) -> str:
+    out = [
+        "## Controls: the false-positive suite",
+        "",
+        f"Runs on networks that implement nothing (re-initialised and weight-shuffled copies), seeds "
+        f"{ctl['seeds']}, targets {', '.join(ctl['targets'])}; {ctl['seconds']:.0f} s. A sound engine "
+        "accepts nothing here.",
+        "",
+    ]
+    res = ctl["result"]
+    rows_data = res.get("rows") if isinstance(res, Mapping) else res
+    if isinstance(rows_data, list) and rows_data and isinstance(rows_data[0], Mapping):
+        keys = [k for k in rows_data[0] if not isinstance(rows_data[0][k], (list, dict))]
+        out.append(
+            _table(
+                keys,
+                [[r.get(k) if not isinstance(r.get(k), str) else r.get(k) for k in keys] for r in rows_data],
+            )
+        )
+    summary = {k: v for k, v in (res.items() if isinstance(res, Mapping) else []) if k != "rows"}
+    if summary:
+        out += [
+            "",
+            _table(
+                ["summary", "value"],
+                [[k, v if not isinstance(v, (list, dict)) else json.dumps(v)] for k, v in summary.items()],
+            ),
+        ]
+    return "\n".join(out)
+
+
+def _render_perf(perf: Mapping[str, Any], results: Mapping[str, Any]) -> str:
+    out = [
+        "## Performance",
+        "",
+        f"Reference target {perf['reference_target']}, batch {perf['batch']}. Times are best of repeated "
+        "measurements; each ratio divides two timings taken in this run.",
+        "",
+    ]
+    rows = []
+    fwd = perf.get("forward") or {}
+    rows.append(
+        [
+            "clean batched forward pass",
+            f"{_f(fwd.get('seconds'))} s ({fwd.get('batch')} inputs)",
+            "1",
+            "the unit for the ratios below",
+        ]
+    )
+    it = perf.get("interpreter")
+    if it:
+        rows.append(
+            [
+                "interpreter (ground-truth program, same inputs)",
+                f"{_f(it['node_evals_per_s'])} node·inputs/s ({it['nodes']} nodes, {_f(it['seconds'])} s)",
+                _f(it.get("vs_forward")),
+                "interpreter time / forward time",
+            ]
+        )
+    en = perf.get("enumerator")
+    if en:
+        rows.append(
+            [
+                "enumerator",
+                f"{_f(en['distinct_per_s'])} distinct programs/s",
+                _f(en.get("distinct_fraction")),
+                f"distinct / nodes evaluated "
+                f"({en['distinct']} of {en['evaluated']} in {_f(en['seconds'])} s)",
+            ]
+        )
+    costs = perf.get("score_cost") or []
+    if costs:
+        ratios = sorted(c["score_vs_forward"] for c in costs if c.get("score_vs_forward") is not None)
+        if ratios:
+            med = ratios[len(ratios) // 2]
+            rows.append(
+                [
+                    "one causal-scrubbing score",
+                    f"median over {len(ratios)} tracr targets",
+                    _f(med),
+                    "score time / clean forward time on the same batch (per target below)",
+                ]
+            )
+    rows.append(
+        [
+            "peak RSS",
+            f"{results['peak_rss_mb']:.0f} MB",
+            _f(_ratio(results["peak_rss_mb"], results["rss_after_imports_mb"])),
+            "peak / RSS after imports",
+        ]
+    )
+    out.append(_table(["measure", "figure", "ratio", "ratio is"], rows))
+    if costs:
+        out += ["", "### Cost of one score, per target", ""]
+        out.append(
+            _table(
+                ["target", "program nodes", "claimed vars", "n", "forward s", "score s", "score / forward"],
+                [
+                    [
+                        c["target"],
+                        str(c["program_size"]),
+                        str(c["claimed_variables"]),
+                        str(c["n"]),
+                        c["forward_seconds"],
+                        c["score_seconds"],
+                        c["score_vs_forward"],
+                    ]
+                    for c in costs
+                ],
+            )
+        )
+    ttr = perf.get("time_to_recovery") or []
+    if ttr:
+        out += ["", "### End-to-end time to recovery", ""]
+        out.append(
+            _table(
+                [
+                    "target",
+                    "model-guided s",
+                    "I/O-only s",
+                    "I/O-only / model-guided",
+                    "model-guided / forward",
+                ],
+                [
+                    [
+                        r["target"],
+                        r["model_guided_seconds"],
+                        r["io_only_seconds"],
+                        r["io_only_over_model_guided"],
+                        r["model_guided_vs_forward"],
+                    ]
+                    for r in ttr
+                ],
+            )
+        )
+    dg = perf.get("depth_growth")
+    if dg:
+        out += ["", "### Growth with model depth (fresh random networks, same task and batch)", ""]
+        out.append(
+            _table(
+                ["layers", "forward s", "x", "observe s", "x", "candidates scored", "s / candidate", "x"],
+                [
+                    [
+                        str(r["layers"]),
+                        r["forward_seconds"],
+                        r["forward_ratio"],
+                        r["observe_seconds"],
+                        r["observe_ratio"],
+                        str(r["n_scored"]),
+                        r["seconds_per_candidate"],
+                        r["per_candidate_ratio"],
+                    ]
+                    for r in dg
+                ],
+            )
+        )
+    pg = perf.get("program_size_growth")
+    if pg:
+        out += ["", "### Growth with program size (interpreter, one batch)", ""]
+        out.append(
+            _table(
+                ["nodes", "batch x positions", "seconds", "x smallest", "node·inputs/s"],
+                [
+                    [
+                        str(r["nodes"]),
+                        f"{r['batch']} x {r['positions']}",
+                        r["seconds"],
+                        r["ratio_to_smallest"],
+                        r["node_evals_per_s"],
+                    ]
+                    for r in pg
+                ],
+            )
+        )
+    if perf.get("errors"):
+        out += ["", "Measurements that failed: " + "; ".join(f"{k}: {e}" for k, e in perf["errors"].items())]
+    return "\n".join(out)
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def run_bench(plan: BenchPlan, out_dir: Path, *, command: str = "mechsynth bench") -> dict[str, Any]:
+    """Run the planned suites and return every number (also what bench.json holds)."""
+    import torch  # noqa: F401 - imported before the RSS baseline so it counts as "after imports"
+
+    import synth  # noqa: F401
+
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "command": command,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "plan": plan.to_json(),
+        "machine": machine_info(),
+        "versions": versions(),
+        "git": git_info(),
+        "rss_after_imports_mb": current_rss_mb(),
+    }
+    suite_errors: dict[str, str] = {}
+
+    def suite(name: str, fn: Callable[[], Any]) -> None:
+        t0 = time.perf_counter()
+        try:
+            results[name] = fn()
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - report a broken suite, keep the others
+            suite_errors[name] = _error_text(e)
+            _log(f"{name} suite failed: {suite_errors[name]}")
+            traceback.print_exc(file=sys.stderr)
+        results.setdefault("suite_seconds", {})[name] = time.perf_counter() - t0
+
+    if "recovery" in plan.suites:
+        suite("recovery", lambda: recovery_suite(plan, out_dir))
+    if plan.with_acdc:
+        suite("acdc", lambda: acdc_suite(plan, results.get("recovery"), out_dir))
+    if "controls" in plan.suites:
+        suite("controls", lambda: controls_suite(plan, out_dir))
+    if "perf" in plan.suites:
+        suite("perf", lambda: perf_suite(plan, results.get("recovery"), out_dir))
+    results["suite_errors"] = suite_errors
+    results["peak_rss_mb"] = peak_rss_mb()
+    results["peak_rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    results["wall_seconds"] = time.perf_counter() - start
+    return results
+
+
+def write_outputs(results: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js, md = out_dir / "bench.json", out_dir / "BENCHMARKS.md"
+    js.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md.write_text(render_markdown(results))
+    return md, js
+
+
+def cmd_bench(args: Any) -> int:
+    """`mechsynth bench`: run, write DIR/BENCHMARKS.md and DIR/bench.json, check the CI floor.
+
+    Exit 0 when every suite ran and (for --quick) recovery is at or above the committed
+    baseline; 1 when a suite failed or recovery fell below the baseline.
+    """
+    out_dir = Path(getattr(args, "out", None) or "bench-out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BenchError(f"cannot write to --out {out_dir}: {e.strerror}") from None
+    plan = make_plan(args.suite, bool(args.quick), with_acdc=bool(getattr(args, "with_acdc", False)))
+    flags = (
+        [f"--suite {args.suite}"]
+        + (["--quick"] if plan.quick else [])
+        + (["--with-acdc"] if plan.with_acdc else [])
+    )
+    results = run_bench(plan, out_dir, command="mechsynth bench " + " ".join(flags))
+    check = check_baseline(results, load_baseline())
+    results["baseline_check"] = asdict(check)
+    md, js = write_outputs(results, out_dir)
+    if getattr(args, "json", False):
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        print(f"wrote {md} and {js} ({results['wall_seconds']:.0f} s)")
+        if "recovery" in results:
+            for mode, t in results["recovery"]["totals"].items():
+                print(f"  {MODE_LABELS[mode]}: recovered {t['recovered']}/{t['total']}")
+        print(f"  {check.message}")
+    if results["suite_errors"]:
+        print(f"mechsynth bench: suites failed: {', '.join(results['suite_errors'])}", file=sys.stderr)
+        return 1
+    if not check.ok:
+        print(f"mechsynth bench: {check.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m synth.bench update-baseline DIR/bench.json``: refresh the CI floor from a real run."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] != "update-baseline":
+        print("usage: python -m synth.bench update-baseline BENCH_JSON", file=sys.stderr)
+        return 2
+    baseline = update_baseline(Path(argv[1]))
+    print(f"wrote {BASELINE_PATH}: {baseline['min_recovered']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
