@@ -518,6 +518,11 @@ def parse_candidate(block: str, target: Target | None = None) -> ParsedCandidate
         return ParsedCandidate(block, error=f"{_dsl_error_kind(e)}: {_one_line(e)}")
     except Exception as e:  # noqa: BLE001 - model text must never crash the run
         return ParsedCandidate(block, error=f"unreadable candidate ({type(e).__name__}: {_one_line(e)})")
+    output = hypothesis.program.output
+    if hypothesis.program.kind(output) == "selector":
+        return ParsedCandidate(
+            block, error=f"ill-typed program: the output {output!r} is a selector, not a sequence"
+        )
     if target is not None:
         problem = location_problem(hypothesis, target)
         if problem:
