@@ -1,0 +1,248 @@
+"""Patching: read and overwrite activations at hypothesis locations, batched.
+
+Every check in mechsynth (causal scrubbing, interchange interventions, resample
+ablation) is the same operation underneath: run the network on a batch of token
+sequences while some activations are *replaced* by activations taken from other runs,
+and read the logits and some activations back. This module is that operation and
+nothing else.
+
+A `Location` (synth.hypothesis) names a TransformerLens hook, optionally one head of
+a hook with a head axis (``blocks.L.attn.hook_z``: ``[batch, pos, head, d_head]``;
+transformer_lens 4.x has no ``hook_result`` on native models, so heads are patched
+before ``W_O``) and optionally a set of dimensions of the last axis (tracr gives every
+variable its own residual dimensions). `resolve` checks a location against the model
+and turns it into a `Site`: the canonical hook name (aliases such as ``hook_z`` map to
+``attn.o.hook_in`` in 4.x), the hook's position in execution order, and the shape of
+one position's activation. Anything that cannot be a per-position location raises a
+`CheckError` with a one-line message.
+
+`run` performs one forward pass with a list of `Edit`s (site, positions, values) and
+captures the sites asked for. Edits at the same hook are applied in the order given, so
+a whole-hook *base* edit (mean or zero ablation of the embeddings) can be followed by
+the claimed-dimension edits that overwrite part of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from synth.hypothesis import Location
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+
+class CheckError(ValueError):
+    """A hypothesis that cannot be checked on this target (bad location, order, program)."""
+
+
+@dataclass(frozen=True)
+class Site:
+    """A location resolved against one model: canonical hook, execution order, per-position shape."""
+
+    location: Location
+    hook: str
+    order: int
+    shape: tuple[int, ...]  # the hook's activation shape after [batch, pos]
+
+    @property
+    def head(self) -> int | None:
+        return self.location.head
+
+    @property
+    def dims(self) -> tuple[int, ...] | None:
+        return self.location.dims
+
+    def _view(self, act: torch.Tensor, positions: slice) -> torch.Tensor:
+        # Basic indexing only, so the result is a view that writes go through.
+        view = act[:, positions]
+        if self.head is not None:
+            view = view[:, :, self.head]
+        return view
+
+    def read(self, act: torch.Tensor, positions: slice = slice(None)) -> torch.Tensor:
+        """The site's values ``[batch, pos, ...]`` inside a whole-hook activation."""
+        view = self._view(act, positions)
+        if self.dims is not None:
+            return view[..., torch.tensor(self.dims, dtype=torch.long)]
+        return view
+
+    def write(self, act: torch.Tensor, values: torch.Tensor, positions: slice = slice(None)) -> None:
+        """Overwrite the site's values in place (``values`` shaped like `read`'s result)."""
+        view = self._view(act, positions)
+        if self.dims is not None:
+            view[..., torch.tensor(self.dims, dtype=torch.long)] = values.to(act.dtype)
+        else:
+            view.copy_(values.to(act.dtype))
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace ``site``'s values at ``positions`` (a slice of model positions) by ``values``."""
+
+    site: Site
+    values: torch.Tensor
+    positions: slice = field(default_factory=lambda: slice(None))
+
+
+@dataclass(frozen=True)
+class HookInfo:
+    """What a probe forward pass tells us about a model's hooks."""
+
+    order: Mapping[str, int]  # canonical hook name -> rank in execution order
+    shapes: Mapping[str, tuple[int, ...]]  # canonical name -> shape after [batch, pos]
+    positional: Mapping[str, bool]  # whether axis 1 is the position axis
+    canonical: Mapping[str, str]  # any hook name or alias -> canonical name
+
+
+def probe(model: TransformerBridge) -> HookInfo:
+    """Run the model on two tiny inputs (1 and 2 positions) to learn hook order and shapes."""
+    n_ctx = int(model.cfg.n_ctx)
+    lengths = (1, 2) if n_ctx >= 2 else (1,)
+    caches = []
+    with torch.no_grad():
+        for length in lengths:
+            _, cache = model.run_with_cache(torch.zeros(1, length, dtype=torch.long))
+            caches.append(cache)
+    canonical = {name: hp.name for name, hp in model.hook_dict.items()}
+    order: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    positional: dict[str, bool] = {}
+    last = caches[-1]
+    for name in last.keys():
+        canon = canonical.get(name, name)
+        canonical.setdefault(name, canon)
+        if canon in order:
+            continue
+        order[canon] = len(order)
+        shape = tuple(last[name].shape)
+        shapes[canon] = shape[2:]
+        if len(lengths) == 2 and name in caches[0]:
+            first = tuple(caches[0][name].shape)
+            # The position axis is axis 1 iff only axis 1 changes when the input gets one longer.
+            positional[canon] = (
+                len(first) == len(shape) >= 3 and first[1] == 1 and shape[1] == 2 and first[2:] == shape[2:]
+            )
+        else:
+            positional[canon] = len(shape) >= 3
+    return HookInfo(order, shapes, positional, canonical)
+
+
+def resolve(model: TransformerBridge, location: Location, info: HookInfo | None = None) -> Site:
+    """Check a location against the model and return its `Site` (CheckError on any mismatch)."""
+    info = info or probe(model)
+    if location.hook not in info.canonical:
+        close = sorted(h for h in info.canonical if h.split(".")[-1] == location.hook.split(".")[-1])[:3]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise CheckError(f"location {location}: the model has no hook {location.hook!r}{hint}")
+    hook = info.canonical[location.hook]
+    if hook not in info.order:
+        raise CheckError(f"location {location}: hook {location.hook!r} does not fire in a forward pass")
+    if not info.positional[hook]:
+        raise CheckError(f"location {location}: hook {location.hook!r} has no per-position axis")
+    shape = info.shapes[hook]
+    last_axis = shape[-1] if shape else 0
+    if location.head is not None:
+        if len(shape) != 2:
+            raise CheckError(f"location {location}: hook {location.hook!r} has no head axis ({list(shape)})")
+        if location.head >= shape[0]:
+            raise CheckError(f"location {location}: head {location.head} out of range (layer has {shape[0]})")
+        last_axis = shape[1]
+    elif len(shape) != 1 and location.dims is not None:
+        raise CheckError(f"location {location}: dims need a head index on a hook with a head axis")
+    if location.dims is not None:
+        bad = [d for d in location.dims if d >= last_axis]
+        if bad:
+            raise CheckError(f"location {location}: dim {bad[0]} out of range (the axis has {last_axis})")
+        if len(set(location.dims)) != len(location.dims):
+            raise CheckError(f"location {location}: repeated dims")
+    return Site(location, hook, info.order[hook], shape)
+
+
+class PassCounter:
+    """Counts batched forward passes (one per `run` call), to report the cost of a check."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+        self.sequences = 0
+
+    def add(self, batch: int) -> None:
+        self.passes += 1
+        self.sequences += batch
+
+
+def run(
+    model: TransformerBridge,
+    tokens: torch.Tensor,
+    edits: Sequence[Edit] = (),
+    capture: Sequence[Site] = (),
+    *,
+    counter: PassCounter | None = None,
+    need_logits: bool = True,
+) -> tuple[torch.Tensor | None, dict[Site, torch.Tensor]]:
+    """One forward pass with edits applied; returns (logits or None, captured site values).
+
+    Captured values are read after the edits at that hook, as full-position tensors
+    ``[batch, pos, ...]``. With ``need_logits=False`` the pass stops right after the last
+    captured hook, which saves the later layers.
+    """
+    by_hook: dict[str, list[Edit]] = {}
+    for e in edits:
+        by_hook.setdefault(e.site.hook, []).append(e)
+    reads: dict[str, list[Site]] = {}
+    for s in capture:
+        reads.setdefault(s.hook, []).append(s)
+    captured: dict[Site, torch.Tensor] = {}
+    stop_hook = max(capture, key=lambda s: s.order).hook if (capture and not need_logits) else None
+
+    def make_hook(hook_name: str):
+        def fn(act: torch.Tensor, hook: object) -> torch.Tensor:
+            if hook_name in by_hook:
+                act = act.clone()
+                for e in by_hook[hook_name]:
+                    e.site.write(act, e.values, e.positions)
+            for s in reads.get(hook_name, ()):
+                captured[s] = s.read(act).detach().clone()
+            if hook_name == stop_hook:
+                raise _Stop()
+            return act
+
+        return fn
+
+    hooks = [(h, make_hook(h)) for h in sorted(set(by_hook) | set(reads))]
+    if counter is not None:
+        counter.add(int(tokens.shape[0]))
+    logits = None
+    with torch.no_grad():
+        try:
+            with model.hooks(fwd_hooks=hooks):
+                logits = model(tokens)
+        except _Stop:
+            pass
+    return logits, captured
+
+
+class _Stop(Exception):
+    """Raised inside a hook to end a forward pass whose remaining layers are not needed."""
+
+
+def readout_loss(
+    logits: torch.Tensor, clean: torch.Tensor, positions: Sequence[int], numerical_column: int | None
+) -> torch.Tensor:
+    """Per-input, per-readout-position loss of ``logits`` against the clean model's ``clean`` logits.
+
+    We explain the model, not the labels, so the reference is the clean network itself:
+    categorical outputs use KL(clean || patched) of the softmax distributions (0 for the
+    clean run); numerical outputs use the squared error of the readout column. Returns
+    ``[batch, len(positions)]``.
+    """
+    pos = torch.tensor(list(positions), dtype=torch.long)
+    a, c = logits[:, pos].double(), clean[:, pos].double()
+    if numerical_column is not None:
+        return (a[..., numerical_column] - c[..., numerical_column]) ** 2
+    log_p, log_q = torch.log_softmax(c, -1), torch.log_softmax(a, -1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)

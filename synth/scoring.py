@@ -1,0 +1,313 @@
+"""Scoring: every check on one hypothesis, as one mapping of named numbers.
+
+`score(target, hypothesis)` runs, on the same seeded sample of inputs:
+
+* behaviour (synth.behaviour): program output vs the network's output, on fresh inputs
+  and on a broader set (every length; the task's broader distribution);
+* causal scrubbing (synth.scrub): loss recovered
+  ``(L_resampled - L_scrubbed) / (L_resampled - L_clean)`` where every loss is measured
+  against the clean network's own output (KL for categorical readouts, squared error
+  for numerical ones, so ``L_clean = 0``), the same ratio for accuracy (agreement of
+  the decoded output with the clean network), the per-input losses, and
+  ``frac_changed``, the fraction of inputs whose scrubbed prediction differs from the
+  clean one at some readout position (a good average can hide cancellation);
+* the node-level resample-ablation pre-filter (claimed nodes kept / ablated);
+* interchange intervention accuracy (synth.interchange), per variable and jointly.
+  ``iia`` is the *weakest* intervention's accuracy (every claimed variable must behave
+  as the program says); ``iia_mean`` the average.
+
+Everything is deterministic in ``seed``: the inputs come from ``task.sample(n, seed)``
+and every resampling draw from one ``torch.Generator`` seeded with it. The cost is a
+fixed number of batched forward passes per length group (reported as
+``forward_passes``); `cost_ratio` measures it in wall-clock time against one clean
+batched forward pass on the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+
+import torch
+
+from synth.behaviour import behaviour, broader_inputs
+from synth.claims import Claims, group_by_length, prepare_groups, resolve_claims
+from synth.hypothesis import Hypothesis
+from synth.interchange import iia_group
+from synth.patching import CheckError, PassCounter
+from synth.scrub import ABLATIONS, GroupLosses, ablation_groups, scrub_group
+
+if TYPE_CHECKING:
+    from models import Target
+
+__all__ = ["CheckError", "Scores", "cost_ratio", "format_scores", "resample_ablation_score", "score"]
+
+HEADLINE = (
+    "behaviour", "behaviour_exact", "behaviour_broader", "behaviour_broader_exact",
+    "loss_recovered", "accuracy_recovered", "frac_changed", "loss_clean", "loss_scrubbed", "loss_resampled",
+    "accuracy_scrubbed", "accuracy_resampled", "ablation_loss_recovered", "ablation_accuracy_recovered",
+    "necessity_loss_fraction", "iia", "iia_mean", "iia_informative",
+)
+
+
+@dataclass(frozen=True)
+class Scores(Mapping[str, Any]):
+    """Named scores of one hypothesis on one target (a read-only mapping; `to_json` for output).
+
+    Scalars sit at the top level; ``iia_per_variable`` and friends map an intervention
+    name ("x" or "x+y" for a joint one) to a number; ``per_input`` holds the per-input
+    arrays behind the numbers.
+    """
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every number, JSON-safe (NaN becomes null)."""
+        return _jsonable(dict(self.values))
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=False)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return _jsonable(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _ratio(resampled: float, patched: float, clean: float) -> float:
+    denom = resampled - clean
+    return (resampled - patched) / denom if abs(denom) > 1e-12 else float("nan")
+
+
+def _summarise_losses(parts: list[GroupLosses], prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pooled numbers over (input, readout position) and the per-input arrays behind them."""
+    if not parts:
+        nan = float("nan")
+        return {f"{prefix}loss_recovered": nan, f"{prefix}accuracy_recovered": nan}, {}
+    loss = torch.cat([p.loss.reshape(-1) for p in parts])
+    loss_r = torch.cat([p.loss_resampled.reshape(-1) for p in parts])
+    same = torch.cat([p.same.reshape(-1) for p in parts]).double()
+    same_r = torch.cat([p.same_resampled.reshape(-1) for p in parts]).double()
+    l_s, l_r, a_s, a_r = loss.mean().item(), loss_r.mean().item(), same.mean().item(), same_r.mean().item()
+    per_input_loss = torch.cat([p.loss.mean(1) for p in parts])
+    per_input_loss_r = torch.cat([p.loss_resampled.mean(1) for p in parts])
+    changed = torch.cat([(~p.same).any(1) for p in parts])
+    numbers = {
+        f"{prefix}loss_scrubbed" if not prefix else f"{prefix}loss": l_s,
+        f"{prefix}loss_resampled": l_r,
+        f"{prefix}loss_recovered": _ratio(l_r, l_s, 0.0),
+        f"{prefix}accuracy_scrubbed" if not prefix else f"{prefix}accuracy": a_s,
+        f"{prefix}accuracy_resampled": a_r,
+        f"{prefix}accuracy_recovered": _ratio(1.0 - a_r, 1.0 - a_s, 0.0),
+        f"{prefix}frac_changed": changed.double().mean().item(),
+    }
+    arrays = {
+        f"{prefix}loss_scrubbed" if not prefix else f"{prefix}loss": per_input_loss.tolist(),
+        f"{prefix}loss_resampled": per_input_loss_r.tolist(),
+        f"{prefix}changed": changed.tolist(),
+    }
+    return numbers, arrays
+
+
+def _check_options(n: int, ablation: str) -> None:
+    if ablation not in ABLATIONS:
+        raise CheckError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
+    if n < 2:
+        raise CheckError(f"need at least 2 inputs to resample from, got n={n}")
+
+
+def score(
+    target: Target,
+    hypothesis: Hypothesis,
+    *,
+    n: int = 256,
+    seed: int = 0,
+    ablation: str = "resample",
+    n_broader: int = 64,
+    claims: Claims | None = None,
+) -> Scores:
+    """Every check of `hypothesis` on `target` (see the module docstring for each number)."""
+    _check_options(n, ablation)
+    claims = claims or resolve_claims(target, hypothesis)
+    program = hypothesis.program
+    inputs = target.task.sample(n, seed)
+    gen = torch.Generator().manual_seed(seed)
+    counter = PassCounter()
+    groups = prepare_groups(target, claims, inputs, counter)
+    if not groups:
+        raise CheckError(f"no length has two or more of the {n} sampled inputs; raise n")
+
+    fresh = behaviour(target, program, inputs)
+    broad = behaviour(target, program, broader_inputs(target, n_broader, seed))
+
+    scrubs, kept, dropped = [], [], []
+    iia: dict[tuple[str, ...], list] = {}
+    for group in groups:
+        scrubs.append(scrub_group(target, claims, group, ablation, gen, counter))
+        k, d = ablation_groups(target, claims, group, ablation, gen, counter)
+        kept.append(k)
+        dropped.append(d)
+        for key, res in iia_group(target, claims, group, gen, counter).items():
+            iia.setdefault(key, []).append(res)
+
+    values: dict[str, Any] = {
+        "behaviour": fresh.positions, "behaviour_exact": fresh.exact,
+        "behaviour_broader": broad.positions, "behaviour_broader_exact": broad.exact,
+        "loss_clean": 0.0,
+    }
+    per_input: dict[str, Any] = {
+        "behaviour": list(fresh.per_input), "behaviour_broader": list(broad.per_input),
+    }
+    numbers, arrays = _summarise_losses(scrubs, "")
+    values.update(numbers)
+    per_input.update(arrays)
+    numbers, _ = _summarise_losses(kept, "ablation_")
+    values["ablation_loss_recovered"] = numbers["ablation_loss_recovered"]
+    values["ablation_accuracy_recovered"] = numbers["ablation_accuracy_recovered"]
+    numbers, _ = _summarise_losses(dropped, "necessity_")
+    # Necessity: how much of the damage of resampling the whole input comes from the claimed nodes alone.
+    values["necessity_loss_fraction"] = 1.0 - numbers["necessity_loss_recovered"]
+
+    per_var, per_var_inf, n_inf, iia_arrays = {}, {}, {}, {}
+    for key, parts in iia.items():
+        name = "+".join(key)
+        match = torch.cat([p.match for p in parts])
+        informative = torch.cat([p.informative for p in parts])
+        per_var[name] = match.double().mean().item()
+        n_inf[name] = int(informative.sum())
+        per_var_inf[name] = match[informative].double().mean().item() if n_inf[name] else float("nan")
+        iia_arrays[name] = match.tolist()
+    values["iia"] = min(per_var.values()) if per_var else float("nan")
+    values["iia_mean"] = sum(per_var.values()) / len(per_var) if per_var else float("nan")
+    informative_values = [v for v in per_var_inf.values() if not math.isnan(v)]
+    values["iia_informative"] = min(informative_values) if informative_values else float("nan")
+    values["iia_per_variable"] = per_var
+    values["iia_informative_per_variable"] = per_var_inf
+    values["iia_n_informative"] = n_inf
+    per_input["iia"] = iia_arrays
+    values["per_input"] = per_input
+    values.update(
+        n=n, n_scored=sum(g.size for g in groups), lengths=[g.length for g in groups], seed=seed,
+        ablation=ablation, claimed=list(claims.claims), forward_passes=counter.passes,
+        hypothesis=hypothesis.to_json(), target=target.name,
+    )
+    return Scores(values)
+
+
+def resample_ablation_score(
+    target: Target, hypothesis: Hypothesis, *, n: int = 256, seed: int = 0, ablation: str = "resample"
+) -> Scores:
+    """Fast node-level pre-filter (NOT causal scrubbing): keep the claimed nodes, ablate the rest.
+
+    ``ablation_loss_recovered``: loss recovered when every claimed location keeps the
+    reference input's own activation and everything else is resampled (or mean/zero
+    ablated). It checks that the claimed locations carry what the output needs, not
+    that they carry the claimed *values*; scrubbing cannot do better than this by much,
+    so a low number rules a hypothesis out cheaply. ``necessity_loss_fraction``: the
+    share of the whole-input resampling damage caused by resampling only the claimed
+    locations.
+    """
+    _check_options(n, ablation)
+    claims = resolve_claims(target, hypothesis)
+    gen = torch.Generator().manual_seed(seed)
+    counter = PassCounter()
+    groups = prepare_groups(target, claims, target.task.sample(n, seed), counter)
+    kept, dropped = [], []
+    for group in groups:
+        k, d = ablation_groups(target, claims, group, ablation, gen, counter)
+        kept.append(k)
+        dropped.append(d)
+    numbers, arrays = _summarise_losses(kept, "ablation_")
+    necessity, _ = _summarise_losses(dropped, "necessity_")
+    numbers["necessity_loss_fraction"] = 1.0 - necessity["necessity_loss_recovered"]
+    numbers.update(per_input=arrays, n=n, seed=seed, ablation=ablation, forward_passes=counter.passes)
+    return Scores(numbers)
+
+
+def format_scores(scores: Mapping[str, Any]) -> str:
+    """A plain-text table of the headline numbers and per-variable IIA (for `mechsynth score`)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else f"{v:.4f}"
+        return str(v)
+
+    rows = [(k, fmt(scores[k])) for k in HEADLINE if k in scores]
+    width = max([len(k) for k, _ in rows] + [10])
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    per_var = scores.get("iia_per_variable") or {}
+    if per_var:
+        inf = scores.get("iia_informative_per_variable", {})
+        n_inf = scores.get("iia_n_informative", {})
+        lines.append("")
+        lines.append(f"{'intervention':<{width}}  iia     iia_informative (pairs)")
+        for name, v in per_var.items():
+            informative = fmt(inf.get(name, float("nan")))
+            lines.append(f"{name:<{width}}  {fmt(v)}  {informative} ({n_inf.get(name, 0)})")
+    meta_keys = ("target", "n", "n_scored", "lengths", "seed", "ablation", "forward_passes")
+    meta = [k for k in meta_keys if k in scores]
+    if meta:
+        lines.append("")
+        lines += [f"{k:<{width}}  {scores[k]}" for k in meta]
+    return "\n".join(lines)
+
+
+def cost_ratio(
+    target: Target, hypothesis: Hypothesis, *, n: int = 256, seed: int = 0, repeats: int = 3, **options: Any
+) -> dict[str, float]:
+    """Wall-clock cost of `score` as a multiple of one clean batched forward pass on the same inputs.
+
+    The clean pass is what any check must pay at least once: the model on the same
+    ``n`` inputs, grouped by length. Both are timed as the best of ``repeats`` runs.
+    """
+    inputs = target.task.sample(n, seed)
+    batches = [target.tokens([list(x) for x in xs]) for xs in group_by_length(inputs).values()]
+
+    def clean() -> None:
+        with torch.no_grad():
+            for tokens in batches:
+                target.model(tokens)
+
+    def scored() -> Scores:
+        return score(target, hypothesis, n=n, seed=seed, **options)
+
+    t_clean = _best_time(clean, repeats)
+    result = scored()
+    t_score = _best_time(scored, repeats)
+    return {
+        "clean_s": t_clean, "score_s": t_score, "ratio": t_score / t_clean,
+        "forward_passes": float(result["forward_passes"]), "clean_passes": float(len(batches)),
+    }
+
+
+def _best_time(fn: Any, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best

@@ -1,0 +1,232 @@
+"""Causal scrubbing (Chan et al. 2022) on a residual-stream transformer, batched.
+
+The claim being tested: *the network's output depends on the input only through the
+claimed variables, each held at its location, each computed from its claimed parents.*
+Causal scrubbing tests it by replacing activations with activations from *other*
+inputs in every way the claim says cannot matter, and measuring how much of the
+network's behaviour survives.
+
+The recursive algorithm
+-----------------------
+Chan et al. define it on the treeified hypothesis graph. For a node ``v`` evaluated for
+a reference input ``x`` (an input that agrees with the tree above on ``v``'s value):
+
+* each claimed parent ``p`` of ``v`` is evaluated, recursively, on a fresh input ``x_p``
+  drawn from the data *conditioned on agreeing with x on the value of p*;
+* everything else that feeds ``v`` (every path the hypothesis does not claim) is
+  evaluated on an independent random input;
+* the leaves are inputs: a located primitive (``tokens`` at ``hook_embed``) takes the
+  reference input's own activation.
+
+The root is the readout (logits) on the real input; the scrubbed loss is compared with
+the clean loss and with the loss when the whole input is resampled.
+
+What this means on the residual stream
+--------------------------------------
+Values are per position, so agreement is per position: the value of a parent at
+position ``k`` comes from an input whose value of that parent *at k* equals the
+reference's. The scrubbed activation of ``v`` is computed in one forward pass whose
+**base input is a random other input** (for ``ablation="resample"``; the mean or zero
+embedding for "mean"/"zero"), with the locations of ``v``'s claimed parents overwritten,
+position by position, by their own scrubbed activations. Concretely, what is resampled
+(comes from the base, not from an agreeing input) when computing ``v``:
+
+* the token and position embeddings, unless a claimed parent lives there (then only
+  the parent's dims are overwritten; the complement dims stay resampled);
+* every attention head output and MLP output that is not the location of a claimed
+  parent of ``v``, including heads/MLPs that hold *other* claimed variables (an edge
+  the hypothesis does not draw is a path it calls irrelevant);
+* the complement of a claimed parent's subspace: only ``dims`` (or one head of
+  ``hook_z``) are overwritten;
+* the BOS position, where the program has no value.
+
+Components that sit *between* a parent's location and ``v``'s location and read the
+parent (tracr's selector-width helper head, for instance) see the overwritten parent,
+so a claimed edge ``p -> v`` stands for every path from ``p``'s location to ``v``'s
+location (path-patching semantics); a path from the input to ``v`` that avoids every
+claimed parent location sees only the base input.
+
+Batching and treeification
+--------------------------
+Scrubbing one hypothesis costs, per length group, one forward pass per located
+non-primitive variable plus one for the readout: for each variable (in topological
+order) we compute a *pool* holding its scrubbed activation for every input of the group
+as reference, at every position. A consumer's patch at position ``k`` for reference row
+``s`` is drawn uniformly from the pool rows whose reference agrees with row ``s`` on the
+parent at ``k``. Each (consumer row, parent, position) draw is independent, so every
+node of the per-position tree gets its own conditional sample; the one approximation to
+a fully treeified tree is that different positions of one pool row share that row's
+upstream draws (a pool row is one forward pass), which only matters when a consumer
+happens to draw the same row for two positions.
+
+`resample_ablation_score` is the fast node-level variant used for pre-filtering: one
+pass where every claimed location keeps the reference's own clean activation and
+everything else is resampled (sufficiency of the claimed nodes, no check of their
+values), and one pass where only the claimed locations are resampled (necessity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from collections.abc import Sequence
+
+import torch
+
+from synth.claims import Claims, Group
+from synth.patching import CheckError, Edit, PassCounter, readout_loss, run
+
+if TYPE_CHECKING:
+    from models import Target
+
+ABLATIONS = ("resample", "mean", "zero")
+NUMERIC_ATOL = 1e-2  # numerical readouts "agree" within this (models.target.NUMERIC_ATOL)
+
+
+def agreeing_rows(codes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """For codes ``[n, L]``, a uniformly random row ``r[s, k]`` with ``codes[r, k] == codes[s, k]``.
+
+    Vectorised over rows and positions: sort each column, find the run of equal codes
+    each element falls in, and pick a uniform element of that run.
+    """
+    n, length = codes.shape
+    c = torch.nan_to_num(codes.double(), nan=-1e300)  # None agrees with None
+    order = torch.argsort(c, dim=0, stable=True)  # [n, L]
+    sc = torch.gather(c, 0, order)
+    new = torch.ones(n, length, dtype=torch.bool)
+    new[1:] = sc[1:] != sc[:-1]
+    gid = new.T.reshape(-1).cumsum(0) - 1  # column-major run ids; each column starts a new run
+    counts = torch.bincount(gid)
+    starts = counts.cumsum(0) - counts
+    u = torch.rand(n * length, generator=gen, dtype=torch.float64)
+    offset = torch.minimum((u * counts[gid]).long(), counts[gid] - 1)
+    pick = starts[gid] + offset  # column-major flat index into the sorted table
+    chosen = order.T.reshape(-1)[pick].view(length, n)  # chosen original row, per sorted slot
+    out = torch.empty(length, n, dtype=torch.long)
+    out.scatter_(1, order.T, chosen)
+    return out.T.contiguous()
+
+
+def _gather(pool: torch.Tensor, rows: torch.Tensor, group: Group) -> torch.Tensor:
+    """``pool[rows[s, k], offset + k]`` for every reference row s and input position k."""
+    pos = torch.arange(group.length) + group.offset
+    return pool[rows, pos[None, :]]
+
+
+def base_run(
+    claims: Claims, group: Group, ablation: str, gen: torch.Generator
+) -> tuple[torch.Tensor, list[Edit], torch.Tensor | None]:
+    """The base of a scrubbed pass: (tokens, whole-embedding edits, resampled rows or None)."""
+    n = group.size
+    if ablation == "resample":
+        rows = torch.randint(n, (n,), generator=gen)
+        return group.tokens[rows], [], rows
+    edits = []
+    for site, clean in zip(claims.embed_sites, group.embeds):
+        value = clean.mean(0, keepdim=True) if ablation == "mean" else torch.zeros_like(clean[:1])
+        edits.append(Edit(site, value.expand_as(clean)))
+    return group.tokens, edits, None
+
+
+@dataclass(frozen=True)
+class GroupLosses:
+    """Per-input, per-readout-position results of one length group."""
+
+    loss: torch.Tensor  # [n, R] patched loss vs clean
+    loss_resampled: torch.Tensor  # [n, R]
+    same: torch.Tensor  # [n, R] bool: patched prediction equals the clean prediction
+    same_resampled: torch.Tensor  # [n, R]
+
+
+def predictions_agree(logits: torch.Tensor, clean: torch.Tensor, readout: Sequence[int], numeric: int | None):
+    """[n, R] bool: decoded patched output equals the clean network's output at each readout position."""
+    pos = torch.tensor(list(readout), dtype=torch.long)
+    if numeric is not None:
+        return (logits[:, pos, numeric] - clean[:, pos, numeric]).abs() <= NUMERIC_ATOL
+    return logits[:, pos].argmax(-1) == clean[:, pos].argmax(-1)
+
+
+def numeric_column(target: Target) -> int | None:
+    return target.numeric_column if target.task.output_kind == "numerical" else None
+
+
+def _resampled_logits(
+    target: Target, claims: Claims, group: Group, tokens: torch.Tensor, base_edits: list[Edit],
+    rows: torch.Tensor | None, counter: PassCounter,
+) -> torch.Tensor:
+    if rows is not None:  # resampling the whole input is the clean run of the other input
+        return group.clean_logits[rows]
+    logits, _ = run(target.model, tokens, base_edits, counter=counter)
+    return logits
+
+
+def scrub_group(
+    target: Target, claims: Claims, group: Group, ablation: str, gen: torch.Generator, counter: PassCounter
+) -> GroupLosses:
+    """Causal scrubbing of one length group (see the module docstring)."""
+    if ablation not in ABLATIONS:
+        raise CheckError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
+    model, numeric = target.model, numeric_column(target)
+    pools: dict[str, torch.Tensor] = {}
+    for name, claim in claims.claims.items():
+        if claim.primitive:
+            pools[name] = group.clean[name]  # an input leaf: the reference's own activation
+            continue
+        tokens, edits, _ = base_run(claims, group, ablation, gen)
+        for p in claim.parents:
+            rows = agreeing_rows(group.codes[p], gen)
+            edits.append(Edit(claims.claims[p].site, _gather(pools[p], rows, group), group.positions))
+        _, acts = run(model, tokens, edits, capture=[claim.site], counter=counter, need_logits=False)
+        pools[name] = acts[claim.site]
+    tokens, edits, rows = base_run(claims, group, ablation, gen)
+    resampled = _resampled_logits(target, claims, group, tokens, list(edits), rows, counter)
+    for p in claims.root_parents:
+        agree = agreeing_rows(group.codes[p], gen)
+        edits.append(Edit(claims.claims[p].site, _gather(pools[p], agree, group), group.positions))
+    if claims.root_parents or rows is None:
+        scrubbed, _ = run(model, tokens, edits, counter=counter)
+    else:  # nothing claimed: the scrubbed run is the resampled run
+        scrubbed = resampled
+    clean = group.clean_logits
+    return GroupLosses(
+        loss=readout_loss(scrubbed, clean, group.readout, numeric),
+        loss_resampled=readout_loss(resampled, clean, group.readout, numeric),
+        same=predictions_agree(scrubbed, clean, group.readout, numeric),
+        same_resampled=predictions_agree(resampled, clean, group.readout, numeric),
+    )
+
+
+def ablation_groups(
+    target: Target, claims: Claims, group: Group, ablation: str, gen: torch.Generator, counter: PassCounter
+) -> tuple[GroupLosses, GroupLosses]:
+    """Node-level resample ablation: (claimed nodes kept, rest ablated), (claimed nodes ablated)."""
+    model, numeric = target.model, numeric_column(target)
+    clean = group.clean_logits
+    tokens, edits, rows = base_run(claims, group, ablation, gen)
+    resampled = _resampled_logits(target, claims, group, tokens, list(edits), rows, counter)
+    keep = list(edits) + [
+        Edit(c.site, group.clean[n][:, group.positions], group.positions) for n, c in claims.claims.items()
+    ]
+    kept, _ = run(model, tokens, keep, counter=counter) if claims.claims else (resampled, None)
+    # Necessity: the clean input, with only the claimed locations taken from the ablated base run.
+    if claims.claims:
+        sites = [c.site for c in claims.claims.values()]
+        if rows is not None:  # the resampled activations are the clean ones of the other input
+            base_acts = {c.site: group.clean[n][rows] for n, c in claims.claims.items()}
+        else:
+            _, base_acts = run(model, tokens, edits, capture=sites, counter=counter, need_logits=False)
+        drop = [Edit(s, base_acts[s][:, group.positions], group.positions) for s in sites]
+        dropped, _ = run(model, group.tokens, drop, counter=counter)
+    else:
+        dropped = clean
+    losses = []
+    for logits in (kept, dropped):
+        losses.append(
+            GroupLosses(
+                loss=readout_loss(logits, clean, group.readout, numeric),
+                loss_resampled=readout_loss(resampled, clean, group.readout, numeric),
+                same=predictions_agree(logits, clean, group.readout, numeric),
+                same_resampled=predictions_agree(resampled, clean, group.readout, numeric),
+            )
+        )
+    return losses[0], losses[1]
