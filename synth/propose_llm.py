@@ -127,7 +127,8 @@ class LLMProposer:
     ``ANTHROPIC_API_KEY``, ``model`` from ``MECHSYNTH_LLM_MODEL`` (default
     :data:`DEFAULT_MODEL`), ``base_url`` from ``ANTHROPIC_BASE_URL`` (default the
     public API). ``timeout_s`` bounds one HTTP attempt; ``max_retries`` is the SDK's
-    retry count for 408/409/429/5xx and connection errors.
+    retry count for 408/409/429/5xx and connection errors; ``max_retry_wait_s`` caps the
+    wait a ``retry-after`` header may ask for between them.
     """
 
     name = "llm"
@@ -146,6 +147,7 @@ class LLMProposer:
         timeout_s: float = 120.0,
         max_retries: int = 2,
         max_consecutive_failures: int = 2,
+        max_retry_wait_s: float = 20.0,
         n_examples: int = 12,
     ) -> None:
         if max_calls < 0 or max_tokens < 0 or candidates_per_call < 1 or calls_per_round < 1:
@@ -160,13 +162,14 @@ class LLMProposer:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.max_consecutive_failures = max_consecutive_failures
+        self.max_retry_wait_s = max_retry_wait_s
         self.n_examples = n_examples
         self.ledger: list[LLMCall] = []
         self.enabled = False
         self.stopped: str | None = None  # why the proposer stopped (budget, acceptance, deadline)
         self._client: Any = None
         self._static: str | None = None
-        self._target_text: dict[int, str] = {}
+        self._target_text: tuple[Any, str] | None = None  # (target, its prompt part)
         self._seen: set[str] = set()
         self._rejected: list[tuple[str, str]] = []
         self._consecutive_failures = 0
@@ -186,6 +189,7 @@ class LLMProposer:
             base_url=self.base_url,
             max_retries=max_retries,
             timeout=anthropic.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+            http_client=anthropic.DefaultHttpxClient(event_hooks={"response": [self._clamp_retry_after]}),
         )
         self.enabled = True
         self._status = (
@@ -268,15 +272,15 @@ class LLMProposer:
         """The prompt of the next call (static and target parts are built once and reused)."""
         if self._static is None:
             self._static = static_prompt(self.candidates_per_call)
-        key = id(context.target)
-        if key not in self._target_text:
-            self._target_text[key] = target_prompt(
+        if self._target_text is None or self._target_text[0] is not context.target:
+            text = target_prompt(
                 context.target, context.observations, n_examples=self.n_examples, seed=context.seed
             )
+            self._target_text = (context.target, text)
         feedback = feedback_prompt(
             context.best, self._rejected, round=context.round, n_candidates=self.candidates_per_call
         )
-        return PromptParts(self._static, self._target_text[key], feedback)
+        return PromptParts(self._static, self._target_text[1], feedback)
 
     def _budget_stop(self, context: ProposalContext) -> str | None:
         if any(c.accepted for c in context.best):
@@ -424,6 +428,25 @@ class LLMProposer:
             error = f"unreadable response body ({type(e).__name__}: {_one_line(e)})"
             return dict(outcome="bad response", error=self._redact(error), request_id=request_id), ""
         return fields, text
+
+    def _clamp_retry_after(self, response: Any) -> None:
+        """httpx response hook: cap the server's ``retry-after`` before the SDK sleeps on it.
+
+        The SDK sleeps as long as the header says (no upper bound in this version), so a
+        gateway answering "retry after an hour" would hang the run; a date-form header is
+        dropped, which makes the SDK fall back to its bounded exponential backoff.
+        """
+        for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+            value = response.headers.get(name)
+            if value is None:
+                continue
+            try:
+                seconds = float(value) / scale
+            except ValueError:
+                del response.headers[name]
+                continue
+            if seconds > self.max_retry_wait_s:
+                response.headers[name] = f"{self.max_retry_wait_s * scale:g}"
 
     def _after_failure(self, call: LLMCall) -> None:
         self._consecutive_failures += 1

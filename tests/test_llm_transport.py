@@ -296,3 +296,17 @@ def test_server_stops_by_itself():
     assert server._httpd is None
     p = FixedPromptProposer(api_key=KEY, base_url=url, max_retries=0)
     assert list(p.propose(ctx())) == [] and p.ledger[0].outcome == "connection error"
+
+
+def test_a_huge_retry_after_is_capped_instead_of_hanging_the_run():
+    import threading
+
+    script = [Reply(status=429, text="come back in an hour", headers={"retry-after": "3600"}), Reply("ok")]
+    with FakeAnthropicServer(script) as server:
+        p = make(server, max_retries=1, max_retry_wait_s=0.01)
+        out: list = []
+        worker = threading.Thread(target=lambda: out.extend(p.propose(ctx())), daemon=True)
+        worker.start()
+        worker.join(60)  # a watchdog against a hang, not a speed assertion
+        assert not worker.is_alive()
+    assert p.ledger[0].outcome == "ok" and p.ledger[0].retries == 1 and len(out) == 1
