@@ -1,0 +1,236 @@
+"""The RASP primitives, registered like any user extension.
+
+Each primitive below is one ``@register.primitive`` entry: its signature (which the
+parser and printer follow), a tensor implementation (which the interpreter
+calls as ``impl(batch, *args)``), a dtype rule, a value-set rule (used to tabulate
+RASP lambdas and to type programs) and a z3 encoding (used by
+``dsl.equivalence``). Semantics follow tracr's ``rasp.evaluate``:
+
+=================  ======================================================
+``tokens``         the input values
+``indices``        0, 1, ..., n-1
+``length``         n at every position
+``map(f, x)``      f(x) position-wise; None stays None
+``seqmap(g, x, y)``  g(x, y) position-wise; None if either is None
+``full(c)``        c at every position (RASP ``Full``)
+``constant(vs)``   vs[i] at position i (RASP ``ConstantSOp``; None past its end)
+``select(k, q, p)``  selector[q][k] = p(k[k], q[q]) (RASP's key-first predicate)
+``aggregate(s, x, default=None)``  mean of x over the keys s selects; default if none
+``selector_width(s)``  number of keys s selects
+``selector_and/or(s, t)``, ``selector_not(s)``  elementwise logic on selectors
+=================  ======================================================
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+
+from dsl.errors import EvaluationError
+from dsl.interpret import DTYPE, Batch, comparison
+from dsl.registry import register
+from dsl.values import SYMBOL_BASE, is_number
+
+Tensor = torch.Tensor
+_NAN = float("nan")
+
+
+def _guard(out: Tensor, *inputs: Tensor) -> Tensor:
+    """None (NaN) wherever an input is None, as RASP skips the function there."""
+    bad = torch.isnan(inputs[0])
+    for x in inputs[1:]:
+        bad = bad | torch.isnan(x)
+    return out.to(DTYPE).masked_fill(bad, _NAN)
+
+
+# ---------------------------------------------------------------- primitive variables
+
+
+@register.primitive("tokens", (), dtype="value", cost=0.0,
+                    value_set=lambda args, sets, ctx: frozenset(ctx.vocab),
+                    z3=lambda z, args, kids: z.tokens(),
+                    doc="The input values.", example="tokens")
+def _tokens(batch: Batch) -> Tensor:
+    return batch.tokens
+
+
+@register.primitive("indices", (), dtype="number", cost=0.0,
+                    value_set=lambda args, sets, ctx: frozenset(range(ctx.max_len)),
+                    z3=lambda z, args, kids: z.indices(),
+                    doc="The position of each element: 0, 1, ..., n-1.", example="indices")
+def _indices(batch: Batch) -> Tensor:
+    return batch.indices
+
+
+@register.primitive("length", (), dtype="number", cost=0.0,
+                    value_set=lambda args, sets, ctx: frozenset(range(1, ctx.max_len + 1)),
+                    z3=lambda z, args, kids: z.length(),
+                    doc="The input length n, at every position.", example="length")
+def _length(batch: Batch) -> Tensor:
+    return batch.length
+
+
+# ---------------------------------------------------------------- position-wise functions
+
+
+def _map_dtype(args: tuple, child: tuple) -> str:
+    return args[0].family.output_dtype(args[0].params, child[0])
+
+
+@register.primitive("map", "f: fn1, x: sop", cost=1.0, dtype=_map_dtype,
+                    value_set=lambda args, sets, ctx: ctx.image(args[0], sets[0]),
+                    z3=lambda z, args, kids: z.map(args[0], kids[0]),
+                    doc="f(x) at every position; None stays None.", example="map(add(1), tokens)")
+def _map(batch: Batch, f: Any, x: Tensor) -> Tensor:
+    return _guard(f(x), x)
+
+
+@register.primitive("seqmap", "f: fn2, x: sop, y: sop", cost=1.5, dtype=_map_dtype,
+                    value_set=lambda args, sets, ctx: ctx.image(args[0], sets[0], sets[1]),
+                    z3=lambda z, args, kids: z.map(args[0], kids[0], kids[1]),
+                    doc="f(x, y) at every position; None if x or y is None.",
+                    example="seqmap(sub, length, indices)")
+def _seqmap(batch: Batch, f: Any, x: Tensor, y: Tensor) -> Tensor:
+    return _guard(f(x, y), x, y)
+
+
+def _value_dtype(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    return "number" if is_number(value) else "value"
+
+
+@register.primitive("full", "value: value", cost=0.5,
+                    dtype=lambda args, child: _value_dtype(args[0]),
+                    value_set=lambda args, sets, ctx: frozenset({args[0]} - {None}),
+                    z3=lambda z, args, kids: z.full(args[0]),
+                    doc="The constant value at every position (RASP Full).", example="full(0)")
+def _full(batch: Batch, value: Any) -> Tensor:
+    return torch.full_like(batch.tokens, batch.code(value)).masked_fill(~batch.mask, _NAN)
+
+
+def _constant_dtype(args: tuple, child: tuple) -> str:
+    kinds = {_value_dtype(v) for v in args[0] if v is not None}
+    return kinds.pop() if len(kinds) == 1 else "value"
+
+
+@register.primitive("constant", "values: value", cost=0.5, dtype=_constant_dtype,
+                    value_set=lambda args, sets, ctx: frozenset(set(args[0]) - {None}),
+                    z3=lambda z, args, kids: z.constant(args[0]),
+                    doc="values[i] at position i, None past the end (RASP ConstantSOp).",
+                    example="constant((1, 0, 1))")
+def _constant(batch: Batch, values: tuple) -> Tensor:
+    if not isinstance(values, tuple):
+        raise EvaluationError("constant(...) takes a tuple of values")
+    row = [batch.code(v) for v in values[: batch.width]] + [_NAN] * max(0, batch.width - len(values))
+    out = torch.tensor(row, dtype=DTYPE).expand(batch.size, batch.width)
+    return out.masked_fill(~batch.mask, _NAN)
+
+
+# ---------------------------------------------------------------- attention
+
+
+@register.primitive("select", "keys: sop, queries: sop, predicate: pred", result="selector", cost=2.0,
+                    z3=lambda z, args, kids: z.select(args[2], kids[0], kids[1]),
+                    doc="selector[q][k] = predicate(keys[k], queries[q]); a None key or query selects "
+                        "nothing. Predicates: EQ LT LEQ GT GEQ NEQ TRUE FALSE (key OP query), or a "
+                        "2-argument function of (k, q) returning bools.",
+                    example="select(indices, indices, LEQ)")
+def _select(batch: Batch, keys: Tensor, queries: Tensor, predicate: Any) -> Tensor:
+    k = keys[:, None, :]
+    q = queries[:, :, None]
+    if isinstance(predicate, str):
+        sel = comparison(predicate, k, q)
+    else:
+        kb, qb = torch.broadcast_tensors(k, q)
+        sel = predicate(kb, qb) == 1.0  # NaN (undefined) is not selected
+    defined = ~(torch.isnan(k) | torch.isnan(q))
+    return sel & defined & batch.pair_mask
+
+
+def _aggregate_dtype(args: tuple, child: tuple) -> str:
+    # A mean of bools is a fraction; only a default that is not a number makes it "value".
+    default = args[2]
+    if child[1] == "value" or not (default is None or is_number(default)):
+        return "value"
+    return child[1]
+
+
+def _aggregate_value_set(args: tuple, sets: tuple, ctx: Any) -> frozenset:
+    default = args[2]
+    values = set(sets[1])
+    out = set(values)
+    if ctx.encoding == "numerical":
+        out |= _means(values, ctx.max_len)
+    if default is not None:
+        out.add(default)
+    return frozenset(out)
+
+
+def _means(values: set, max_len: int, limit: int = 200_000) -> set:
+    """Every mean of a multiset of 1..max_len numbers drawn from ``values``."""
+    nums = sorted({float(v) for v in values if is_number(v)})
+    sums = {0.0}
+    out: set = set()
+    for n in range(1, max_len + 1):
+        sums = {s + v for s, v in itertools.product(sums, nums)}
+        if len(sums) > limit:
+            raise EvaluationError("value set of a numerical aggregate is too large to enumerate")
+        out |= {s / n for s in sums}
+    return out
+
+
+@register.primitive("aggregate", "selector: selector, x: sop, default: value = None", cost=3.0,
+                    dtype=_aggregate_dtype, value_set=_aggregate_value_set,
+                    z3=lambda z, args, kids: z.aggregate(kids[0], kids[1], args[2]),
+                    doc="Mean of x over the selected keys; default where nothing is selected. With "
+                        "one selected key (categorical use) it copies that value.",
+                    example="aggregate(select(indices, indices, EQ), tokens)")
+def _aggregate(batch: Batch, selector: Tensor, x: Tensor, default: Any) -> Tensor:
+    w = selector.to(DTYPE)
+    missing = torch.isnan(x)
+    count = w.sum(-1)
+    total = torch.bmm(w, x.masked_fill(missing, 0.0)[:, :, None])[:, :, 0]
+    mean = total / count
+    # A selected None makes the result None (RASP cannot average None either).
+    has_missing = torch.bmm(w, missing.to(DTYPE)[:, :, None])[:, :, 0] > 0
+    out = mean.masked_fill(has_missing, _NAN)
+    if bool((x >= SYMBOL_BASE).any()):
+        # Symbols cannot be averaged: defined only when all selected symbols agree.
+        hi = x.masked_fill(missing, -float("inf"))[:, None, :].masked_fill(~selector, -float("inf")).amax(-1)
+        lo = x.masked_fill(missing, float("inf"))[:, None, :].masked_fill(~selector, float("inf")).amin(-1)
+        out = out.masked_fill((hi != lo) & (hi >= SYMBOL_BASE), _NAN)
+    out = torch.where(count > 0, out, torch.tensor(batch.code(default), dtype=DTYPE))
+    return out.masked_fill(~batch.mask, _NAN)
+
+
+@register.primitive("selector_width", "selector: selector", cost=2.0, dtype="number",
+                    value_set=lambda args, sets, ctx: frozenset(range(ctx.max_len + 1)),
+                    z3=lambda z, args, kids: z.selector_width(kids[0]),
+                    doc="Number of keys selected by each query.",
+                    example="selector_width(select(tokens, tokens, EQ))")
+def _selector_width(batch: Batch, selector: Tensor) -> Tensor:
+    return selector.sum(-1).to(DTYPE).masked_fill(~batch.mask, _NAN)
+
+
+@register.primitive("selector_and", "a: selector, b: selector", result="selector", cost=1.0,
+                    z3=lambda z, args, kids: z.selector_logic("and", kids),
+                    doc="Keys selected by both selectors.", example="selector_and(s, t)")
+def _selector_and(batch: Batch, a: Tensor, b: Tensor) -> Tensor:
+    return a & b
+
+
+@register.primitive("selector_or", "a: selector, b: selector", result="selector", cost=1.0,
+                    z3=lambda z, args, kids: z.selector_logic("or", kids),
+                    doc="Keys selected by either selector.", example="selector_or(s, t)")
+def _selector_or(batch: Batch, a: Tensor, b: Tensor) -> Tensor:
+    return a | b
+
+
+@register.primitive("selector_not", "a: selector", result="selector", cost=1.0,
+                    z3=lambda z, args, kids: z.selector_logic("not", kids),
+                    doc="Keys not selected (among real positions).", example="selector_not(s)")
+def _selector_not(batch: Batch, a: Tensor) -> Tensor:
+    return ~a & batch.pair_mask
