@@ -162,6 +162,8 @@ def fake_suites(monkeypatch: pytest.MonkeyPatch):
             "seconds": 1.0,
             "seeds": list(plan.control_seeds),
             "targets": list(plan.control_targets),
+            "budget_seconds": 15.0,
+            "statistic": ["loss_recovered"],
             "result": {
                 "rows": [{"target": "tracr:reverse", "control": "reinitialized", "seed": 0, "accepted": 0}],
                 "accepted_total": 0,
