@@ -10,7 +10,10 @@ weigh the same) plus the task's broader input distribution when it defines one.
 
 Numbers: ``behaviour`` is the fraction of readout positions where program and network
 agree; ``behaviour_exact`` the fraction of inputs where they agree at every readout
-position; the per-input agreement fractions are kept.
+position; the per-input agreement fractions are kept. Where the program's output is
+undefined (None, as RASP gives e.g. for ``shift_by`` at the first position) the program
+makes no prediction and the position is not compared; ``defined`` reports the fraction
+of readout positions where it does predict, so a program cannot score by saying nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ class Behaviour:
 
     positions: float  # fraction of readout positions that agree
     exact: float  # fraction of inputs agreeing at every readout position
-    per_input: tuple[float, ...]  # agreement fraction per input
+    per_input: tuple[float, ...]  # agreement fraction per input (NaN where the program defines nothing)
+    defined: float  # fraction of readout positions where the program's output is not None
     n: int
 
 
@@ -49,17 +53,21 @@ def behaviour(target: Target, program: Any, inputs: Sequence[Sequence[Any]]) -> 
     network = target.predict(inputs)
     kind = target.task.output_kind
     per_input = []
-    agree = total = 0
+    agree = total = read_total = 0
     for x, net, prog in zip(inputs, network, predicted):
         read = target.readout_positions(len(x))
-        ok = sum(outputs_equal(net[i], prog[i], kind) for i in read)
-        per_input.append(ok / len(read) if read else 1.0)
+        compared = [i for i in read if prog[i] is not None]
+        ok = sum(outputs_equal(net[i], prog[i], kind) for i in compared)
+        per_input.append(ok / len(compared) if compared else float("nan"))
         agree += ok
-        total += len(read)
+        total += len(compared)
+        read_total += len(read)
+    scored = [p for p in per_input if p == p]
     return Behaviour(
         positions=agree / total if total else float("nan"),
-        exact=sum(p == 1.0 for p in per_input) / len(per_input) if per_input else float("nan"),
+        exact=sum(p == 1.0 for p in scored) / len(scored) if scored else float("nan"),
         per_input=tuple(per_input),
+        defined=total / read_total if read_total else float("nan"),
         n=len(inputs),
     )
 

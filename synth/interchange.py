@@ -9,7 +9,8 @@ with the values of ``V`` replaced by their values on ``s`` and everything downst
 recomputed (`counterfactual_output`, on the DSL's tensor path). The interchange
 intervention accuracy (IIA) of ``V`` is the fraction of (base, source) pairs where the
 network's decoded output equals the program's counterfactual output at every readout
-position.
+position where the program's counterfactual output is defined (not None; pairs with no
+such position are left out).
 
 Interventions scored: each located variable on its own, and all located non-primitive,
 non-output variables at once (when there are at least two). A pair is *informative*
@@ -77,8 +78,9 @@ def program_output(program: Any, group: Group) -> list[list]:
 class GroupIIA:
     """Per pair (base row) results of one intervention on one length group."""
 
-    match: torch.Tensor  # [n] bool: network output == counterfactual at every readout position
+    match: torch.Tensor  # [n] bool: network output == counterfactual at every defined readout position
     informative: torch.Tensor  # [n] bool: the counterfactual differs from the base output
+    defined: torch.Tensor  # [n] bool: the counterfactual is defined at some readout position
 
 
 def iia_group(
@@ -101,11 +103,11 @@ def iia_group(
         logits, _ = run(target.model, group.tokens, edits, counter=counter)
         network = target.decode(logits, inputs)
         predicted = counterfactual_output(claims.program, group, variables, src)
-        match = [
-            all(outputs_equal(net[i], cf[i], kind) for i in readout) for net, cf in zip(network, predicted)
-        ]
-        informative = [
-            any(not outputs_equal(cf[i], b[i], kind) for i in readout) for cf, b in zip(predicted, base_out)
-        ]
-        results[variables] = GroupIIA(torch.tensor(match), torch.tensor(informative))
+        match, informative, defined = [], [], []
+        for net, cf, b in zip(network, predicted, base_out):
+            read = [i for i in readout if cf[i] is not None]
+            match.append(all(outputs_equal(net[i], cf[i], kind) for i in read))
+            informative.append(any(not outputs_equal(cf[i], b[i], kind) for i in read))
+            defined.append(bool(read))
+        results[variables] = GroupIIA(torch.tensor(match), torch.tensor(informative), torch.tensor(defined))
     return results

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["CheckError", "Scores", "cost_ratio", "format_scores", "resample_ablation_score", "score"]
 
 HEADLINE = (
-    "behaviour", "behaviour_exact", "behaviour_broader", "behaviour_broader_exact",
+    "behaviour", "behaviour_exact", "behaviour_broader", "behaviour_broader_exact", "behaviour_defined",
     "loss_recovered", "accuracy_recovered", "frac_changed", "loss_clean", "loss_scrubbed", "loss_resampled",
     "accuracy_scrubbed", "accuracy_resampled", "ablation_loss_recovered", "ablation_accuracy_recovered",
     "necessity_loss_fraction", "iia", "iia_mean", "iia_informative",
@@ -177,6 +177,7 @@ def score(
     values: dict[str, Any] = {
         "behaviour": fresh.positions, "behaviour_exact": fresh.exact,
         "behaviour_broader": broad.positions, "behaviour_broader_exact": broad.exact,
+        "behaviour_defined": fresh.defined,
         "loss_clean": 0.0,
     }
     per_input: dict[str, Any] = {
@@ -195,14 +196,16 @@ def score(
     per_var, per_var_inf, n_inf, iia_arrays = {}, {}, {}, {}
     for key, parts in iia.items():
         name = "+".join(key)
-        match = torch.cat([p.match for p in parts])
-        informative = torch.cat([p.informative for p in parts])
-        per_var[name] = match.double().mean().item()
+        defined = torch.cat([p.defined for p in parts])
+        match = torch.cat([p.match for p in parts])[defined]
+        informative = torch.cat([p.informative for p in parts])[defined]
+        per_var[name] = match.double().mean().item() if len(match) else float("nan")
         n_inf[name] = int(informative.sum())
         per_var_inf[name] = match[informative].double().mean().item() if n_inf[name] else float("nan")
         iia_arrays[name] = match.tolist()
-    values["iia"] = min(per_var.values()) if per_var else float("nan")
-    values["iia_mean"] = sum(per_var.values()) / len(per_var) if per_var else float("nan")
+    scored = [v for v in per_var.values() if not math.isnan(v)]
+    values["iia"] = min(scored) if scored else float("nan")
+    values["iia_mean"] = sum(scored) / len(scored) if scored else float("nan")
     informative_values = [v for v in per_var_inf.values() if not math.isnan(v)]
     values["iia_informative"] = min(informative_values) if informative_values else float("nan")
     values["iia_per_variable"] = per_var
