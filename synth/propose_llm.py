@@ -476,9 +476,9 @@ def _sdk_retries(e: Any) -> bool:
     return e.status_code in (408, 409, 429) or e.status_code >= 500
 
 
-def _one_line(e: BaseException) -> str:
+def _one_line(e: BaseException, limit: int = 200) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
-    return text[:200]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _api_error_message(e: Any) -> str:
@@ -536,9 +536,12 @@ def parse_candidate(block: str, target: Target | None = None) -> ParsedCandidate
             # A bare program (no sections): the correspondence is left to the localize stage.
             hypothesis = Hypothesis(parse(block.strip()), {})
     except HypothesisError as e:
-        return ParsedCandidate(block, error=f"malformed hypothesis: {_one_line(e)}")
+        # Hypothesis.parse reports DSL errors in the program section as "in program ...";
+        # those are parse/type errors of the program, the rest are errors of the file format.
+        kind = "parse error" if str(e).startswith("in program") else "malformed hypothesis"
+        return ParsedCandidate(block, error=f"{kind}: {_one_line(e, 300)}")
     except DSLError as e:
-        return ParsedCandidate(block, error=f"{_dsl_error_kind(e)}: {_one_line(e)}")
+        return ParsedCandidate(block, error=f"{_dsl_error_kind(e)}: {_one_line(e, 300)}")
     except Exception as e:  # noqa: BLE001 - model text must never crash the run
         return ParsedCandidate(block, error=f"unreadable candidate ({type(e).__name__}: {_one_line(e)})")
     output = hypothesis.program.output
