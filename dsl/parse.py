@@ -121,9 +121,9 @@ class _Parser:
             bound[p.name] = a
         for kw in call.keywords:
             if kw.arg is None or kw.arg not in {p.name for p in sig}:
-                raise _err(kw.value, f"{op}() has no parameter {kw.arg!r}; expected {_arity_text(sig)}")
+                raise _err(kw, f"{op}() has no parameter {kw.arg!r}; expected {_arity_text(sig)}")
             if kw.arg in bound:
-                raise _err(kw.value, f"{op}() got parameter {kw.arg!r} twice")
+                raise _err(kw, f"{op}() got parameter {kw.arg!r} twice")
             bound[kw.arg] = kw.value
         missing = [p.name for p in required if p.name not in bound]
         if missing:
@@ -164,6 +164,13 @@ class _Parser:
             name = self.fresh(node.op)
             self.anonymous.add(name)
             self.define(name, node)
+        elif isinstance(expr, ast.Name) and expr.id not in self.kinds and _is_nullary(expr.id):
+            # A registered primitive without arguments may be written bare, like tokens.
+            node = self.call(ast.Call(func=expr, args=[], keywords=[], lineno=expr.lineno,
+                                      col_offset=expr.col_offset))
+            name = self.fresh(node.op)
+            self.anonymous.add(name)
+            self.define(name, node)
         elif isinstance(expr, ast.Name):
             name = expr.id
             if name not in self.kinds:
@@ -198,6 +205,10 @@ class _Parser:
         self.anonymous.discard(inner_name)
         del self.kinds[inner_name]
         return Node("map", (composed, inner.args[1]), node.encoding)
+
+
+def _is_nullary(name: str) -> bool:
+    return registry.has_primitive(name) and not registry.primitive(name).signature
 
 
 def _arity_text(sig: tuple) -> str:

@@ -141,6 +141,10 @@ def _constant(batch: Batch, values: tuple) -> Tensor:
 def _select(batch: Batch, keys: Tensor, queries: Tensor, predicate: Any) -> Tensor:
     k = keys[:, None, :]
     q = queries[:, :, None]
+    if predicate in _NAN_FALSE:
+        # IEEE comparisons with NaN are False, so None keys/queries and padding (NaN)
+        # are never selected: one op, no masking needed.
+        return comparison(predicate, k, q)
     if isinstance(predicate, str):
         sel = comparison(predicate, k, q)
     else:
@@ -148,6 +152,9 @@ def _select(batch: Batch, keys: Tensor, queries: Tensor, predicate: Any) -> Tens
         sel = predicate(kb, qb) == 1.0  # NaN (undefined) is not selected
     defined = ~(torch.isnan(k) | torch.isnan(q))
     return sel & defined & batch.pair_mask
+
+
+_NAN_FALSE = frozenset({"EQ", "LT", "LEQ", "GT", "GEQ"})
 
 
 def _aggregate_dtype(args: tuple, child: tuple) -> str:
@@ -191,18 +198,19 @@ def _means(values: set, max_len: int, limit: int = 200_000) -> set:
 def _aggregate(batch: Batch, selector: Tensor, x: Tensor, default: Any) -> Tensor:
     w = selector.to(DTYPE)
     missing = torch.isnan(x)
-    count = w.sum(-1)
-    total = torch.bmm(w, x.masked_fill(missing, 0.0)[:, :, None])[:, :, 0]
-    mean = total / count
+    # One batched matmul gives, per query: the sum of selected values, the number of
+    # selected None values, and the number of selected keys.
+    cols = torch.stack([x.masked_fill(missing, 0.0), missing.to(DTYPE), torch.ones_like(x)], dim=-1)
+    sums = torch.bmm(w, cols)
+    total, n_missing, count = sums[..., 0], sums[..., 1], sums[..., 2]
     # A selected None makes the result None (RASP cannot average None either).
-    has_missing = torch.bmm(w, missing.to(DTYPE)[:, :, None])[:, :, 0] > 0
-    out = mean.masked_fill(has_missing, _NAN)
+    out = (total / count).masked_fill(n_missing > 0, _NAN)
     if bool((x >= SYMBOL_BASE).any()):
         # Symbols cannot be averaged: defined only when all selected symbols agree.
         hi = x.masked_fill(missing, -float("inf"))[:, None, :].masked_fill(~selector, -float("inf")).amax(-1)
         lo = x.masked_fill(missing, float("inf"))[:, None, :].masked_fill(~selector, float("inf")).amin(-1)
         out = out.masked_fill((hi != lo) & (hi >= SYMBOL_BASE), _NAN)
-    out = torch.where(count > 0, out, torch.tensor(batch.code(default), dtype=DTYPE))
+    out = torch.where(count > 0, out, batch.code(default))
     return out.masked_fill(~batch.mask, _NAN)
 
 
