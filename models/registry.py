@@ -1,0 +1,82 @@
+"""Target specs: how a user names a target, and the table of every known target.
+
+A target spec is `<kind>:<name>`:
+
+    tracr:<name>      a tracr lib example compiled and converted (ground truth known)
+    trained:<name>    a small transformer trained here (checkpoint in models/checkpoints/)
+    file:<path.py>    a user module defining `target() -> models.Target`
+
+`load_target` resolves a spec; an unknown name is a `TargetError` that lists the closest
+known specs (difflib). `list_targets` is the table `mechsynth targets` prints.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from models.target import Target, TargetError
+
+KINDS = ("tracr", "trained", "file")
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """One line of the target table."""
+
+    name: str
+    kind: str
+    layers: int
+    heads: int
+    d_model: int
+    accuracy: float | None
+    train_seconds: float | None = None
+    description: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def known_specs() -> list[str]:
+    """Every `tracr:` and `trained:` spec (file: targets are open-ended)."""
+    from models.tracr_targets import lib_examples
+
+    return [f"tracr:{n}" for n in lib_examples()]
+
+
+def _unknown(spec: str) -> TargetError:
+    close = difflib.get_close_matches(spec, known_specs(), n=3, cutoff=0.5)
+    if not close:  # a bare name ("sort") should still suggest "tracr:sort", "trained:sort"
+        bare = spec.split(":", 1)[-1]
+        close = [s for s in known_specs() if s.split(":", 1)[1] == bare] or difflib.get_close_matches(
+            bare, [s.split(":", 1)[1] for s in known_specs()], n=3, cutoff=0.5
+        )
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; kinds: {', '.join(k + ':' for k in KINDS)}"
+    return TargetError(f"unknown target {spec!r}{hint}")
+
+
+def load_target(spec: str) -> Target:
+    """Resolve a target spec (see module docstring); TargetError with one clear line if it fails."""
+    if not isinstance(spec, str) or ":" not in spec:
+        raise _unknown(str(spec))
+    kind, name = spec.split(":", 1)
+    if kind == "tracr":
+        from models.tracr_targets import lib_examples, tracr_target
+
+        if name not in lib_examples():
+            raise _unknown(spec)
+        return tracr_target(name)
+    raise _unknown(spec)
+
+
+def list_targets() -> list[TargetRow]:
+    """Every known target with its size and measured accuracy."""
+    from models.tracr_targets import lib_examples, tracr_target
+
+    rows: list[TargetRow] = []
+    for name, example in lib_examples().items():
+        t = tracr_target(name)
+        rows.append(TargetRow(t.name, "tracr", t.model.cfg.n_layers, t.model.cfg.n_heads, t.model.cfg.d_model,
+                              t.info["accuracy"], description=example.description))
+    return rows
