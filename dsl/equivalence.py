@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 import torch
 import z3
@@ -54,7 +55,7 @@ class EquivalenceResult:
 
 
 def equivalent(a: Program, b: Program, vocab: Iterable[Any], max_len: int) -> list | None:
-    """None if ``a`` and ``b`` agree on all inputs of length 1..max_len over ``vocab``, else a counterexample."""
+    """None if ``a`` and ``b`` agree on every input of length 1..max_len over ``vocab``, else an input."""
     return check_equivalence(a, b, vocab, max_len).counterexample
 
 
@@ -84,8 +85,8 @@ def check_equivalence(a: Program, b: Program, vocab: Iterable[Any], max_len: int
             raise EquivalenceError(f"z3 cannot decide: {detail}")
     if n_inputs > exhaustive_limit:
         raise EquivalenceError(
-            f"cannot decide equivalence: {detail or 'exhaustive requested'}, and {n_inputs} inputs exceed the "
-            f"exhaustive limit of {exhaustive_limit}"
+            f"cannot decide equivalence: {detail or 'exhaustive requested'}, and {n_inputs} inputs exceed "
+            f"the exhaustive limit of {exhaustive_limit}"
         )
     return EquivalenceResult(_exhaustive(a, b, vocab, max_len), "exhaustive", detail)
 
@@ -115,7 +116,8 @@ def differing(a: Program, b: Program, inputs: Sequence[Sequence[Any]]) -> int | 
     return int(idx[0]) if idx.numel() else None
 
 
-def _exhaustive(a: Program, b: Program, vocab: Sequence[Any], max_len: int, chunk: int = 50_000) -> list | None:
+def _exhaustive(a: Program, b: Program, vocab: Sequence[Any], max_len: int,
+                chunk: int = 50_000) -> list | None:
     for n in range(1, max_len + 1):
         it = _inputs(vocab, n)
         while True:
@@ -237,7 +239,8 @@ class Z3Encoder:
         return out
 
     def selector_width(self, sel: list) -> list:
-        return [(z3.Sum([z3.If(s, z3.RealVal(1), z3.RealVal(0)) for s in row]), z3.BoolVal(True)) for row in sel]
+        one, zero = z3.RealVal(1), z3.RealVal(0)
+        return [(z3.Sum([z3.If(s, one, zero) for s in row]), z3.BoolVal(True)) for row in sel]
 
     def selector_logic(self, op: str, kids: list) -> list:
         if op == "not":
@@ -288,7 +291,8 @@ def _z3_check(a: Program, b: Program, vocab: tuple, max_len: int, timeout_ms: in
                 raise _Z3GaveUp(f"solver returned {result} at length {n}")
             model = solver.model()
             values = [model.eval(t, model_completion=True) for t in tokens]
-            inp = [vocab[next(i for i, c in enumerate(codes) if z3.is_true(model.eval(v == c)))] for v in values]
+            inp = [vocab[next(i for i, c in enumerate(codes) if z3.is_true(model.eval(v == c)))]
+                   for v in values]
             if differing(a, b, [inp]) is not None:
                 return inp
             solver.add(z3.Or(*[t != v for t, v in zip(tokens, values)]))

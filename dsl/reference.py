@@ -49,7 +49,8 @@ def _signature(prim: registry.Primitive) -> str:
 
 def reference() -> str:
     """The DSL reference text (syntax, primitives, function families), from the registry."""
-    lines = ["# DSL reference", "", _SYNTAX.replace("{comparisons}", " ".join(COMPARISONS)), "## Primitives", ""]
+    syntax = _SYNTAX.replace("{comparisons}", " ".join(COMPARISONS))
+    lines = ["# DSL reference", "", syntax, "## Primitives", ""]
     for prim in registry.primitives():
         lines.append(f"- {_signature(prim)}  [cost {prim.cost:g}]")
         if prim.doc:

@@ -20,7 +20,8 @@ def test_z3_proves_add_one_twice_is_add_two():
     assert result.equivalent and result.method == "z3"
     assert dsl.equivalent(a, b, [1, 2, 3], 5) is None
     # The same with expressions (a nested anonymous map folds already at parse time).
-    assert dsl.equivalent(P("y = map(x + 1, map(x + 1, tokens))"), P("y = map(x + 2, tokens)"), [0, 5], 4) is None
+    nested, direct = P("y = map(x + 1, map(x + 1, tokens))"), P("y = map(x + 2, tokens)")
+    assert dsl.equivalent(nested, direct, [0, 5], 4) is None
 
 
 def test_z3_finds_counterexample_that_only_exists_at_length_four():

@@ -23,7 +23,8 @@ def error(text: str) -> ParseError:
         ("a = map(add(1), b)\nb = map(add(1), tokens)", 1, 16, ["assigned later"]),
         ("a = map(add(1), tokens, indices)", 1, 4, ["map() takes", "3 positional"]),
         ("a = select(tokens, tokens)", 1, 4, ["missing predicate"]),
-        ("s = select(tokens, tokens, EQ)\nb = aggregate(s, s)", 2, 17, ["must be a sequence", "'s' is a selector"]),
+        ("s = select(tokens, tokens, EQ)\nb = aggregate(s, s)", 2, 17,
+         ["must be a sequence", "'s' is a selector"]),
         ("a = aggregate(tokens, tokens)", 1, 14, ["must be a selector", "'tokens' is a sequence"]),
         ("a = map(frob(1), tokens)", 1, 8, ["unknown function", "frob"]),
         ("a = map(sub, tokens)", 1, 8, ["'sub' is a 2-argument function"]),
@@ -70,6 +71,8 @@ def test_non_text_is_rejected():
 
 def test_never_evaluates_code():
     # Anything that is not a literal, a registered name or arithmetic is refused, not run.
-    for text in ["a = map(__import__('os').getpid(), tokens)", "a = full(open('x'))", "a = map(lambda v: v, tokens)"]:
+    attempts = ["a = map(__import__('os').getpid(), tokens)", "a = full(open('x'))",
+                "a = map(lambda v: v, tokens)"]
+    for text in attempts:
         with pytest.raises(ParseError):
             dsl.parse(text)
