@@ -430,7 +430,7 @@ def feedback_prompt(
     if rejected:
         parts.append("## Your earlier candidates that were rejected before scoring")
         for text, reason in list(rejected)[-max_rejected:]:
-            parts.append(f"- reason: {reason}\n" + _indent(_short(text.strip(), 400), 2))
+            parts.append(f"- reason: {reason}\n" + _indent(_short(text.strip(), 400), 2).rstrip())
     parts.append(f"Propose {n_candidates} new candidate hypotheses in the answer format.")
     return "\n\n".join(parts)
 
