@@ -141,8 +141,9 @@ class Pool:
         size = 1 + sum(self.items[p].size for p in parents)
         name = name or f"{prefix}{next(self._counter)}"
         dtype = "bool" if is_sel else self.dtype_of(node)
-        self.items[name] = Item(name, node, "selector" if is_sel else "sop", dtype, cost, size, parents,
-                                dict(meta or {}))
+        self.items[name] = Item(
+            name, node, "selector" if is_sel else "sop", dtype, cost, size, parents, dict(meta or {})
+        )
         self.values[name] = values
         self._by_key.setdefault(key, name)
         return name
@@ -471,3 +472,47 @@ def throughput(
     )
     stats.stopped = "budget"
     return stats
+
+
+@dataclass
+class EnumerativeProposer:
+    """Proposer ``"enumerator"``: I/O-only synthesis against the network's outputs, then localisation.
+
+    It sees the observed inputs and the network's decoded outputs, nothing inside the
+    network; the loop localises what it finds. This is the baseline the model-guided
+    proposer is measured against, and a fallback when the layer walk finds nothing.
+    """
+
+    name: str = "enumerator"
+    max_size: int = 5
+    max_count: int = 50_000
+    max_programs: int = 3
+    exhaustive: bool = True  # one round says everything it has to say
+    last_stats: EnumerationStats | None = None
+
+    def propose(self, context: Any) -> Iterator[Any]:
+        from synth.propose import Proposal
+        from synth.hypothesis import Hypothesis
+
+        obs = context.observations
+        inputs = obs.all_inputs()
+        outputs = [list(row) for g in obs.groups for row in g.outputs]
+        budget = None
+        if context.deadline is not None:
+            budget = max(0.0, context.deadline - time.monotonic())
+        programs, stats = enumerate_programs(
+            inputs,
+            outputs,
+            max_size=self.max_size,
+            max_count=self.max_count,
+            budget_seconds=budget,
+            seed=context.seed,
+        )
+        self.last_stats = stats
+        meta = {
+            "distinct": stats.distinct,
+            "seconds": round(stats.seconds, 3),
+            "per_second": round(stats.per_second, 1),
+        }
+        for program in programs[: self.max_programs]:
+            yield Proposal(source=self.name, hypothesis=Hypothesis(program, {}), meta=meta)

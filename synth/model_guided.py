@@ -194,7 +194,7 @@ def _is_exact(target: Any) -> bool:
     return info.get("kind") == "tracr"
 
 
-def _padded_patterns(obs: Observations, layer: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def padded_patterns(obs: Observations, layer: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention patterns of one layer over all inputs: [N, H, T, T] over input positions, [N, H, T] BOS."""
     pats, boss = [], []
     for g in obs.groups:
@@ -239,8 +239,11 @@ def walk(
         """
         out = []
         resid = obs.flat(f"blocks.{layer}.hook_resid_pre")
-        located_keys = {pool.key(pool.values[n]) for n, loc in state.located.items()
-                        if loc.layer >= 0 and loc.layer < before}
+        located_keys = {
+            pool.key(pool.values[n])
+            for n, loc in state.located.items()
+            if loc.layer >= 0 and loc.layer < before
+        }
         for name in list(pool.sops()):
             loc = state.located.get(name)
             if loc is not None and loc.layer >= before:
@@ -263,15 +266,16 @@ def walk(
             state.notes.append(f"deadline reached before layer {layer}")
             break
         avail = available(layer, float(layer))
-        patterns, bos = _padded_patterns(obs, layer, width)
+        patterns, bos = padded_patterns(obs, layer, width)
         counting: list[str] = []
         new_attn: list[str] = []
         for head in range(obs.n_heads):
             z = obs.flat(f"blocks.{layer}.attn.hook_z", head)
             if float(z.double().var(0).sum()) < 1e-8:
                 continue
-            info = _explain_head(pool, state, obs, layer, head, z, patterns[:, head], bos[:, head], avail,
-                                 thresholds)
+            info = _explain_head(
+                pool, state, obs, layer, head, z, patterns[:, head], bos[:, head], avail, thresholds
+            )
             state.heads[(layer, head)] = info
             new_attn += info.get("aggregates", [])
             # Every matched selector is also offered to this layer's MLP as selector_width(s):
@@ -280,8 +284,9 @@ def walk(
         mlp_avail = avail + new_attn
         act = obs.flat(f"blocks.{layer}.hook_mlp_out")
         if float(act.double().var(0).sum()) > 1e-8:
-            state.mlps[layer] = _explain_mlp(pool, state, layer, act, mlp_avail, counting, thresholds,
-                                             labellings)
+            state.mlps[layer] = _explain_mlp(
+                pool, state, layer, act, mlp_avail, counting, thresholds, labellings
+            )
     _match_outputs(state, obs)
     return state
 
@@ -331,8 +336,9 @@ def _explain_head(
         kv, qv = _pair_codes(pool, k, q, seen, nk, nq)
         recency = -(_layer_of(state, k) + _layer_of(state, q))
         base = pool.items[k].cost + pool.items[q].cost
-        for pred, relabel, pred_cost in _name_relation(kv, qv, rel, _relabelable(pool, state, k),
-                                                       _relabelable(pool, state, q)):
+        for pred, relabel, pred_cost in _name_relation(
+            kv, qv, rel, _relabelable(pool, state, k), _relabelable(pool, state, q)
+        ):
             found.append(((pred_cost, recency, base), (k, q, pred, relabel), conflict))
             break
     found.sort(key=lambda t: t[0])
@@ -391,8 +397,9 @@ def _explain_head(
         name = pool.add(node, prefix=f"attn{layer}_{head}_", values=values, dedupe=False)
         if name is None:
             continue
-        state.located[name] = Located(name, Location(f"blocks.{layer}.attn.hook_z", head=head), float(layer),
-                                      min(acc, r2))
+        state.located[name] = Located(
+            name, Location(f"blocks.{layer}.attn.hook_z", head=head), float(layer), min(acc, r2)
+        )
         info["aggregates"].append(name)
         if len(info["aggregates"]) >= 2:
             break
@@ -464,8 +471,12 @@ def _name_relation(
 def _relabelable(pool: Pool, state: GuidedState, name: str) -> bool:
     item = pool.items[name]
     loc = state.located.get(name)
-    return (item.node is not None and item.node.op in ("map", "seqmap") and loc is not None
-            and loc.location.component == "mlp")
+    return (
+        item.node is not None
+        and item.node.op in ("map", "seqmap")
+        and loc is not None
+        and loc.location.component == "mlp"
+    )
 
 
 def _relabel(pool: Pool, state: GuidedState, name: str, shift: float) -> str | None:
@@ -500,8 +511,9 @@ def _fit_predicate(kt: torch.Tensor, qt: torch.Tensor, rel: torch.Tensor) -> Any
                 return _shifted_predicate(op, c)
     if kt.numel() > 64 or not registry.has_function("table", 2):
         return None
-    entries = tuple(sorted(((_num(k), _num(q)), bool(r)) for k, q, r in zip(kt.tolist(), qt.tolist(),
-                                                                            rel.tolist())))
+    entries = tuple(
+        sorted(((_num(k), _num(q)), bool(r)) for k, q, r in zip(kt.tolist(), qt.tolist(), rel.tolist()))
+    )
     return Fn("table", 2, (entries,))
 
 
@@ -516,8 +528,13 @@ def _shifted_predicate(op: Any, c: int) -> Any:
     from dsl.program import Fn
 
     x, y = sympy.symbols("x y")
-    rel = {torch.eq: sympy.Eq, torch.lt: sympy.Lt, torch.le: sympy.Le, torch.gt: sympy.Gt,
-           torch.ge: sympy.Ge}[op]
+    rel = {
+        torch.eq: sympy.Eq,
+        torch.lt: sympy.Lt,
+        torch.le: sympy.Le,
+        torch.gt: sympy.Gt,
+        torch.ge: sympy.Ge,
+    }[op]
     return Fn("expr", 2, (rel(x + c, y),))
 
 

@@ -1,0 +1,729 @@
+"""The synthesis loop: observe -> propose -> localize -> check -> controls -> accept, all stored.
+
+One *run* explains one target. The stages are plain objects passed in (or defaulted):
+
+* **observe** (:mod:`synth.observe`): activations and attention patterns on every input
+  of each length (or a seeded sample);
+* **propose** — a list of proposers (:mod:`synth.propose` interface): the model-guided
+  proposer (:mod:`synth.model_guided`), the I/O-only enumerator
+  (:class:`synth.enumerate.EnumerativeProposer`) and, unless ``no_llm``, the LLM proposer
+  (:mod:`synth.propose_llm`). Deterministic proposers run once; the others are asked
+  again each round with the best candidates so far, until the budget runs out;
+* **localize** (:mod:`synth.localize`): proposals without a correspondence get one;
+* **check** — first a cheap *prefilter* (the program's output against the network's on
+  the observed inputs, then the checks' node-level resample ablation), then the full
+  checks (:func:`synth.scoring.score`: behaviour, causal scrubbing, interchange) on
+  fresh inputs;
+* **controls** — a pluggable stage (:class:`Controls`); the default
+  :class:`NoControls` passes everything through and says so in the report;
+* **accept** — every named threshold in :class:`AcceptThresholds` must hold.
+
+Every candidate, whatever happens to it, is a row of the run store (:mod:`synth.store`)
+with its source, status and reason, and every number is stored with it, committed as
+soon as it exists. The loop stops at the first accepted hypothesis (``stop_on_accept``)
+or when the time budget runs out. Rerunning with the same arguments resumes: stored
+candidates are not scored again. Ctrl-C leaves the store consistent; ``cmd_run`` turns it
+into one line and exit code 130.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import torch
+
+from synth.hypothesis import Hypothesis
+from synth.propose import Proposal, ProposalContext, ScoredCandidate
+from synth.store import RunStore, RunStoreError, StoredCandidate, candidate_key, config_hash, open_run
+
+if TYPE_CHECKING:
+    from models import Target
+
+EXIT_INTERRUPTED = 130
+
+
+class RunError(ValueError):
+    """A run that cannot start (bad options)."""
+
+
+# --- thresholds and options ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class AcceptThresholds:
+    """Named acceptance thresholds (all must hold). Shown in every report.
+
+    ``behaviour``: fraction of read positions where the program's output equals the
+    network's (not the labels') on fresh inputs. ``loss_recovered``: causal scrubbing.
+    ``iia``: the weakest interchange intervention's accuracy. ``prefilter_behaviour``: the
+    same agreement on the observed inputs, below which a candidate is not fully scored.
+    ``prefilter_ablation``: loss recovered when only the claimed locations are kept and
+    everything else is resampled (the checks' node-level ablation), below which causal
+    scrubbing cannot succeed either.
+    """
+
+    behaviour: float = 0.98
+    loss_recovered: float = 0.8
+    iia: float = 0.8
+    prefilter_behaviour: float = 0.9
+    prefilter_ablation: float = 0.5
+
+    def failures(self, scores: Mapping[str, Any]) -> list[str]:
+        out = []
+        for name in ("behaviour", "loss_recovered", "iia"):
+            value = _number(scores.get(name))
+            if not value >= getattr(self, name):
+                out.append(f"{name} {_fmt(value)} < {getattr(self, name)}")
+        return out
+
+    def to_json(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything that determines what a run proposes and how it scores (stored with the run)."""
+
+    seed: int = 0
+    budget_seconds: float = 300.0
+    no_llm: bool = False
+    per_length: int = 256  # observed inputs per length (all of them when fewer exist)
+    n_score: int = 256  # inputs per full check
+    max_candidates: int = 500  # candidates (of all proposers) per run
+    rounds: int = 4  # rounds for proposers that take feedback (the LLM)
+    stop_on_accept: bool = True
+    threads: int = 1  # torch threads for the synthesis stages (small tensors: 1 is fastest)
+    thresholds: AcceptThresholds = field(default_factory=AcceptThresholds)
+    llm_model: str | None = None
+    llm_base_url: str | None = None
+    llm_max_calls: int = 8
+    llm_max_tokens: int = 200_000
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "thresholds"}
+        out["thresholds"] = self.thresholds.to_json()
+        return out
+
+    def check_config(self) -> str:
+        """What decides a candidate's verdict: a stored verdict is reused only under the same config."""
+        return config_hash(
+            {
+                "n_score": self.n_score,
+                "seed": self.seed,
+                "thresholds": self.thresholds.to_json(),
+                "per_length": self.per_length,
+            }
+        )
+
+
+# --- controls (pluggable) ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ControlVerdict:
+    passed: bool
+    reason: str
+    numbers: Mapping[str, float] = field(default_factory=dict)
+
+
+class Controls(Protocol):
+    """The controls stage: every candidate that meets the thresholds goes through it."""
+
+    name: str
+
+    def check(
+        self,
+        target: Target,
+        hypothesis: Hypothesis,
+        scores: Mapping[str, Any],
+        *,
+        n_tested: int,
+        deadline: float | None,
+    ) -> ControlVerdict: ...
+
+
+@dataclass(frozen=True)
+class NoControls:
+    """Pass-through: no frivolous-circuit controls are run (the report says so)."""
+
+    name: str = "no-controls (pass-through)"
+
+    def check(
+        self,
+        target: Target,
+        hypothesis: Hypothesis,
+        scores: Mapping[str, Any],
+        *,
+        n_tested: int,
+        deadline: float | None,
+    ) -> ControlVerdict:
+        return ControlVerdict(True, "no controls configured: pass-through")
+
+
+# --- results ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AcceptedHypothesis:
+    hypothesis: Hypothesis
+    scores: Mapping[str, float | None]
+    source: str
+    candidate_id: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "program": str(self.hypothesis.program),
+            "correspondence": {k: str(v) for k, v in self.hypothesis.correspondence.items()},
+            "scores": {k: v for k, v in self.scores.items() if "." not in k},
+            "source": self.source,
+            "candidate": self.candidate_id,
+        }
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run as stored: its directory, accepted hypotheses and counts (see :func:`load_run`)."""
+
+    target: str
+    dir: Path
+    accepted: tuple[AcceptedHypothesis, ...]
+    n_scored: int
+    n_candidates: int
+    seconds: float
+    stopped: str
+    args: Mapping[str, Any]
+    counts: Mapping[str, int]
+    sources: Mapping[str, int]
+    timings: Mapping[str, float]
+
+    def candidates(self) -> list[StoredCandidate]:
+        with open_run(self.dir) as store:
+            return list(store.candidates())
+
+    def best(self, k: int = 5) -> list[StoredCandidate]:
+        """The k best scored candidates (by the weakest of behaviour, loss recovered and IIA)."""
+        scored = [c for c in self.candidates() if c.status in ("failed", "accepted")]
+        return sorted(scored, key=lambda c: -_strength(c.flat_scores()))[:k]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "accepted": [a.to_json() for a in self.accepted],
+            "n_scored": self.n_scored,
+            "n_candidates": self.n_candidates,
+            "seconds": round(self.seconds, 3),
+            "stopped": self.stopped,
+            "dir": str(self.dir),
+            "counts": dict(self.counts),
+            "sources": dict(self.sources),
+            "thresholds": dict(self.args.get("options", {}).get("thresholds", {})),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def _strength(scores: Mapping[str, Any]) -> float:
+    vals = [_number(scores.get(k)) for k in ("behaviour", "loss_recovered", "iia")]
+    vals = [v if not math.isnan(v) else -1.0 for v in vals]
+    return min(vals)
+
+
+def _number(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
+
+# --- the loop -----------------------------------------------------------------------------------
+def default_out(target_name: str, seed: int) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", target_name).strip("_")
+    return Path("runs") / f"{safe}-seed{seed}"
+
+
+def default_proposers(options: RunOptions) -> tuple[list[Any], str]:
+    """Model-guided, then I/O enumeration, then (unless ``no_llm``) the LLM. Returns a status line."""
+    from synth.enumerate import EnumerativeProposer
+    from synth.model_guided import ModelGuidedProposer
+
+    proposers: list[Any] = [ModelGuidedProposer(), EnumerativeProposer()]
+    status = "LLM proposer off (--no-llm)"
+    if not options.no_llm:
+        from synth.propose_llm import LLMProposer
+
+        llm = LLMProposer(
+            model=options.llm_model,
+            base_url=options.llm_base_url,
+            max_calls=options.llm_max_calls,
+            max_tokens=options.llm_max_tokens,
+        )
+        status = llm.status_line
+        if llm.enabled:
+            proposers.append(llm)
+    return proposers, status
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    # The synthesis stages run many small tensor ops, for which intra-op threads cost more
+    # than they give (and contend with other processes); restore the setting afterwards.
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+ProgressFn = Callable[[str], None]
+
+
+def run(
+    target: Target | str,
+    *,
+    out: str | Path | None = None,
+    proposers: Sequence[Any] | None = None,
+    controls: Controls | None = None,
+    score_fn: Callable[..., Mapping[str, Any]] | None = None,
+    progress: ProgressFn | None = None,
+    **options: Any,
+) -> Run:
+    """Synthesise hypotheses for ``target`` and return the stored run (see the module docstring).
+
+    ``options`` are :class:`RunOptions` fields (``seed``, ``budget_seconds``, ``no_llm``,
+    ``thresholds``, ...). ``proposers``/``controls``/``score_fn`` replace the default stages
+    (for experiments and tests); ``progress`` receives one-line status updates.
+    """
+    from models import load_target
+
+    unknown = sorted(set(options) - set(RunOptions.__dataclass_fields__))
+    if unknown:
+        raise RunError(f"unknown run option {unknown[0]!r}")
+    opts = RunOptions(**options)
+    if isinstance(target, str):
+        target = load_target(target)
+    out_dir = Path(out) if out is not None else default_out(target.name, opts.seed)
+    say = progress or (lambda _msg: None)
+    store = RunStore(out_dir)
+    try:
+        args = {
+            "target": target.name,
+            "options": opts.to_json(),
+            "proposers": [p.name for p in proposers] if proposers is not None else "default",
+            "controls": (controls or NoControls()).name,
+        }
+        resumed = store.begin(args)
+        with _torch_threads(opts.threads):
+            _Loop(target, store, opts, proposers, controls or NoControls(), score_fn, say, resumed).run()
+    finally:
+        try:
+            write_report(store)
+        finally:
+            store.close()
+    return load_run(out_dir)
+
+
+class _Loop:
+    def __init__(
+        self,
+        target: Target,
+        store: RunStore,
+        opts: RunOptions,
+        proposers: Sequence[Any] | None,
+        controls: Controls,
+        score_fn: Callable[..., Mapping[str, Any]] | None,
+        say: ProgressFn,
+        resumed: bool,
+    ) -> None:
+        self.target = target
+        self.store = store
+        self.opts = opts
+        self.controls = controls
+        self.say = say
+        self.resumed = resumed
+        self.check_config = opts.check_config()
+        self._score_fn = score_fn
+        self._proposers = proposers
+        self.best: list[ScoredCandidate] = []
+        self.accepted = 0
+        self.seen: set[str] = set()
+        self.start = time.monotonic()
+        self.deadline = self.start + opts.budget_seconds
+
+    # --- stages --------------------------------------------------------------------------------
+    def run(self) -> None:
+        from synth.observe import observe
+
+        store, opts = self.store, self.opts
+        if self._proposers is None:
+            proposers, status = default_proposers(opts)
+        else:
+            proposers, status = list(self._proposers), "proposers given by the caller"
+        store.set_meta(proposer_status=status, controls=self.controls.name)
+        self.say(status)
+        if self.resumed:
+            self.say(f"resuming: {store.count()} candidates already stored")
+        stopped = "proposers exhausted"
+        try:
+            t0 = time.monotonic()
+            self.say("observe: running the target on sampled inputs")
+            self.observations = observe(self.target, per_length=opts.per_length, seed=opts.seed)
+            store.add_timing(
+                "observe",
+                time.monotonic() - t0,
+                f"{self.observations.n_inputs} inputs, {self.observations.n_positions} positions",
+            )
+            self._batch_cache: Any = None
+            for rnd in range(max(1, opts.rounds)):
+                active = [p for p in proposers if rnd == 0 or not getattr(p, "exhaustive", False)]
+                if not active:
+                    break
+                new = 0
+                for proposer in active:
+                    ctx = ProposalContext(
+                        self.target, self.observations, tuple(self.best[:8]), self.deadline, opts.seed, rnd
+                    )
+                    t0 = time.monotonic()
+                    for proposal in proposer.propose(ctx):
+                        new += self.handle(proposal, rnd)
+                        if self.done():
+                            break
+                    store.add_timing(f"propose:{proposer.name}", time.monotonic() - t0, f"round {rnd}")
+                    if self.done():
+                        break
+                if self.done() or new == 0:
+                    break
+            if self.accepted and opts.stop_on_accept:
+                stopped = "accepted"
+            elif time.monotonic() > self.deadline:
+                stopped = "budget"
+            elif store.count() >= opts.max_candidates:
+                stopped = "candidate limit"
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            raise
+        finally:
+            seconds = time.monotonic() - self.start
+            store.add_timing("total", seconds, stopped)
+            store.set_meta(stopped=stopped, last_seconds=seconds)
+
+    def done(self) -> bool:
+        if self.accepted and self.opts.stop_on_accept:
+            return True
+        return time.monotonic() > self.deadline or self.store.count() >= self.opts.max_candidates
+
+    def handle(self, proposal: Proposal, rnd: int) -> int:
+        """Store one proposal with its verdict; returns 1 when it was new to this invocation."""
+        store = self.store
+        hyp = proposal.hypothesis
+        if hyp is None:
+            text = proposal.text or proposal.error or ""
+            key = candidate_key("rejected:" + proposal.source + ":" + text, self.check_config)
+            if key in self.seen:
+                return 0
+            self.seen.add(key)
+            if store.lookup(key) is None:
+                store.add_candidate(
+                    key,
+                    program=text,
+                    correspondence={},
+                    source=proposal.source,
+                    status="rejected",
+                    reason=proposal.error or "no hypothesis",
+                    round=rnd,
+                    meta=_json_meta(proposal.meta),
+                )
+            return 1
+        if not hyp.correspondence:
+            hyp = self.localize(hyp)
+        key = candidate_key(str(hyp), self.check_config)
+        if key in self.seen:
+            return 0
+        self.seen.add(key)
+        stored = store.lookup(key)
+        if stored is not None:
+            self.remember(hyp, stored.source, stored.flat_scores(), stored.status, stored.reason)
+            if stored.status == "accepted":
+                self.accepted += 1
+            return 1
+        t0 = time.monotonic()
+        status, reason, scores = self.check(hyp)
+        if status == "passed":
+            verdict = self.controls.check(
+                self.target,
+                hyp,
+                scores.get("check", {}),
+                n_tested=self.n_tested() + 1,
+                deadline=self.deadline,
+            )
+            scores["controls"] = dict(verdict.numbers)
+            status = "accepted" if verdict.passed else "failed"
+            reason = verdict.reason
+        store.add_candidate(
+            key,
+            program=str(hyp.program),
+            correspondence={k: str(v) for k, v in hyp.correspondence.items()},
+            source=proposal.source,
+            status=status,
+            reason=reason,
+            round=rnd,
+            seconds=time.monotonic() - t0,
+            scores=scores,
+            meta=_json_meta(proposal.meta),
+        )
+        flat = {**scores.get("prefilter", {}), **scores.get("check", {})}
+        self.remember(hyp, proposal.source, flat, status, reason)
+        if status == "accepted":
+            self.accepted += 1
+        self.say(
+            f"[{self.n_tested()} scored] {proposal.source}: {status} ({reason}); "
+            f"best {_fmt(self.best[0].scores.get('_strength')) if self.best else '-'}"
+        )
+        return 1
+
+    def n_tested(self) -> int:
+        return self.store.count("filtered", "failed", "accepted")
+
+    def remember(
+        self, hyp: Hypothesis, source: str, scores: Mapping[str, Any], status: str, reason: str
+    ) -> None:
+        s = {k: v for k, v in scores.items() if isinstance(v, (int, float))}
+        s["_strength"] = _strength(s)
+        self.best.append(ScoredCandidate(hyp, source, s, status == "accepted", reason or None))
+        self.best.sort(key=lambda c: -c.scores["_strength"])
+        del self.best[16:]
+
+    def localize(self, hyp: Hypothesis) -> Hypothesis:
+        from synth.localize import default_thresholds, localize
+
+        t0 = time.monotonic()
+        located, _ = localize(hyp.program, self.observations, default_thresholds(self.target))
+        self.store.add_timing("localize", time.monotonic() - t0)
+        return located
+
+    def check(self, hyp: Hypothesis) -> tuple[str, str, dict[str, dict[str, Any]]]:
+        """Prefilter, then full checks. Status 'passed' means every threshold held (controls next)."""
+        th = self.opts.thresholds
+        scores: dict[str, dict[str, Any]] = {}
+        t0 = time.monotonic()
+        try:
+            agreement = self.observed_behaviour(hyp)
+        except ValueError as e:
+            return "rejected", f"cannot evaluate the program: {_one_line(e)}", scores
+        scores["prefilter"] = {"behaviour_observed": agreement}
+        if agreement < th.prefilter_behaviour:
+            self.store.add_timing("prefilter", time.monotonic() - t0)
+            return (
+                "filtered",
+                f"behaviour on observed inputs {agreement:.3f} < {th.prefilter_behaviour}",
+                scores,
+            )
+        if self._score_fn is None:
+            try:
+                from synth.scoring import resample_ablation_score
+
+                pre = resample_ablation_score(
+                    self.target, hyp, n=min(128, self.opts.n_score), seed=self.opts.seed
+                )
+                ablation = _number(pre.get("ablation_loss_recovered"))
+                scores["prefilter"]["ablation_loss_recovered"] = ablation
+                if ablation < th.prefilter_ablation:
+                    self.store.add_timing("prefilter", time.monotonic() - t0)
+                    return (
+                        "filtered",
+                        f"ablation loss recovered {_fmt(ablation)} < {th.prefilter_ablation}",
+                        scores,
+                    )
+            except ValueError as e:
+                self.store.add_timing("prefilter", time.monotonic() - t0)
+                return "error", f"prefilter failed: {_one_line(e)}", scores
+        self.store.add_timing("prefilter", time.monotonic() - t0)
+        t0 = time.monotonic()
+        try:
+            full = self.score(hyp)
+        except ValueError as e:
+            self.store.add_timing("check", time.monotonic() - t0)
+            return "error", f"check failed: {_one_line(e)}", scores
+        self.store.add_timing("check", time.monotonic() - t0)
+        scores["check"] = _numeric_scores(full)
+        failures = th.failures(scores["check"])
+        if failures:
+            return "failed", "; ".join(failures), scores
+        return "passed", "every threshold holds", scores
+
+    def score(self, hyp: Hypothesis) -> Mapping[str, Any]:
+        if self._score_fn is not None:
+            return self._score_fn(self.target, hyp)
+        from synth.scoring import score
+
+        return score(self.target, hyp, n=self.opts.n_score, seed=self.opts.seed + 1)
+
+    def observed_behaviour(self, hyp: Hypothesis) -> float:
+        """Agreement of the program's output with the network's on the observed inputs."""
+        from dsl.interpret import encode, run as run_program
+
+        from models.target import outputs_equal
+
+        obs = self.observations
+        inputs = obs.all_inputs()
+        batch = encode(inputs, symbols=hyp.program.literals())
+        values = run_program(hyp.program, batch)
+        from dsl.interpret import decode, dtypes
+
+        got = decode(values[hyp.program.output], dtypes(hyp.program)[hyp.program.output], batch)
+        kind = obs.output_kind
+        right = total = 0
+        net = [list(row) for g in obs.groups for row in g.outputs]
+        for g_row, n_row in zip(got, net):
+            for gv, nv in zip(g_row, n_row):
+                if nv is None:
+                    continue
+                total += 1
+                right += outputs_equal(gv, nv, kind)
+        return right / total if total else 0.0
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:200]
+
+
+def _numeric_scores(scores: Mapping[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in scores.items():
+        if isinstance(v, bool):
+            out[k] = float(v)
+        elif isinstance(v, (int, float)):
+            out[k] = float(v)
+        elif k == "iia_per_variable" and isinstance(v, Mapping):
+            for var, x in v.items():
+                if isinstance(x, (int, float)):
+                    out[f"iia[{var}]"] = float(x)
+    return out
+
+
+def _json_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return json.loads(json.dumps(dict(meta), default=str))
+    except (TypeError, ValueError):
+        return {}
+
+
+# --- loading and reporting ------------------------------------------------------------------------
+def load_run(path: str | Path) -> Run:
+    """A stored run (finished, interrupted or still running)."""
+    from synth.hypothesis import HypothesisError
+
+    with open_run(path) as store:
+        meta = store.meta()
+        accepted = []
+        for c in store.candidates("accepted"):
+            try:
+                hyp = Hypothesis.from_json(c.hypothesis_json())
+            except (HypothesisError, ValueError) as e:
+                raise RunStoreError(
+                    f"{path}: stored candidate {c.id} does not parse: {_one_line(e)}"
+                ) from None
+            accepted.append(AcceptedHypothesis(hyp, c.flat_scores(), c.source, c.id))
+        counts = store.counts_by("status")
+        timings = store.timings()
+        return Run(
+            target=meta["args"].get("target", "?"),
+            dir=Path(path),
+            accepted=tuple(accepted),
+            n_scored=sum(counts.get(s, 0) for s in ("filtered", "failed", "accepted")),
+            n_candidates=sum(counts.values()),
+            seconds=float(timings.get("total", 0.0)),
+            stopped=str(meta.get("stopped", "running or killed")),
+            args=meta["args"],
+            counts=counts,
+            sources=store.counts_by("source"),
+            timings=timings,
+        )
+
+
+def write_report(store: RunStore) -> Path:
+    from synth.report import render_report
+
+    path = store.dir / "report.md"
+    path.write_text(render_report(store))
+    return path
+
+
+# --- CLI entry points (wired by synth/cli.py) -----------------------------------------------------
+def cmd_run(args: Any) -> int:
+    """``mechsynth run TARGET [--seed S] [--budget-seconds N] [--out DIR] [--no-llm] [--json]``."""
+    quiet = bool(getattr(args, "json", False))
+
+    def progress(msg: str) -> None:
+        if not quiet:
+            print(f"mechsynth run: {msg}", file=sys.stderr, flush=True)
+
+    out = getattr(args, "out", None)
+    options: dict[str, Any] = {
+        "seed": int(getattr(args, "seed", 0)),
+        "budget_seconds": float(getattr(args, "budget_seconds", 300.0)),
+        "no_llm": bool(getattr(args, "no_llm", False)),
+    }
+    for name in ("llm_model", "llm_base_url", "llm_max_calls", "llm_max_tokens"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = value
+    from models import load_target
+
+    target = load_target(args.target)
+    if out is None:
+        out = default_out(target.name, options["seed"])
+    try:
+        result = run(target, out=out, progress=progress, **options)
+    except KeyboardInterrupt:
+        print(
+            f"mechsynth run: interrupted; everything scored so far is stored in {out} "
+            f"(rerun the same command to resume)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if quiet:
+        print(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        print(summary_text(result))
+    return 0
+
+
+def cmd_show(args: Any) -> int:
+    """``mechsynth show RUN [--json]``."""
+    result = load_run(args.run)
+    if getattr(args, "json", False):
+        print(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        print(
+            (Path(args.run) / "report.md").read_text()
+            if (Path(args.run) / "report.md").exists()
+            else summary_text(result)
+        )
+    return 0
+
+
+def summary_text(result: Run) -> str:
+    lines = [
+        f"target {result.target}: {len(result.accepted)} accepted, {result.n_scored} scored "
+        f"({result.n_candidates} candidates) in {result.seconds:.1f}s; stopped: {result.stopped}",
+        f"run directory: {result.dir}",
+    ]
+    for a in result.accepted:
+        s = a.scores
+        lines.append(
+            f"accepted ({a.source}): behaviour {_fmt(s.get('behaviour'))}, loss recovered "
+            f"{_fmt(s.get('loss_recovered'))}, iia {_fmt(s.get('iia'))}"
+        )
+        lines += ["    " + line for line in str(a.hypothesis).splitlines()]
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""Report: the human-readable account of a run, rendered from its store alone.
+
+``report.md`` is regenerated from the SQLite store whenever a run ends (or is
+interrupted), so it never says anything the store does not hold. It shows, in order:
+what was run (target, options, proposers, controls), the acceptance thresholds, the
+verdict (accepted hypotheses with every score), how many candidates each proposer
+produced and what happened to them, the best candidates that were not accepted with
+the reason, and where the time went.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from collections.abc import Mapping, Sequence
+
+from synth.store import RunStore, StoredCandidate
+
+HEADLINE = (
+    "behaviour",
+    "behaviour_broader",
+    "loss_recovered",
+    "accuracy_recovered",
+    "iia",
+    "iia_mean",
+    "frac_changed",
+    "necessity_loss_fraction",
+)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
+
+def _strength(c: StoredCandidate) -> float:
+    s = c.flat_scores()
+    vals = []
+    for k in ("behaviour", "loss_recovered", "iia"):
+        v = s.get(k)
+        vals.append(-1.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v))
+    return min(vals)
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def _hypothesis_block(c: StoredCandidate) -> list[str]:
+    lines = ["```", "program:"]
+    lines += ["    " + line for line in c.program.splitlines()]
+    lines.append("correspondence:")
+    lines += [f"    {k}: {v}" for k, v in c.correspondence.items()]
+    lines.append("```")
+    return lines
+
+
+def _scores_line(scores: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {_fmt(scores.get(k))}" for k in HEADLINE if k in scores)
+
+
+def render_report(store: RunStore) -> str:
+    meta = store.meta()
+    args = meta.get("args", {})
+    options = args.get("options", {})
+    counts = store.counts_by("status")
+    candidates = list(store.candidates())
+    lines = [f"# mechsynth run: {args.get('target', '?')}", ""]
+    lines.append(
+        f"- stopped: {meta.get('stopped', 'running or killed')}; resumed {meta.get('resumed', 0)} times"
+    )
+    lines.append(f"- proposers: {meta.get('proposer_status', '')} ({args.get('proposers')})")
+    lines.append(f"- controls: {meta.get('controls', args.get('controls', '-'))}")
+    lines.append("- options: " + ", ".join(f"{k}={v}" for k, v in options.items() if k != "thresholds"))
+    lines.append("")
+    lines.append("## Acceptance thresholds")
+    lines.append("")
+    lines += _table(
+        ["threshold", "minimum"], [[k, _fmt(v)] for k, v in options.get("thresholds", {}).items()]
+    )
+    lines.append("")
+    accepted = [c for c in candidates if c.status == "accepted"]
+    n_scored = sum(counts.get(s, 0) for s in ("filtered", "failed", "accepted"))
+    lines.append("## Verdict")
+    lines.append("")
+    lines.append(
+        f"{len(accepted)} accepted of {n_scored} hypotheses scored ({len(candidates)} candidates in all)."
+    )
+    lines.append("")
+    for c in accepted:
+        lines.append(f"### Accepted: candidate {c.id} from {c.source}")
+        lines.append("")
+        lines += _hypothesis_block(c)
+        lines.append("")
+        lines.append(_scores_line(c.flat_scores()))
+        iia = {k: v for k, v in c.flat_scores().items() if k.startswith("iia[")}
+        if iia:
+            lines.append("")
+            lines.append(
+                "interchange accuracy per variable: "
+                + ", ".join(f"{k[4:-1]} {_fmt(v)}" for k, v in iia.items())
+            )
+        lines.append("")
+    lines.append("## Candidates by source and status")
+    lines.append("")
+    by: dict[tuple[str, str], int] = {}
+    for c in candidates:
+        by[(c.source, c.status)] = by.get((c.source, c.status), 0) + 1
+    statuses = ["rejected", "filtered", "failed", "error", "accepted"]
+    sources = sorted({c.source for c in candidates})
+    lines += _table(
+        ["source", *statuses], [[s, *[str(by.get((s, st), 0)) for st in statuses]] for s in sources]
+    )
+    lines.append("")
+    others = sorted((c for c in candidates if c.status == "failed"), key=lambda c: -_strength(c))[:3]
+    if others:
+        lines.append("## Best candidates not accepted")
+        lines.append("")
+        for c in others:
+            lines.append(f"### Candidate {c.id} from {c.source}: {c.reason}")
+            lines.append("")
+            lines += _hypothesis_block(c)
+            lines.append("")
+            lines.append(_scores_line(c.flat_scores()))
+            lines.append("")
+    rejected = [c for c in candidates if c.status in ("rejected", "filtered", "error")][:10]
+    if rejected:
+        lines.append("## Rejected before full scoring (first 10)")
+        lines.append("")
+        lines += _table(
+            ["id", "source", "status", "reason"],
+            [[str(c.id), c.source, c.status, c.reason.replace("|", "/")] for c in rejected],
+        )
+        lines.append("")
+    lines.append("## Time")
+    lines.append("")
+    lines += _table(["stage", "seconds"], [[k, _fmt(v)] for k, v in store.timings().items()])
+    lines.append("")
+    return "\n".join(lines)
