@@ -107,6 +107,7 @@ class MonteCarloTest:
     n_planned: int
     stopped_early: bool = False
     n_undefined: int = 0
+    interrupted: bool = False  # stopped by a deadline (not by the outcomes): a fixed-n test on n_draws
 
     @property
     def min_attainable(self) -> float:
@@ -122,6 +123,7 @@ class MonteCarloTest:
             "n_planned": self.n_planned,
             "stopped_early": self.stopped_early,
             "n_undefined": self.n_undefined,
+            "interrupted": self.interrupted,
             "min_attainable": self.min_attainable,
         }
 
@@ -133,13 +135,17 @@ def sequential_p_value(
     *,
     stop_after: int | None = None,
     start: MonteCarloTest | None = None,
+    interrupt: Callable[[], bool] | None = None,
 ) -> MonteCarloTest:
     """Draw nulls ``draw(0), draw(1), ...`` up to ``n_max``, stopping at ``stop_after`` exceedances.
 
     Besag–Clifford: stopped after ``L`` draws at the ``h``-th exceedance, ``p = h/L``;
     otherwise ``p = (1 + k)/(1 + n_max)``. ``start`` continues an earlier test of the
     same hypothesis with the same draw sequence (used to top up draws when the run
-    has scored more hypotheses than it had when the test started).
+    has scored more hypotheses than it had when the test started). ``interrupt()`` is
+    asked before each draw (e.g. a deadline); when it says stop, the result is the
+    fixed-n test on the draws made, ``p = (1 + k)/(1 + n)``, which stays valid because
+    the stopping did not look at the outcomes.
     """
     if n_max < 0:
         raise StatisticsError(f"number of null draws must be >= 0, got {n_max}")
@@ -151,6 +157,8 @@ def sequential_p_value(
     if not math.isfinite(real):
         return MonteCarloTest(real, n, k, 1.0, n_max, False, undefined)
     while n < n_max:
+        if interrupt is not None and interrupt():
+            return MonteCarloTest(real, n, k, (1 + k) / (1 + n), n_max, False, undefined, True)
         x = float(draw(n))
         n += 1
         undefined += math.isnan(x)

@@ -1,0 +1,1334 @@
+"""Control: frivolous-circuit controls and the statistical acceptance rule.
+
+A hypothesis that passes the checks (behaviour, causal scrubbing, interchange) has
+shown that it is *consistent* with the network. That is not yet evidence that it is
+*what the network does*: a search that tries many programs and placements will find
+some that fit by chance, a subnetwork of a random network can mimic a task
+(Ramanujan et al. 2020), and a circuit that looks complete in isolation may not be
+the one the full network uses. Every candidate that passes the checks therefore goes
+through the controls below; each returns its numbers and a verdict, and the final
+decision needs all of them plus a multiple-testing-corrected p-value.
+
+Controls (each a pluggable :class:`Control` with a ``name``):
+
+``random_networks``
+    The same localisation and checks on re-initialised and weight-shuffled copies of
+    the target (``models.reinitialized`` / ``models.shuffled``, several seeds). On
+    each copy the hypothesis is scored as claimed *and* after re-localising its
+    program there; the better of the two is the copy's score. Passes when the real
+    network's statistic beats the best copy by ``min_gap_random_networks``.
+``null_correspondences``
+    The same program with each located variable moved to a random location of the
+    same kind that exists in the model: heads for head variables, MLP outputs for MLP
+    variables (a random residual subspace of the same size when the claim names
+    dims). Placements respect layer order (a variable is not placed before a
+    variable it is computed from) when such a placement exists. Primitive inputs
+    (``tokens``/``indices`` at the embeddings) stay where they are: they are given,
+    not claimed. Passes when the real statistic beats the ``null_quantile`` quantile
+    of the other placements by ``min_gap_null``.
+``null_programs``
+    Random programs of the same size and node types (same primitive at every node;
+    random wiring, functions and predicates; see :func:`random_program_like`),
+    localised by the same localiser and scored by the same checks. Same gate.
+``necessity``
+    Resample-ablate the claimed internal locations inside the *full* network (every
+    other component left clean) and measure the share of the damage that resampling
+    the whole input does (``necessity_loss_fraction`` from the checks' node-level
+    resample ablation). A claimed mechanism the network does not need fails.
+``minimality``
+    Drop each located variable in turn: resample its location unconditionally inside
+    the network, and remove it from the correspondence and rescore. A node for which
+    neither costs ``min_node_cost`` is superfluous, and so is a program variable the
+    output does not depend on; either fails the control (see :class:`Minimality`).
+``broader_distribution``
+    Behaviour (program output vs the network's output, mistakes included) on every
+    input length and the task's broader distribution, restricted to the parts of that
+    distribution the network itself still handles (accuracy >= ``min_network_accuracy``).
+``edge_popup`` (opt-in: ``--edge-popup``)
+    A top-k weight mask is learned on a randomly initialised network of the same
+    architecture so that it mimics the target (:mod:`synth.edge_popup`); the
+    hypothesis must explain the real network better than it "explains" that masked
+    random network, by ``min_gap_edge_popup``.
+
+**The statistic.** Controls compare one number: the minimum over ``statistic`` keys of
+the checks' scores (default: ``loss_recovered`` and ``iia``, i.e. causal scrubbing and
+the weakest interchange intervention). Behaviour is deliberately *not* part of it: a
+masked random network that mimics the target reproduces its behaviour by design, so
+behaviour alone cannot tell a mechanism from a mimic.
+
+**Significance.** The empirical p-value is computed against a pooled null: each draw is,
+with probability ``null_program_share``, a random program of the same shape localised
+the same way, and otherwise the same program at a random placement (the two null
+families above, drawn i.i.d. from their mixture, so the p-value is exact under
+"the hypothesis is exchangeable with a random same-shape hypothesis"). Random
+networks and edge-popup give a handful of draws each and cannot certify small
+p-values, so they are effect-size gates only. Holm–Bonferroni then runs over *every*
+hypothesis the run scored (``n_tested``, counted by the run store): see
+:mod:`synth.statistics` for why the number of null draws is sized adaptively as
+``floor(n_tested / alpha)`` (capped by ``max_null_draws``; a capped test is reported
+as underpowered and not accepted) and why draws stop early once acceptance has
+become impossible. ``ControlStage.finalize`` tops up the draws of surviving candidates
+when the run has scored more hypotheses than it had when their controls ran.
+
+**Acceptance** (:func:`decide`): adjusted p < ``alpha`` and every named threshold holds
+(the checks' own thresholds, then every control's gate). A rejected hypothesis names
+the controls and thresholds that rejected it. Everything is serialisable
+(``to_json``) for the run store, the report and ``--json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from synth.hypothesis import Hypothesis, Location
+from synth.statistics import (
+    MonteCarloTest,
+    empirical_p_value,
+    holm,
+    required_null_draws,
+    sequential_p_value,
+    stopping_exceedances,
+)
+
+if TYPE_CHECKING:
+    from dsl import Program
+    from models import Target
+    from synth.edge_popup import EdgePopupConfig
+
+PRIMITIVES = ("tokens", "indices", "length")
+
+ScoreFn = Callable[["Target", Hypothesis], Mapping[str, Any]]
+LocalizeFn = Callable[["Target", "Program"], "Hypothesis | None"]
+NetworkFactory = Callable[["Target", int], "Target"]
+
+
+class ControlError(ValueError):
+    """A control cannot run on this hypothesis or target (one-line message)."""
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every named threshold of the acceptance rule, with its default."""
+
+    alpha: float = 0.01  # familywise error rate, after Holm over every hypothesis scored
+    statistic: tuple[str, ...] = ("loss_recovered", "iia")  # compared statistic = min of these scores
+    checks: Mapping[str, float] = field(
+        default_factory=lambda: {"behaviour": 0.95, "loss_recovered": 0.8, "iia": 0.8}
+    )  # minimum value of each named check score on the real network
+    min_gap_random_networks: float = 0.3  # real statistic - best random/shuffled copy
+    null_quantile: float = 0.95  # the null quantile the real statistic must clear ...
+    min_gap_null: float = 0.1  # ... by this much (null correspondences, null programs)
+    min_necessity: float = 0.5  # share of full-resampling damage caused by ablating the claims
+    min_node_cost: float = 0.02  # cost of dropping one located node (see Minimality)
+    min_behaviour_broader: float = 0.95  # behaviour on the broader distribution
+    min_network_accuracy: float = 0.9  # a broader-distribution part counts if the network handles it
+    min_gap_edge_popup: float = 0.3  # real statistic - masked random network
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ControlError(f"alpha must be in (0, 1), got {self.alpha}")
+        if not self.statistic:
+            raise ControlError("the statistic needs at least one score name")
+        if not 0 < self.null_quantile <= 1:
+            raise ControlError(f"null_quantile must be in (0, 1], got {self.null_quantile}")
+        object.__setattr__(self, "statistic", tuple(self.statistic))
+        object.__setattr__(self, "checks", MappingProxyType(dict(self.checks)))
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return data | {"checks": dict(self.checks), "statistic": list(self.statistic)}
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """Which controls run and how many draws they take."""
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    network_seeds: tuple[int, ...] = (0, 1, 2)
+    network_kinds: tuple[str, ...] = ("reinitialized", "shuffled")
+    correspondence_draws: int = 50  # draws for the null-correspondence effect-size gate
+    program_draws: int = 20  # draws for the null-program effect-size gate (each is localised)
+    null_program_share: float = 0.5  # mixture weight of random programs in the pooled null
+    min_null_draws: int = 99  # never fewer pooled draws than this, however few hypotheses
+    max_null_draws: int = 20_000  # cap on pooled draws; above it a test is reported underpowered
+    n_broader: int = 64  # inputs per length (and from the broader distribution)
+    edge_popup: bool = False
+    edge_popup_config: EdgePopupConfig | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.null_program_share <= 1:
+            raise ControlError(f"null_program_share must be in [0, 1], got {self.null_program_share}")
+        if self.max_null_draws < self.min_null_draws:
+            raise ControlError("max_null_draws must be >= min_null_draws")
+
+    def to_json(self) -> dict[str, Any]:
+        data = {
+            k: v for k, v in dataclasses.asdict(self).items() if k not in ("thresholds", "edge_popup_config")
+        }
+        data["thresholds"] = self.thresholds.to_json()
+        data["edge_popup_config"] = self.edge_popup_config.to_json() if self.edge_popup_config else None
+        return data
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """One control's verdict on one hypothesis, with the numbers behind it.
+
+    ``passed`` is None when the control did not apply (it is then reported, and it
+    does not block acceptance unless the reason says the hypothesis claims nothing).
+    """
+
+    name: str
+    passed: bool | None
+    reason: str
+    numbers: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "reason": self.reason,
+            "numbers": _jsonable(dict(self.numbers)),
+            "seconds": round(self.seconds, 4),
+        }
+
+
+@dataclass(frozen=True)
+class CandidateControls:
+    """Everything the control stage found about one candidate."""
+
+    hypothesis: Hypothesis
+    target: str
+    statistic: float  # real-network statistic, as recomputed by the controls' score function
+    real_scores: Mapping[str, Any]
+    results: tuple[ControlResult, ...]
+    significance: MonteCarloTest | None
+    n_tested: int  # hypotheses scored in the run when the pooled draws were planned
+    n_required: int  # pooled draws needed for acceptance to be possible at that n_tested
+    null_families: Mapping[str, int] = field(default_factory=dict)  # pooled draws per family
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.results if r.passed is False)
+
+    def result(self, name: str) -> ControlResult | None:
+        return next((r for r in self.results if r.name == name), None)
+
+    @property
+    def underpowered(self) -> bool:
+        sig = self.significance
+        return sig is None or (not sig.stopped_early and sig.n_draws < self.n_required)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hypothesis": self.hypothesis.to_json(),
+            "target": self.target,
+            "statistic": _json_float(self.statistic),
+            "real_scores": _jsonable({k: v for k, v in self.real_scores.items() if _is_number(v)}),
+            "controls": [r.to_json() for r in self.results],
+            "significance": self.significance.to_json() if self.significance else None,
+            "n_tested": self.n_tested,
+            "n_required": self.n_required,
+            "underpowered": self.underpowered,
+            "null_families": dict(self.null_families),
+            "failed": list(self.failed),
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The acceptance decision for one candidate."""
+
+    hypothesis: Hypothesis
+    accepted: bool
+    p_value: float
+    p_adjusted: float
+    rejected_by: tuple[str, ...]  # control names, "threshold:<score>", "significance", "underpowered"
+    controls: CandidateControls
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hypothesis": self.hypothesis.to_json(),
+            "accepted": self.accepted,
+            "p_value": self.p_value,
+            "p_adjusted": self.p_adjusted,
+            "rejected_by": list(self.rejected_by),
+            "controls": self.controls.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """The run-level decision: Holm over every hypothesis scored, then every threshold."""
+
+    decisions: tuple[Decision, ...]
+    n_tested: int
+    thresholds: Thresholds
+
+    @property
+    def accepted(self) -> tuple[Decision, ...]:
+        return tuple(d for d in self.decisions if d.accepted)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n_tested": self.n_tested,
+            "n_controlled": len(self.decisions),
+            "n_accepted": len(self.accepted),
+            "alpha": self.thresholds.alpha,
+            "correction": "holm",
+            "thresholds": self.thresholds.to_json(),
+            "decisions": [d.to_json() for d in self.decisions],
+        }
+
+
+# --- the context a control runs in --------------------------------------------------------------
+
+
+class ControlContext:
+    """What a control may use: the target, the hypothesis, memoised scoring and the nulls.
+
+    Scores are memoised per (network, hypothesis), so the effect-size gates and the
+    pooled significance draws share work, and a finite null space is never scored twice.
+    """
+
+    def __init__(self, stage: ControlStage, target: Target, hypothesis: Hypothesis) -> None:
+        self.stage = stage
+        self.config = stage.config
+        self.thresholds = stage.config.thresholds
+        self.target = target
+        self.hypothesis = hypothesis
+        self._key = zlib.crc32(str(hypothesis).encode())
+        self._draws: dict[tuple[str, int], Hypothesis | None] = {}
+        self.space = LocationSpace.of(target)
+        self.real_scores = self.score(target, hypothesis)
+        self.real = self.statistic(self.real_scores)
+
+    # scoring
+    def score(self, target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
+        return self.stage._score(target, hypothesis)
+
+    def statistic(self, scores: Mapping[str, Any] | None) -> float:
+        return statistic_value(scores, self.thresholds.statistic)
+
+    def statistic_of(self, target: Target, hypothesis: Hypothesis | None) -> float:
+        """The statistic of a hypothesis; -inf when there is none (nothing localised)."""
+        if hypothesis is None:
+            return -math.inf
+        return self.statistic(self.score(target, hypothesis))
+
+    def localize(self, target: Target, program: Program) -> Hypothesis | None:
+        if self.stage.localize_fn is None:
+            return None
+        return self.stage._localize(target, program)
+
+    def network(self, kind: str, seed: int) -> Target:
+        return self.stage._network(self.target, kind, seed)
+
+    # null draws (deterministic in the stage seed, the hypothesis, the family and the index)
+    def rng(self, family: str, index: int) -> np.random.Generator:
+        fam = zlib.crc32(family.encode())
+        return np.random.default_rng([self.config.seed, self._key, fam, index])
+
+    def null_correspondence(self, index: int) -> Hypothesis | None:
+        key = ("correspondence", index)
+        if key not in self._draws:
+            self._draws[key] = random_correspondence(self.hypothesis, self.space, self.rng(*key))
+        return self._draws[key]
+
+    def null_program(self, index: int) -> Hypothesis | None:
+        """A random same-shape program, localised like the real one (None if it cannot be)."""
+        key = ("program", index)
+        if key not in self._draws:
+            program = random_program_like(self.hypothesis.program, self.rng(*key))
+            self._draws[key] = self.localize(self.target, program)
+        return self._draws[key]
+
+    @property
+    def located(self) -> tuple[str, ...]:
+        """Located variables that are claims (not primitive inputs)."""
+        return tuple(v for v in self.hypothesis.correspondence if v not in PRIMITIVES)
+
+
+class Control(Protocol):
+    """A control stage: ``run`` returns a verdict with its numbers."""
+
+    name: str
+
+    def run(self, ctx: ControlContext) -> ControlResult: ...
+
+
+# --- the controls -------------------------------------------------------------------------------
+
+
+class RandomNetworks:
+    """Same localisation and checks on re-initialised and weight-shuffled copies."""
+
+    name = "random_networks"
+
+    def run(self, ctx: ControlContext) -> ControlResult:
+        per_copy: dict[str, Any] = {}
+        stats = []
+        for kind in ctx.config.network_kinds:
+            for seed in ctx.config.network_seeds:
+                copy = ctx.network(kind, seed)
+                claimed = ctx.statistic_of(copy, ctx.hypothesis)
+                relocalised = ctx.statistic_of(copy, ctx.localize(copy, ctx.hypothesis.program))
+                best = _nanmax([claimed, relocalised])
+                per_copy[f"{kind}[{seed}]"] = {
+                    "as_claimed": claimed,
+                    "relocalised": relocalised,
+                    "best": best,
+                }
+                stats.append(best)
+        defined = [s for s in stats if math.isfinite(s)]
+        numbers: dict[str, Any] = {
+            "real": ctx.real,
+            "copies": per_copy,
+            "n_undefined": len(stats) - len(defined),
+        }
+        if not stats:
+            return ControlResult(self.name, None, "no network kinds or seeds configured", numbers)
+        if not defined:
+            # No copy gives the statistic a value: the checks find nothing to explain there.
+            numbers.update(best_control=None, gap=None)
+            return ControlResult(self.name, True, "no copy has a defined score (nothing to explain)", numbers)
+        best = max(defined)
+        gap = ctx.real - best
+        numbers.update(best_control=best, gap=gap)
+        ok = gap >= ctx.thresholds.min_gap_random_networks
+        return ControlResult(
+            self.name,
+            ok,
+            f"real {ctx.real:.3f} vs best copy {best:.3f} (gap {gap:.3f}, need "
+            f">= {ctx.thresholds.min_gap_random_networks})",
+            numbers,
+        )
+
+
+class _NullFamily:
+    """Effect-size gate shared by the null-correspondence and null-program controls."""
+
+    name = ""
+    family = ""
+
+    def draws(self, ctx: ControlContext) -> int:
+        raise NotImplementedError
+
+    def draw(self, ctx: ControlContext, index: int) -> Hypothesis | None:
+        raise NotImplementedError
+
+    def applicable(self, ctx: ControlContext) -> str | None:
+        return None
+
+    def run(self, ctx: ControlContext) -> ControlResult:
+        why_not = self.applicable(ctx)
+        if why_not:
+            return ControlResult(self.name, None, why_not, {"real": ctx.real})
+        stats, distinct = [], []
+        n_none = 0
+        for i in range(self.draws(ctx)):
+            null = self.draw(ctx, i)
+            n_none += null is None
+            s = ctx.statistic_of(ctx.target, null)
+            stats.append(s)
+            if null != ctx.hypothesis:  # the gate compares with *other* hypotheses
+                distinct.append(s)
+        q = _quantile(distinct, ctx.thresholds.null_quantile)
+        gap = ctx.real - q if distinct else math.nan
+        numbers = {
+            "real": ctx.real,
+            "n_draws": len(stats),
+            "n_same_as_real": len(stats) - len(distinct),
+            "n_not_localised": n_none,
+            "n_undefined": sum(math.isnan(s) for s in stats),
+            "mean": _mean(distinct),
+            "max": _nanmax(distinct) if distinct else None,
+            "quantile": q,
+            "gap": gap,
+            "p_value": empirical_p_value(ctx.real, stats),
+            "draws": stats,
+        }
+        if not distinct:
+            return ControlResult(self.name, False, "no alternative draw differs from the hypothesis", numbers)
+        ok = gap >= ctx.thresholds.min_gap_null
+        return ControlResult(
+            self.name,
+            ok,
+            f"real {ctx.real:.3f} vs {ctx.thresholds.null_quantile:.0%} quantile of {len(distinct)} other "
+            f"draws {q:.3f} (gap {gap:.3f}, need >= {ctx.thresholds.min_gap_null})",
+            numbers,
+        )
+
+
+class NullCorrespondences(_NullFamily):
+    """The same program at random locations of matching kind."""
+
+    name = "null_correspondences"
+    family = "correspondence"
+
+    def applicable(self, ctx: ControlContext) -> str | None:
+        return None if ctx.located else "the hypothesis locates no internal variable"
+
+    def draws(self, ctx: ControlContext) -> int:
+        return ctx.config.correspondence_draws
+
+    def draw(self, ctx: ControlContext, index: int) -> Hypothesis | None:
+        return ctx.null_correspondence(index)
+
+
+class NullPrograms(_NullFamily):
+    """Random programs of the same size and node types, localised the same way."""
+
+    name = "null_programs"
+    family = "program"
+
+    def applicable(self, ctx: ControlContext) -> str | None:
+        return None if ctx.stage.localize_fn is not None else "no localiser given: null programs not run"
+
+    def draws(self, ctx: ControlContext) -> int:
+        return ctx.config.program_draws
+
+    def draw(self, ctx: ControlContext, index: int) -> Hypothesis | None:
+        return ctx.null_program(index)
+
+
+class Necessity:
+    """Resample-ablating the claimed internal locations in the full network must break it."""
+
+    name = "necessity"
+
+    def run(self, ctx: ControlContext) -> ControlResult:
+        if not ctx.located:
+            return ControlResult(self.name, False, "the hypothesis claims no internal location", {})
+        # Primitive inputs are excluded: ablating the embeddings breaks any network and says
+        # nothing about the claimed mechanism.
+        internal = ctx.hypothesis.with_correspondence(
+            {v: ctx.hypothesis.correspondence[v] for v in ctx.located}
+        )
+        scores = ctx.stage._necessity(ctx.target, internal)
+        fraction = _number(scores.get("necessity_loss_fraction"))
+        numbers = {
+            "necessity_loss_fraction": fraction,
+            "ablated": [str(ctx.hypothesis.correspondence[v]) for v in ctx.located],
+        }
+        if "error" in scores:
+            numbers["error"] = scores["error"]
+        if not math.isfinite(fraction):
+            why = scores.get("error") or "resampling the input changes nothing"
+            return ControlResult(self.name, False, f"necessity undefined ({why})", numbers)
+        ok = fraction >= ctx.thresholds.min_necessity
+        return ControlResult(
+            self.name,
+            ok,
+            f"ablating the claimed locations does {fraction:.0%} of the damage of resampling the input "
+            f"(need >= {ctx.thresholds.min_necessity:.0%})",
+            numbers,
+        )
+
+
+class Minimality:
+    """Every located node must matter; dead program variables are superfluous by construction.
+
+    A node's cost is measured two ways, both reported: ``ablation_cost``, the share of
+    the full-resampling damage done by resampling its location alone, unconditionally,
+    inside the otherwise clean network (does the network need what sits there?); and
+    ``unclaimed_cost``, the drop of the statistic when the variable is removed from the
+    correspondence (does claiming it explain anything the rest does not?). The second
+    alone would flag every link of a chain: the checks treat an unclaimed location on a
+    claimed path as part of that path. A node is superfluous when *both* costs are below
+    ``min_node_cost``.
+    """
+
+    name = "minimality"
+
+    def run(self, ctx: ControlContext) -> ControlResult:
+        import networkx as nx
+
+        program = ctx.hypothesis.program
+        live = nx.ancestors(program.graph(), program.output) | {program.output}
+        dead = [v for v in program.variables if v not in live and v not in PRIMITIVES]
+        corr = ctx.hypothesis.correspondence
+        ablation: dict[str, float] = {}
+        unclaimed: dict[str, float] = {}
+        for v in ctx.located:
+            alone = ctx.stage._necessity(ctx.target, ctx.hypothesis.with_correspondence({v: corr[v]}))
+            ablation[v] = _number(alone.get("necessity_loss_fraction"))
+            reduced = ctx.hypothesis.with_correspondence({k: loc for k, loc in corr.items() if k != v})
+            unclaimed[v] = ctx.real - ctx.statistic_of(ctx.target, reduced)
+        floor = ctx.thresholds.min_node_cost
+        superfluous = [v for v in ctx.located if not (ablation[v] >= floor or unclaimed[v] >= floor)]
+        numbers = {
+            "real": ctx.real,
+            "ablation_cost": ablation,
+            "unclaimed_cost": unclaimed,
+            "superfluous": superfluous,
+            "dead_variables": dead,
+        }
+        if not ctx.located and not dead:
+            return ControlResult(self.name, None, "no located node to drop", numbers)
+        bad = superfluous + dead
+        if bad:
+            return ControlResult(
+                self.name,
+                False,
+                f"superfluous: {', '.join(bad)} (resampling it costs < {floor} of the damage and of the "
+                "statistic, or the output does not depend on it)",
+                numbers,
+            )
+        return ControlResult(self.name, True, f"every located node costs >= {floor} when dropped", numbers)
+
+
+class BroaderDistribution:
+    """Behaviour on every length and the task's broader distribution the network still handles."""
+
+    name = "broader_distribution"
+
+    def run(self, ctx: ControlContext) -> ControlResult:
+        from synth.behaviour import behaviour
+
+        target, task, n = ctx.target, ctx.target.task, ctx.config.n_broader
+        seed = ctx.config.seed + 4242
+        parts: dict[str, list[list]] = {
+            f"length={length}": task.sample(n, seed + length, length=length)
+            for length in range(task.min_len, task.max_len + 1)
+        }
+        if task.broader_generator is not None:
+            parts["broader"] = task.broader_sample(n, seed)
+        numbers: dict[str, Any] = {"parts": {}}
+        handled: list[list] = []
+        for name, inputs in parts.items():
+            acc = target.accuracy(inputs)
+            handles = not (acc < ctx.thresholds.min_network_accuracy)  # NaN (no labels): use it
+            numbers["parts"][name] = {"network_accuracy": acc, "used": handles}
+            if handles:
+                handled += inputs
+        if not handled:
+            return ControlResult(
+                self.name, None, "the network handles no part of the broader distribution", numbers
+            )
+        beh = behaviour(target, ctx.hypothesis.program, handled)
+        numbers.update(behaviour=beh.positions, behaviour_exact=beh.exact, n_inputs=beh.n)
+        ok = beh.positions >= ctx.thresholds.min_behaviour_broader
+        used = [k for k, v in numbers["parts"].items() if v["used"]]
+        return ControlResult(
+            self.name,
+            ok,
+            f"behaviour {beh.positions:.3f} on {beh.n} inputs ({', '.join(used)}; need "
+            f">= {ctx.thresholds.min_behaviour_broader})",
+            numbers,
+        )
+
+
+class EdgePopup:
+    """The hypothesis must not explain a masked random network (edge-popup) as well as the target."""
+
+    name = "edge_popup"
+
+    def run(self, ctx: ControlContext) -> ControlResult:
+        from synth.edge_popup import EdgePopupConfig, fit_edge_popup
+
+        cfg = ctx.config.edge_popup_config or EdgePopupConfig(seed=ctx.config.seed)
+        fitted = ctx.stage._edge_popup(ctx.target, cfg, fit_edge_popup)
+        masked = fitted.target
+        claimed = ctx.statistic_of(masked, ctx.hypothesis)
+        relocalised = ctx.statistic_of(masked, ctx.localize(masked, ctx.hypothesis.program))
+        best = _nanmax([claimed, relocalised])
+        numbers = {**fitted.to_json(), "real": ctx.real, "as_claimed": claimed, "relocalised": relocalised}
+        if not math.isfinite(best):
+            numbers["gap"] = None
+            return ControlResult(self.name, True, "the masked network gives the statistic no value", numbers)
+        gap = ctx.real - best
+        numbers["gap"] = gap
+        ok = gap >= ctx.thresholds.min_gap_edge_popup
+        return ControlResult(
+            self.name,
+            ok,
+            f"masked random network mimics the target on {fitted.agreement:.0%} of outputs; "
+            f"real {ctx.real:.3f} vs masked {best:.3f} "
+            f"(gap {gap:.3f}, need >= {ctx.thresholds.min_gap_edge_popup})",
+            numbers,
+        )
+
+
+def default_controls(config: ControlConfig) -> tuple[Control, ...]:
+    """The controls every candidate goes through (edge-popup only when enabled)."""
+    controls: list[Control] = [
+        Necessity(),
+        Minimality(),
+        BroaderDistribution(),
+        NullCorrespondences(),
+        NullPrograms(),
+        RandomNetworks(),
+    ]
+    if config.edge_popup:
+        controls.append(EdgePopup())
+    return tuple(controls)
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+
+class ControlStage:
+    """Runs every control on every candidate that passed the checks, then decides.
+
+    The loop builds one stage per run and calls::
+
+        cc = stage.run(target, hypothesis, n_tested=store.n_scored())   # per candidate
+        acceptance = stage.finalize(candidates, n_tested=store.n_scored())  # at the end
+
+    ``score_fn(target, hypothesis)`` must return the checks' scores (default:
+    ``synth.scoring.score`` with ``n_inputs`` inputs and a seed independent of the
+    search's, so the controls score on fresh inputs); ``localize_fn(target, program)``
+    the loop's localiser (None disables re-localisation and null programs);
+    ``networks`` maps a network kind to ``factory(target, seed)`` (default
+    ``models.reinitialized`` / ``models.shuffled``).
+    """
+
+    def __init__(
+        self,
+        config: ControlConfig | None = None,
+        *,
+        score_fn: ScoreFn | None = None,
+        localize_fn: LocalizeFn | None = None,
+        necessity_fn: ScoreFn | None = None,
+        networks: Mapping[str, NetworkFactory] | None = None,
+        controls: Sequence[Control] | None = None,
+        n_inputs: int = 256,
+    ) -> None:
+        self.config = config or ControlConfig()
+        seed = 7_000_003 + self.config.seed  # fresh inputs: not the search's seed
+        self.score_fn = score_fn or _default_score_fn(n_inputs, seed)
+        self.necessity_fn = necessity_fn or _default_necessity_fn(n_inputs, seed)
+        self.localize_fn = localize_fn
+        self.networks = dict(networks) if networks is not None else _default_networks()
+        self.controls = tuple(controls) if controls is not None else default_controls(self.config)
+        self._scores: dict[tuple[int, Hypothesis], Mapping[str, Any]] = {}
+        self._localised: dict[tuple[int, str], Hypothesis | None] = {}
+        self._copies: dict[tuple[int, str, int], Target] = {}
+        self._popups: dict[tuple[int, Any], Any] = {}
+        self._keep: list[Any] = []  # targets whose id() keys the caches stay alive
+        self._contexts: dict[tuple[str, Hypothesis], ControlContext] = {}
+
+    # memoised services for ControlContext
+    def _score(self, target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
+        key = (id(target), hypothesis)
+        if key not in self._scores:
+            self._keep.append(target)
+            try:
+                self._scores[key] = self.score_fn(target, hypothesis)
+            except ValueError as e:  # CheckError and friends: this hypothesis cannot be scored here
+                self._scores[key] = {"error": f"{type(e).__name__}: {e}"}
+        return self._scores[key]
+
+    def _necessity(self, target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
+        try:
+            return self.necessity_fn(target, hypothesis)
+        except ValueError as e:
+            return {"error": f"{type(e).__name__}: {e}"}
+
+    def _localize(self, target: Target, program: Program) -> Hypothesis | None:
+        key = (id(target), str(program))
+        if key not in self._localised:
+            self._keep.append(target)
+            try:
+                self._localised[key] = self.localize_fn(target, program) if self.localize_fn else None
+            except ValueError:
+                self._localised[key] = None  # the procedure finds no placement: nothing to score
+        return self._localised[key]
+
+    def _network(self, target: Target, kind: str, seed: int) -> Target:
+        key = (id(target), kind, seed)
+        if key not in self._copies:
+            if kind not in self.networks:
+                raise ControlError(f"unknown network control {kind!r} (known: {', '.join(self.networks)})")
+            self._keep.append(target)
+            self._copies[key] = self.networks[kind](target, seed)
+        return self._copies[key]
+
+    def _edge_popup(self, target: Target, cfg: Any, fit: Callable[..., Any]) -> Any:
+        key = (id(target), cfg)
+        if key not in self._popups:
+            random_target = self._network(target, "reinitialized", 10_000 + cfg.seed)
+            self._popups[key] = fit(target, random_target, cfg)
+        return self._popups[key]
+
+    # the stage
+    def run(
+        self,
+        target: Target,
+        hypothesis: Hypothesis,
+        *,
+        n_tested: int = 1,
+        real_scores: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
+    ) -> CandidateControls:
+        """Every control on one candidate, then its pooled significance test (draws sized from n_tested).
+
+        ``real_scores`` are the loop's check scores (used for the named check thresholds;
+        default: the controls' own rescoring). ``deadline`` is a ``time.monotonic()``
+        value after which the pooled draws stop (the test is then underpowered).
+        """
+        ctx = ControlContext(self, target, hypothesis)
+        self._contexts[(target.name, hypothesis)] = ctx
+        self._keep.append(target)
+        results = []
+        for control in self.controls:
+            start = time.perf_counter()
+            try:
+                res = control.run(ctx)
+            except ControlError as e:
+                res = ControlResult(control.name, False, f"could not run: {e}")
+            results.append(dataclasses.replace(res, seconds=time.perf_counter() - start))
+        n_required = self.required_draws(n_tested)
+        sig, families = self._significance(ctx, n_required, None, deadline)
+        return CandidateControls(
+            hypothesis=hypothesis,
+            target=target.name,
+            statistic=ctx.real,
+            real_scores=dict(real_scores if real_scores is not None else ctx.real_scores),
+            results=tuple(results),
+            significance=sig,
+            n_tested=n_tested,
+            n_required=n_required,
+            null_families=families,
+        )
+
+    def required_draws(self, n_tested: int) -> int:
+        """Pooled null draws for a run that has scored ``n_tested`` hypotheses (clipped to the config)."""
+        need = required_null_draws(max(1, n_tested), self.config.thresholds.alpha)
+        return max(self.config.min_null_draws, need)
+
+    def _significance(
+        self, ctx: ControlContext, n_required: int, start: MonteCarloTest | None, deadline: float | None
+    ) -> tuple[MonteCarloTest, dict[str, int]]:
+        alpha = self.config.thresholds.alpha
+        n_planned = min(n_required, self.config.max_null_draws)
+        share = self.config.null_program_share if self.localize_fn is not None else 0.0
+        if not ctx.located:
+            share = 1.0 if self.localize_fn is not None else 0.0
+        families: list[str] = []
+        counts = {"correspondence": 0, "program": 0}
+
+        def draw(j: int) -> float:
+            while len(families) <= j:  # the family of draw j, from its own seeded stream
+                r = ctx.rng("mixture", len(families)).random()
+                families.append("program" if r < share else "correspondence")
+            fam = families[j]
+            index = sum(1 for f in families[:j] if f == fam)
+            counts[fam] = max(counts[fam], index + 1)
+            if fam == "program":
+                return ctx.statistic_of(ctx.target, ctx.null_program(index))
+            if not ctx.located:
+                return math.nan  # no placement to randomise and no localiser: no null at all
+            return ctx.statistic_of(ctx.target, ctx.null_correspondence(index))
+
+        def out_of_time() -> bool:
+            return deadline is not None and time.monotonic() > deadline
+
+        stop_after = stopping_exceedances(n_planned, alpha)
+        test = sequential_p_value(
+            ctx.real, draw, n_planned, stop_after=stop_after, start=start, interrupt=out_of_time
+        )
+        return test, counts
+
+    def finalize(
+        self, candidates: Sequence[CandidateControls], n_tested: int, *, deadline: float | None = None
+    ) -> Acceptance:
+        """Top up the pooled draws of candidates that can still be accepted, then :func:`decide`."""
+        need = self.required_draws(n_tested)
+        topped = []
+        for cc in candidates:
+            ctx = self._contexts.get((cc.target, cc.hypothesis))
+            sig = cc.significance
+            if (
+                ctx is not None
+                and sig is not None
+                and not sig.stopped_early
+                and sig.n_draws < need
+                and not _blocked(cc, self.config.thresholds)
+            ):
+                sig, fams = self._significance(ctx, need, sig, deadline)
+                cc = dataclasses.replace(
+                    cc, significance=sig, n_tested=n_tested, n_required=need, null_families=fams
+                )
+            elif cc.n_tested != n_tested:
+                cc = dataclasses.replace(cc, n_tested=n_tested, n_required=need)
+            topped.append(cc)
+        return decide(topped, n_tested, self.config.thresholds)
+
+
+def _blocked(cc: CandidateControls, thresholds: Thresholds) -> bool:
+    """Whether anything other than significance already rejects the candidate."""
+    return bool(cc.failed) or bool(_threshold_failures(cc, thresholds))
+
+
+def _threshold_failures(cc: CandidateControls, thresholds: Thresholds) -> list[str]:
+    out = []
+    for key, minimum in thresholds.checks.items():
+        value = _number(cc.real_scores.get(key))
+        if not value >= minimum:
+            out.append(f"threshold:{key}")
+    return out
+
+
+def decide(candidates: Sequence[CandidateControls], n_tested: int, thresholds: Thresholds) -> Acceptance:
+    """Holm over ``n_tested`` hypotheses (uncontrolled ones count with p = 1), then every threshold.
+
+    ``n_tested`` must count every hypothesis the run scored, not only the candidates.
+    """
+    if n_tested < len(candidates):
+        raise ControlError(f"n_tested={n_tested} is smaller than the {len(candidates)} candidates controlled")
+    raw = {i: (cc.significance.p_value if cc.significance else 1.0) for i, cc in enumerate(candidates)}
+    adjusted = holm(raw, max(1, n_tested)) if candidates else {}
+    decisions = []
+    for i, cc in enumerate(candidates):
+        reasons = _threshold_failures(cc, thresholds) + list(cc.failed)
+        sig = cc.significance
+        if cc.underpowered:
+            reasons.append("underpowered")
+        if sig is not None and sig.stopped_early:
+            reasons.append("significance")
+        elif not adjusted[i] < thresholds.alpha:
+            reasons.append("significance")
+        decisions.append(
+            Decision(cc.hypothesis, not reasons, raw[i], adjusted[i], tuple(dict.fromkeys(reasons)), cc)
+        )
+    return Acceptance(tuple(decisions), n_tested, thresholds)
+
+
+# --- null generators ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocationSpace:
+    """The locations a model offers, by kind: heads per layer, MLP outputs, residual width."""
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    has_mlp: bool = True
+
+    @classmethod
+    def of(cls, target: Target) -> LocationSpace:
+        cfg = target.model.cfg
+        return cls(
+            int(cfg.n_layers), int(cfg.n_heads), int(cfg.d_model), not getattr(cfg, "attn_only", False)
+        )
+
+    def random_like(self, loc: Location, rng: np.random.Generator) -> Location:
+        """A random location of the same kind (same hook type, random layer/head/dims of equal size)."""
+        comp = loc.component
+        hook = loc.hook
+        if comp in ("attn", "mlp") and loc.layer is not None:
+            hook = re.sub(r"^blocks\.\d+\.", f"blocks.{int(rng.integers(self.n_layers))}.", hook)
+        head = int(rng.integers(self.n_heads)) if loc.head is not None else None
+        dims = None
+        if loc.dims is not None:
+            dims = tuple(sorted(int(d) for d in rng.choice(self.d_model, size=len(loc.dims), replace=False)))
+        return Location(hook, head, dims)
+
+
+def _order(loc: Location) -> float | None:
+    """Position of a location in the forward pass (None when it has no simple position)."""
+    if loc.component in ("embed", "pos_embed"):
+        return -1.0
+    if loc.layer is None:
+        return None
+    if loc.component == "attn":
+        return 2.0 * loc.layer
+    if loc.component == "mlp":
+        return 2.0 * loc.layer + 1
+    return None
+
+
+def _located_parents(program: Program, located: Sequence[str]) -> dict[str, set[str]]:
+    """For each located variable, the nearest located variables it is computed from."""
+    graph = program.graph()
+    located_set = set(located)
+    parents: dict[str, set[str]] = {}
+    for v in located:
+        found: set[str] = set()
+        stack = list(graph.predecessors(v))
+        seen: set[str] = set()
+        while stack:
+            u = stack.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            if u in located_set:
+                found.add(u)
+            else:
+                stack.extend(graph.predecessors(u))
+        parents[v] = found
+    return parents
+
+
+def random_correspondence(
+    hypothesis: Hypothesis, space: LocationSpace, rng: np.random.Generator, tries: int = 100
+) -> Hypothesis | None:
+    """The same program with every located non-primitive variable at a random location of its kind.
+
+    Placements that respect layer order are preferred (rejection sampling); if none is
+    found in ``tries`` draws, the last unconstrained draw is used. None when the
+    hypothesis locates no internal variable.
+    """
+    corr = dict(hypothesis.correspondence)
+    movable = [v for v in corr if v not in PRIMITIVES]
+    if not movable:
+        return None
+    parents = _located_parents(hypothesis.program, list(corr))
+    candidate = corr
+    for _ in range(tries):
+        candidate = dict(corr)
+        for v in movable:
+            candidate[v] = space.random_like(corr[v], rng)
+        if _respects_order(candidate, parents):
+            break
+    return hypothesis.with_correspondence(candidate)
+
+
+def _respects_order(corr: Mapping[str, Location], parents: Mapping[str, set[str]]) -> bool:
+    for v, ps in parents.items():
+        ov = _order(corr[v])
+        for p in ps:
+            op = _order(corr[p])
+            if ov is not None and op is not None and not op < ov:
+                return False
+    return True
+
+
+def random_program_like(program: Program, rng: np.random.Generator, tries: int = 200) -> Program:
+    """A random program with the same number of nodes and the same primitive at each node.
+
+    Each node keeps its primitive and encoding; its variable arguments are redrawn from
+    the variables defined before it (sequences for sequence slots, preferring the
+    original argument's encoding; selectors for selector slots), its functions from the
+    registry (parameter-free families, one-parameter families with a parameter drawn
+    from small integers and the program's own literals, and the program's own
+    functions), its comparisons from the comparison names. Literal values are kept.
+    Draws that do not type-check are redrawn.
+    """
+    from dsl import registry
+    from dsl.errors import DSLError
+    from dsl.program import COMPARISONS, Fn, Node, Program
+
+    literals = {0, 1, 2, 3}
+    own_fns: dict[int, list[Any]] = {1: [], 2: []}
+    for _, node in program.assignments:
+        for arg in node.args:
+            if isinstance(arg, Fn):
+                own_fns.setdefault(arg.arity, []).append(arg)
+                literals.update(
+                    p for p in arg.params if isinstance(p, (int, str)) and not isinstance(p, bool)
+                )
+    pools: dict[int, list[Any]] = {}
+    for arity in (1, 2):
+        pool: list[Any] = list(own_fns.get(arity, []))
+        for fam in registry.functions(arity):
+            if fam.name in ("table", "expr"):
+                continue  # open-ended families: parameters cannot be drawn meaningfully
+            if not fam.params:
+                pool.append(Fn(fam.name, arity, ()))
+            elif len(fam.params) == 1:
+                pool.extend(Fn(fam.name, arity, (c,)) for c in sorted(literals, key=str))
+        pools[arity] = pool
+
+    def pick(items: Sequence[Any]) -> Any:
+        return items[int(rng.integers(len(items)))]
+
+    last: Exception | None = None
+    for _ in range(tries):
+        kinds: dict[str, str] = {p: "categorical" for p in PRIMITIVES}
+        assignments = []
+        try:
+            for name, node in program.assignments:
+                args = []
+                for arg, param in zip(node.args, node.primitive.signature):
+                    if param.kind == "sop":
+                        want = program.kind(arg) if arg in program.variables else "categorical"
+                        seqs = [v for v, k in kinds.items() if k != "selector"]
+                        same = [v for v in seqs if kinds[v] == want]
+                        args.append(pick(same or seqs))
+                    elif param.kind == "selector":
+                        sels = [v for v, k in kinds.items() if k == "selector"]
+                        args.append(pick(sels) if sels else arg)
+                    elif param.kind in ("fn1", "fn2"):
+                        args.append(pick(pools[1 if param.kind == "fn1" else 2]))
+                    elif param.kind == "pred" and isinstance(arg, str):
+                        args.append(pick(COMPARISONS))
+                    else:
+                        args.append(arg)
+                new = Node(node.op, tuple(args), node.encoding)
+                assignments.append((name, new))
+                kinds[name] = "selector" if new.is_selector else (node.encoding or "categorical")
+            return Program(tuple(assignments))
+        except (DSLError, ValueError, TypeError) as e:
+            last = e
+    raise ControlError(f"could not draw a random program shaped like this one in {tries} tries: {last}")
+
+
+# --- the false-positive suite -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What the suite needs from one run: how many hypotheses were accepted, the best statistic."""
+
+    network: str
+    accepted: int
+    best_statistic: float
+    n_scored: int
+    seconds: float
+    best_hypothesis: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "network": self.network,
+            "accepted": self.accepted,
+            "best_statistic": _json_float(self.best_statistic),
+            "n_scored": self.n_scored,
+            "seconds": round(self.seconds, 2),
+            "best_hypothesis": self.best_hypothesis,
+        }
+
+
+@dataclass(frozen=True)
+class FalsePositiveReport:
+    """Per target: the real run and the runs on its random copies; the gap between their best scores."""
+
+    rows: tuple[Mapping[str, Any], ...]
+    runs: tuple[RunOutcome, ...]
+
+    @property
+    def false_positives(self) -> int:
+        return sum(r["accepted"] for r in self.rows if r["network"] != "real")
+
+    def to_json(self) -> dict[str, Any]:
+        reals = [r for r in self.rows if r["network"] == "real"]
+        return {
+            "rows": [dict(r) for r in self.rows],
+            "false_positives": self.false_positives,
+            "control_runs": sum(1 for r in self.rows if r["network"] != "real"),
+            "real_targets_accepting": sum(1 for r in reals if r["accepted"] > 0),
+            "real_targets": len(reals),
+            "runs": [r.to_json() for r in self.runs],
+        }
+
+
+RunFn = Callable[["Target", int, float, str | None], RunOutcome]
+
+
+def false_positive_suite(
+    targets: Sequence[str | Target],
+    seeds: Sequence[int] = (0, 1, 2),
+    budget_seconds: float = 60.0,
+    *,
+    out: str | None = None,
+    kinds: Sequence[str] = ("reinitialized", "shuffled"),
+    run_fn: RunFn | None = None,
+    networks: Mapping[str, NetworkFactory] | None = None,
+) -> FalsePositiveReport:
+    """Run the engine on each target and on its re-initialised and shuffled copies (every seed).
+
+    A sound engine accepts nothing on the copies while the real targets still accept.
+    Each row reports the accepted count and the best statistic of one run, and, per
+    target, ``gap`` = real best - best over all copies. ``run_fn(target, seed,
+    budget_seconds, out_dir)`` defaults to the synthesis loop (``synth.run``).
+    """
+    from pathlib import Path
+
+    run_fn = run_fn or _default_run_fn
+    networks = dict(networks) if networks is not None else _default_networks()
+    rows: list[dict[str, Any]] = []
+    runs: list[RunOutcome] = []
+    for spec in targets:
+        target = _load(spec)
+        base = Path(out) / re.sub(r"[^A-Za-z0-9_.-]+", "_", target.name) if out else None
+
+        def sub(name: str, base: Path | None = base) -> str | None:
+            return str(base / name) if base is not None else None
+
+        real = run_fn(target, 0, budget_seconds, sub("real"))
+        runs.append(real)
+        control_runs: list[RunOutcome] = []
+        for kind in kinds:
+            for seed in seeds:
+                copy = networks[kind](target, seed)
+                res = run_fn(copy, seed, budget_seconds, sub(f"{kind}-{seed}"))
+                res = dataclasses.replace(res, network=f"{kind}[{seed}]")
+                control_runs.append(res)
+                runs.append(res)
+        best_control = _nanmax([r.best_statistic for r in control_runs]) if control_runs else math.nan
+        gap = real.best_statistic - best_control
+        rows.append(
+            {
+                "target": target.name,
+                "network": "real",
+                "accepted": real.accepted,
+                "best_statistic": _json_float(real.best_statistic),
+                "best_control": _json_float(best_control),
+                "gap": _json_float(gap),
+                "n_scored": real.n_scored,
+                "seconds": round(real.seconds, 1),
+            }
+        )
+        for r in control_runs:
+            rows.append(
+                {
+                    "target": target.name,
+                    "network": r.network,
+                    "accepted": r.accepted,
+                    "best_statistic": _json_float(r.best_statistic),
+                    "best_control": None,
+                    "gap": None,
+                    "n_scored": r.n_scored,
+                    "seconds": round(r.seconds, 1),
+                }
+            )
+    return FalsePositiveReport(tuple(rows), tuple(runs))
+
+
+def _load(spec: str | Target) -> Target:
+    if isinstance(spec, str):
+        from models import load_target
+
+        return load_target(spec)
+    return spec
+
+
+def _default_run_fn(target: Target, seed: int, budget_seconds: float, out: str | None) -> RunOutcome:
+    import synth
+
+    start = time.perf_counter()
+    run = synth.run(target, seed=seed, budget_seconds=budget_seconds, out=out, llm=False)
+    accepted = list(getattr(run, "accepted", ()) or ())
+    best, best_h = -math.inf, None
+    stat = Thresholds().statistic
+    for item in list(getattr(run, "candidates", ()) or ()) + accepted:
+        scores = getattr(item, "scores", None)
+        value = statistic_value(scores, stat) if scores is not None else math.nan
+        if value > best:
+            best, best_h = value, str(getattr(item, "hypothesis", item))
+    return RunOutcome(
+        target.name,
+        len(accepted),
+        best,
+        int(getattr(run, "n_scored", 0) or 0),
+        time.perf_counter() - start,
+        best_h,
+    )
+
+
+# --- defaults and small helpers -----------------------------------------------------------------
+
+
+def _default_score_fn(n: int, seed: int) -> ScoreFn:
+    def score_fn(target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
+        from synth.scoring import score
+
+        return score(target, hypothesis, n=n, seed=seed)
+
+    return score_fn
+
+
+def _default_necessity_fn(n: int, seed: int) -> ScoreFn:
+    def necessity_fn(target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
+        from synth.scoring import resample_ablation_score
+
+        return resample_ablation_score(target, hypothesis, n=n, seed=seed)
+
+    return necessity_fn
+
+
+def _default_networks() -> dict[str, NetworkFactory]:
+    def reinitialized(target: Target, seed: int) -> Target:
+        import models
+
+        return models.reinitialized(target, seed)
+
+    def shuffled(target: Target, seed: int) -> Target:
+        import models
+
+        return models.shuffled(target, seed)
+
+    return {"reinitialized": reinitialized, "shuffled": shuffled}
+
+
+def statistic_value(scores: Mapping[str, Any] | None, keys: Sequence[str]) -> float:
+    """The minimum of the named scores; NaN if any is missing or undefined.
+
+    A hypothesis that could not be scored (``{"error": ...}``) has statistic NaN, which
+    the p-value counts against the real hypothesis (conservative).
+    """
+    if scores is None:
+        return math.nan
+    values = [_number(scores.get(k)) for k in keys]
+    if any(not math.isfinite(v) for v in values):
+        return math.nan
+    return min(values)
+
+
+def _number(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _nanmax(xs: Sequence[float]) -> float:
+    defined = [x for x in xs if not math.isnan(x)]
+    return max(defined) if defined else math.nan
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    finite = [x for x in xs if math.isfinite(x)]
+    return sum(finite) / len(finite) if finite else None
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    """Upper empirical quantile; NaN (undefined) draws are placed at the top (conservative)."""
+    if not xs:
+        return math.nan
+    ordered = sorted(xs, key=lambda x: (math.isnan(x), x))
+    value = ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    return math.inf if math.isnan(value) else value
+
+
+def _json_float(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else str(x)
+    return x
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float):
+        return _json_float(x)
+    if isinstance(x, (int, str, bool)) or x is None:
+        return x
+    return str(x)
