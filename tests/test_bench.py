@@ -123,12 +123,11 @@ def _fake_perf(plan: bench.BenchPlan, recovery: dict | None, out_dir: Path) -> d
                 "layers": d,
                 "forward_seconds": 0.01 * d,
                 "observe_seconds": 0.02 * d,
-                "run_budget_seconds": 5.0,
-                "n_scored": 10,
-                "seconds_per_candidate": 0.5 * d,
+                "score_seconds": 0.5 * d,
+                "score_n": 64,
                 "forward_ratio": float(d),
                 "observe_ratio": float(d),
-                "per_candidate_ratio": float(d),
+                "score_ratio": float(d),
             }
             for d in plan.depths
         ],
