@@ -1,0 +1,110 @@
+"""The LLM proposer inside a whole run: the loop accepts a correct LLM proposal and stores the rest.
+
+The run is given the LLM proposer alone (``proposers=[...]``) so that the model-guided
+proposer, which explains tracr targets by itself, cannot find the answer first; the
+scripted loopback server plays the model, through the real SDK.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fake_anthropic_server import FakeAnthropicServer, Reply
+
+from synth.propose_llm import ENV_KEY, LLMProposer
+
+KEY = "sk-ant-test-run-SECRET-1111111111"
+TARGET = "tracr:reverse"
+MALFORMED = "program:\n    x = = map(add(1), tokens\n"
+ILL_TYPED = "program:\n    x = aggregate(tokens, tokens)\n"
+# Valid but wrong: copies each token in place (the network reverses).
+WRONG = (
+    "program:\n    same = aggregate(select(indices, indices, EQ), tokens)\n"
+    "correspondence:\n    same: blocks.3.attn.hook_z[0]\n"
+)
+
+
+@pytest.fixture(scope="module")
+def target():
+    from models import load_target
+
+    return load_target(TARGET)
+
+
+def fenced(*texts: str) -> str:
+    return "\n\n".join(f"```hypothesis\n{t.rstrip()}\n```" for t in texts)
+
+
+def llm(server: FakeAnthropicServer, **kw) -> LLMProposer:
+    kw.setdefault("max_retries", 1)
+    return LLMProposer(api_key=KEY, base_url=server.base_url, **kw)
+
+
+def run_options(**kw):
+    return {"budget_seconds": 600.0, "rounds": 4, "n_score": 128, "per_length": 64, **kw}
+
+
+def test_run_accepts_the_correct_llm_proposal_and_stores_the_rest_with_reasons(target, tmp_path):
+    from synth.loop import run
+
+    script = [
+        Reply("First guesses.\n" + fenced(WRONG, MALFORMED, ILL_TYPED)),  # round 0
+        Reply.error(429, "slow down"),  # round 1: rate limited, retried by the SDK...
+        Reply("Reversal through the mirrored index.\n" + fenced(str(target.ground_truth))),  # ...then right
+    ]
+    with FakeAnthropicServer(script) as server:
+        proposer = llm(server)
+        result = run(target, out=tmp_path / "run", proposers=[proposer], **run_options())
+        requests = list(server.requests)
+
+    assert result.stopped == "accepted"
+    (accepted,) = result.accepted
+    assert accepted.source == "llm"
+    assert accepted.hypothesis == target.ground_truth
+    assert result.sources == {"llm": 4}
+    rejected = [c for c in result.candidates() if c.status == "rejected"]
+    (wrong,) = [c for c in result.candidates() if c.status in ("filtered", "failed")]
+    assert wrong.source == "llm" and "behaviour" in wrong.reason
+    assert sorted(c.reason.split(":")[0] for c in rejected) == ["parse error", "parse error"]
+    assert any("aggregate() argument 'selector' must be a selector" in c.reason for c in rejected)
+    assert any("invalid syntax" in c.reason for c in rejected)
+    # The per-call record is stored with every LLM candidate.
+    for c in result.candidates():
+        assert c.meta["llm"]["outcome"] == "ok" and c.meta["llm"]["model"] == proposer.model
+    assert result.candidates()[-1].meta["llm"]["retries"] == 1
+    # Refinement: the second call carried the wrong candidate's verdict and the rejections.
+    assert len(requests) == 3
+    feedback = requests[2].body["messages"][0]["content"][0]["text"]
+    assert "Refinement round 1" in feedback
+    assert "same = aggregate(" in feedback and "Failure:" in feedback
+    assert "rejected before scoring" in feedback
+    # The key is nowhere in the run directory.
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes()
+
+
+def test_failed_calls_lose_no_stored_work_and_a_rerun_resumes(target, tmp_path):
+    from synth.loop import run
+
+    out = tmp_path / "run"
+    first = [Reply(fenced(WRONG, MALFORMED)), Reply.error(500, "down"), Reply.error(500, "down")]
+    with FakeAnthropicServer(first) as server:
+        result = run(target, out=out, proposers=[llm(server)], **run_options())
+    assert result.accepted == ()
+    assert result.n_candidates == 2  # the failed round added nothing and removed nothing
+    before = {c.key: c.status for c in result.candidates()}
+
+    with FakeAnthropicServer([Reply(fenced(str(target.ground_truth)))]) as server:
+        result = run(target, out=out, proposers=[llm(server)], **run_options())
+    after = {c.key: c.status for c in result.candidates()}
+    assert all(after[k] == v for k, v in before.items())  # everything stored before is still there
+    assert [a.source for a in result.accepted] == ["llm"]
+
+
+def test_without_a_key_the_run_says_so_once_and_uses_the_other_proposers(monkeypatch):
+    from synth.loop import RunOptions, default_proposers
+
+    monkeypatch.delenv(ENV_KEY, raising=False)
+    proposers, status = default_proposers(RunOptions())
+    assert status == "LLM proposer off: ANTHROPIC_API_KEY not set; running enumerator only"
+    assert "llm" not in [p.name for p in proposers] and proposers
