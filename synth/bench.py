@@ -562,20 +562,17 @@ def _random_depth_target(base: Any, n_layers: int, seed: int) -> Any:
     return dataclasses.replace(base, name=f"{base.name}@random-{n_layers}L", model=model, ground_truth=None)
 
 
-def _squeeze_layers(hypothesis: Any, n_layers: int) -> Any:
-    """The same hypothesis with every location moved into the first `n_layers` blocks (same
-    head and dims), so one fixed amount of scoring work can be timed on shallower networks."""
-    import re as _re
+def depth_probe_hypothesis(n_layers: int) -> Any:
+    """A fixed one-head hypothesis placed in the last block, valid at any depth.
 
+    It claims the last block's head 0 copies the token at its own position, so scoring it
+    scrubs through every block: the same work per block on networks of any depth.
+    """
+    from dsl import parse
     from synth.hypothesis import Hypothesis, Location
 
-    corr = {}
-    for var, loc in hypothesis.correspondence.items():
-        if loc.layer is not None and loc.layer >= n_layers:
-            hook = _re.sub(r"^blocks\.\d+\.", f"blocks.{n_layers - 1}.", loc.hook)
-            loc = Location(hook, loc.head, loc.dims)
-        corr[var] = loc
-    return Hypothesis(hypothesis.program, corr)
+    program = parse("out = aggregate(select(indices, indices, EQ), tokens)")
+    return Hypothesis(program, {program.output: Location(f"blocks.{n_layers - 1}.attn.hook_z", head=0)})
 
 
 def perf_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Path) -> dict[str, Any]:
@@ -695,8 +692,8 @@ def perf_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Pat
     perf["time_to_recovery"] = ttr
 
     # Growth with model depth: same task and inputs, fresh networks of 1, 2, 4 blocks. What is
-    # timed is fixed work (a forward pass, observing every activation, one full score of the
-    # reference ground truth squeezed into the available layers), so only depth changes.
+    # timed is fixed work (a forward pass, observing every activation, one full score of a
+    # one-head hypothesis in the last block), so only depth changes.
     def depth_growth() -> list[dict[str, Any]]:
         from synth.observe import observe
         from synth.scoring import score
@@ -705,7 +702,7 @@ def perf_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Pat
         rows_ = []
         for depth in plan.depths:
             target = _random_depth_target(reference, depth, plan.seed)
-            hypothesis = _squeeze_layers(reference.ground_truth, depth)
+            hypothesis = depth_probe_hypothesis(depth)
             fwd = _forward_seconds(target, ref_inputs)
             _, obs_s = _timed(lambda t=target: observe(t, per_length=plan.perf_batch // 8, seed=plan.seed))
             score(target, hypothesis, n=n, seed=plan.seed)  # warm-up
@@ -1222,8 +1219,9 @@ def _render_perf(perf: Mapping[str, Any], results: Mapping[str, Any]) -> str:
             "### Growth with model depth",
             "",
             "Fresh random networks of 1, 2 and 4 blocks with the reference target's width, task and inputs; "
-            "the score is the reference ground truth with its locations moved into the available blocks "
-            "(fixed work; the numbers it returns on a random network are irrelevant here).",
+            "the score is one full score of a fixed one-head hypothesis placed in the last block "
+            "(`synth.bench.depth_probe_hypothesis`; fixed work, its scores on a random network are "
+            "irrelevant).",
             "",
         ]
         out.append(
