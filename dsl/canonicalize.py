@@ -25,10 +25,15 @@ from __future__ import annotations
 from typing import Any
 
 import sympy
+import torch
 
 from dsl import registry
+from dsl.errors import DSLError
+from dsl.functions import to_torch
+from dsl.interpret import compile_fn
 from dsl.printer import X, Y
 from dsl.program import Fn, Node, Program
+from dsl.values import Codebook
 
 
 def sympy_form(fn: Fn) -> Any | None:
@@ -49,43 +54,74 @@ def _is_sympy_param(p: Any) -> bool:
     return isinstance(p, sympy.Basic) or (isinstance(p, (int, float)) and not isinstance(p, bool))
 
 
+_SAMPLES = (0.0, 1.0, 2.0, 3.0, 5.0, -1.0, -2.0, 7.0, 0.5)
+
+
+def normal_form(expr: Any) -> Any:
+    """sympy's expanded form for arithmetic (so 2*(x + 1) and 2*x + 2 print alike)."""
+    return expr if _is_boolean(expr) else sympy.expand(expr)
+
+
+def _samples(arity: int) -> list[torch.Tensor]:
+    if arity == 1:
+        return [torch.tensor(_SAMPLES, dtype=torch.float64)]
+    grid = [(a, b) for a in _SAMPLES for b in _SAMPLES[:5]]
+    return [torch.tensor([a for a, _ in grid], dtype=torch.float64),
+            torch.tensor([b for _, b in grid], dtype=torch.float64)]
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool((torch.isclose(a, b, rtol=1e-9, atol=1e-9) | (a.isnan() & b.isnan())).all())
+
+
 def _as_family(expr: Any, arity: int) -> Fn:
     """The cheapest registered family whose sympy form equals ``expr``, else an ``expr`` function.
 
-    Parameters are guessed with each family's ``propose`` from the values of ``expr`` at a
-    few sample points, then the match is confirmed symbolically.
+    Candidates (with parameters guessed by each family's ``propose`` from sample values of
+    ``expr``) are first compared numerically on sample points with their torch
+    implementations, and only the survivors are confirmed symbolically.
     """
-    expr = sympy.simplify(expr) if expr.free_symbols else expr
+    expr = normal_form(expr)
     if arity == 1 and expr == X:
         return Fn("identity", 1, ())
-    if arity == 1 and not _is_boolean(expr):
-        xs = [0, 1, 2, 3, 5, -1, -2, 7]
-        ys = []
-        for v in xs:
-            y = expr.subs(X, v)
-            ys.append(int(y) if y.is_Integer else (float(y) if y.is_number and y.is_finite else None))
-        pairs = [(x, y) for x, y in zip(xs, ys) if y is not None]
-        xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
-    else:
-        xs, ys = [], []
+    args = _samples(arity)
+    try:
+        target = to_torch(expr)(*args)
+    except DSLError:
+        return Fn("expr", arity, (expr,))
+    xs = [_exact(v) for v in args[0].tolist()] if arity == 1 else []
+    ys = [None if v != v else _exact(v) for v in target.tolist()] if arity == 1 else []
+    pairs = [(a, b) for a, b in zip(xs, ys) if b is not None]
+    xs, ys = [a for a, _ in pairs], [b for _, b in pairs]
+    symbols = (X,) if arity == 1 else (X, Y)
     candidates = []
-    for fam in registry.functions(arity):
+    for fam in sorted(registry.functions(arity), key=lambda f: f.cost):
         if fam.sympy is None or fam.name in ("expr", "identity"):
             continue
         guesses = [()] if not fam.params else (list(fam.propose(xs, ys)) if fam.propose and xs else [])
         for params in guesses:
             if not all(_is_sympy_param(p) for p in params):
                 continue
-            form = fam.sympy(*((X,) if arity == 1 else (X, Y)), *params)
+            fn = Fn(fam.name, arity, tuple(params))
+            try:
+                if fam.check_params is not None:
+                    fam.check_params(fn.params)
+                if not _close(compile_fn(fn, Codebook())(*args).to(torch.float64), target):
+                    continue
+            except (DSLError, RuntimeError):
+                continue
+            form = normal_form(fam.sympy(*symbols, *params))
             if _is_boolean(form) != _is_boolean(expr):
                 continue
-            same = form == expr if _is_boolean(form) else sympy.simplify(form - expr) == 0
-            if same:
-                candidates.append((fam.cost, fam.name, tuple(params)))
+            if form == expr or (not _is_boolean(form) and sympy.expand(form - expr) == 0):
+                candidates.append((fam.cost, fam.name, fn))
     if candidates:
-        _, name, params = min(candidates, key=lambda t: (t[0], t[1]))
-        return Fn(name, arity, params)
+        return min(candidates, key=lambda t: (t[0], t[1]))[2]
     return Fn("expr", arity, (expr,))
+
+
+def _exact(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else v
 
 
 def _is_boolean(expr: Any) -> bool:

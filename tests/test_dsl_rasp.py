@@ -90,3 +90,39 @@ def test_numerical_encoding_is_kept():
     program = dsl.from_rasp(build(), vocab, max_len)
     assert program.kind(program.output) == "numerical"
     assert "numerical(aggregate(" in str(program)
+
+
+@pytest.mark.parametrize("name", sorted(LIB_EXAMPLES))
+def test_to_rasp_agrees_with_dsl(name):
+    build, vocab, max_len, _ = LIB_EXAMPLES[name]
+    program = dsl.from_rasp(build(), vocab, max_len)
+    expr = dsl.to_rasp(program)
+    assert expr.name == program.output
+    inputs = all_inputs(vocab, 4)
+    for x, want in zip(inputs, dsl.evaluate(program, inputs)):
+        got = rasp.evaluate(expr, x)
+        assert all(agree(a, b) for a, b in zip(got, want)), f"{name} on {x}: rasp {got} != dsl {want}"
+    if program.kind(program.output) == "numerical":
+        assert rasp.is_numerical(expr)
+
+
+@pytest.mark.slow  # tracr's compiler imports and jits jax: ~10-30 s
+def test_to_rasp_of_hand_written_program_compiles_with_tracr():
+    from tracr.compiler import compiling
+
+    program = dsl.parse(
+        "opp = seqmap(sub, length, indices)\nopp1 = map(add(-1), opp)\n"
+        "flip = select(indices, opp1, EQ)\nreverse = aggregate(flip, tokens)"
+    )
+    model = compiling.compile_rasp_to_model(dsl.to_rasp(program), vocab={1, 2, 3}, max_seq_len=4,
+                                            compiler_bos="BOS")
+    for x in ([1, 2, 3], [3, 1, 1, 2], [2]):
+        assert model.apply(["BOS", *x]).decoded[1:] == dsl.evaluate(program, [x])[0]
+
+
+def test_rasp_variable_name_sanitises_labels():
+    e = rasp.Map(lambda x: x + 1, rasp.tokens).named("opp_idx-1")
+    name = dsl.rasp_variable_name(e)
+    assert name.startswith("opp_idx_1_") and name.isidentifier()
+    assert dsl.rasp_variable_name(rasp.tokens) == "tokens"
+    assert dsl.rasp_variable_name(rasp.Map(lambda x: x, rasp.tokens).named("3d")).startswith("v_3d_")
