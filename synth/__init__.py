@@ -1,0 +1,25 @@
+"""mechsynth's synthesis engine, one module per stage of the loop:
+
+    observe -> propose -> localize -> check -> control -> accept/report
+    observe.py  enumerate.py  localize.py  behaviour.py  control.py  loop.py
+                model_guided.py            scrub.py      statistics.py store.py
+                propose_llm.py             interchange.py edge_popup.py report.py
+                                           scoring.py
+
+``synth.run(target)`` runs the loop; ``synth.score(target, hypothesis)`` runs the checks on
+one hypothesis; ``synth.compare(hypothesis, ground_truth, target)`` says whether a
+hypothesis recovers a known program and its locations.
+"""
+
+from synth.hypothesis import Hypothesis, HypothesisError, Location
+from synth.loop import AcceptThresholds, Run, RunError, RunOptions, load_run, run
+from synth.patching import CheckError
+from synth.recovery import Recovery, compare
+from synth.scoring import Scores, format_scores, resample_ablation_score, score
+from synth.store import RunStoreError
+
+__all__ = [
+    "AcceptThresholds", "CheckError", "Hypothesis", "HypothesisError", "Location", "Recovery", "Run",
+    "RunError", "RunOptions", "RunStoreError", "Scores", "compare", "format_scores", "load_run",
+    "resample_ablation_score", "run", "score",
+]

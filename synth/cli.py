@@ -48,7 +48,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from models import load_target
     from synth.hypothesis import Hypothesis
-    from synth.score import format_scores, score
+    from synth.scoring import format_scores, score
 
     path = Path(args.hypothesis)
     try:
@@ -175,8 +175,15 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("dsl", "DSLError"),
         ("models", "TargetError"),
         ("synth.hypothesis", "HypothesisError"),
-        ("synth.score", "CheckError"),
+        ("synth.patching", "CheckError"),
         ("synth.store", "RunStoreError"),
+        ("synth.loop", "RunError"),
+        ("synth.observe", "ObserveError"),
+        ("synth.enumerate", "EnumerationError"),
+        ("synth.control", "ControlError"),
+        ("synth.statistics", "StatisticsError"),
+        ("synth.edge_popup", "EdgePopupError"),
+        ("synth.bench", "BenchError"),
     ):
         try:
             mod = __import__(module, fromlist=[name])
