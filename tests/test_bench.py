@@ -196,6 +196,15 @@ def test_plan_quick_is_a_subset_and_llm_modes_need_an_endpoint():
         _plan(suite="nonsense")
 
 
+def test_budget_can_be_set_from_the_environment(monkeypatch):
+    monkeypatch.setenv(bench.BUDGET_ENV, "7")
+    plan = _plan()
+    assert plan.budget_seconds == 7.0 and plan.control_budget_seconds <= 7.0
+    monkeypatch.setenv(bench.BUDGET_ENV, "soon")
+    with pytest.raises(bench.BenchError):
+        _plan()
+
+
 def test_llm_configured_reads_key_or_base_url():
     assert not bench.llm_configured({})
     assert bench.llm_configured({"ANTHROPIC_API_KEY": "k"})
@@ -269,6 +278,9 @@ def test_baseline_check_rules():
     assert not bench.check_baseline(results, {**floor, "min_recovered": {"model_guided": 2}}).ok
     # Different targets: the floor does not apply, which is itself a failure.
     assert not bench.check_baseline(results, {**floor, "targets": ["tracr:length"]}).ok
+    # A smaller budget than the baseline's is not comparable.
+    assert not bench.check_baseline(results, {**floor, "budget_seconds": plan.budget_seconds + 1}).ok
+    assert bench.check_baseline(results, {**floor, "budget_seconds": plan.budget_seconds}).ok
     # A missing baseline fails a quick run; LLM floors are skipped where no endpoint ran them.
     assert not bench.check_baseline(results, None).ok
     assert bench.check_baseline(results, {**floor, "min_recovered": {"model_guided": 1, "both": 5}}).ok
