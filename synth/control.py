@@ -165,6 +165,8 @@ class ControlConfig:
     min_null_draws: int = 99  # never fewer pooled draws than this, however few hypotheses
     max_null_draws: int = 20_000  # cap on pooled draws; above it a test is reported underpowered
     n_broader: int = 64  # inputs per length (and from the broader distribution)
+    significance: str = "decodability"  # statistic of the pooled test: "decodability" or "checks"
+    n_decode: int = 64  # inputs per length for the decodability statistic
     edge_popup: bool = False
     edge_popup_config: EdgePopupConfig | None = None
     seed: int = 0
@@ -174,6 +176,8 @@ class ControlConfig:
             raise ControlError(f"null_program_share must be in [0, 1], got {self.null_program_share}")
         if self.max_null_draws < self.min_null_draws:
             raise ControlError("max_null_draws must be >= min_null_draws")
+        if self.significance not in ("decodability", "checks"):
+            raise ControlError(f"significance must be 'decodability' or 'checks', got {self.significance!r}")
 
     def to_json(self) -> dict[str, Any]:
         data = {
@@ -333,6 +337,14 @@ class ControlContext:
         if hypothesis is None:
             return -math.inf
         return self.statistic(self.score(target, hypothesis))
+
+    def significance_of(self, hypothesis: Hypothesis | None) -> float:
+        """The pooled test's statistic of a hypothesis on the real network (-inf: nothing localised)."""
+        if hypothesis is None:
+            return -math.inf
+        if self.config.significance == "checks":
+            return self.statistic_of(self.target, hypothesis)
+        return self.stage._decoder(self.target).statistic(hypothesis)
 
     def localize(self, target: Target, program: Program) -> Hypothesis | None:
         if self.stage.localize_fn is None:
@@ -726,6 +738,7 @@ class ControlStage:
         self._popups: dict[tuple[int, Any], Any] = {}
         self._keep: list[Any] = []  # targets whose id() keys the caches stay alive
         self._contexts: dict[tuple[str, Hypothesis], ControlContext] = {}
+        self._decoders: dict[int, Decodability] = {}
 
     # memoised services for ControlContext
     def _score(self, target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
@@ -762,6 +775,12 @@ class ControlStage:
             self._keep.append(target)
             self._copies[key] = self.networks[kind](target, seed)
         return self._copies[key]
+
+    def _decoder(self, target: Target) -> Decodability:
+        if id(target) not in self._decoders:
+            self._keep.append(target)
+            self._decoders[id(target)] = Decodability(target, self.config.n_decode, self.config.seed + 31337)
+        return self._decoders[id(target)]
 
     def _edge_popup(self, target: Target, cfg: Any, fit: Callable[..., Any]) -> Any:
         key = (id(target), cfg)
@@ -835,17 +854,18 @@ class ControlStage:
             index = sum(1 for f in families[:j] if f == fam)
             counts[fam] = max(counts[fam], index + 1)
             if fam == "program":
-                return ctx.statistic_of(ctx.target, ctx.null_program(index))
+                return ctx.significance_of(ctx.null_program(index))
             if not ctx.located:
                 return math.nan  # no placement to randomise and no localiser: no null at all
-            return ctx.statistic_of(ctx.target, ctx.null_correspondence(index))
+            return ctx.significance_of(ctx.null_correspondence(index))
 
         def out_of_time() -> bool:
             return deadline is not None and time.monotonic() > deadline
 
         stop_after = stopping_exceedances(n_planned, alpha)
+        real = ctx.significance_of(ctx.hypothesis)
         test = sequential_p_value(
-            ctx.real, draw, n_planned, stop_after=stop_after, start=start, interrupt=out_of_time
+            real, draw, n_planned, stop_after=stop_after, start=start, interrupt=out_of_time
         )
         return test, counts
 
@@ -912,6 +932,127 @@ def decide(candidates: Sequence[CandidateControls], n_tested: int, thresholds: T
             Decision(cc.hypothesis, not reasons, raw[i], adjusted[i], tuple(dict.fromkeys(reasons)), cc)
         )
     return Acceptance(tuple(decisions), n_tested, thresholds)
+
+
+# --- the decodability statistic (pooled significance) -------------------------------------------
+
+
+class Decodability:
+    """How specifically the claimed locations hold the claimed variables, from one cached run.
+
+    For a located variable ``v`` at location ``L``: run the network once on
+    ``n_per_length`` inputs of every length, take the activation at ``L`` (its head, its
+    dims) at every input position, and ask how well it determines ``v``'s value there.
+    Categorical ``v``: accuracy of the nearest class mean, normalised by chance (the
+    majority class): ``(acc - base) / (1 - base)``. Numerical ``v``: R^2 of a least-squares
+    fit. The statistic of a hypothesis is the *minimum* over its located internal
+    variables (every claim must hold). It is correlational, not causal — the causal
+    checks are in the effect-size gates — but it costs no forward pass per draw, which
+    is what lets the pooled test draw the ``floor(m / alpha)`` nulls Holm needs. A
+    variable that is constant on the sample has no statistic (NaN, conservative).
+    """
+
+    def __init__(self, target: Target, n_per_length: int, seed: int) -> None:
+        import torch
+
+        self.target = target
+        task = target.task
+        self.inputs: list[list] = []
+        acts: dict[str, list[Any]] = {}
+        off = target.position_offset
+        names = set()
+        cfg = target.model.cfg
+        for layer in range(int(cfg.n_layers)):
+            names |= {
+                f"blocks.{layer}.attn.hook_z",
+                f"blocks.{layer}.hook_mlp_out",
+                f"blocks.{layer}.hook_attn_out",
+            }
+        names |= {"hook_embed", "hook_pos_embed"}
+        for length in range(task.min_len, task.max_len + 1):
+            batch = task.sample(n_per_length, seed + length, length=length)
+            with torch.no_grad():
+                _, cache = target.model.run_with_cache(
+                    target.tokens(batch), names_filter=lambda n: n in names
+                )
+            for name in names:
+                if name in cache:
+                    a = cache[name][:, off : off + length]
+                    acts.setdefault(name, []).append(a.reshape(a.shape[0] * length, *a.shape[2:]).double())
+            self.inputs += batch
+        self.acts = {k: torch.cat(v).numpy() for k, v in acts.items()}
+        self._values: dict[str, dict[str, list]] = {}
+        self._fits: dict[tuple[str, str, str], float] = {}
+
+    def values(self, program: Program) -> dict[str, list]:
+        key = str(program)
+        if key not in self._values:
+            import dsl
+
+            every = dsl.evaluate_all(program, self.inputs)
+            self._values[key] = {
+                v: [x for row in rows for x in row]
+                for v, rows in every.items()
+                if program.kind(v) != "selector"
+            }
+        return self._values[key]
+
+    def rows(self, loc: Location) -> np.ndarray | None:
+        if loc.hook not in self.acts:
+            return None
+        a = self.acts[loc.hook]
+        if loc.head is not None:
+            if a.ndim != 3 or loc.head >= a.shape[1]:
+                return None
+            a = a[:, loc.head]
+        if loc.dims is not None:
+            if max(loc.dims) >= a.shape[-1]:
+                return None
+            a = a[:, list(loc.dims)]
+        return a.reshape(a.shape[0], -1)
+
+    def fit(self, program: Program, variable: str, loc: Location) -> float:
+        key = (str(program), variable, str(loc))
+        if key not in self._fits:
+            x = self.rows(loc)
+            values = self.values(program).get(variable)
+            if x is None or values is None:
+                self._fits[key] = math.nan
+            else:
+                self._fits[key] = _decode(x, values, program.kind(variable))
+        return self._fits[key]
+
+    def statistic(self, hypothesis: Hypothesis) -> float:
+        claims = [v for v in hypothesis.correspondence if v not in PRIMITIVES]
+        if not claims:
+            return math.nan
+        fits = [self.fit(hypothesis.program, v, hypothesis.correspondence[v]) for v in claims]
+        return math.nan if any(math.isnan(f) for f in fits) else min(fits)
+
+
+def _decode(x: np.ndarray, values: Sequence[Any], kind: str) -> float:
+    keep = [i for i, v in enumerate(values) if v is not None]
+    if len(keep) < 2:
+        return math.nan
+    x = x[keep]
+    vals = [values[i] for i in keep]
+    if kind == "numerical":
+        y = np.asarray(vals, dtype=float)
+        if np.ptp(y) == 0:
+            return math.nan
+        design = np.hstack([x, np.ones((len(y), 1))])
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        resid = y - design @ coef
+        return float(max(0.0, 1.0 - resid.var() / y.var()))
+    labels = {v: i for i, v in enumerate(sorted(set(vals), key=repr))}
+    if len(labels) < 2:
+        return math.nan
+    y = np.asarray([labels[v] for v in vals])
+    centroids = np.stack([x[y == c].mean(0) for c in range(len(labels))])
+    dist = ((x[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)
+    acc = float((dist.argmin(1) == y).mean())
+    base = float(np.bincount(y).max() / len(y))
+    return max(0.0, (acc - base) / (1 - base))
 
 
 # --- null generators ----------------------------------------------------------------------------
@@ -1083,6 +1224,109 @@ def random_program_like(program: Program, rng: np.random.Generator, tries: int =
         except (DSLError, ValueError, TypeError) as e:
             last = e
     raise ControlError(f"could not draw a random program shaped like this one in {tries} tries: {last}")
+
+
+# --- the loop's controls stage ------------------------------------------------------------------
+
+
+class LoopControls:
+    """The synthesis loop's controls stage (``synth.loop.Controls``), backed by :class:`ControlStage`.
+
+    ``check`` runs every control on a candidate that passed the checks and decides with
+    Holm over every hypothesis the run has scored so far (``n_tested``) and over every
+    candidate controlled so far. ``finalize(n_tested)`` re-decides all of them at the end
+    of the run (topping up null draws) when the loop goes on after an acceptance.
+    ``results()`` / ``to_json()`` give every control's numbers for the report.
+    """
+
+    def __init__(
+        self,
+        config: ControlConfig | None = None,
+        *,
+        localize_fn: LocalizeFn | None | str = "default",
+        **stage_options: Any,
+    ) -> None:
+        config = config or ControlConfig()
+        if localize_fn == "default":
+            from synth.localize import Localizer
+
+            localize_fn = Localizer(per_length=64, seed=config.seed)
+        self.stage = ControlStage(config, localize_fn=localize_fn, **stage_options)  # type: ignore[arg-type]
+        self.candidates: list[CandidateControls] = []
+        th = config.thresholds
+        self.name = (
+            f"frivolous-circuit controls ({', '.join(c.name for c in self.stage.controls)}; "
+            f"Holm over every hypothesis scored, alpha={th.alpha})"
+        )
+
+    def check(
+        self,
+        target: Target,
+        hypothesis: Hypothesis,
+        scores: Mapping[str, Any],
+        *,
+        n_tested: int,
+        deadline: float | None,
+    ) -> Any:
+        from synth.loop import ControlVerdict
+
+        cc = self.stage.run(target, hypothesis, n_tested=n_tested, real_scores=scores, deadline=deadline)
+        self.candidates.append(cc)
+        n = max(n_tested, len(self.candidates))
+        decision = decide(self.candidates, n, self.stage.config.thresholds).decisions[-1]
+        return ControlVerdict(decision.accepted, verdict_reason(decision), flat_numbers(decision))
+
+    def finalize(self, n_tested: int, *, deadline: float | None = None) -> Acceptance:
+        return self.stage.finalize(self.candidates, max(n_tested, len(self.candidates)), deadline=deadline)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": self.stage.config.to_json(), "candidates": [c.to_json() for c in self.candidates]}
+
+
+def verdict_reason(decision: Decision) -> str:
+    """One line: accepted with its p-values, or the controls and thresholds that rejected it."""
+    cc = decision.controls
+    p = f"p={decision.p_value:.3g}, Holm-adjusted {decision.p_adjusted:.3g} over {cc.n_tested} scored"
+    if decision.accepted:
+        return f"every control passed; {p}"
+    parts = []
+    for name in decision.rejected_by:
+        res = cc.result(name)
+        if res is not None:
+            parts.append(f"{name}: {res.reason}")
+        elif name == "underpowered":
+            got = cc.significance.n_draws if cc.significance else 0
+            parts.append(f"underpowered: {got} null draws of the {cc.n_required} needed")
+        else:
+            parts.append(name)
+    return "rejected by " + "; ".join(parts) + f" ({p})"
+
+
+def flat_numbers(decision: Decision) -> dict[str, float | None]:
+    """Every scalar number of a decision, flattened to ``control.number`` keys (for the run store)."""
+    cc = decision.controls
+    out: dict[str, float | None] = {
+        "accepted": float(decision.accepted),
+        "p_value": decision.p_value,
+        "p_adjusted": decision.p_adjusted,
+        "n_tested": float(cc.n_tested),
+        "n_required": float(cc.n_required),
+        "statistic": _finite_or_none(cc.statistic),
+    }
+    if cc.significance is not None:
+        out["null_draws"] = float(cc.significance.n_draws)
+        out["null_exceed"] = float(cc.significance.n_exceed)
+        out["significance_statistic"] = _finite_or_none(cc.significance.real)
+    for res in cc.results:
+        out[f"{res.name}.passed"] = None if res.passed is None else float(res.passed)
+        for key, value in res.numbers.items():
+            if _is_number(value):
+                out[f"{res.name}.{key}"] = _finite_or_none(float(value))
+    return out
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 # --- the false-positive suite -------------------------------------------------------------------

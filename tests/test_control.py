@@ -65,8 +65,15 @@ def judged():
     """The true and two frivolous hypotheses through the real checks and controls (small, fast)."""
     target = copy_target()
     # alpha = 0.25 over 3 hypotheses needs only 12 null draws: small enough for the default suite.
+    # The pooled test uses the causal checks here: in this 12-dim toy a random 3-dim subspace
+    # holding two of the three one-hot dims decodes the token perfectly, so the cheap
+    # decodability statistic has little power (see test_decodability_*).
     config = ControlConfig(
-        thresholds=Thresholds(alpha=0.25), network_seeds=(0,), correspondence_draws=6, min_null_draws=9
+        thresholds=Thresholds(alpha=0.25),
+        network_seeds=(0,),
+        correspondence_draws=6,
+        min_null_draws=9,
+        significance="checks",
     )
     networks = {
         "reinitialized": lambda t, s: tiny_target(100 + s),
@@ -106,6 +113,15 @@ def test_redundant_extra_node_is_rejected_by_minimality_alone(judged):
     assert minimality.numbers["ablation_cost"]["out"] > 0.5  # the real node is needed
 
 
+def test_decodability_statistic_separates_true_from_frivolous_placements():
+    from synth.control import Decodability
+
+    dec = Decodability(copy_target(), n_per_length=16, seed=0)
+    assert dec.statistic(true_hypothesis()) == pytest.approx(1.0)
+    assert dec.statistic(unused_component()) == pytest.approx(0.0)  # the head's output is all zeros
+    assert math.isnan(dec.statistic(Hypothesis(COPY, {"tokens": EMBED})))  # claims nothing internal
+
+
 def test_acceptance_is_json_with_every_number(judged):
     data = json.loads(json.dumps(judged.to_json()))
     assert data["n_tested"] == 3 and data["correction"] == "holm" and data["alpha"] == 0.25
@@ -138,7 +154,9 @@ def scripted_necessity(target, hypothesis):
 
 
 def scripted_stage(**config):
-    cfg = ControlConfig(**{"network_seeds": (0,), "correspondence_draws": 5, **config})
+    # significance="checks": the pooled test uses the scripted score, so its outcome is known.
+    options = {"network_seeds": (0,), "correspondence_draws": 5, "significance": "checks"}
+    cfg = ControlConfig(**{**options, **config})
     counter = {"calls": 0}
 
     def score(target, hypothesis):
