@@ -133,6 +133,19 @@ def _summarise_losses(parts: list[GroupLosses], prefix: str) -> tuple[dict[str, 
     return numbers, arrays
 
 
+def _necessity(dropped: list[GroupLosses], single: Mapping[str, list[GroupLosses]]) -> dict[str, Any]:
+    """Share of the whole-input resampling loss caused by resampling the claimed nodes (all; each)."""
+    numbers, _ = _summarise_losses(dropped, "necessity_")
+    per_var = {}
+    for name, parts in single.items():
+        recovered, _ = _summarise_losses(parts, "n_")
+        per_var[name] = 1.0 - recovered["n_loss_recovered"]
+    return {
+        "necessity_loss_fraction": 1.0 - numbers["necessity_loss_recovered"],
+        "necessity_per_variable": per_var,
+    }
+
+
 def _check_options(n: int, ablation: str) -> None:
     if ablation not in ABLATIONS:
         raise CheckError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
@@ -164,13 +177,15 @@ def score(
     fresh = behaviour(target, program, inputs)
     broad = behaviour(target, program, broader_inputs(target, n_broader, seed))
 
-    scrubs, kept, dropped = [], [], []
+    scrubs, kept, dropped, single = [], [], [], {}
     iia: dict[tuple[str, ...], list] = {}
     for group in groups:
         scrubs.append(scrub_group(target, claims, group, ablation, gen, counter))
-        k, d = ablation_groups(target, claims, group, ablation, gen, counter)
+        k, d, one = ablation_groups(target, claims, group, ablation, gen, counter)
         kept.append(k)
         dropped.append(d)
+        for name, losses in one.items():
+            single.setdefault(name, []).append(losses)
         for key, res in iia_group(target, claims, group, gen, counter).items():
             iia.setdefault(key, []).append(res)
 
@@ -189,9 +204,7 @@ def score(
     numbers, _ = _summarise_losses(kept, "ablation_")
     values["ablation_loss_recovered"] = numbers["ablation_loss_recovered"]
     values["ablation_accuracy_recovered"] = numbers["ablation_accuracy_recovered"]
-    numbers, _ = _summarise_losses(dropped, "necessity_")
-    # Necessity: how much of the damage of resampling the whole input comes from the claimed nodes alone.
-    values["necessity_loss_fraction"] = 1.0 - numbers["necessity_loss_recovered"]
+    values.update(_necessity(dropped, single))
 
     per_var, per_var_inf, n_inf, iia_arrays = {}, {}, {}, {}
     for key, parts in iia.items():
@@ -230,23 +243,26 @@ def resample_ablation_score(
     reference input's own activation and everything else is resampled (or mean/zero
     ablated). It checks that the claimed locations carry what the output needs, not
     that they carry the claimed *values*; scrubbing cannot do better than this by much,
-    so a low number rules a hypothesis out cheaply. ``necessity_loss_fraction``: the
-    share of the whole-input resampling damage caused by resampling only the claimed
-    locations.
+    so a low number rules a hypothesis out cheaply (under path semantics a kept token
+    embedding lets the network recompute much of the rest, so only gross failures show).
+    ``necessity_loss_fraction``: the share of the whole-input resampling damage caused by
+    resampling only the claimed locations; ``necessity_per_variable``: the same for each
+    claimed location alone (a location the network does not use scores ~0).
     """
     _check_options(n, ablation)
     claims = resolve_claims(target, hypothesis)
     gen = torch.Generator().manual_seed(seed)
     counter = PassCounter()
     groups = prepare_groups(target, claims, target.task.sample(n, seed), counter)
-    kept, dropped = [], []
+    kept, dropped, single = [], [], {}
     for group in groups:
-        k, d = ablation_groups(target, claims, group, ablation, gen, counter)
+        k, d, one = ablation_groups(target, claims, group, ablation, gen, counter)
         kept.append(k)
         dropped.append(d)
+        for name, losses in one.items():
+            single.setdefault(name, []).append(losses)
     numbers, arrays = _summarise_losses(kept, "ablation_")
-    necessity, _ = _summarise_losses(dropped, "necessity_")
-    numbers["necessity_loss_fraction"] = 1.0 - necessity["necessity_loss_recovered"]
+    numbers.update(_necessity(dropped, single))
     numbers.update(per_input=arrays, n=n, seed=seed, ablation=ablation, forward_passes=counter.passes)
     return Scores(numbers)
 

@@ -59,10 +59,15 @@ a fully treeified tree is that different positions of one pool row share that ro
 upstream draws (a pool row is one forward pass), which only matters when a consumer
 happens to draw the same row for two positions.
 
-`resample_ablation_score` is the fast node-level variant used for pre-filtering: one
-pass where every claimed location keeps the reference's own clean activation and
-everything else is resampled (sufficiency of the claimed nodes, no check of their
-values), and one pass where only the claimed locations are resampled (necessity).
+`resample_ablation_score` is the fast node-level variant used for pre-filtering (no
+agreement sampling, no program values, no path semantics): one pass where the output of
+*every* component (embeddings, each layer's ``hook_z``, each ``hook_mlp_out``) is
+overwritten, the claimed locations with the reference's own clean activation and
+everything else with the resampled one, so the readout sees only what the claimed nodes
+write directly (sufficiency of the claimed set: a mislocated output fails it); one where
+all claimed locations are resampled on the clean input (necessity of the set); and one
+per claimed variable where only its location is resampled (necessity of each node: a
+location the network does not use scores ~0 and is flagged this way).
 """
 
 from __future__ import annotations
@@ -202,37 +207,52 @@ def scrub_group(
     )
 
 
+def _ablated(clean: torch.Tensor, rows: torch.Tensor | None, ablation: str) -> torch.Tensor:
+    """A whole activation resampled from ``rows``, or its group mean, or zero."""
+    if ablation == "resample":
+        return clean[rows]
+    if ablation == "mean":
+        return clean.mean(0, keepdim=True).expand_as(clean)
+    return torch.zeros_like(clean)
+
+
 def ablation_groups(
     target: Target, claims: Claims, group: Group, ablation: str, gen: torch.Generator, counter: PassCounter
-) -> tuple[GroupLosses, GroupLosses]:
-    """Node-level resample ablation: (claimed nodes kept, rest ablated), (claimed nodes ablated)."""
+) -> tuple[GroupLosses, GroupLosses, dict[str, GroupLosses]]:
+    """Node-level resample ablation of one group: (claimed nodes kept, rest ablated), (all claimed
+    nodes ablated), and {variable: only that node ablated}. Ablated values come from one base run."""
     model, numeric = target.model, numeric_column(target)
     clean = group.clean_logits
     tokens, edits, rows = base_run(claims, group, ablation, gen)
     resampled = _resampled_logits(target, claims, group, tokens, list(edits), rows, counter)
-    keep = list(edits) + [
+    # Sufficiency, strictly node-level: every component's output is overwritten (nothing is recomputed),
+    # unclaimed ones with their ablated value, claimed locations with the reference's clean value.
+    ablated = [Edit(s, _ablated(a, rows, ablation)) for s, a in zip(claims.component_sites, group.components)]
+    keep = ablated + [
         Edit(c.site, group.clean[n][:, group.positions], group.positions) for n, c in claims.claims.items()
     ]
-    kept, _ = run(model, tokens, keep, counter=counter) if claims.claims else (resampled, None)
-    # Necessity: the clean input, with only the claimed locations taken from the ablated base run.
-    if claims.claims:
-        sites = [c.site for c in claims.claims.values()]
-        if rows is not None:  # the resampled activations are the clean ones of the other input
-            base_acts = {c.site: group.clean[n][rows] for n, c in claims.claims.items()}
-        else:
-            _, base_acts = run(model, tokens, edits, capture=sites, counter=counter, need_logits=False)
-        drop = [Edit(s, base_acts[s][:, group.positions], group.positions) for s in sites]
-        dropped, _ = run(model, group.tokens, drop, counter=counter)
-    else:
-        dropped = clean
-    losses = []
-    for logits in (kept, dropped):
-        losses.append(
-            GroupLosses(
-                loss=readout_loss(logits, clean, group.readout, numeric),
-                loss_resampled=readout_loss(resampled, clean, group.readout, numeric),
-                same=predictions_agree(logits, clean, group.readout, numeric),
-                same_resampled=predictions_agree(resampled, clean, group.readout, numeric),
-            )
+    kept, _ = run(model, group.tokens, keep, counter=counter)
+    # Its baseline ablates every component (for resampling: exactly the other input's clean logits).
+    node_base = clean[rows] if rows is not None else run(model, group.tokens, ablated, counter=counter)[0]
+    # Necessity: the clean input, with claimed locations taken from the ablated base run.
+    sites = {n: c.site for n, c in claims.claims.items()}
+    if rows is not None:  # the resampled activations are the clean ones of the other input
+        base_acts = {sites[n]: group.clean[n][rows] for n in sites}
+    elif sites:
+        _, base_acts = run(
+            model, tokens, edits, capture=list(sites.values()), counter=counter, need_logits=False
         )
-    return losses[0], losses[1]
+    drops = {n: [Edit(s, base_acts[s][:, group.positions], group.positions)] for n, s in sites.items()}
+    everything = [e for d in drops.values() for e in d]
+    dropped = run(model, group.tokens, everything, counter=counter)[0] if sites else clean
+
+    def losses(logits: torch.Tensor, baseline: torch.Tensor = resampled) -> GroupLosses:
+        return GroupLosses(
+            loss=readout_loss(logits, clean, group.readout, numeric),
+            loss_resampled=readout_loss(baseline, clean, group.readout, numeric),
+            same=predictions_agree(logits, clean, group.readout, numeric),
+            same_resampled=predictions_agree(baseline, clean, group.readout, numeric),
+        )
+
+    single = {n: losses(run(model, group.tokens, d, counter=counter)[0]) for n, d in drops.items()}
+    return losses(kept, node_base), losses(dropped), single
