@@ -1,15 +1,23 @@
 """Targets for mechsynth: networks to explain, with their tasks and (when known) ground truth.
 
     from models import load_target
-    target = load_target("tracr:reverse")
-    target.predict(target.task.sample(4, seed=0))
+    target = load_target("tracr:reverse")          # or "trained:sort", "file:my_target.py"
+    inputs = target.task.sample(4, seed=0)
+    target.predict(inputs), target.task.label(inputs), target.ground_truth
 
-See models/target.py (Task, Target), models/tracr_targets.py (tracr-compiled targets),
-models/ground_truth.py (where each RASP variable lives), models/registry.py (specs).
+Stages, one module each: target.py (Task, Target), bridge.py (building TransformerBridges),
+tracr_targets.py (tracr compile + conversion), ground_truth.py (where each RASP variable
+lives), tasks.py / zoo.py / train.py / checkpoint.py (the trained zoo), byo.py (user
+targets), controls.py (null networks), registry.py (specs and the target table).
 """
 
+from models import byo
+from models.controls import reinitialized, shuffled
 from models.registry import TargetRow, list_targets, load_target
 from models.target import Target, TargetError, Task
 from models.tracr_targets import compile_rasp
 
-__all__ = ["Target", "TargetError", "TargetRow", "Task", "compile_rasp", "list_targets", "load_target"]
+__all__ = [
+    "Target", "TargetError", "TargetRow", "Task", "byo", "compile_rasp", "list_targets", "load_target",
+    "reinitialized", "shuffled",
+]

@@ -6,7 +6,8 @@ or a user's TransformerLens checkpoint) are described by the small set of config
 fields below plus a state dict in the classic TransformerLens layout
 (`embed.W_E`, `blocks.0.attn.W_Q` [n_heads, d_model, d_head], `blocks.0.mlp.W_in`, ...).
 `TransformerBridge.boot_native` builds the module tree and `convert_tl_checkpoint`
-maps the classic names onto the bridge's parameters.
+maps the classic names onto the bridge's parameters. A state dict already in the
+bridge's own layout (`model.state_dict()`, as our checkpoints store it) loads as is.
 
 The config is kept as a plain JSON-able dict so it can be stored next to a checkpoint
 and used to rebuild the same architecture (e.g. for re-initialised controls).
@@ -67,16 +68,21 @@ def build_bridge(config: Mapping[str, Any], state_dict: Mapping[str, Any] | None
     if state_dict is not None:
         config["init_weights"] = False
     cfg = native_config(config)
-    if state_dict is None and cfg.seed is not None:
-        torch.manual_seed(cfg.seed)
-    model = TransformerBridge.boot_native(cfg)
+    # Seeded init without disturbing the caller's global RNG stream.
+    with torch.random.fork_rng():
+        if state_dict is None and cfg.seed is not None:
+            torch.manual_seed(cfg.seed)
+        model = TransformerBridge.boot_native(cfg)
     if state_dict is not None:
         sd = {k: _as_tensor(k, v) for k, v in state_dict.items()}
-        try:
-            converted = convert_tl_checkpoint(sd, cfg)
-        except Exception as e:  # the converter raises assorted errors on malformed dicts
-            raise TargetError(f"weights do not fit the config: {type(e).__name__}: {e}") from None
         expected = model.state_dict()
+        if set(sd) == set(expected):  # already in the bridge's own layout (our checkpoints)
+            converted = sd
+        else:
+            try:
+                converted = convert_tl_checkpoint(sd, cfg)
+            except Exception as e:  # the converter raises assorted errors on malformed dicts
+                raise TargetError(f"weights do not fit the config: {type(e).__name__}: {e}") from None
         unexpected = sorted(set(converted) - set(expected))
         missing = sorted(set(expected) - set(converted))
         if missing or unexpected:

@@ -41,17 +41,19 @@ class TargetRow:
 def known_specs() -> list[str]:
     """Every `tracr:` and `trained:` spec (file: targets are open-ended)."""
     from models.tracr_targets import lib_examples
+    from models.zoo import zoo_names
 
-    return [f"tracr:{n}" for n in lib_examples()]
+    return [f"tracr:{n}" for n in lib_examples()] + [f"trained:{n}" for n in zoo_names()]
 
 
 def _unknown(spec: str) -> TargetError:
-    close = difflib.get_close_matches(spec, known_specs(), n=3, cutoff=0.5)
+    specs = known_specs()
+    close = difflib.get_close_matches(spec, specs, n=3, cutoff=0.5)
     if not close:  # a bare name ("sort") should still suggest "tracr:sort", "trained:sort"
         bare = spec.split(":", 1)[-1]
-        close = [s for s in known_specs() if s.split(":", 1)[1] == bare] or difflib.get_close_matches(
-            bare, [s.split(":", 1)[1] for s in known_specs()], n=3, cutoff=0.5
-        )
+        names = {s.split(":", 1)[1] for s in specs}
+        wanted = set(difflib.get_close_matches(bare, sorted(names), n=3, cutoff=0.6))
+        close = [s for s in specs if s.split(":", 1)[1] in wanted]
     hint = f"; did you mean {', '.join(close)}?" if close else f"; kinds: {', '.join(k + ':' for k in KINDS)}"
     return TargetError(f"unknown target {spec!r}{hint}")
 
@@ -67,16 +69,34 @@ def load_target(spec: str) -> Target:
         if name not in lib_examples():
             raise _unknown(spec)
         return tracr_target(name)
+    if kind == "trained":
+        from models.zoo import load_trained, zoo_names
+
+        if name not in zoo_names():
+            raise _unknown(spec)
+        return load_trained(name)
+    if kind == "file":
+        from models.byo import load_file_target
+
+        return load_file_target(name)
     raise _unknown(spec)
 
 
 def list_targets() -> list[TargetRow]:
-    """Every known target with its size and measured accuracy."""
-    from models.tracr_targets import lib_examples, tracr_target
+    """Every tracr and trained target with its size and measured accuracy (no network is built:
+    tracr rows come from the recorded manifest, trained rows from checkpoint metadata)."""
+    from models.tracr_targets import lib_examples, read_manifest
+    from models.zoo import zoo_names, zoo_row
 
+    manifest = read_manifest()
     rows: list[TargetRow] = []
     for name, example in lib_examples().items():
-        t = tracr_target(name)
-        rows.append(TargetRow(t.name, "tracr", t.model.cfg.n_layers, t.model.cfg.n_heads, t.model.cfg.d_model,
-                              t.info["accuracy"], description=example.description))
+        m = manifest.get(name)
+        if m is None:  # not recorded yet: measure it now (compiles; takes seconds)
+            from models.tracr_targets import measure
+
+            m = measure(name)
+        rows.append(TargetRow(f"tracr:{name}", "tracr", m["layers"], m["heads"], m["d_model"], m["accuracy"],
+                              description=example.description))
+    rows += [zoo_row(name) for name in zoo_names()]
     return rows

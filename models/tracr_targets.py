@@ -25,7 +25,9 @@ network gives tracr's outputs on every input up to the maximum length.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -336,3 +338,35 @@ def tracr_predict(compiled: CompiledRasp, inputs: Sequence[Sequence[Any]]) -> li
                 values = [v[0] for v in values]
             out[i] = list(values)
     return out
+
+
+# --- the target table -------------------------------------------------------------------------
+# Compiling all 15 examples takes minutes, too slow for listing targets; their sizes and measured
+# accuracy are recorded once in this manifest (regenerate with `python -m models.tracr_targets`),
+# and the test suite checks the manifest against freshly compiled targets.
+MANIFEST = Path(__file__).parent / "checkpoints" / "tracr_manifest.json"
+
+
+def measure(name: str) -> dict[str, Any]:
+    """Size of the compiled network and its accuracy on every input up to max length."""
+    t = tracr_target(name)
+    cfg = t.model.cfg
+    return {"layers": cfg.n_layers, "heads": cfg.n_heads, "d_model": cfg.d_model, "d_mlp": cfg.d_mlp,
+            "accuracy": t.info["accuracy"], "n_inputs": sum(1 for _ in t.task.enumerate()),
+            "vocab": list(t.vocab), "max_len": t.max_len}
+
+
+def read_manifest() -> dict[str, dict[str, Any]]:
+    try:
+        return json.loads(MANIFEST.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def write_manifest(path: Path = MANIFEST) -> Path:
+    path.write_text(json.dumps({name: measure(name) for name in lib_examples()}, indent=1) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    print(write_manifest())

@@ -1,0 +1,124 @@
+"""Bring your own target: a user's network and task, as `file:<path.py>`.
+
+A target file is an ordinary Python module that defines `target() -> models.Target`.
+`load_target("file:my_target.py")` imports it (as a module, from its path) and calls
+`target()`. Helpers build the `Target` from what users usually have:
+
+- `from_state_dict(name, task, config, state_dict)`: a TransformerLens-layout state dict
+  (e.g. `HookedTransformer.state_dict()`, or a bridge's own) plus its config fields
+  (n_layers, d_model, ...; see models.bridge.CONFIG_FIELDS);
+- `from_checkpoint(path)`: a mechsynth checkpoint (models.checkpoint) anywhere on disk;
+- `from_hub(model_name_or_path, task)`: a HuggingFace model via
+  `TransformerBridge.boot_transformers` (a hub name where the hub is reachable, or a local
+  directory written by `save_pretrained`). Task values are token ids by default.
+
+Example target file::
+
+    from models import Task, byo
+
+    def target():
+        task = Task("copy", vocab=tuple(range(20)), min_len=1, max_len=8,
+                    labeller=lambda x: list(x), output_vocab=tuple(range(20)))
+        return byo.from_hub("/models/tiny-gpt2", task)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from models.target import Target, TargetError, Task
+
+
+def default_input_ids(task: Task) -> dict[Any, int]:
+    """Vocabulary values in order get ids 0..V-1; the BOS value (if any) gets id V."""
+    ids = {v: i for i, v in enumerate(task.vocab)}
+    if task.bos is not None:
+        ids[task.bos] = len(ids)
+    return ids
+
+
+def from_state_dict(
+    name: str, task: Task, config: Mapping[str, Any], state_dict: Mapping[str, Any], *,
+    input_ids: Mapping[Any, int] | None = None, output_values: tuple | None = None,
+) -> Target:
+    """A target from TransformerLens weights and config (strictly checked against each other)."""
+    from models.bridge import build_bridge
+
+    model = build_bridge(config, state_dict)
+    values = tuple(output_values) if output_values is not None else tuple(task.output_vocab)
+    return Target(name=name, model=model, task=task, input_ids=input_ids or default_input_ids(task),
+                  output_values=values, info={"kind": "file", "config": dict(config)})
+
+
+def from_checkpoint(path: str | Path, name: str | None = None) -> Target:
+    """A target from a mechsynth checkpoint (`<stem>.json` + `<stem>.safetensors`)."""
+    from models import checkpoint
+
+    return checkpoint.load(path, name=name, kind="file")
+
+
+def from_hub(
+    model_name_or_path: str, task: Task, *, name: str | None = None,
+    input_ids: Mapping[Any, int] | None = None, output_values: tuple | None = None, **boot_kwargs: Any,
+) -> Target:
+    """A target from a HuggingFace model through `TransformerBridge.boot_transformers`.
+
+    By default task vocabulary values are the model's token ids and logit column j decodes
+    to j (so `task.output_vocab` should be token ids too).
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    boot_kwargs.setdefault("device", "cpu")
+    try:
+        model = TransformerBridge.boot_transformers(model_name_or_path, **boot_kwargs)
+    except (OSError, ValueError) as e:
+        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TargetError(f"boot_transformers cannot load {model_name_or_path!r}: {first_line}") from None
+    model.eval()
+    if input_ids is None:
+        values = list(task.vocab) + ([] if task.bos is None else [task.bos])
+        try:
+            input_ids = {v: int(v) for v in values}
+        except (TypeError, ValueError):
+            raise TargetError("from_hub: task values must be token ids, or pass input_ids=") from None
+    values = tuple(output_values) if output_values is not None else tuple(range(model.cfg.d_vocab_out))
+    return Target(name=name or f"hub:{model_name_or_path}", model=model, task=task, input_ids=input_ids,
+                  output_values=values, info={"kind": "file", "source": model_name_or_path})
+
+
+def load_file_target(path: str) -> Target:
+    """`file:<path.py>`: import the module at `path` and call its `target()`."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise TargetError(f"target file {file} does not exist")
+    if file.suffix != ".py":
+        raise TargetError(f"target file {file} is not a .py module")
+    module_name = f"mechsynth_target_{abs(hash(str(file.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise TargetError(f"cannot import target file {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except TargetError:
+        raise
+    except Exception as e:  # any error in user code becomes one line naming the file
+        del sys.modules[module_name]
+        raise TargetError(f"importing {file} failed: {type(e).__name__}: {e}") from None
+    make = getattr(module, "target", None)
+    if not callable(make):
+        raise TargetError(f"target file {file} defines no function target() -> models.Target")
+    try:
+        result = make()
+    except TargetError:
+        raise
+    except Exception as e:
+        raise TargetError(f"{file}: target() failed: {type(e).__name__}: {e}") from None
+    if not isinstance(result, Target):
+        raise TargetError(f"{file}: target() returned {type(result).__name__}, not a models.Target")
+    return result

@@ -1,0 +1,184 @@
+"""Training zoo targets: a recipe and a seed in, a checkpoint with measured accuracy out.
+
+Determinism: parameters are initialised from `torch.manual_seed(seed)` and every training
+batch is drawn by `task.sample(batch, seed=<derived from (seed, step)>)`, so a recipe and
+a seed give the same checkpoint on the same software stack.
+
+Held-out inputs: an input is *held out* iff a stable hash of it falls in a fixed 10%
+bucket (`is_heldout`). Training batches never contain a held-out input; the accuracy
+recorded in the checkpoint is measured only on held-out inputs, so it is accuracy on
+inputs the network has never seen. (For modular addition the held-out pairs are
+enumerated exhaustively.)
+
+Loss: cross-entropy at the positions the task reads (`readout`), where the label is
+defined. Causal tasks are trained at full length (every shorter input is a prefix).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models import checkpoint
+from models.bridge import build_bridge
+from models.target import Target, TargetError, outputs_equal
+from models.tasks import make_task
+from models.zoo import CHECKPOINT_DIR, Recipe, recipe
+
+HELDOUT_BUCKETS = 10  # 1 in 10 inputs is held out
+N_EVAL = 4000
+
+
+def is_heldout(x: Sequence[Any]) -> bool:
+    """Stable (process-independent) membership of an input in the held-out split."""
+    return zlib.crc32(repr(tuple(x)).encode()) % HELDOUT_BUCKETS == 0
+
+
+def _draw(
+    task: Any, n: int, seed: int, *, heldout: bool, length: int | None, broader: bool = False
+) -> list[list]:
+    """n inputs on the requested side of the held-out split (rejection sampling, deterministic)."""
+    out: list[list] = []
+    round_ = 0
+    while len(out) < n:
+        sub_seed = seed * 1_000_003 + round_
+        batch = task.broader_sample(n, sub_seed) if broader else task.sample(n, sub_seed, length=length)
+        out += [x for x in batch if is_heldout(x) == heldout]
+        round_ += 1
+    return out[:n]
+
+
+def _label_ids(target: Target, inputs: list[list]) -> torch.Tensor:
+    """Class index per model position, -100 (ignored) where nothing is read."""
+    index = {v: j for j, v in enumerate(target.output_values)}
+    labels = target.task.label(inputs)
+    off = target.position_offset
+    ids = torch.full((len(inputs), len(inputs[0]) + off), -100, dtype=torch.long)
+    for b, row in enumerate(labels):
+        for i, v in enumerate(row):
+            if v is not None:
+                ids[b, i + off] = index[v]
+    return ids
+
+
+def evaluate(target: Target, inputs: list[list]) -> dict[str, float]:
+    """Per-position and per-sequence accuracy over read positions with defined labels."""
+    preds, golds = target.predict(inputs), target.task.label(inputs)
+    right = total = seq_right = 0
+    for p, g in zip(preds, golds):
+        ok = [outputs_equal(a, b, target.task.output_kind) for a, b in zip(p, g) if b is not None]
+        right, total, seq_right = right + sum(ok), total + len(ok), seq_right + all(ok)
+    return {"accuracy": right / total, "sequence_accuracy": seq_right / len(inputs), "n_eval": len(inputs)}
+
+
+def heldout_inputs(target: Target, seed: int, n: int = N_EVAL) -> list[list]:
+    """The evaluation set: held-out inputs (all of them when the input space is small)."""
+    task = target.task
+    space = len(task.vocab) ** task.max_len
+    if task.generator is not None and task.domain is not None and space <= 100_000:
+        return [x for x in task.enumerate() if is_heldout(x)]
+    return _draw(task, n, 10_000 + seed, heldout=True, length=None)
+
+
+def _lr(step: int, r: Recipe) -> float:
+    # Linear warm-up, then cosine decay to 10%: stable for LayerNorm-free models.
+    if step < r.warmup:
+        return r.lr * (step + 1) / r.warmup
+    progress = (step - r.warmup) / max(1, r.steps - r.warmup)
+    return r.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def build_untrained(r: Recipe, seed: int) -> Target:
+    """The recipe's architecture, freshly initialised from `seed`, wrapped as a target."""
+    task = make_task(r.task_kind, r.task_params, name=f"trained:{r.name}")
+    input_vocab = list(task.vocab) + ([task.bos] if task.bos is not None else [])
+    offset = 0 if task.bos is None else 1
+    config = {**r.architecture, "d_vocab": len(input_vocab), "d_vocab_out": len(task.output_vocab),
+              "n_ctx": task.max_len + offset, "seed": seed}
+    model = build_bridge(config)
+    return Target(name=f"trained:{r.name}", model=model, task=task,
+                  input_ids={v: i for i, v in enumerate(input_vocab)}, output_values=task.output_vocab,
+                  info={"kind": "trained", "config": config})
+
+
+def train(name: str, seed: int = 0, out: str | Path | None = None, *, steps: int | None = None,
+          log: Callable[[str], None] | None = None) -> Path:
+    """Train zoo target `name` from `seed`; write the checkpoint under `out`; return its JSON path."""
+    r = recipe(name)
+    if steps is not None:
+        r = Recipe(**{**r.__dict__, "steps": steps})
+    log = log or (lambda s: None)
+    # One thread: tiny models train fastest this way, and results do not depend on the core count.
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    target = build_untrained(r, seed)
+    task, model = target.task, target.model
+    if model.cfg.attention_dir == "bidirectional" and task.min_len != task.max_len:
+        raise TargetError(f"{name}: bidirectional tasks need one length, not {task.min_len}..{task.max_len}")
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=r.lr, betas=(0.9, 0.98), weight_decay=r.weight_decay)
+    start = time.perf_counter()
+    for step in range(r.steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, r)
+        inputs = _draw(task, r.batch_size, seed * 100_003 + step, heldout=False, length=task.max_len)
+        logits = model(target.tokens(inputs))
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), _label_ids(target, inputs).reshape(-1), ignore_index=-100
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 500 == 0 or step == r.steps - 1:
+            log(f"{name} step {step:5d} loss {loss.item():.4f}")
+    seconds = time.perf_counter() - start
+    model.eval()
+    metrics = evaluate(target, heldout_inputs(target, seed))
+    if task.broader_generator is not None:
+        broader = _draw(task, N_EVAL, 20_000 + seed, heldout=True, length=None, broader=True)
+        metrics["broader_accuracy"] = evaluate(target, broader)["accuracy"]
+    metrics["train_seconds"] = round(seconds, 1)
+    log(f"{name}: held-out accuracy {metrics['accuracy']:.4f} in {seconds:.0f}s")
+    meta = {
+        "name": name,
+        "config": target.info["config"],
+        "task": {"kind": r.task_kind, "params": r.task_params},
+        "input_vocab": [v for v, _ in sorted(target.input_ids.items(), key=lambda kv: kv[1])],
+        "output_values": list(target.output_values),
+        "metrics": metrics,
+        "training": {"seed": seed, "steps": r.steps, "batch_size": r.batch_size, "lr": r.lr,
+                     "weight_decay": r.weight_decay, "warmup": r.warmup, "torch": torch.__version__,
+                     "threads": torch.get_num_threads(),
+                     "heldout": f"crc32(repr(input)) % {HELDOUT_BUCKETS} == 0"},
+    }
+    return checkpoint.write(checkpoint.paths(Path(out or CHECKPOINT_DIR) / name)[0], model, meta)
+
+
+def cmd_train(name: str, seed: int = 0, out: str | Path | None = None) -> int:
+    """`mechsynth train <name>`: retrain a zoo target; prints progress and the result line."""
+    try:
+        path = train(name, seed=seed, out=out, log=lambda s: print(s, file=sys.stderr, flush=True))
+    except TargetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    meta = checkpoint.read_metadata(path)
+    m = meta["metrics"]
+    print(f"trained:{name} seed {seed}: held-out accuracy {m['accuracy']:.4f} "
+          f"({m['n_eval']} inputs), {m['train_seconds']}s -> {path}")
+    return 0
+
+
+if __name__ == "__main__":  # python -m models.train NAME [SEED] [OUT]
+    args = sys.argv[1:]
+    if not args:
+        print("usage: python -m models.train NAME [SEED] [OUT]", file=sys.stderr)
+        raise SystemExit(2)
+    seed_arg, out_arg = (int(args[1]) if len(args) > 1 else 0), (args[2] if len(args) > 2 else None)
+    raise SystemExit(cmd_train(args[0], seed_arg, out_arg))

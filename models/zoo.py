@@ -1,0 +1,126 @@
+"""The trained zoo: small transformers trained here on algorithmic tasks (`trained:<name>`).
+
+Each entry is a *recipe*: the task (models.tasks) with its parameters, the architecture
+(1-2 layers, d_model 32-64, no LayerNorm so circuits stay linear-readable), and the
+training hyperparameters. `models.train.train(name)` turns a recipe into a checkpoint
+deterministically from a seed; the checkpoints shipped in models/checkpoints/ are what
+`load_target("trained:<name>")` reads, and their metadata records held-out accuracy and
+training time (shown by `list_targets`).
+
+| name         | attention     | layers | what is read                                   |
+|--------------|---------------|--------|------------------------------------------------|
+| reverse      | bidirectional | 1, attn-only | every position: the mirrored token       |
+| sort         | bidirectional | 2      | every position: the i-th smallest token        |
+| hist         | bidirectional | 1      | every position: count of its token             |
+| prefix_count | causal        | 1      | every position: count of its token so far      |
+| induction    | causal        | 2, attn-only | last position: token after its previous occurrence |
+| modadd       | causal        | 1      | last position ('='): (a + b) mod p             |
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.target import Target, TargetError
+
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build and train one zoo target."""
+
+    name: str
+    task_kind: str
+    task_params: dict[str, Any] = field(hash=False)
+    architecture: dict[str, Any] = field(hash=False)  # bridge config minus vocab sizes / n_ctx
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 100
+    description: str = ""
+
+
+def _arch(
+    n_layers: int, d_model: int, n_heads: int, attention: str, d_mlp: int | None = None
+) -> dict[str, Any]:
+    arch: dict[str, Any] = dict(
+        n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_model // n_heads,
+        act_fn="relu", normalization_type=None, attention_dir=attention,
+    )
+    if d_mlp is None:
+        arch["attn_only"] = True
+    else:
+        arch["d_mlp"] = d_mlp
+    return arch
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe("reverse", "reverse", {"n_tokens": 10, "length": 8}, _arch(1, 32, 1, "bidirectional"),
+               steps=800, description="reverse 8 tokens"),
+        Recipe("sort", "sort", {"n_tokens": 10, "length": 6}, _arch(2, 64, 2, "bidirectional", 256),
+               steps=6000, description="sort 6 tokens, duplicates allowed"),
+        Recipe("hist", "hist", {"n_tokens": 6, "length": 8}, _arch(1, 64, 1, "bidirectional", 256),
+               steps=2000, description="count of the current token"),
+        Recipe("prefix_count", "prefix_count", {"n_tokens": 4, "length": 10}, _arch(1, 64, 1, "causal", 256),
+               steps=2000, description="occurrences of the current token so far"),
+        Recipe("induction", "induction", {"n_tokens": 16, "length": 12}, _arch(2, 64, 1, "causal"),
+               steps=3000, batch_size=256, description="token after the previous occurrence of the last token"
+               ),
+        Recipe("modadd", "modadd", {"p": 23}, _arch(1, 64, 4, "causal", 256),
+               steps=4000, batch_size=512, weight_decay=1.0, description="(a + b) mod 23"),
+    ]
+}
+
+
+def zoo_names() -> list[str]:
+    return list(RECIPES)
+
+
+def recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        import difflib
+
+        close = difflib.get_close_matches(name, RECIPES, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f" (known: {', '.join(RECIPES)})"
+        raise TargetError(f"unknown trained target {name!r}{hint}")
+    return RECIPES[name]
+
+
+def checkpoint_stem(name: str, directory: Path | None = None) -> Path:
+    return (directory or CHECKPOINT_DIR) / name
+
+
+@functools.cache
+def load_trained(name: str) -> Target:
+    """`trained:<name>` from the shipped checkpoint (cached; treat the network as read-only)."""
+    from models import checkpoint
+
+    recipe(name)
+    stem = checkpoint_stem(name)
+    if not checkpoint.paths(stem)[0].exists():
+        raise TargetError(f"no checkpoint for trained:{name} in {CHECKPOINT_DIR}; run mechsynth train {name}")
+    return checkpoint.load(stem, name=f"trained:{name}", kind="trained")
+
+
+def zoo_row(name: str) -> Any:
+    """The target-table row of a zoo entry, from checkpoint metadata only (no weights loaded)."""
+    from models import checkpoint
+    from models.registry import TargetRow
+
+    stem = checkpoint_stem(name)
+    r = recipe(name)
+    arch = r.architecture
+    if not checkpoint.paths(stem)[0].exists():
+        return TargetRow(f"trained:{name}", "trained", arch["n_layers"], arch["n_heads"], arch["d_model"],
+                         None, None, r.description + " (no checkpoint)")
+    meta = checkpoint.read_metadata(stem)
+    cfg, metrics = meta["config"], meta.get("metrics", {})
+    return TargetRow(f"trained:{name}", "trained", cfg["n_layers"], cfg["n_heads"], cfg["d_model"],
+                     metrics.get("accuracy"), metrics.get("train_seconds"), r.description)
