@@ -340,6 +340,17 @@ def _first(scores: Mapping[str, Any], *names: str) -> float | None:
     return None
 
 
+def _p_adjusted(scores: Mapping[str, Any]) -> float | None:
+    """The Holm-adjusted p-value the controls stage stored, wherever the loop put it
+    (top level, a flattened ``controls.p_adjusted`` key, or a nested ``controls`` dict)."""
+    nested = scores.get("controls")
+    if isinstance(nested, Mapping):
+        found = _first(nested, "p_adjusted")
+        if found is not None:
+            return found
+    return _first(scores, "p_adjusted", "controls.p_adjusted")
+
+
 def _recovery_json(recovery: Any) -> dict[str, Any]:
     if hasattr(recovery, "to_json"):
         return dict(recovery.to_json())
@@ -410,7 +421,7 @@ def run_one(spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: 
         behaviour=behaviour,
         loss_recovered=loss,
         iia=_first(scores, "iia"),
-        p_value=_first(scores, "p_adjusted", "adjusted_p", "p_value_adjusted", "p_value", "p"),
+        p_value=_p_adjusted(scores),
         recovery=recovery_json,
         **base,
     )
@@ -873,6 +884,14 @@ def _f(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _secs(value: Any) -> str:
+    """Seconds: 2 significant decimals below 10 s, 1 above (timings are not more precise than that)."""
+    v = _num(value)
+    if v is None:
+        return "–"
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 1000 else f"{v:,.0f}"
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
@@ -965,7 +984,7 @@ def _render_recovery(rec: Mapping[str, Any]) -> str:
                 cells.append("error")
             else:
                 cells.append(
-                    f"{'**yes**' if r['recovered'] else 'no'} · {_f(r['seconds'])} s · {_f(r['n_scored'])}"
+                    f"{'**yes**' if r['recovered'] else 'no'} · {_secs(r['seconds'])} s · {_f(r['n_scored'])}"
                 )
         rows.append(cells)
     out.append(_table(["target"] + [labels[m] for m in modes], rows))
@@ -986,8 +1005,8 @@ def _render_recovery(rec: Mapping[str, Any]) -> str:
                     r["iia"],
                     r["p_value"],
                     _f(r["n_scored"]),
-                    r["seconds"],
-                    r["seconds_to_accept"],
+                    _secs(r["seconds"]),
+                    _secs(r["seconds_to_accept"]),
                 ]
             )
         out.append(
