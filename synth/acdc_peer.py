@@ -95,13 +95,37 @@ def ensure_venv(venv: Path | None = None, *, create: bool = True, log: Path | No
         return VenvStatus(True, venv, f"auto-circuit venv ready at {venv}")
     if not create:
         return VenvStatus(False, venv, f"auto-circuit venv missing at {venv}; run the bench with --with-acdc")
+    try:
+        return _create_venv(venv, log)
+    except OSError as e:
+        why = e.strerror or str(e)
+        message = f"could not create the auto-circuit venv at {venv} ({why}); ACDC skipped"
+        return VenvStatus(False, venv, message)
+
+
+def _create_venv(venv: Path, log: Path | None) -> VenvStatus:
     start = time.perf_counter()
     venv.parent.mkdir(parents=True, exist_ok=True)
     log = log or venv.parent / "acdc-venv-install.log"
     steps = [
         [sys.executable, "-m", "venv", str(venv)],
         # nice: the install competes with nothing we measure, so keep it out of the way.
-        ["nice", "-n", "19", str(venv_python(venv)), "-m", "pip", "install", "--quiet", *VENV_REQUIREMENTS],
+        # Few retries, short timeouts: without network this should fail in seconds, not hang.
+        [
+            "nice",
+            "-n",
+            "19",
+            str(venv_python(venv)),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--retries",
+            "1",
+            "--timeout",
+            "30",
+            *VENV_REQUIREMENTS,
+        ],  # fmt: skip
     ]
     # This machine's global pip constraints cap packages for *our* environment; the
     # peer pins its own versions, so they must not apply there.

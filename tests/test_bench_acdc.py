@@ -77,6 +77,13 @@ def test_missing_venv_is_one_clear_line_and_a_skip(tmp_path):
     assert "skipped" in result and "missing" in result["skipped"]
 
 
+def test_a_venv_that_cannot_be_created_is_one_line_and_a_skip(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    status = acdc_peer.ensure_venv(blocker / "venv", create=True)
+    assert not status.ready and "\n" not in status.message and "ACDC skipped" in status.message
+
+
 def test_worker_imports_none_of_our_packages():
     # It runs under transformer_lens 2.x; importing dsl/synth/models there would break.
     source = acdc_peer.WORKER.read_text()
