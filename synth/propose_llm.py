@@ -19,7 +19,8 @@ ones carry ``error`` with the reason so the loop counts and stores them.
 Budgets: at most ``max_calls`` calls and ``max_tokens`` tokens (input, cached input and
 output together), no call after ``context.deadline`` and none once a candidate has
 been accepted. Rate limits and server errors are retried by the SDK (``max_retries``
-with backoff, honouring ``retry-after``); what still fails is recorded as a failed call.
+with backoff, honouring ``retry-after`` up to ``max_retry_wait_s``); what still fails is
+recorded as a failed call, and two failed calls in a row turn the proposer off.
 The proposer never raises into the loop and never blocks past its timeout: without a
 key, or when the API cannot be reached or rejects the key, it yields nothing more and
 says why in :attr:`LLMProposer.status_line`, one line the loop prints.
@@ -302,7 +303,7 @@ class LLMProposer:
     def _off(self, reason: str) -> None:
         self.enabled = False
         self.stopped = reason
-        self._status = f"LLM proposer off: {reason}; continuing with the enumerator only"
+        self._status = f"LLM proposer off: {reason}; the run continues without it"
         log.warning(self._status)
 
     def _call(self, context: ProposalContext) -> Iterator[Proposal]:

@@ -168,7 +168,7 @@ def test_rejected_key_turns_the_proposer_off():
         assert list(p.propose(ctx())) == []
     assert p.ledger[0].outcome == "auth error"
     assert p.status_line == (
-        "LLM proposer off: the API rejected the key (HTTP 401); continuing with the enumerator only"
+        "LLM proposer off: the API rejected the key (HTTP 401); the run continues without it"
     )
 
 
