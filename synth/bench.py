@@ -324,6 +324,20 @@ def mode_proposers(mode: str) -> list[Any]:
     raise BenchError(f"unknown proposer configuration {mode!r} (known: {', '.join(MODE_LABELS)})")
 
 
+def engine_controls() -> Any:
+    """A fresh frivolous-circuit controls stage for one run (``synth.control.LoopControls``).
+
+    Recovery is only worth reporting for hypotheses that survived the controls and the
+    multiple-testing correction, so the bench always runs them, whatever the loop's own
+    default is; None (the loop's default) only where the controls module is absent.
+    """
+    try:
+        from synth.control import LoopControls
+    except ImportError:
+        return None
+    return LoopControls()
+
+
 def _hypothesis_and_scores(item: Any) -> tuple[Any, Mapping[str, Any]]:
     """An accepted entry of a Run as (hypothesis, scores), whatever container the loop uses."""
     hypothesis = getattr(item, "hypothesis", item)
@@ -379,6 +393,7 @@ def run_one(spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: 
         budget_seconds=budget_seconds,
         out=str(run_dir),
         proposers=mode_proposers(mode),
+        controls=engine_controls(),
         no_llm=mode not in LLM_MODES,
     )
     accepted = list(run.accepted)
