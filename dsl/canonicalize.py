@@ -86,7 +86,7 @@ def _as_family(expr: Any, arity: int) -> Fn:
         return Fn("identity", 1, ())
     args = _samples(arity)
     try:
-        target = to_torch(expr)(*args)
+        target = to_torch(expr)(*args).to(torch.float64)
     except DSLError:
         return Fn("expr", arity, (expr,))
     xs = [_exact(v) for v in args[0].tolist()] if arity == 1 else []

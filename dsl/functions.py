@@ -45,7 +45,9 @@ X, Y = sympy.symbols("x y")
 
 
 def _b(t: Tensor) -> Tensor:
-    return t.to(_F64)
+    # Boolean results stay bool tensors (read as True/False); map/seqmap store them as
+    # 1.0/0.0 codes, and select uses them as they are, without a float round trip.
+    return t
 
 
 def _numbers(values: Iterable[Any]) -> list:
@@ -71,7 +73,7 @@ def _z3_floor(x: Any) -> Any:
 # ---------------------------------------------------------------- one argument
 
 
-@register.function("identity", 1, cost=0.5, output="same", symbols=True, sympy=lambda x: x,
+@register.function("identity", 1, cost=0.5, output="same", symbols=True, nan_safe=True, sympy=lambda x: x,
                    z3=lambda a, p, c: a[0],
                    doc="x")
 def _identity(x: Tensor) -> Tensor:
@@ -85,7 +87,7 @@ def _propose_add(xs: Sequence, ys: Sequence) -> Iterable[tuple]:
             return
 
 
-@register.function("add", 1, ("k",), cost=1.0, sympy=lambda x, k: x + k,
+@register.function("add", 1, ("k",), nan_safe=True, cost=1.0, sympy=lambda x, k: x + k,
                    z3=lambda a, p, c: a[0] + p[0], propose=_propose_add, doc="x + k")
 def _add1(x: Tensor, k: float) -> Tensor:
     return x + k
@@ -98,7 +100,7 @@ def _propose_mul(xs: Sequence, ys: Sequence) -> Iterable[tuple]:
             return
 
 
-@register.function("mul", 1, ("k",), cost=1.0, sympy=lambda x, k: k * x,
+@register.function("mul", 1, ("k",), nan_safe=True, cost=1.0, sympy=lambda x, k: k * x,
                    z3=lambda a, p, c: a[0] * p[0], propose=_propose_mul, doc="k * x")
 def _mul1(x: Tensor, k: float) -> Tensor:
     return k * x
@@ -111,7 +113,7 @@ def _propose_rsub(xs: Sequence, ys: Sequence) -> Iterable[tuple]:
             return
 
 
-@register.function("rsub", 1, ("k",), cost=1.0, sympy=lambda x, k: k - x,
+@register.function("rsub", 1, ("k",), nan_safe=True, cost=1.0, sympy=lambda x, k: k - x,
                    z3=lambda a, p, c: p[0] - a[0], propose=_propose_rsub, doc="k - x")
 def _rsub1(x: Tensor, k: float) -> Tensor:
     return k - x
@@ -126,24 +128,30 @@ def _nonzero(params: tuple) -> None:
         raise DSLError("division by zero in a function parameter")
 
 
-@register.function("div", 1, ("k",), cost=1.5, sympy=lambda x, k: x / k,
+@register.function("div", 1, ("k",), nan_safe=True, cost=1.5, sympy=lambda x, k: x / k,
                    z3=lambda a, p, c: a[0] / p[0], propose=_small_ints, check_params=_nonzero, doc="x / k")
 def _div1(x: Tensor, k: float) -> Tensor:
     return x / k
 
 
-@register.function("floordiv", 1, ("k",), cost=1.5, sympy=lambda x, k: sympy.floor(x / k),
+@register.function("floordiv", 1, ("k",), nan_safe=True, cost=1.5, sympy=lambda x, k: sympy.floor(x / k),
                    z3=lambda a, p, c: _z3_floor(a[0] / p[0]), propose=_small_ints, check_params=_nonzero,
                    doc="x // k")
 def _floordiv1(x: Tensor, k: float) -> Tensor:
     return torch.floor(x / k)
 
 
-@register.function("mod", 1, ("k",), cost=1.5, sympy=lambda x, k: sympy.Mod(x, k),
+@register.function("mod", 1, ("k",), nan_safe=True, cost=1.5, sympy=lambda x, k: sympy.Mod(x, k),
                    z3=lambda a, p, c: a[0] - p[0] * _z3_floor(a[0] / p[0]), propose=_small_ints,
                    check_params=_nonzero, doc="x % k (Python's sign convention)")
 def _mod1(x: Tensor, k: float) -> Tensor:
-    return torch.remainder(x, k)
+    return _remainder(x, k)
+
+
+def _remainder(x: Any, k: Any) -> Tensor:
+    # Python's % (sign of the divisor). torch.remainder takes a slow path on NaN
+    # (None) inputs, which are common here; the floor form is exact on integers.
+    return x - k * torch.floor(x / k)
 
 
 def _propose_values(xs: Sequence, ys: Sequence) -> Iterable[tuple]:
@@ -197,13 +205,13 @@ def _truthy1(x: Tensor) -> Tensor:
     return _b(x != 0)
 
 
-@register.function("abs", 1, cost=1.0, sympy=lambda x: sympy.Abs(x),
+@register.function("abs", 1, nan_safe=True, cost=1.0, sympy=lambda x: sympy.Abs(x),
                    z3=lambda a, p, c: z3.If(a[0] >= 0, a[0], -a[0]), doc="|x|")
 def _abs1(x: Tensor) -> Tensor:
     return torch.abs(x)
 
 
-@register.function("min", 1, ("c",), cost=1.2, output="same", symbols=True,
+@register.function("min", 1, ("c",), cost=1.2, output="same", symbols=True, nan_safe=True,
                    sympy=lambda x, c: sympy.Min(x, c),
                    z3=lambda a, p, c: z3.If(a[0] <= p[0], a[0], p[0]), propose=_propose_outputs,
                    doc="min(x, c)")
@@ -211,7 +219,7 @@ def _min1(x: Tensor, c: float) -> Tensor:
     return torch.clamp(x, max=c)
 
 
-@register.function("max", 1, ("c",), cost=1.2, output="same", symbols=True,
+@register.function("max", 1, ("c",), cost=1.2, output="same", symbols=True, nan_safe=True,
                    sympy=lambda x, c: sympy.Max(x, c),
                    z3=lambda a, p, c: z3.If(a[0] >= p[0], a[0], p[0]), propose=_propose_outputs,
                    doc="max(x, c)")
@@ -231,7 +239,8 @@ def _bin(name: str, impl: Callable, sym: Callable | None, z: Callable | None, do
          output: str = "number") -> None:
     # Comparisons, min/max and logic are meaningful on symbol codes (ordered like the symbols).
     symbols = output in ("bool", "same")
-    register.function(name, 2, cost=cost, output=output, sympy=sym, symbols=symbols,
+    nan_safe = name in ("add", "sub", "mul", "div", "floordiv", "mod", "min", "max")
+    register.function(name, 2, cost=cost, output=output, sympy=sym, symbols=symbols, nan_safe=nan_safe,
                       z3=(lambda a, p, c: z(a[0], a[1])) if z else None, doc=doc)(impl)
 
 
@@ -241,7 +250,7 @@ _bin("mul", lambda x, y: x * y, lambda x, y: x * y, lambda a, b: a * b, "x * y")
 _bin("div", lambda x, y: _nonzero_den(x / y, y), lambda x, y: x / y, None, "x / y (None where y == 0)", 2.0)
 _bin("floordiv", lambda x, y: _nonzero_den(torch.floor(x / y), y), lambda x, y: sympy.floor(x / y), None,
      "x // y (None where y == 0)", 2.0)
-_bin("mod", lambda x, y: _nonzero_den(torch.remainder(x, y), y), lambda x, y: sympy.Mod(x, y), None,
+_bin("mod", lambda x, y: _nonzero_den(_remainder(x, y), y), lambda x, y: sympy.Mod(x, y), None,
      "x % y (None where y == 0)", 2.0)
 _bin("min", torch.minimum, lambda x, y: sympy.Min(x, y), lambda a, b: z3.If(a <= b, a, b), "min(x, y)",
      output="same")
@@ -331,17 +340,34 @@ def _find(keys: Tensor, tol: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     return idx, found
 
 
+_DENSE_LIMIT = 4096
+
+
 def _encode_table1(params: tuple, codebook: Codebook) -> tuple:
     entries = [(codebook.encode(k), codebook.encode(v)) for k, v in params[0] if k is not None]
     if not entries:
-        return (torch.zeros(0, dtype=_F64), torch.zeros(0, dtype=_F64), torch.zeros(0, dtype=_F64))
+        return (None, torch.zeros(0, dtype=_F64), torch.zeros(0, dtype=_F64), torch.zeros(0, dtype=_F64))
+    keys_list = [k for k, _ in entries]
+    if all(k == int(k) and 0 <= k < _DENSE_LIMIT for k in keys_list):
+        # Small non-negative integer keys (counts, positions, int tokens): a direct
+        # index into a dense array, NaN where no entry, beats a sorted search.
+        dense = torch.full((int(max(keys_list)) + 2,), math.nan, dtype=_F64)
+        dense[torch.tensor(keys_list, dtype=torch.long)] = torch.tensor([v for _, v in entries], dtype=_F64)
+        return (dense, None, None, None)
     entries.sort()
     keys, tol = _sorted_keys([k for k, _ in entries])
     values = torch.tensor([v for _, v in entries], dtype=_F64)
-    return keys, tol, values
+    return None, keys, tol, values
 
 
-def _table1(x: Tensor, keys: Tensor, tol: Tensor, values: Tensor) -> Tensor:
+def _table1(x: Tensor, dense: Tensor | None, keys: Tensor, tol: Tensor, values: Tensor) -> Tensor:
+    if dense is not None:
+        n = dense.numel() - 1  # the last slot is NaN: where out-of-range inputs go
+        r = torch.round(x)
+        idx = r.nan_to_num(nan=n).clamp(0, n).long()
+        # Same matching rule as sorted keys: within a relative 1e-9 of an integer key.
+        near = (x - r).abs() <= _REL_TOL * r.abs().clamp(min=1.0)
+        return dense[idx].masked_fill(~near | (r != idx), math.nan)
     if keys.numel() == 0:
         return torch.full_like(x, math.nan)
     idx, found = _find(keys, tol, x)
@@ -395,11 +421,11 @@ def z3_num(v: float) -> Any:
     return z3.RealVal(f.numerator) if f.denominator == 1 else z3.Q(f.numerator, f.denominator)
 
 
-register.function("table", 1, ("entries",), cost=4.0, symbols=True, output=_table_output,
+register.function("table", 1, ("entries",), cost=4.0, symbols=True, nan_safe=True, output=_table_output,
                   encode_params=_encode_table1,
                   check_params=lambda p: _check_table(p, 1), z3=_z3_table(1), fit=False,
                   doc="lookup table {x: value}; None for a key not in the table")(_table1)
-register.function("table", 2, ("entries",), cost=5.0, symbols=True, output=_table_output,
+register.function("table", 2, ("entries",), cost=5.0, symbols=True, nan_safe=True, output=_table_output,
                   encode_params=_encode_table2,
                   check_params=lambda p: _check_table(p, 2), z3=_z3_table(2), fit=False,
                   doc="lookup table {(x, y): value}; None for a key not in the table")(_table2)
@@ -430,7 +456,38 @@ def _check_expr(params: tuple, arity: int) -> None:
 
 
 def to_torch(expr: Any) -> Callable[..., Tensor]:
-    """Compile a sympy expression in x (and y) into a torch closure ``f(x[, y])`` (no eval/exec)."""
+    """Compile a sympy expression in x (and y) into a torch closure ``f(x[, y])`` (no eval/exec).
+
+    Arguments may have different (broadcastable) shapes; constants stay Python
+    scalars inside the expression, so ``q == k + 1`` on ``[B, 1, K]`` keys and
+    ``[B, Q, 1]`` queries costs one broadcast comparison.
+    """
+    f = _compile_expr(expr)
+
+    def run(x: Tensor, y: Tensor | None = None) -> Tensor:
+        out = f(x, y)
+        if isinstance(out, Tensor):
+            return out
+        shape = x.shape if y is None else torch.broadcast_shapes(x.shape, y.shape)
+        return torch.full(shape, out, dtype=torch.bool if isinstance(out, bool) else _F64)
+
+    return run
+
+
+def _minimum(a: Any, b: Any) -> Any:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return torch.minimum(a, b)
+    return torch.clamp(a, max=b) if isinstance(a, Tensor) else torch.clamp(b, max=a)
+
+
+def _maximum(a: Any, b: Any) -> Any:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return torch.maximum(a, b)
+    return torch.clamp(a, min=b) if isinstance(a, Tensor) else torch.clamp(b, min=a)
+
+
+def _compile_expr(expr: Any) -> Callable[..., Any]:
+    """sympy -> closure over tensors; pure constants evaluate to Python scalars."""
     if isinstance(expr, sympy.Symbol):
         if expr == X:
             return lambda x, y=None: x
@@ -438,15 +495,15 @@ def to_torch(expr: Any) -> Callable[..., Tensor]:
             return lambda x, y=None: y
         raise DSLError(f"unknown symbol {expr} in an expression")
     if isinstance(expr, sympy.logic.boolalg.BooleanTrue):
-        return lambda x, y=None: torch.ones_like(x)
+        return lambda x, y=None: True
     if isinstance(expr, sympy.logic.boolalg.BooleanFalse):
-        return lambda x, y=None: torch.zeros_like(x)
+        return lambda x, y=None: False
     if expr.is_Number:
         v = float(expr)
-        return lambda x, y=None: torch.full_like(x, v)
-    args = [to_torch(a) for a in expr.args]
+        return lambda x, y=None: v
+    args = [_compile_expr(a) for a in expr.args]
     if isinstance(expr, sympy.Add):
-        def add(x: Tensor, y: Tensor | None = None) -> Tensor:
+        def add(x: Tensor, y: Tensor | None = None) -> Any:
             out = args[0](x, y)
             for f in args[1:]:
                 out = out + f(x, y)
@@ -461,13 +518,13 @@ def to_torch(expr: Any) -> Callable[..., Tensor]:
             if a.is_Rational:
                 coeff = coeff * a
             elif isinstance(a, sympy.Pow) and a.exp.is_Integer and a.exp < 0:
-                den.append(to_torch(a.base ** -a.exp))
+                den.append(_compile_expr(a.base ** -a.exp))
             else:
-                num.append(to_torch(a))
+                num.append(_compile_expr(a))
         p, q = float(sympy.Rational(coeff).p), float(sympy.Rational(coeff).q)
 
-        def mul(x: Tensor, y: Tensor | None = None) -> Tensor:
-            out = num[0](x, y) if num else torch.ones_like(x)
+        def mul(x: Tensor, y: Tensor | None = None) -> Any:
+            out = num[0](x, y) if num else 1.0
             for f in num[1:]:
                 out = out * f(x, y)
             if p != 1:
@@ -481,15 +538,15 @@ def to_torch(expr: Any) -> Callable[..., Tensor]:
         return lambda x, y=None: torch.pow(base(x, y), exp(x, y))
     if isinstance(expr, sympy.Mod):
         a, b = args
-        return lambda x, y=None: torch.remainder(a(x, y), b(x, y))
+        return lambda x, y=None: _remainder(a(x, y), b(x, y))
     unary = {sympy.floor: torch.floor, sympy.ceiling: torch.ceil, sympy.Abs: torch.abs}
     for cls, fn in unary.items():
         if isinstance(expr, cls):
             return lambda x, y=None, f=fn, a=args[0]: f(a(x, y))
     if isinstance(expr, (sympy.Min, sympy.Max)):
-        red = torch.minimum if isinstance(expr, sympy.Min) else torch.maximum
+        red = _minimum if isinstance(expr, sympy.Min) else _maximum
 
-        def minmax(x: Tensor, y: Tensor | None = None) -> Tensor:
+        def minmax(x: Tensor, y: Tensor | None = None) -> Any:
             out = args[0](x, y)
             for f in args[1:]:
                 out = red(out, f(x, y))
@@ -499,17 +556,17 @@ def to_torch(expr: Any) -> Callable[..., Tensor]:
            sympy.Gt: torch.gt, sympy.Ge: torch.ge}
     for cls, fn in rel.items():
         if isinstance(expr, cls):
-            return lambda x, y=None, f=fn, a=args[0], b=args[1]: _b(f(a(x, y), b(x, y)))
+            return lambda x, y=None, f=fn, a=args[0], b=args[1]: f(a(x, y), b(x, y))
     if isinstance(expr, sympy.Not):
-        return lambda x, y=None, a=args[0]: _b(a(x, y) == 0)
+        return lambda x, y=None, a=args[0]: a(x, y) == 0
     if isinstance(expr, (sympy.And, sympy.Or)):
         is_and = isinstance(expr, sympy.And)
 
-        def logic(x: Tensor, y: Tensor | None = None) -> Tensor:
+        def logic(x: Tensor, y: Tensor | None = None) -> Any:
             out = args[0](x, y) != 0
             for f in args[1:]:
                 out = (out & (f(x, y) != 0)) if is_and else (out | (f(x, y) != 0))
-            return _b(out)
+            return out
         return logic
     raise DSLError(f"unsupported construct {type(expr).__name__} in an expression")
 
@@ -590,7 +647,7 @@ def _z3_expr(e: Any, x: Any, y: Any) -> Any:
 
 def _expr_family(arity: int) -> None:
     register.function(
-        "expr", arity, ("expr",), cost=2.0, output=_expr_output,
+        "expr", arity, ("expr",), cost=2.0, output=_expr_output, nan_safe=True,
         encode_params=lambda p, cb: (to_torch(p[0]),), check_params=lambda p: _check_expr(p, arity),
         sympy=lambda *a: a[-1].xreplace({X: a[0], **({Y: a[1]} if arity == 2 else {})}),
         z3=lambda a, p, c: to_z3(p[0], *a), fit=False,

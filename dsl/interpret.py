@@ -93,18 +93,23 @@ def compile_fn(fn: Fn, codebook: Codebook) -> Callable[..., Tensor]:
     else:
         params = tuple(codebook.encode(p) for p in fn.params)
     impl = fam.impl
-    call = impl if not params else (lambda *args: impl(*args, *params))
     if fam.symbols or not codebook.symbols:
-        return call
-    # Arithmetic on a symbol (a string, a tuple) is an error in RASP; here it is None.
-    return lambda *args: _no_symbols(call(*args), args)
+        call = (lambda *args: impl(*args)) if not params else (lambda *args: impl(*args, *params))
+    else:
+        # Arithmetic on a symbol (a string, a tuple) is an error in RASP; here it is None.
+        call = lambda *args: _no_symbols(impl(*args, *params), args)  # noqa: E731
+    call.nan_safe = fam.nan_safe  # type: ignore[attr-defined]
+    return call
 
 
 def _no_symbols(out: Tensor, args: Sequence[Tensor]) -> Tensor:
-    bad = args[0] >= SYMBOL_BASE
-    for a in args[1:]:
-        bad = bad | (a >= SYMBOL_BASE)
-    return out.masked_fill(bad, float("nan"))
+    bads = [a >= SYMBOL_BASE for a in args]
+    if not any(bool(b.any()) for b in bads):  # the common case: checked on the (small) inputs
+        return out
+    bad = bads[0]
+    for b in bads[1:]:
+        bad = bad | b
+    return out.to(DTYPE).masked_fill(bad, float("nan"))
 
 
 def encode(inputs: Sequence[Sequence[Value]], symbols: Iterable[Value] = ()) -> Batch:

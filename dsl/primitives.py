@@ -37,12 +37,14 @@ Tensor = torch.Tensor
 _NAN = float("nan")
 
 
-def _guard(out: Tensor, *inputs: Tensor) -> Tensor:
+def _guard(f: Any, out: Tensor, *inputs: Tensor) -> Tensor:
     """None (NaN) wherever an input is None, as RASP skips the function there."""
+    if out.dtype != torch.bool and getattr(f, "nan_safe", False):
+        return out  # arithmetic already propagated NaN
     bad = torch.isnan(inputs[0])
     for x in inputs[1:]:
         bad = bad | torch.isnan(x)
-    return out.to(DTYPE).masked_fill(bad, _NAN)
+    return torch.where(bad, _NAN, out.to(DTYPE))
 
 
 # ---------------------------------------------------------------- primitive variables
@@ -84,7 +86,7 @@ def _map_dtype(args: tuple, child: tuple) -> str:
                     z3=lambda z, args, kids: z.map(args[0], kids[0]),
                     doc="f(x) at every position; None stays None.", example="map(add(1), tokens)")
 def _map(batch: Batch, f: Any, x: Tensor) -> Tensor:
-    return _guard(f(x), x)
+    return _guard(f, f(x), x)
 
 
 @register.primitive("seqmap", "f: fn2, x: sop, y: sop", cost=1.5, dtype=_map_dtype,
@@ -93,7 +95,7 @@ def _map(batch: Batch, f: Any, x: Tensor) -> Tensor:
                     doc="f(x, y) at every position; None if x or y is None.",
                     example="seqmap(sub, length, indices)")
 def _seqmap(batch: Batch, f: Any, x: Tensor, y: Tensor) -> Tensor:
-    return _guard(f(x, y), x, y)
+    return _guard(f, f(x, y), x, y)
 
 
 def _value_dtype(value: Any) -> str:
@@ -148,10 +150,14 @@ def _select(batch: Batch, keys: Tensor, queries: Tensor, predicate: Any) -> Tens
     if isinstance(predicate, str):
         sel = comparison(predicate, k, q)
     else:
-        kb, qb = torch.broadcast_tensors(k, q)
-        sel = predicate(kb, qb) == 1.0  # NaN (undefined) is not selected
-    defined = ~(torch.isnan(k) | torch.isnan(q))
-    return sel & defined & batch.pair_mask
+        # Functions broadcast: [B, 1, K] keys against [B, Q, 1] queries, so a predicate
+        # that reads only the key (key_eq(c)) is computed once per key.
+        sel = predicate(k, q)
+        if sel.dtype != torch.bool:
+            sel = sel == 1.0  # NaN (undefined) is not selected
+    # None keys/queries, and padding (also NaN), select nothing. The key side is
+    # applied first: cheap when the predicate reads only the key.
+    return (sel & ~torch.isnan(k)) & ~torch.isnan(q)
 
 
 _NAN_FALSE = frozenset({"EQ", "LT", "LEQ", "GT", "GEQ"})
@@ -197,14 +203,15 @@ def _means(values: set, max_len: int, limit: int = 200_000) -> set:
                     example="aggregate(select(indices, indices, EQ), tokens)")
 def _aggregate(batch: Batch, selector: Tensor, x: Tensor, default: Any) -> Tensor:
     w = selector.to(DTYPE)
-    missing = torch.isnan(x)
-    # One batched matmul gives, per query: the sum of selected values, the number of
-    # selected None values, and the number of selected keys.
-    cols = torch.stack([x.masked_fill(missing, 0.0), missing.to(DTYPE), torch.ones_like(x)], dim=-1)
-    sums = torch.bmm(w, cols)
-    total, n_missing, count = sums[..., 0], sums[..., 1], sums[..., 2]
-    # A selected None makes the result None (RASP cannot average None either).
-    out = (total / count).masked_fill(n_missing > 0, _NAN)
+    missing = torch.isnan(x)  # padding keys are NaN too, but never selected
+    total = torch.bmm(w, x.masked_fill(missing, 0.0)[:, :, None])[:, :, 0]
+    count = w.sum(-1)
+    out = total / count
+    real_missing = missing & batch.mask
+    if bool(real_missing.any()):
+        # A selected None makes the result None (RASP cannot average None either).
+        n_missing = torch.bmm(w, real_missing.to(DTYPE)[:, :, None])[:, :, 0]
+        out = out.masked_fill(n_missing > 0, _NAN)
     if bool((x >= SYMBOL_BASE).any()):
         # Symbols cannot be averaged: defined only when all selected symbols agree.
         hi = x.masked_fill(missing, -float("inf"))[:, None, :].masked_fill(~selector, -float("inf")).amax(-1)
@@ -220,7 +227,9 @@ def _aggregate(batch: Batch, selector: Tensor, x: Tensor, default: Any) -> Tenso
                     doc="Number of keys selected by each query.",
                     example="selector_width(select(tokens, tokens, EQ))")
 def _selector_width(batch: Batch, selector: Tensor) -> Tensor:
-    return selector.sum(-1).to(DTYPE).masked_fill(~batch.mask, _NAN)
+    # Summing the bytes of a bool tensor is ~2x faster than a float sum on CPU.
+    width = selector.view(torch.uint8).sum(-1, dtype=torch.int16)
+    return width.to(DTYPE).masked_fill(~batch.mask, _NAN)
 
 
 @register.primitive("selector_and", "a: selector, b: selector", result="selector", cost=1.0,

@@ -116,6 +116,7 @@ class FunctionFamily:
     doc: str = ""
     fit: bool = True  # offered when fitting arbitrary functions (dsl.fit)
     symbols: bool = False  # accepts non-numeric values; if False a symbol argument gives None
+    nan_safe: bool = False  # impl already gives NaN wherever an argument is NaN (lets map skip a guard)
 
     def output_dtype(self, params: tuple, first_arg_dtype: str = "value") -> str:
         out = self.output(params) if callable(self.output) else self.output
@@ -198,20 +199,24 @@ class _Registrar:
         doc: str = "",
         fit: bool = True,
         symbols: bool = False,
+        nan_safe: bool = False,
         replace: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator registering ``impl(*args, *params)`` as the function family ``name``/``arity``.
 
         ``symbols=True`` declares that the implementation is meaningful on symbol codes
         (comparisons, tables); otherwise symbol arguments make the result None, as
-        arithmetic on strings is an error in RASP.
+        arithmetic on strings is an error in RASP. ``nan_safe=True`` promises that the
+        implementation returns NaN wherever an argument is NaN (true of arithmetic), so
+        ``map`` can skip re-imposing None. Implementations return float64 codes, or bool
+        tensors for boolean results.
         """
 
         def decorate(impl: Callable[..., Any]) -> Callable[..., Any]:
             self.add_function(
                 FunctionFamily(name, arity, tuple(params), impl, cost, output, sympy, z3, propose,
                                encode_params, check_params, doc or (impl.__doc__ or "").strip(), fit,
-                               symbols),
+                               symbols, nan_safe),
                 replace=replace,
             )
             return impl
