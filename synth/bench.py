@@ -519,6 +519,32 @@ def acdc_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Pat
 # --- controls -----------------------------------------------------------------------------------
 
 
+def _control_run(target: Any, seed: int, budget_seconds: float, out: str | None) -> Any:
+    """One run of the shipped engine (default proposers, no LLM, the controls stage) for the
+    false-positive suite, reduced to what the suite compares: accepted count, best statistic."""
+    import math
+    import shutil
+
+    from synth import control
+    from synth.loop import run as synth_run
+
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)  # fresh, never resumed
+    start = time.perf_counter()
+    run = synth_run(
+        target, seed=seed, budget_seconds=budget_seconds, out=out, controls=engine_controls(), no_llm=True
+    )
+    keys = control.Thresholds().statistic
+    best, best_h = -math.inf, None
+    for cand in run.candidates():
+        value = control.statistic_value(cand.flat_scores(), keys)
+        if value > best:
+            best, best_h = value, cand.program
+    return control.RunOutcome(
+        target.name, len(run.accepted), best, int(run.n_scored), time.perf_counter() - start, best_h
+    )
+
+
 def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
     """The controls helper's false-positive suite on the plan's control targets and seeds."""
     from synth import control
@@ -530,6 +556,7 @@ def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
         seeds=list(plan.control_seeds),
         budget_seconds=plan.control_budget_seconds,
         out=str(out_dir / "controls"),
+        run_fn=_control_run,
     )
     data = result.to_json() if hasattr(result, "to_json") else result
     data = json.loads(json.dumps(data, default=str))
