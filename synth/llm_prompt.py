@@ -119,6 +119,47 @@ class PromptParts:
         )
 
 
+@dataclass(frozen=True)
+class Probe:
+    """Inputs with the network's outputs on them, to show where a candidate program disagrees.
+
+    The loop's scored candidates may come without counterexamples; the proposer finds its
+    own by running each candidate program (the DSL interpreter, never ``eval``) on these
+    inputs and comparing with the network at the positions the task reads.
+    """
+
+    inputs: tuple[tuple[Any, ...], ...]
+    outputs: tuple[tuple[Any, ...], ...]
+    output_kind: str
+
+    @classmethod
+    def sample(cls, target: Target, *, n: int = 64, seed: int = 0) -> Probe:
+        seen: dict[tuple[Any, ...], None] = {}
+        for x in target.task.sample(n, seed + 7):
+            seen.setdefault(tuple(x), None)
+        inputs = list(seen)
+        outputs = target.predict([list(x) for x in inputs])
+        return cls(tuple(inputs), tuple(tuple(y) for y in outputs), target.task.output_kind)
+
+    def disagreements(self, program: Any, limit: int = 3) -> tuple[list[dict[str, Any]], int] | None:
+        """Up to ``limit`` inputs where the program's output differs from the network's, and how
+        many inputs agree; None when the program cannot be evaluated on these inputs."""
+        from dsl import DSLError, evaluate
+
+        try:
+            got = evaluate(program, [list(x) for x in self.inputs])
+        except (DSLError, ValueError, TypeError):
+            return None
+        found: list[dict[str, Any]] = []
+        agree = 0
+        for x, net, mine in zip(self.inputs, self.outputs, got):
+            if _same(net, mine, self.output_kind, read_only=True):
+                agree += 1
+            elif len(found) < limit:
+                found.append({"input": list(x), "network": list(net), "program": list(mine)})
+        return found, agree
+
+
 # --- part 1: static -------------------------------------------------------------------------------
 
 
@@ -411,10 +452,14 @@ def feedback_prompt(
     *,
     round: int,
     n_candidates: int,
+    probe: Probe | None = None,
     max_best: int = 5,
     max_rejected: int = 6,
 ) -> str:
-    """The per-call user message: what was tried and how it scored, then the request."""
+    """The per-call user message: what was tried and how it scored, then the request.
+
+    Candidates scored without counterexamples get some from ``probe`` when one is given.
+    """
     parts: list[str] = []
     if not best and not rejected:
         parts.append(
@@ -426,7 +471,7 @@ def feedback_prompt(
     if best:
         parts.append("## Best candidates scored so far")
         for i, cand in enumerate(list(best)[:max_best], 1):
-            parts.append(_candidate_feedback(i, cand))
+            parts.append(_candidate_feedback(i, cand, probe))
     if rejected:
         parts.append("## Your earlier candidates that were rejected before scoring")
         for text, reason in list(rejected)[-max_rejected:]:
@@ -435,7 +480,7 @@ def feedback_prompt(
     return "\n\n".join(parts)
 
 
-def _candidate_feedback(i: int, cand: ScoredCandidate) -> str:
+def _candidate_feedback(i: int, cand: ScoredCandidate, probe: Probe | None = None) -> str:
     status = "ACCEPTED" if cand.accepted else "not accepted"
     lines = [
         f"### Candidate {i} (from {cand.source}, {status})",
@@ -449,6 +494,15 @@ def _candidate_feedback(i: int, cand: ScoredCandidate) -> str:
     if cand.failure:
         lines.append(f"Failure: {cand.failure}")
     examples = list(cand.counterexamples or ())[:3]
+    if not examples and probe is not None and not cand.accepted:
+        found = probe.disagreements(cand.hypothesis.program)
+        if found is not None:
+            examples, agree = found
+            if not examples:
+                lines.append(
+                    f"Its outputs equal the network's on all {agree} sampled inputs: what fails is where "
+                    "the intermediate variables live or how they are computed, not the output."
+                )
     if examples:
         lines.append("Counterexamples (where the program and the network disagree):")
         lines += [f"- {_counterexample(c)}" for c in examples]
@@ -486,16 +540,13 @@ def _counterexample(c: Any) -> str:
 # --- formatting helpers --------------------------------------------------------------------------
 
 
-def _same(a: Any, b: Any, kind: str) -> bool:
+def _same(a: Any, b: Any, kind: str, *, read_only: bool = False) -> bool:
+    """Outputs agree position by position; ``read_only`` ignores positions the network does not read."""
+    from models.target import outputs_equal
+
     if len(a) != len(b):
         return False
-    if kind == "numerical":
-        # Numerical readouts are approximate (tracr's numerical MLPs); compare with a tolerance.
-        return all(
-            (x is None) == (y is None) and (x is None or abs(float(x) - float(y)) <= 1e-2)
-            for x, y in zip(a, b)
-        )
-    return list(a) == list(b)
+    return all(read_only and x is None or outputs_equal(x, y, kind) for x, y in zip(a, b))
 
 
 def _fmt_seq(x: Any) -> str:

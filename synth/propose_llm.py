@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
-from synth.llm_prompt import PromptParts, feedback_prompt, static_prompt, target_prompt
+from synth.llm_prompt import Probe, PromptParts, feedback_prompt, static_prompt, target_prompt
 from synth.propose import Proposal, ProposalContext
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ class LLMProposer:
         self.stopped: str | None = None  # why the proposer stopped (budget, acceptance, deadline)
         self._client: Any = None
         self._static: str | None = None
-        self._target_text: tuple[Any, str] | None = None  # (target, its prompt part)
+        self._target_text: tuple[Any, str, Probe | None] | None = None  # (target, prompt part, probe)
         self._seen: set[str] = set()
         self._rejected: list[tuple[str, str]] = []
         self._consecutive_failures = 0
@@ -277,11 +277,21 @@ class LLMProposer:
             text = target_prompt(
                 context.target, context.observations, n_examples=self.n_examples, seed=context.seed
             )
-            self._target_text = (context.target, text)
+            try:
+                probe: Probe | None = Probe.sample(context.target, seed=context.seed)
+            except Exception as e:  # noqa: BLE001 - counterexamples are a hint; the prompt works without
+                log.warning("LLM proposer: no probe inputs for counterexamples (%s)", _one_line(e))
+                probe = None
+            self._target_text = (context.target, text, probe)
+        _, text, probe = self._target_text
         feedback = feedback_prompt(
-            context.best, self._rejected, round=context.round, n_candidates=self.candidates_per_call
+            context.best,
+            self._rejected,
+            round=context.round,
+            n_candidates=self.candidates_per_call,
+            probe=probe,
         )
-        return PromptParts(self._static, self._target_text[1], feedback)
+        return PromptParts(self._static, text, feedback)
 
     def _budget_stop(self, context: ProposalContext) -> str | None:
         if any(c.accepted for c in context.best):

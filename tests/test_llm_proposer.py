@@ -302,3 +302,24 @@ def test_feedback_marks_accepted_and_handles_odd_counterexamples():
     )
     assert "(from llm, ACCEPTED)" in text and "- input [1, 2]" in text and "- odd" in text
     assert text.endswith("Propose 3 new candidate hypotheses in the answer format.")
+
+
+def test_feedback_finds_its_own_counterexamples_when_the_loop_gives_none(target, truth):
+    from synth.llm_prompt import Probe
+
+    probe = Probe.sample(target, n=32, seed=0)
+    identity = Hypothesis.parse("program:\n    same = aggregate(select(indices, indices, EQ), tokens)\n")
+    mislocated = Hypothesis(truth.program, {})  # right program, no correspondence: fails elsewhere
+    best = [
+        ScoredCandidate(identity, "enumerate", {"behaviour": 0.4}, failure="behaviour 0.4 < 0.98"),
+        ScoredCandidate(mislocated, "llm", {"behaviour": 1.0, "iia": 0.3}, failure="iia 0.3 < 0.8"),
+    ]
+    text = feedback_prompt(best, [], round=1, n_candidates=2, probe=probe)
+    first, second = text.split("### Candidate 2")
+    lines = [line for line in first.splitlines() if line.startswith("- input ")]
+    assert 1 <= len(lines) <= 3
+    for line in lines:  # each is a real disagreement: the network's output is the reversed input
+        x = ast.literal_eval(line.split("; ")[0].removeprefix("- input "))
+        net = ast.literal_eval(line.split("; ")[1].removeprefix("network output "))
+        assert net == target.predict([x])[0] == x[::-1] and x != x[::-1]
+    assert f"equal the network's on all {len(probe.inputs)} sampled inputs" in second

@@ -76,6 +76,7 @@ def test_run_accepts_the_correct_llm_proposal_and_stores_the_rest_with_reasons(t
     feedback = requests[2].body["messages"][0]["content"][0]["text"]
     assert "Refinement round 1" in feedback
     assert "same = aggregate(" in feedback and "Failure:" in feedback
+    assert "Counterexamples (where the program and the network disagree)" in feedback
     assert "rejected before scoring" in feedback
     # The key is nowhere in the run directory.
     for path in (tmp_path / "run").rglob("*"):
