@@ -83,8 +83,20 @@ def _postorder(expr: rasp.RASPExpr) -> list[rasp.RASPExpr]:
     return out
 
 
-def from_rasp(expr: rasp.SOp, vocab: Iterable[Any], max_seq_len: int) -> Program:
-    """The DSL program of a RASP expression, exact on inputs over ``vocab`` up to ``max_seq_len``."""
+def from_rasp(expr: rasp.SOp, vocab: Iterable[Any] | None = None, max_seq_len: int | None = None) -> Program:
+    """The DSL program of a RASP expression, exact on inputs over ``vocab`` up to ``max_seq_len``.
+
+    ``vocab`` and ``max_seq_len`` define the finite domain on which RASP lambdas
+    (in Map, SequenceMap and Select) are tabulated; a program without lambdas
+    converts without them.
+    """
+    if vocab is None or max_seq_len is None:
+        lambdas = [e.label for e in _postorder(expr) if isinstance(e, (rasp.Map, rasp.SequenceMap))
+                   or (isinstance(e, rasp.Select) and not isinstance(e.predicate, rasp.Comparison))]
+        if lambdas:
+            raise ConversionError(f"from_rasp needs vocab and max_seq_len to tabulate the Python functions "
+                                  f"of {', '.join(lambdas)}")
+        vocab, max_seq_len = (), 1
     vocab = frozenset(vocab)
     if max_seq_len < 1:
         raise ConversionError("max_seq_len must be at least 1")
