@@ -298,6 +298,7 @@ class RecoveryResult:
     controls: str | None = None
     timings: Mapping[str, float] | None = None
     recovery: Mapping[str, Any] | None = None
+    why: str | None = None
     error: str | None = None
 
 
@@ -322,6 +323,21 @@ def mode_proposers(mode: str) -> list[Any]:
     if mode == "both":
         return [ModelGuidedProposer(), LLMProposer()]
     raise BenchError(f"unknown proposer configuration {mode!r} (known: {', '.join(MODE_LABELS)})")
+
+
+def _why_not(run: Any) -> str:
+    """Why a run accepted nothing: its best candidate's rejection, or that nothing was scored."""
+    try:
+        best = run.best(1)
+    except Exception:  # noqa: BLE001 - a report detail must not fail the benchmark
+        best = []
+    if best:
+        c = best[0]
+        reason = (c.reason or c.status).splitlines()[0]
+        sc = c.flat_scores()
+        nums = ", ".join(f"{k} {_f(_num(sc.get(k)))}" for k in ("behaviour", "loss_recovered", "iia"))
+        return f"best candidate ({c.source}) {c.status} [{nums}]: {reason[:300]}"
+    return f"no candidate fully scored (stopped: {getattr(run, 'stopped', '?')}; {run.n_candidates} proposed)"
 
 
 def engine_controls() -> Any:
@@ -414,7 +430,7 @@ def run_one(spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: 
         timings={k: float(v) for k, v in dict(getattr(run, "timings", {}) or {}).items()},
     )
     if not accepted:
-        return RecoveryResult(recovered=False, **base)
+        return RecoveryResult(recovered=False, why=_why_not(run), **base)
     # The loop lists accepted hypotheses in acceptance order; the benchmark judges the one it reports first.
     hypothesis, scores = _hypothesis_and_scores(accepted[0])
     behaviour = _first(scores, "behaviour")
@@ -428,8 +444,14 @@ def run_one(spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: 
         recovered = (behaviour or 0.0) >= TRAINED_MIN_BEHAVIOUR and (
             loss or 0.0
         ) >= TRAINED_MIN_LOSS_RECOVERED
+    why = None
+    if not recovered:
+        why = "accepted below the trained-target bar"
+        if has_truth:
+            why = "accepted but " + (recovery.summary() if hasattr(recovery, "summary") else "not recovered")
     return RecoveryResult(
         recovered=recovered,
+        why=why,
         source=str(getattr(accepted[0], "source", "")),
         program=str(hypothesis.program),
         correspondence={k: str(v) for k, v in hypothesis.correspondence.items()},
@@ -1049,6 +1071,7 @@ def _render_recovery(rec: Mapping[str, Any]) -> str:
                     _f(r["n_scored"]),
                     _secs(r["seconds"]),
                     _secs(r["seconds_to_accept"]),
+                    (r.get("why") or "").replace("|", "/"),
                 ]
             )
         out.append(
@@ -1064,6 +1087,7 @@ def _render_recovery(rec: Mapping[str, Any]) -> str:
                     "scored",
                     "seconds",
                     "s to accept",
+                    "why not recovered",
                 ],
                 rows,
             )
