@@ -49,6 +49,9 @@ SUITES = ("recovery", "controls", "perf")
 BASELINE_PATH = Path(__file__).with_name("bench_baseline.json")
 SCHEMA_VERSION = 1
 BUDGET_ENV = "MECHSYNTH_BENCH_BUDGET_SECONDS"
+# Run stores, peer exports and control runs go here under --out, apart from the two reports,
+# so `--out .` at the repo root leaves BENCHMARKS.md and bench.json next to the README.
+WORK_DIR = "bench-work"
 
 # A trained target has no ground truth; the synthesis issue's bar for "explained" is an
 # accepted hypothesis with at least this behaviour match and loss recovered.
@@ -467,7 +470,7 @@ def run_one(spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: 
 def recovery_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
     import shutil
 
-    runs_root = out_dir / "runs"
+    runs_root = out_dir / WORK_DIR / "runs"
     # Runs resume from their directory; a benchmark must time fresh runs, never resumed ones.
     shutil.rmtree(runs_root, ignore_errors=True)
     rows: list[RecoveryResult] = []
@@ -532,7 +535,7 @@ def acdc_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Pat
             ours[row["target"]] = list(row["correspondence"].values())
     targets = [load_target(s) for s in specs]
     _log(f"acdc: {len(targets)} tracr targets (auto-circuit venv at {acdc_peer.default_venv_dir()})")
-    result = acdc_peer.run_peer(targets, ours, out_dir / "acdc")
+    result = acdc_peer.run_peer(targets, ours, out_dir / WORK_DIR / "acdc")
     if "skipped" in result:
         _log(f"acdc: skipped: {result['skipped']}")
     return result
@@ -577,7 +580,7 @@ def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
         list(plan.control_targets),
         seeds=list(plan.control_seeds),
         budget_seconds=plan.control_budget_seconds,
-        out=str(out_dir / "controls"),
+        out=str(out_dir / WORK_DIR / "controls"),
         run_fn=_control_run,
     )
     data = result.to_json() if hasattr(result, "to_json") else result
