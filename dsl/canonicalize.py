@@ -135,9 +135,12 @@ def compose(outer: Fn, inner: Fn) -> Fn | None:
     f, g = sympy_form(outer), sympy_form(inner)
     if f is None or g is None:
         return None
-    if _is_boolean(g) and not _is_boolean(f):
-        return None  # a bool fed to arithmetic: keep the two steps readable
-    return _as_family(f.xreplace({X: g}), 1)
+    if _is_boolean(g):
+        return None  # a bool fed on (to arithmetic or a comparison): keep the two steps readable
+    try:
+        return _as_family(f.xreplace({X: g}), 1)
+    except (TypeError, ValueError):  # sympy refuses some compositions (e.g. a comparison of a bool)
+        return None
 
 
 def simplify_fn(fn: Fn) -> Fn:
