@@ -65,10 +65,15 @@ class Primitive:
     """An operation on sequences (see the module docstring for the calling convention).
 
     ``dtype(args, child_dtypes)`` gives the decoding dtype of the result ("bool",
-    "number" or "value"); ``value_set(args, child_value_sets, ctx)`` the set of values
-    it can take (``ctx`` has ``vocab``, ``max_len`` and ``apply_fn``); ``z3(ctx, args)``
-    its z3 encoding (see ``dsl.equivalence``). ``z3`` and ``value_set`` are optional:
-    without ``z3`` equivalence falls back to exhaustive enumeration.
+    "number" or "value"). ``value_set(args, child_value_sets, ctx)`` gives the set of
+    values it can take (``ctx`` is a ``dsl.value_sets.ValueSetContext``: ``vocab``,
+    ``max_len``, ``encoding``, and ``image(fn, *sets)``). ``z3(z, args, kids)`` gives its
+    z3 encoding for one input length ``z.n`` (``z`` is a ``dsl.equivalence.Z3Encoder``;
+    ``kids`` are the encoded inputs: per position ``(value, defined)`` pairs for a
+    sop, a ``[query][key]`` list of z3 bools for a selector; return the same shape).
+    ``z3`` and ``value_set`` are optional: without ``z3`` equivalence falls back to
+    exhaustive enumeration; without ``value_set`` RASP lambdas downstream cannot be
+    tabulated.
     """
 
     name: str
@@ -91,15 +96,17 @@ class Primitive:
 class FunctionFamily:
     """A named, parameterised position-wise function (see the module docstring).
 
-    ``impl(*arg_codes, *param_codes)`` maps float64 code tensors of equal shape to a
-    code tensor; parameters arrive encoded by ``encode_params(params, codebook)``
-    (default: each parameter through ``codebook.encode``). ``output`` is the dtype
-    of the result or a function of the raw parameters; "same" means the dtype of
-    the first argument. ``sympy(*args, *params)`` / ``z3(*args, *params)`` build the
-    closed form from sympy / z3 terms (raw parameters). ``propose(xs, ys)`` guesses
-    parameter tuples from example inputs/outputs (python values) and is used when
-    fitting an arbitrary function (see ``dsl.fit``); families without parameters
-    need no ``propose``.
+    ``impl(*arg_codes, *param_codes)`` maps float64 code tensors of broadcastable
+    shapes to a code tensor (or a bool tensor for boolean results); parameters arrive
+    encoded by ``encode_params(params, codebook)`` (default: each parameter through
+    ``codebook.encode``). ``output`` is the dtype of the result or a function of the
+    raw parameters; "same" means the dtype of the first argument.
+    ``sympy(*args, *params)`` builds the closed form from sympy symbols and raw
+    parameters; ``z3(args, params, code)`` from z3 reals (``code(value)`` gives the z3
+    real of a literal's code) and returns a z3 real, or ``(real, defined)`` where the
+    function can be undefined (None). ``propose(xs, ys)`` guesses parameter tuples
+    from example inputs/outputs (python values) for ``dsl.fit``; families without
+    parameters need no ``propose``.
     """
 
     name: str
