@@ -47,14 +47,19 @@ def known_specs() -> list[str]:
 
 
 def _unknown(spec: str) -> TargetError:
+    """The error for an unknown spec, naming the closest known specs (by the name after 'kind:')."""
     specs = known_specs()
-    close = difflib.get_close_matches(spec, specs, n=3, cutoff=0.5)
-    if not close:  # a bare name ("sort") should still suggest "tracr:sort", "trained:sort"
-        bare = spec.split(":", 1)[-1]
-        names = {s.split(":", 1)[1] for s in specs}
-        wanted = set(difflib.get_close_matches(bare, sorted(names), n=3, cutoff=0.6))
-        close = [s for s in specs if s.split(":", 1)[1] in wanted]
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; kinds: {', '.join(k + ':' for k in KINDS)}"
+    kind, _, bare = spec.rpartition(":")
+    names = sorted({s.split(":", 1)[1] for s in specs})
+    wanted = set(difflib.get_close_matches(bare, names, n=3, cutoff=0.6))
+    close = [s for s in specs if s.split(":", 1)[1] in wanted]
+    close.sort(key=lambda s: (not s.startswith(kind + ":"), s))  # same kind first
+    if close:
+        hint = f"; did you mean {', '.join(close[:4])}?"
+    elif kind in ("tracr", "trained"):
+        hint = f"; {kind} targets: {', '.join(s.split(':', 1)[1] for s in specs if s.startswith(kind + ':'))}"
+    else:
+        hint = f"; a spec is one of {', '.join(k + ':<name>' for k in KINDS[:2])}, file:<path.py>"
     return TargetError(f"unknown target {spec!r}{hint}")
 
 

@@ -342,7 +342,7 @@ def tracr_predict(compiled: CompiledRasp, inputs: Sequence[Sequence[Any]]) -> li
 
 # --- the target table -------------------------------------------------------------------------
 # Compiling all 15 examples takes minutes, too slow for listing targets; their sizes and measured
-# accuracy are recorded once in this manifest (regenerate with `python -m models.tracr_targets`),
+# accuracy are recorded once in this manifest (regenerate: `write_manifest()` / `cmd_tracr_manifest()`),
 # and the test suite checks the manifest against freshly compiled targets.
 MANIFEST = Path(__file__).parent / "checkpoints" / "tracr_manifest.json"
 
@@ -364,9 +364,13 @@ def read_manifest() -> dict[str, dict[str, Any]]:
 
 
 def write_manifest(path: Path = MANIFEST) -> Path:
-    path.write_text(json.dumps({name: measure(name) for name in lib_examples()}, indent=1) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = {name: measure(name) for name in lib_examples()}
+    path.write_text(json.dumps(rows, indent=1) + "\n")
     return path
 
 
-if __name__ == "__main__":
+def cmd_tracr_manifest() -> int:
+    """Recompile every lib example and rewrite the manifest `list_targets` reads."""
     print(write_manifest())
+    return 0
