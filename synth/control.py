@@ -59,16 +59,26 @@ behaviour alone cannot tell a mechanism from a mimic.
 **Significance.** The empirical p-value is computed against a pooled null: each draw is,
 with probability ``null_program_share``, a random program of the same shape localised
 the same way, and otherwise the same program at a random placement (the two null
-families above, drawn i.i.d. from their mixture, so the p-value is exact under
-"the hypothesis is exchangeable with a random same-shape hypothesis"). Random
-networks and edge-popup give a handful of draws each and cannot certify small
-p-values, so they are effect-size gates only. Holm–Bonferroni then runs over *every*
-hypothesis the run scored (``n_tested``, counted by the run store): see
-:mod:`synth.statistics` for why the number of null draws is sized adaptively as
-``floor(n_tested / alpha)`` (capped by ``max_null_draws``; a capped test is reported
-as underpowered and not accepted) and why draws stop early once acceptance has
-become impossible. ``ControlStage.finalize`` tops up the draws of surviving candidates
-when the run has scored more hypotheses than it had when their controls ran.
+families above, drawn i.i.d. from their mixture, so the p-value is exact under "the
+hypothesis is exchangeable with a random same-shape hypothesis"). Random networks and
+edge-popup give a handful of draws each and cannot certify small p-values, so they are
+effect-size gates only. Holm–Bonferroni then runs over *every* hypothesis the run
+scored (``n_tested``, counted by the run store): see :mod:`synth.statistics` for why the
+number of null draws is sized adaptively as ``floor(n_tested / alpha)`` (capped by
+``max_null_draws``; a capped test is reported as underpowered and not accepted) and why
+draws stop early once acceptance has become impossible. ``ControlStage.finalize`` tops
+up the draws of surviving candidates when the run has scored more hypotheses than it
+had when their controls ran.
+
+The pooled test's statistic is, by default, :class:`Decodability` — how well the
+activation at each claimed location determines the claimed variable's values, minimum
+over the claims — computed from one cached forward pass per target, so a null draw
+costs no forward pass. Thousands of draws of the causal checks are out of reach (one
+``synth.score`` is tens of batched forward passes), and without thousands of draws no
+run that scored more than a handful of hypotheses could ever accept anything at
+alpha = 0.01. ``significance="checks"`` uses the checks' statistic instead when the
+budget allows. The p-value is exact for whichever statistic is used; the causal checks
+always enter through their thresholds and the effect-size gates.
 
 **Acceptance** (:func:`decide`): adjusted p < ``alpha`` and every named threshold holds
 (the checks' own thresholds, then every control's gate). A rejected hypothesis names
@@ -110,6 +120,7 @@ PRIMITIVES = ("tokens", "indices", "length")
 ScoreFn = Callable[["Target", Hypothesis], Mapping[str, Any]]
 LocalizeFn = Callable[["Target", "Program"], "Hypothesis | None"]
 NetworkFactory = Callable[["Target", int], "Target"]
+NecessityFn = Callable[["Target", Hypothesis, str], Mapping[str, Any]]  # (target, hypothesis, ablation)
 
 
 class ControlError(ValueError):
@@ -321,6 +332,7 @@ class ControlContext:
         self.hypothesis = hypothesis
         self._key = zlib.crc32(str(hypothesis).encode())
         self._draws: dict[tuple[str, int], Hypothesis | None] = {}
+        self._testable: tuple[str, ...] | None = None
         self.space = LocationSpace.of(target)
         self.real_scores = self.score(target, hypothesis)
         self.real = self.statistic(self.real_scores)
@@ -333,10 +345,19 @@ class ControlContext:
         return statistic_value(scores, self.thresholds.statistic)
 
     def statistic_of(self, target: Target, hypothesis: Hypothesis | None) -> float:
-        """The statistic of a hypothesis; -inf when there is none (nothing localised)."""
+        """The statistic of a hypothesis; -inf when there is none or the checks refuse it.
+
+        A hypothesis the checks reject outright (a CheckError: e.g. a variable read before
+        the layer that writes it) is what the loop would store as an error, not as an
+        explanation, so it never beats the real one. Undefined numbers stay NaN and count
+        against the real hypothesis.
+        """
         if hypothesis is None:
             return -math.inf
-        return self.statistic(self.score(target, hypothesis))
+        scores = self.score(target, hypothesis)
+        if "error" in scores:
+            return -math.inf
+        return self.statistic(scores)
 
     def significance_of(self, hypothesis: Hypothesis | None) -> float:
         """The pooled test's statistic of a hypothesis on the real network (-inf: nothing localised)."""
@@ -359,10 +380,12 @@ class ControlContext:
         fam = zlib.crc32(family.encode())
         return np.random.default_rng([self.config.seed, self._key, fam, index])
 
-    def null_correspondence(self, index: int) -> Hypothesis | None:
-        key = ("correspondence", index)
+    def null_correspondence(self, index: int, testable_only: bool = False) -> Hypothesis | None:
+        """The program at a random placement (of every claim, or only of the testable ones)."""
+        key = ("correspondence-testable" if testable_only else "correspondence", index)
         if key not in self._draws:
-            self._draws[key] = random_correspondence(self.hypothesis, self.space, self.rng(*key))
+            movable = self.testable if testable_only else self.located
+            self._draws[key] = random_correspondence(self.hypothesis, self.space, self.rng(*key), movable)
         return self._draws[key]
 
     def null_program(self, index: int) -> Hypothesis | None:
@@ -377,6 +400,26 @@ class ControlContext:
     def located(self) -> tuple[str, ...]:
         """Located variables that are claims (not primitive inputs)."""
         return tuple(v for v in self.hypothesis.correspondence if v not in PRIMITIVES)
+
+    @property
+    def testable(self) -> tuple[str, ...]:
+        """Located variables that resampling can change.
+
+        The checks resample between inputs of the same length (the networks take no
+        padding), so a variable that is a function of length and position only (tracr's
+        ``length``, ``opp_index``, ...) has the same value in the source and the base
+        input: resampling it is a no-op and the causal checks cannot test its claim.
+        """
+        if self._testable is None:
+            decoder = self.stage._decoder(self.target)
+            values = decoder.values(self.hypothesis.program)
+            lengths = [len(x) for x in decoder.inputs]
+            self._testable = tuple(v for v in self.located if _varies_within_length(values.get(v), lengths))
+        return self._testable
+
+    def ablation_for(self, variables: Sequence[str]) -> str:
+        """Resample ablation, unless none of ``variables`` can be changed by resampling (then zero)."""
+        return "resample" if any(v in self.testable for v in variables) else "zero"
 
 
 class Control(Protocol):
@@ -478,6 +521,9 @@ class _NullFamily:
             "p_value": empirical_p_value(ctx.real, stats),
             "draws": stats,
         }
+        if self.family == "correspondence" and n_none + (len(stats) - len(distinct)) == len(stats):
+            reason = "the architecture admits no other layer-ordered placement of the testable claims"
+            return ControlResult(self.name, None, reason, numbers)
         if not distinct:
             return ControlResult(self.name, False, "no alternative draw differs from the hypothesis", numbers)
         ok = gap >= ctx.thresholds.min_gap_null
@@ -497,13 +543,19 @@ class NullCorrespondences(_NullFamily):
     family = "correspondence"
 
     def applicable(self, ctx: ControlContext) -> str | None:
-        return None if ctx.located else "the hypothesis locates no internal variable"
+        if not ctx.located:
+            return "the hypothesis locates no internal variable"
+        if not ctx.testable:
+            return "no located variable can be changed by resampling (the checks cannot see its placement)"
+        return None
 
     def draws(self, ctx: ControlContext) -> int:
         return ctx.config.correspondence_draws
 
     def draw(self, ctx: ControlContext, index: int) -> Hypothesis | None:
-        return ctx.null_correspondence(index)
+        # Only the claims the checks can test are moved: moving the others changes nothing
+        # the checks see (the pooled significance test moves every claim).
+        return ctx.null_correspondence(index, testable_only=True)
 
 
 class NullPrograms(_NullFamily):
@@ -535,10 +587,12 @@ class Necessity:
         internal = ctx.hypothesis.with_correspondence(
             {v: ctx.hypothesis.correspondence[v] for v in ctx.located}
         )
-        scores = ctx.stage._necessity(ctx.target, internal)
+        ablation = ctx.ablation_for(ctx.located)
+        scores = ctx.stage._necessity(ctx.target, internal, ablation)
         fraction = _number(scores.get("necessity_loss_fraction"))
         numbers = {
             "necessity_loss_fraction": fraction,
+            "ablation": ablation,
             "ablated": [str(ctx.hypothesis.correspondence[v]) for v in ctx.located],
         }
         if "error" in scores:
@@ -550,8 +604,8 @@ class Necessity:
         return ControlResult(
             self.name,
             ok,
-            f"ablating the claimed locations does {fraction:.0%} of the damage of resampling the input "
-            f"(need >= {ctx.thresholds.min_necessity:.0%})",
+            f"{ablation}-ablating the claimed locations does {fraction:.0%} of the damage of "
+            f"{ablation}-ablating the input (need >= {ctx.thresholds.min_necessity:.0%})",
             numbers,
         )
 
@@ -561,7 +615,8 @@ class Minimality:
 
     A node's cost is measured two ways, both reported: ``ablation_cost``, the share of
     the full-resampling damage done by resampling its location alone, unconditionally,
-    inside the otherwise clean network (does the network need what sits there?); and
+    inside the otherwise clean network (does the network need what sits there?) — zero
+    ablation for a variable resampling cannot change (see ``ControlContext.testable``); and
     ``unclaimed_cost``, the drop of the statistic when the variable is removed from the
     correspondence (does claiming it explain anything the rest does not?). The second
     alone would flag every link of a chain: the checks treat an unclaimed location on a
@@ -580,8 +635,12 @@ class Minimality:
         corr = ctx.hypothesis.correspondence
         ablation: dict[str, float] = {}
         unclaimed: dict[str, float] = {}
+        kinds: dict[str, str] = {}
         for v in ctx.located:
-            alone = ctx.stage._necessity(ctx.target, ctx.hypothesis.with_correspondence({v: corr[v]}))
+            kinds[v] = ctx.ablation_for([v])
+            alone = ctx.stage._necessity(
+                ctx.target, ctx.hypothesis.with_correspondence({v: corr[v]}), kinds[v]
+            )
             ablation[v] = _number(alone.get("necessity_loss_fraction"))
             reduced = ctx.hypothesis.with_correspondence({k: loc for k, loc in corr.items() if k != v})
             unclaimed[v] = ctx.real - ctx.statistic_of(ctx.target, reduced)
@@ -590,6 +649,7 @@ class Minimality:
         numbers = {
             "real": ctx.real,
             "ablation_cost": ablation,
+            "ablation": kinds,
             "unclaimed_cost": unclaimed,
             "superfluous": superfluous,
             "dead_variables": dead,
@@ -720,7 +780,7 @@ class ControlStage:
         *,
         score_fn: ScoreFn | None = None,
         localize_fn: LocalizeFn | None = None,
-        necessity_fn: ScoreFn | None = None,
+        necessity_fn: NecessityFn | None = None,
         networks: Mapping[str, NetworkFactory] | None = None,
         controls: Sequence[Control] | None = None,
         n_inputs: int = 256,
@@ -751,9 +811,9 @@ class ControlStage:
                 self._scores[key] = {"error": f"{type(e).__name__}: {e}"}
         return self._scores[key]
 
-    def _necessity(self, target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
+    def _necessity(self, target: Target, hypothesis: Hypothesis, ablation: str) -> Mapping[str, Any]:
         try:
-            return self.necessity_fn(target, hypothesis)
+            return self.necessity_fn(target, hypothesis, ablation)
         except ValueError as e:
             return {"error": f"{type(e).__name__}: {e}"}
 
@@ -1030,6 +1090,23 @@ class Decodability:
         return math.nan if any(math.isnan(f) for f in fits) else min(fits)
 
 
+def _varies_within_length(values: Sequence[Any] | None, lengths: Sequence[int]) -> bool:
+    """Whether a variable takes two values at the same position of two inputs of the same length."""
+    if values is None:
+        return True  # unknown: assume the checks can test it
+    seen: dict[tuple[int, int], Any] = {}
+    i = 0
+    for length in lengths:
+        for pos in range(length):
+            v = values[i]
+            i += 1
+            key = (length, pos)
+            if key in seen and seen[key] != v:
+                return True
+            seen.setdefault(key, v)
+    return False
+
+
 def _decode(x: np.ndarray, values: Sequence[Any], kind: str) -> float:
     keep = [i for i, v in enumerate(values) if v is not None]
     if len(keep) < 2:
@@ -1123,27 +1200,30 @@ def _located_parents(program: Program, located: Sequence[str]) -> dict[str, set[
 
 
 def random_correspondence(
-    hypothesis: Hypothesis, space: LocationSpace, rng: np.random.Generator, tries: int = 100
+    hypothesis: Hypothesis,
+    space: LocationSpace,
+    rng: np.random.Generator,
+    movable: Sequence[str] | None = None,
+    tries: int = 2000,
 ) -> Hypothesis | None:
-    """The same program with every located non-primitive variable at a random location of its kind.
+    """The program with each ``movable`` variable (default: every located non-primitive one)
+    at a random location of its kind, in an order the network can compute.
 
-    Placements that respect layer order are preferred (rejection sampling); if none is
-    found in ``tries`` draws, the last unconstrained draw is used. None when the
-    hypothesis locates no internal variable.
+    Rejection sampling, so the draw is uniform over the layer-ordered placements; None
+    when there is nothing to move or no layer-ordered placement turned up in ``tries``.
     """
     corr = dict(hypothesis.correspondence)
-    movable = [v for v in corr if v not in PRIMITIVES]
+    movable = [v for v in (movable if movable is not None else corr) if v in corr and v not in PRIMITIVES]
     if not movable:
         return None
     parents = _located_parents(hypothesis.program, list(corr))
-    candidate = corr
     for _ in range(tries):
         candidate = dict(corr)
         for v in movable:
             candidate[v] = space.random_like(corr[v], rng)
         if _respects_order(candidate, parents):
-            break
-    return hypothesis.with_correspondence(candidate)
+            return hypothesis.with_correspondence(candidate)
+    return None
 
 
 def _respects_order(corr: Mapping[str, Location], parents: Mapping[str, set[str]]) -> bool:
@@ -1459,25 +1539,25 @@ def _load(spec: str | Target) -> Target:
 
 
 def _default_run_fn(target: Target, seed: int, budget_seconds: float, out: str | None) -> RunOutcome:
-    import synth
+    """One enumerator-only run of the synthesis loop with these controls as its controls stage."""
+    import tempfile
+
+    from synth.loop import run
 
     start = time.perf_counter()
-    run = synth.run(target, seed=seed, budget_seconds=budget_seconds, out=out, llm=False)
-    accepted = list(getattr(run, "accepted", ()) or ())
+    out = out or tempfile.mkdtemp(prefix="mechsynth-fp-")
+    controls = LoopControls(ControlConfig(seed=seed))
+    result = run(target, out=out, controls=controls, seed=seed, budget_seconds=budget_seconds, no_llm=True)
+    keys = Thresholds().statistic
     best, best_h = -math.inf, None
-    stat = Thresholds().statistic
-    for item in list(getattr(run, "candidates", ()) or ()) + accepted:
-        scores = getattr(item, "scores", None)
-        value = statistic_value(scores, stat) if scores is not None else math.nan
+    for cand in result.candidates():
+        if cand.status not in ("failed", "accepted"):
+            continue  # filtered and rejected candidates never reached the full checks
+        value = statistic_value(cand.flat_scores(), keys)
         if value > best:
-            best, best_h = value, str(getattr(item, "hypothesis", item))
+            best, best_h = value, f"{cand.program} @ {dict(cand.correspondence)}"
     return RunOutcome(
-        target.name,
-        len(accepted),
-        best,
-        int(getattr(run, "n_scored", 0) or 0),
-        time.perf_counter() - start,
-        best_h,
+        target.name, len(result.accepted), best, result.n_scored, time.perf_counter() - start, best_h
     )
 
 
@@ -1493,11 +1573,11 @@ def _default_score_fn(n: int, seed: int) -> ScoreFn:
     return score_fn
 
 
-def _default_necessity_fn(n: int, seed: int) -> ScoreFn:
-    def necessity_fn(target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
+def _default_necessity_fn(n: int, seed: int) -> NecessityFn:
+    def necessity_fn(target: Target, hypothesis: Hypothesis, ablation: str) -> Mapping[str, Any]:
         from synth.scoring import resample_ablation_score
 
-        return resample_ablation_score(target, hypothesis, n=n, seed=seed)
+        return resample_ablation_score(target, hypothesis, n=n, seed=seed, ablation=ablation)
 
     return necessity_fn
 

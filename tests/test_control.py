@@ -148,7 +148,7 @@ def scripted_score(target, hypothesis):
     return {"behaviour": 1.0, "loss_recovered": value, "iia": value}
 
 
-def scripted_necessity(target, hypothesis):
+def scripted_necessity(target, hypothesis, ablation):
     used = any(loc.hook == "blocks.0.hook_mlp_out" for loc in hypothesis.correspondence.values())
     return {"necessity_loss_fraction": 1.0 if used else 0.0}
 
