@@ -24,9 +24,9 @@ Two methods, and the result says which was used (:class:`EquivalenceResult`):
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Iterable, Sequence
 
 import torch
 import z3

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 from typing import Any
-from collections.abc import Callable, Iterable, Sequence
 
 import sympy
 

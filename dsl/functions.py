@@ -1,5 +1,9 @@
 """The function library: what ``map``, ``seqmap`` and ``select`` apply position-wise.
 
+Implementations compute on float64 value codes and return codes, or bool tensors
+for boolean results (``map`` stores those as 1.0/0.0; ``select`` uses them as they
+are).
+
 Every entry is a registered *function family*: a name, an arity (1 for ``map``, 2
 for ``seqmap`` and predicates), literal parameters, a vectorised torch
 implementation on float64 value codes (``dsl.values``), a cost (the enumerator
@@ -27,9 +31,9 @@ argument was None.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 from typing import Any
-from collections.abc import Callable, Iterable, Sequence
 
 import sympy
 import torch
@@ -42,16 +46,6 @@ from dsl.values import SYMBOL_BASE, Codebook, is_number
 Tensor = torch.Tensor
 _F64 = torch.float64
 X, Y = sympy.symbols("x y")
-
-
-def _b(t: Tensor) -> Tensor:
-    # Boolean results stay bool tensors (read as True/False); map/seqmap store them as
-    # 1.0/0.0 codes, and select uses them as they are, without a float round trip.
-    return t
-
-
-def _numbers(values: Iterable[Any]) -> list:
-    return [v for v in values if is_number(v) and not isinstance(v, bool)]
 
 
 def _exact(v: float) -> int | float:
@@ -182,7 +176,7 @@ def _cmp_family(name: str, op: Callable[[Tensor, float], Tensor], sym: Callable,
                 propose: Callable, doc: str, cost: float) -> None:
     register.function(name, 1, ("c",), cost=cost, output="bool", sympy=sym, symbols=True,
                       z3=lambda a, p, c: _z3_bool(z(a[0], c(p[0]))), propose=propose, doc=doc)(
-        lambda x, c: _b(op(x, c)))
+        lambda x, c: op(x, c))
 
 
 _cmp_family("eq", torch.eq, lambda x, c: sympy.Eq(x, c), lambda a, b: a == b, _propose_eq, "x == c", 1.0)
@@ -196,13 +190,13 @@ _cmp_family("geq", torch.ge, lambda x, c: sympy.Ge(x, c), lambda a, b: a >= b, _
 @register.function("not_", 1, cost=0.9, output="bool", symbols=True, sympy=lambda x: sympy.Eq(x, 0),
                    z3=lambda a, p, c: _z3_bool(a[0] == 0), doc="not x (Python truthiness of numbers)")
 def _not1(x: Tensor) -> Tensor:
-    return _b(x == 0)
+    return x == 0
 
 
 @register.function("truthy", 1, cost=0.9, output="bool", symbols=True, sympy=lambda x: sympy.Ne(x, 0),
                    z3=lambda a, p, c: _z3_bool(a[0] != 0), doc="bool(x) (Python truthiness of numbers)")
 def _truthy1(x: Tensor) -> Tensor:
-    return _b(x != 0)
+    return x != 0
 
 
 @register.function("abs", 1, nan_safe=True, cost=1.0, sympy=lambda x: sympy.Abs(x),
@@ -213,7 +207,7 @@ def _abs1(x: Tensor) -> Tensor:
 
 @register.function("min", 1, ("c",), cost=1.2, output="same", symbols=True, nan_safe=True,
                    sympy=lambda x, c: sympy.Min(x, c),
-                   z3=lambda a, p, c: z3.If(a[0] <= p[0], a[0], p[0]), propose=_propose_outputs,
+                   z3=lambda a, p, c: z3.If(a[0] <= c(p[0]), a[0], c(p[0])), propose=_propose_outputs,
                    doc="min(x, c)")
 def _min1(x: Tensor, c: float) -> Tensor:
     return torch.clamp(x, max=c)
@@ -221,7 +215,7 @@ def _min1(x: Tensor, c: float) -> Tensor:
 
 @register.function("max", 1, ("c",), cost=1.2, output="same", symbols=True, nan_safe=True,
                    sympy=lambda x, c: sympy.Max(x, c),
-                   z3=lambda a, p, c: z3.If(a[0] >= p[0], a[0], p[0]), propose=_propose_outputs,
+                   z3=lambda a, p, c: z3.If(a[0] >= c(p[0]), a[0], c(p[0])), propose=_propose_outputs,
                    doc="max(x, c)")
 def _max1(x: Tensor, c: float) -> Tensor:
     return torch.clamp(x, min=c)
@@ -256,17 +250,17 @@ _bin("min", torch.minimum, lambda x, y: sympy.Min(x, y), lambda a, b: z3.If(a <=
      output="same")
 _bin("max", torch.maximum, lambda x, y: sympy.Max(x, y), lambda a, b: z3.If(a >= b, a, b), "max(x, y)",
      output="same")
-_bin("eq", lambda x, y: _b(x == y), lambda x, y: sympy.Eq(x, y), lambda a, b: _z3_bool(a == b), "x == y",
+_bin("eq", lambda x, y: x == y, lambda x, y: sympy.Eq(x, y), lambda a, b: _z3_bool(a == b), "x == y",
      output="bool")
-_bin("neq", lambda x, y: _b(x != y), lambda x, y: sympy.Ne(x, y), lambda a, b: _z3_bool(a != b), "x != y",
+_bin("neq", lambda x, y: x != y, lambda x, y: sympy.Ne(x, y), lambda a, b: _z3_bool(a != b), "x != y",
      output="bool")
-_bin("lt", lambda x, y: _b(x < y), lambda x, y: sympy.Lt(x, y), lambda a, b: _z3_bool(a < b), "x < y",
+_bin("lt", lambda x, y: x < y, lambda x, y: sympy.Lt(x, y), lambda a, b: _z3_bool(a < b), "x < y",
      output="bool")
-_bin("leq", lambda x, y: _b(x <= y), lambda x, y: sympy.Le(x, y), lambda a, b: _z3_bool(a <= b), "x <= y",
+_bin("leq", lambda x, y: x <= y, lambda x, y: sympy.Le(x, y), lambda a, b: _z3_bool(a <= b), "x <= y",
      output="bool")
-_bin("gt", lambda x, y: _b(x > y), lambda x, y: sympy.Gt(x, y), lambda a, b: _z3_bool(a > b), "x > y",
+_bin("gt", lambda x, y: x > y, lambda x, y: sympy.Gt(x, y), lambda a, b: _z3_bool(a > b), "x > y",
      output="bool")
-_bin("geq", lambda x, y: _b(x >= y), lambda x, y: sympy.Ge(x, y), lambda a, b: _z3_bool(a >= b), "x >= y",
+_bin("geq", lambda x, y: x >= y, lambda x, y: sympy.Ge(x, y), lambda a, b: _z3_bool(a >= b), "x >= y",
      output="bool")
 _bin("and_", lambda x, y: torch.where(x != 0, y, x), None,
      lambda a, b: z3.If(_z3_truthy(a), b, a), "x and y (Python: y if x else x)", output="same", cost=1.4)
@@ -293,7 +287,7 @@ for _side, _var in ((0, "key"), (1, "query")):
             z3=(lambda s, r: lambda a, p, c: _z3_bool(r(a[s], c(p[0]))))(_side, _zrel),
             propose=_propose_side(_side, _want),
             doc=f"{'x' if _side == 0 else 'y'} {'==' if _op == 'eq' else '!='} c (the {_var}, in a select)",
-        )((lambda s, t: lambda x, y, c: _b(t(x if s == 0 else y, c)))(
+        )((lambda s, t: lambda x, y, c: t(x if s == 0 else y, c))(
             _side, torch.eq if _op == "eq" else torch.ne))
 
 

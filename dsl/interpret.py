@@ -28,9 +28,9 @@ closures), keyed by the function; everything else is stateless.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Callable, Iterable, Sequence
 
 import torch
 

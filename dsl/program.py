@@ -24,9 +24,9 @@ Programs are values: equal and hashed by their canonical text (``str(p)``), whic
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Iterable, Mapping
 
 import networkx as nx
 

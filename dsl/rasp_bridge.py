@@ -22,8 +22,8 @@ that run the DSL implementation, so ``rasp.evaluate`` agrees with
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
 from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from tracr.compiler import lib
 from tracr.rasp import rasp

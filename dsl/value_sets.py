@@ -18,9 +18,9 @@ tracr assumes when compiling); a numerical one takes every mean of up to
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
-from collections.abc import Iterable, Sequence
 
 import torch
 

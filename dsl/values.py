@@ -22,9 +22,9 @@ know whether a number is a bool: every node carries a *dtype* that says so
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Hashable, Iterable
 
 from dsl.errors import EvaluationError
 
