@@ -1,9 +1,5 @@
 """The function library: what ``map``, ``seqmap`` and ``select`` apply position-wise.
 
-Implementations compute on float64 value codes and return codes, or bool tensors
-for boolean results (``map`` stores those as 1.0/0.0; ``select`` uses them as they
-are).
-
 Every entry is a registered *function family*: a name, an arity (1 for ``map``, 2
 for ``seqmap`` and predicates), literal parameters, a vectorised torch
 implementation on float64 value codes (``dsl.values``), a cost (the enumerator
@@ -24,8 +20,10 @@ Three families are special in the text syntax but otherwise ordinary:
 * comparisons return bools, coded 1.0/0.0; ``and_``/``or_`` follow Python's
   ``x and y`` / ``x or y`` (they return one of their arguments).
 
-Implementations need not handle None: ``map``/``seqmap`` restore None wherever an
-argument was None.
+Implementations compute on float64 value codes and return codes, or bool tensors
+for boolean results (``map`` stores those as 1.0/0.0; ``select`` uses them as they
+are). They need not handle None: ``map``/``seqmap`` restore None wherever an
+argument was None (families marked ``nan_safe`` propagate NaN themselves).
 """
 
 from __future__ import annotations
