@@ -248,14 +248,18 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _timed(fn: Callable[[], Any], *, repeat: int = 1) -> tuple[Any, float]:
-    """(last result, best-of-`repeat` seconds): best-of filters other processes' noise."""
+def _timed(fn: Callable[[], Any], *, repeat: int = 1, min_seconds: float = 0.0) -> tuple[Any, float]:
+    """(last result, best single-call seconds) over at least `repeat` calls, and over more until
+    `min_seconds` have been spent: the minimum filters out other processes' noise, which
+    matters most for the millisecond timings that ratios divide by."""
     best = float("inf")
     result = None
-    for _ in range(max(1, repeat)):
+    spent, calls = 0.0, 0
+    while calls < max(1, repeat) or (spent < min_seconds and calls < 200):
         start = time.perf_counter()
         result = fn()
-        best = min(best, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        best, spent, calls = min(best, elapsed), spent + elapsed, calls + 1
     return result, best
 
 
@@ -605,7 +609,7 @@ def _forward_seconds(target: Any, inputs: list[list[Any]], repeat: int = 3) -> f
     tokens = target.tokens(inputs)
     with torch.no_grad():
         target.model(tokens)  # warm-up: first call pays for lazy init
-        _, seconds = _timed(lambda: target.model(tokens), repeat=repeat)
+        _, seconds = _timed(lambda: target.model(tokens), repeat=repeat, min_seconds=0.5)
     return seconds
 
 
@@ -630,7 +634,7 @@ def interpreter_measure(program: Any, inputs: list[list[Any]], repeat: int = 3) 
 
     batch = encode(inputs)
     run(program, batch)  # warm-up: compiles the function-library lookups cached on the batch
-    _, seconds = _timed(lambda: run(program, batch), repeat=repeat)
+    _, seconds = _timed(lambda: run(program, batch), repeat=repeat, min_seconds=0.3)
     nodes = int(program.size)
     return {
         "nodes": nodes,
