@@ -10,12 +10,13 @@ Suites:
 - **recovery** — for each target, run the synthesis loop under each *proposer
   configuration* with the same budget: (a) I/O-only enumeration (the same enumerator,
   no activations: what synthesis from input/output examples alone achieves), (b) the
-  model-guided engine, and, when an LLM endpoint is configured, (c) LLM only and
-  (d) both. A tracr run *recovers* when its top accepted hypothesis is equivalent to
-  the ground truth at the right components (``synth.compare``); a trained target has
-  no ground truth, so it counts when a hypothesis is accepted that clears the
-  behaviour and loss-recovered bars of the synthesis issue. Optionally the ACDC/EAP
-  peer (``synth.acdc_peer``) runs on the same tracr targets.
+  model-guided proposer, and, when an LLM endpoint is configured, (c) LLM only and
+  (d) both; every run goes through the frivolous-circuit controls. A tracr run
+  *recovers* when its top accepted hypothesis is equivalent to the ground truth at the
+  right components (``synth.compare``); a trained target has no ground truth, so it
+  counts when a hypothesis is accepted that clears the behaviour and loss-recovered
+  bars of the synthesis issue. Optionally the ACDC/EAP peer (``synth.acdc_peer``) runs
+  on the same tracr targets.
 - **controls** — the false-positive suite: what the engine accepts on networks that
   implement nothing (re-initialised and weight-shuffled copies), and the score gap.
 - **perf** — each figure next to a ratio measured in the same process moments apart
@@ -71,7 +72,7 @@ LLM_MODES = ("llm_only", "both")
 # (a select/aggregate pair, selector_width, a numerical mean, an MLP map feeding a head),
 # plus one trained network. Chosen for coverage, not for being easy.
 QUICK_TRACR = ("tracr:reverse", "tracr:hist", "tracr:frac_prevs", "tracr:sort_unique")
-QUICK_TRAINED = 1
+QUICK_TRAINED = ("trained:reverse",)
 
 
 class BenchError(RuntimeError):
@@ -150,7 +151,7 @@ def make_plan(
         raise BenchError(f"unknown suite {unknown[0]!r} (known: {', '.join(SUITES)}, all)")
     tracr, trained = targets if targets is not None else available_targets()
     if quick:
-        chosen = [t for t in QUICK_TRACR if t in tracr] + trained[:QUICK_TRAINED]
+        chosen = [t for t in QUICK_TRACR if t in tracr] + [t for t in QUICK_TRAINED if t in trained]
     else:
         chosen = tracr + trained
     modes = ["io_only", "model_guided"]
