@@ -434,6 +434,8 @@ def enumerate_programs(
     start = time.monotonic()
     deadline = None if budget_seconds is None else start + budget_seconds
     stats = EnumerationStats()
+    for name in list(pool.items):  # a primitive variable may already be the answer
+        stop(name)
     for _ in grow(pool, max_size=max_size, max_count=max_count, deadline=deadline, seed=seed, stop=stop):
         stats.distinct += 1
     stats.seconds = time.monotonic() - start
@@ -485,7 +487,8 @@ class EnumerativeProposer:
 
     name: str = "enumerator"
     max_size: int = 5
-    max_count: int = 50_000
+    max_count: int = 20_000
+    max_seconds: float = 30.0
     max_programs: int = 3
     exhaustive: bool = True  # one round says everything it has to say
     last_stats: EnumerationStats | None = None
@@ -497,9 +500,9 @@ class EnumerativeProposer:
         obs = context.observations
         inputs = obs.all_inputs()
         outputs = [list(row) for g in obs.groups for row in g.outputs]
-        budget = None
+        budget = self.max_seconds
         if context.deadline is not None:
-            budget = max(0.0, context.deadline - time.monotonic())
+            budget = min(budget, max(0.0, context.deadline - time.monotonic()))
         programs, stats = enumerate_programs(
             inputs,
             outputs,

@@ -261,6 +261,7 @@ def walk(
                 out.append(name)
         return out
 
+    network_out = network_outputs(pool, obs)
     for layer in range(obs.n_layers):
         if deadline is not None and time.monotonic() > deadline:
             state.notes.append(f"deadline reached before layer {layer}")
@@ -285,7 +286,7 @@ def walk(
         act = obs.flat(f"blocks.{layer}.hook_mlp_out")
         if float(act.double().var(0).sum()) > 1e-8:
             state.mlps[layer] = _explain_mlp(
-                pool, state, layer, act, mlp_avail, counting, thresholds, labellings
+                pool, state, layer, act, mlp_avail, counting, thresholds, labellings, network_out
             )
     _match_outputs(state, obs)
     return state
@@ -337,7 +338,7 @@ def _explain_head(
         recency = -(_layer_of(state, k) + _layer_of(state, q))
         base = pool.items[k].cost + pool.items[q].cost
         for pred, relabel, pred_cost in _name_relation(
-            kv, qv, rel, _relabelable(pool, state, k), _relabelable(pool, state, q)
+            kv, qv, rel, _relabelable(pool, state, k), _relabelable(pool, state, q), same=(k == q)
         ):
             found.append(((pred_cost, recency, base), (k, q, pred, relabel), conflict))
             break
@@ -345,11 +346,15 @@ def _explain_head(
     best_sel = []
     for _, (k, q, pred, relabel), _ in found[:3]:
         if relabel is not None:
-            side, shift = relabel
-            new = _relabel(pool, state, k if side == "k" else q, shift)
+            side, how = relabel
+            var = k if side in ("k", "order") else q
+            new = _relabel(pool, state, var, _relabelled_values(pool.values[var], how))
             if new is None:
                 continue
-            k, q = (new, q) if side == "k" else (k, new)
+            if side == "order":
+                k = q = new
+            else:
+                k, q = (new, q) if side == "k" else (k, new)
         node = Node("select", (k, q, pred), None)
         values = pool.evaluate(node)
         agreement = selector_agreement(values, pattern, bos, mask)
@@ -435,8 +440,8 @@ SHIFTS = (1, -1, 2, -2, 3, -3)
 
 
 def _name_relation(
-    kv: list[float], qv: list[float], rel: torch.Tensor, k_relabel: bool, q_relabel: bool
-) -> Iterator[tuple[Any, tuple[str, int] | None, float]]:
+    kv: list[float], qv: list[float], rel: torch.Tensor, k_relabel: bool, q_relabel: bool, same: bool = False
+) -> Iterator[tuple[Any, tuple[str, Any] | None, float]]:
     """DSL predicates agreeing with ``rel`` on the observed (key, query) code pairs, best first.
 
     Yields ``(predicate, relabel, cost)``: a named comparison on the variables as they are; a
@@ -463,12 +468,71 @@ def _name_relation(
                 if bool((comparison(name, k2, q2) == rel).all()):
                     yield name, (side, c), 0.5
                     return
+    if same and k_relabel:
+        ranks = _order_labels(kt, qt, rel)
+        if ranks is not None:
+            name, mapping = ranks
+            yield name, ("order", mapping), 0.75
+            return
     pred = _fit_predicate(kt, qt, rel)
     if pred is not None:
         yield pred, None, float(pred.family.cost)
 
 
+def _order_labels(
+    kt: torch.Tensor, qt: torch.Tensor, rel: torch.Tensor
+) -> tuple[str, dict[float, float]] | None:
+    """Labels under which ``rel`` (a relation of a variable with itself) is a named order.
+
+    A head comparing a variable with itself (``select(keys, keys, LT)`` in a sort) fixes the
+    order of the variable's values, not their names: the number of values each query value
+    selects ranks it. Returns the comparison and the code -> rank map, or None.
+    """
+    from dsl.interpret import comparison
+
+    values = sorted(set(kt.tolist()) | set(qt.tolist()))
+    index = {v: i for i, v in enumerate(values)}
+    pairs = [(index[k], index[q], bool(r)) for k, q, r in zip(kt.tolist(), qt.tolist(), rel.tolist())]
+    # Each comparison turns every observed pair into a difference constraint on the labels
+    # (edge a -> b with weight w: label[b] >= label[a] + w); the smallest labels meeting them
+    # are longest-path lengths, and a positive cycle means the relation is no such order.
+    for name, true_edge, false_edge in (
+        ("LT", (0, 1, 1), (1, 0, 0)),
+        ("LEQ", (0, 1, 0), (1, 0, 1)),
+        ("GT", (1, 0, 1), (0, 1, 0)),
+        ("GEQ", (1, 0, 0), (0, 1, 1)),
+    ):
+        edges = []
+        for k, q, r in pairs:
+            src, dst, w = true_edge if r else false_edge
+            ends = (k, q)
+            edges.append((ends[src], ends[dst], w))
+        labels = _longest_paths(len(values), edges)
+        if labels is None:
+            continue
+        mapping = {v: float(labels[index[v]]) for v in values}
+        k2 = torch.tensor([mapping[v] for v in kt.tolist()], dtype=torch.float64)
+        q2 = torch.tensor([mapping[v] for v in qt.tolist()], dtype=torch.float64)
+        if bool((comparison(name, k2, q2) == rel).all()):
+            return name, mapping
+    return None
+
+
+def _longest_paths(n: int, edges: list[tuple[int, int, int]]) -> list[int] | None:
+    labels = [0] * n
+    for _ in range(n + 1):
+        changed = False
+        for a, b, w in edges:
+            if labels[b] < labels[a] + w:
+                labels[b] = labels[a] + w
+                changed = True
+        if not changed:
+            return labels
+    return None
+
+
 def _relabelable(pool: Pool, state: GuidedState, name: str) -> bool:
+    """Whether a variable's value labels are free: an MLP-written map fixes only its partition."""
     item = pool.items[name]
     loc = state.located.get(name)
     return (
@@ -479,12 +543,23 @@ def _relabelable(pool: Pool, state: GuidedState, name: str) -> bool:
     )
 
 
-def _relabel(pool: Pool, state: GuidedState, name: str, shift: float) -> str | None:
-    """The same MLP variable with its values shifted by ``shift`` (a refitted map of its inputs)."""
+def _relabelled_values(values: torch.Tensor, how: Any) -> torch.Tensor:
+    if isinstance(how, dict):
+        out = torch.full_like(values, float("nan"))
+        for code, label in how.items():
+            out = torch.where(torch.isclose(values, torch.tensor(code, dtype=values.dtype)), label, out)
+        return out
+    return values + how
+
+
+def _relabel(pool: Pool, state: GuidedState, name: str, target: torch.Tensor) -> str | None:
+    """The same MLP variable with new value labels ``target`` (a refitted map of its inputs)."""
     from synth.enumerate import fit_map
 
     item = pool.items[name]
-    target = pool.values[name] + shift
+    defined = ~torch.isnan(pool.values[name])
+    if bool(torch.isnan(target[defined & pool.batch.mask]).any()):
+        return None
     node = fit_map(pool, item.node.inputs, target)
     if node is None:
         return None
@@ -492,8 +567,9 @@ def _relabel(pool: Pool, state: GuidedState, name: str, shift: float) -> str | N
     new = try_add(pool, node, prefix=f"{name}_relabel", dedupe=False)
     if new is None:
         return None
-    got, want = torch.nan_to_num(pool.values[new], nan=-1e9), torch.nan_to_num(target, nan=-1e9)
-    if not bool(torch.equal(got, want)):
+    m = pool.batch.mask
+    got, want = torch.nan_to_num(pool.values[new][m], nan=-1e9), torch.nan_to_num(target[m], nan=-1e9)
+    if not bool(torch.allclose(got, want)):
         return None
     loc = state.located[name]
     state.located[new] = Located(new, loc.location, loc.layer, loc.score)
@@ -567,6 +643,7 @@ def _explain_mlp(
     counting: list[str],
     th: MatchThresholds,
     labellings: int,
+    network_out: tuple[torch.Tensor, torch.Tensor, float],
 ) -> dict[str, Any]:
     from dsl.program import Node
 
@@ -582,6 +659,9 @@ def _explain_mlp(
         for fn in function_instances(pool, 1, [x]):
             candidates.append((float(fn.family.cost), Node("map", (fn, x), "categorical")))
     for x, y in itertools.permutations(avail, 2):
+        lx, ly = state.located.get(x), state.located.get(y)
+        if lx is not None and ly is not None and lx.location == ly.location:
+            continue  # two labellings of one component's variable, not two variables
         for fn in function_instances(pool, 2, [x, y]):
             candidates.append((float(fn.family.cost) + 0.5, Node("seqmap", (fn, x, y), "categorical")))
     candidates.sort(key=lambda t: t[0] + sum(pool.items[i].cost for i in t[1].inputs) * 0.01)
@@ -607,7 +687,9 @@ def _explain_mlp(
             continue
         block = tuple(int(active_idx[d]) for d in dims.tolist())
         entries = blocks.setdefault(block, [])
-        if len(entries) >= labellings:
+        # The labelling that reproduces the network's outputs is always kept: it is the one the
+        # unembedding reads, whatever the cap on alternatives.
+        if len(entries) >= labellings and not matches(values, *network_out):
             continue
         acc = decode_accuracy(act[:, list(block)], codes)
         if acc < th.decode:
@@ -640,9 +722,76 @@ def _explain_mlp(
             names.append(name)
         info["blocks"].append({"dims": block, "variables": names})
     if uncovered:
+        fitted = _fit_block(pool, state, layer, act, sorted(uncovered), avail)
+        if fitted is not None:
+            info["blocks"].append({"dims": tuple(sorted(uncovered)), "variables": [fitted], "fitted": True})
+            uncovered = set()
+    if uncovered:
         info["unexplained_dims"] = sorted(uncovered)
         state.notes.append(f"MLP {layer}: {len(uncovered)} active dims not explained by any candidate")
     return info
+
+
+def _fit_block(
+    pool: Pool, state: GuidedState, layer: int, act: torch.Tensor, dims: list[int], avail: list[str]
+) -> str | None:
+    """A lookup map for MLP dimensions no library function explains.
+
+    The rows of the block are clustered (it is a function of its inputs, so it takes finitely
+    many values on the batch); if the cluster is a function of one available variable, or of a
+    pair, a table from those variables to cluster labels is fitted (the DSL simplifies it to a
+    closed form when one fits). Labels are provisional (ordered along the block's main
+    direction); a head that reads the variable may relabel it (see ``_relabel``).
+    """
+    from dsl.program import Node
+
+    mask = pool.batch.mask
+    block = act[:, dims]
+    scale = float(block.abs().max()) or 1.0
+    rounded = torch.round(block / (1e-2 * scale))
+    uniq, ids = torch.unique(rounded, dim=0, return_inverse=True)
+    n = uniq.shape[0]
+    if n < 2 or n > 64:
+        return None
+    centred = uniq - uniq.mean(0)
+    direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+    order = torch.argsort(centred @ direction)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(n)
+    labels = torch.full(mask.shape, float("nan"), dtype=torch.float64)
+    labels[mask] = rank[ids].double()
+    options: list[tuple[int, float, tuple[str, ...]]] = []
+    for args in [(x,) for x in avail] + list(itertools.permutations(avail, 2)):
+        if len(args) == 2 and args[0] > args[1]:
+            continue
+        joint = torch.zeros(int(mask.sum()), dtype=torch.long)
+        for a in args:
+            a_ids, na = _class_ids(pool.values[a][mask])
+            joint = joint * na + a_ids
+        _, j_ids = torch.unique(joint, return_inverse=True)
+        nj = int(j_ids.max()) + 1
+        if int(torch.unique(j_ids * n + ids).numel()) != nj:
+            continue  # the block is not a function of these arguments
+        options.append((len(args), nj, args))
+    for _, _, args in sorted(options)[:3]:
+        node = _fit_node(pool, args, labels)
+        if node is None:
+            continue
+        name = try_add(pool, node, prefix=f"mlp{layer}_fit", dedupe=False)
+        if name is None:
+            continue
+        state.located[name] = Located(
+            name, Location(f"blocks.{layer}.hook_mlp_out", dims=tuple(dims)), layer + 0.5, 1.0
+        )
+        return name
+    del Node
+    return None
+
+
+def _fit_node(pool: Pool, args: tuple[str, ...], labels: torch.Tensor) -> Any:
+    from synth.enumerate import fit_map
+
+    return fit_map(pool, list(args), labels)
 
 
 def _rank(act: torch.Tensor, dims: Sequence[int]) -> int:
@@ -671,12 +820,24 @@ def _split_block(
     return out
 
 
+def network_outputs(pool: Pool, obs: Observations) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The network's decoded outputs as codes, the mask of read positions, and the match tolerance.
+
+    Numerical readouts are float32 logits: they are rounded to 6 decimals so that a function
+    fitted to them gets the values the network means (0.6, not 0.6000000238).
+    """
+    outputs = [list(row) for g in obs.groups for row in g.outputs]
+    target, read = encode_outputs(pool.batch, outputs)
+    if obs.output_kind == "numerical":
+        target = torch.round(target * 1e6) / 1e6
+        return target, read, 1e-2
+    return target, read, 1e-6
+
+
 def _match_outputs(state: GuidedState, obs: Observations) -> None:
     """Find located variables equal to the network's outputs (or relabel one to them)."""
     pool = state.pool
-    outputs = [list(row) for g in obs.groups for row in g.outputs]
-    target, read = encode_outputs(pool.batch, outputs)
-    atol = 1e-2 if obs.output_kind == "numerical" else 1e-6
+    target, read, atol = network_outputs(pool, obs)
     located = sorted(state.located.values(), key=lambda v: -v.layer)
     for loc in located:
         if matches(pool.values[loc.name], target, read, atol):

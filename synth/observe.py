@@ -124,7 +124,8 @@ def sample_inputs(target: Target, *, per_length: int, seed: int) -> list[list[An
     inputs: list[list[Any]] = []
     for length in range(max(task.min_len, 1), task.max_len + 1):
         if len(vocab) ** length <= per_length:
-            inputs += [list(x) for x in itertools.product(vocab, repeat=length)]
+            every = (list(x) for x in itertools.product(vocab, repeat=length))
+            inputs += [x for x in every if task.domain is None or task.domain(x)]
             continue
         seen: set[tuple[Any, ...]] = set()
         for x in task.sample(per_length, seed + 7919 * length, length=length):
