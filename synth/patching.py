@@ -16,8 +16,9 @@ and turns it into a `Site`: the canonical hook name (aliases such as ``hook_z`` 
 one position's activation. Anything that cannot be a per-position location raises a
 `CheckError` with a one-line message.
 
-`run` performs one forward pass with a list of `Edit`s (site, positions, values) and
-captures the sites asked for. Edits at the same hook are applied in the order given, so
+`run` performs one forward pass with a list of `Edit`s (site, positions, values, and
+optionally a slice of batch rows, so that several differently patched runs share one
+forward pass) and captures the sites asked for. Edits at the same hook are applied in the order given, so
 a whole-hook *base* edit (mean or zero ablation of the embeddings) can be followed by
 the claimed-dimension edits that overwrite part of it.
 """
@@ -82,11 +83,16 @@ class Site:
 
 @dataclass(frozen=True)
 class Edit:
-    """Replace ``site``'s values at ``positions`` (a slice of model positions) by ``values``."""
+    """Replace ``site``'s values at ``positions`` (a slice of model positions) by ``values``.
+
+    ``rows`` restricts the edit to a slice of the batch, so that several differently
+    patched runs can share one forward pass (``values`` then covers those rows only).
+    """
 
     site: Site
     values: torch.Tensor
     positions: slice = field(default_factory=lambda: slice(None))
+    rows: slice = field(default_factory=lambda: slice(None))
 
 
 @dataclass(frozen=True)
@@ -204,7 +210,7 @@ def run(
             if hook_name in by_hook:
                 act = act.clone()
                 for e in by_hook[hook_name]:
-                    e.site.write(act, e.values, e.positions)
+                    e.site.write(act[e.rows], e.values, e.positions)  # a row slice is a view
             for s in reads.get(hook_name, ()):
                 captured[s] = s.read(act).detach().clone()
             if hook_name == stop_hook:

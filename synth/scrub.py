@@ -72,7 +72,7 @@ location the network does not use scores ~0 and is flagged this way).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from collections.abc import Sequence
 
@@ -96,7 +96,8 @@ def agreeing_rows(codes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     each element falls in, and pick a uniform element of that run.
     """
     n, length = codes.shape
-    c = torch.nan_to_num(codes.double(), nan=-1e300)  # None agrees with None
+    # Means computed in a different order can differ in the last bits: agree to 1e-9. None agrees with None.
+    c = torch.nan_to_num(torch.round(codes.double() * 1e9), nan=-1e300)
     order = torch.argsort(c, dim=0, stable=True)  # [n, L]
     sc = torch.gather(c, 0, order)
     new = torch.ones(n, length, dtype=torch.bool)
@@ -171,6 +172,18 @@ def _resampled_logits(
     return logits
 
 
+def _levels(claims: Claims) -> list[list[str]]:
+    """Non-primitive claims grouped by depth: a variable's level is one more than its deepest parent's."""
+    depth: dict[str, int] = {}
+    for name, claim in claims.claims.items():
+        if claim.primitive:
+            depth[name] = 0
+        else:
+            depth[name] = 1 + max((depth[p] for p in claim.parents), default=0)
+    top = max(depth.values(), default=0)
+    return [[n for n in claims.claims if depth[n] == d] for d in range(1, top + 1)]
+
+
 def scrub_group(
     target: Target, claims: Claims, group: Group, ablation: str, gen: torch.Generator, counter: PassCounter
 ) -> GroupLosses:
@@ -178,17 +191,28 @@ def scrub_group(
     if ablation not in ABLATIONS:
         raise CheckError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
     model, numeric = target.model, numeric_column(target)
-    pools: dict[str, torch.Tensor] = {}
-    for name, claim in claims.claims.items():
-        if claim.primitive:
-            pools[name] = group.clean[name]  # an input leaf: the reference's own activation
-            continue
-        tokens, edits, _ = base_run(claims, group, ablation, gen)
-        for p in claim.parents:
-            rows = agreeing_rows(group.codes[p], gen)
-            edits.append(Edit(claims.claims[p].site, _gather(pools[p], rows, group), group.positions))
-        _, acts = run(model, tokens, edits, capture=[claim.site], counter=counter, need_logits=False)
-        pools[name] = acts[claim.site]
+    n = group.size
+    pools: dict[str, torch.Tensor] = {
+        name: group.clean[name]  # an input leaf: the reference's own activation
+        for name, claim in claims.claims.items()
+        if claim.primitive
+    }
+    for level in _levels(claims):
+        # Variables of one level depend only on lower levels: their pools share one forward pass, each
+        # in its own block of batch rows.
+        parts, edits = [], []
+        for j, name in enumerate(level):
+            block = slice(j * n, (j + 1) * n)
+            tokens, base_edits, _ = base_run(claims, group, ablation, gen)
+            parts.append(tokens)
+            edits += [replace(e, rows=block) for e in base_edits]
+            for p in claims.claims[name].parents:
+                values = _gather(pools[p], agreeing_rows(group.codes[p], gen), group)
+                edits.append(Edit(claims.claims[p].site, values, group.positions, block))
+        sites = [claims.claims[name].site for name in level]
+        _, acts = run(model, torch.cat(parts), edits, capture=sites, counter=counter, need_logits=False)
+        for j, name in enumerate(level):
+            pools[name] = acts[sites[j]][j * n : (j + 1) * n]
     tokens, edits, rows = base_run(claims, group, ablation, gen)
     resampled = _resampled_logits(target, claims, group, tokens, list(edits), rows, counter)
     for p in claims.root_parents:
@@ -242,9 +266,19 @@ def ablation_groups(
         _, base_acts = run(
             model, tokens, edits, capture=list(sites.values()), counter=counter, need_logits=False
         )
-    drops = {n: [Edit(s, base_acts[s][:, group.positions], group.positions)] for n, s in sites.items()}
-    everything = [e for d in drops.values() for e in d]
-    dropped = run(model, group.tokens, everything, counter=counter)[0] if sites else clean
+    # All claimed nodes ablated together, then each alone: one forward pass, one block of rows each.
+    n, names = group.size, list(sites)
+    blocks = [slice(j * n, (j + 1) * n) for j in range(len(names) + 1)]
+    drops = [
+        Edit(sites[name], base_acts[sites[name]][:, group.positions], group.positions, block)
+        for j, name in enumerate(names)
+        for block in (blocks[0], blocks[j + 1])
+    ]
+    if names:
+        many, _ = run(model, group.tokens.repeat(len(blocks), 1), drops, counter=counter)
+        dropped = many[blocks[0]]
+    else:
+        dropped = clean
 
     def losses(logits: torch.Tensor, baseline: torch.Tensor = resampled) -> GroupLosses:
         return GroupLosses(
@@ -254,5 +288,5 @@ def ablation_groups(
             same_resampled=predictions_agree(baseline, clean, group.readout, numeric),
         )
 
-    single = {n: losses(run(model, group.tokens, d, counter=counter)[0]) for n, d in drops.items()}
+    single = {name: losses(many[blocks[j + 1]]) for j, name in enumerate(names)}
     return losses(kept, node_base), losses(dropped), single
