@@ -201,6 +201,11 @@ class Z3Encoder:
             out.append((self.code(v), z3.BoolVal(v is not None)))
         return out
 
+    def constant_selector(self, matrix: tuple) -> list:
+        def hit(q: int, k: int) -> bool:
+            return q < len(matrix) and k < len(matrix[q]) and bool(matrix[q][k])
+        return [[z3.BoolVal(hit(q, k)) for k in range(self.n)] for q in range(self.n)]
+
     def map(self, fn: Fn, *kids: list) -> list:
         out = []
         for pos in zip(*kids):

@@ -18,6 +18,7 @@ RASP lambdas and to type programs) and a z3 encoding (used by
 ``aggregate(s, x, default=None)``  mean of x over the keys s selects; default if none
 ``selector_width(s)``  number of keys s selects
 ``selector_and/or(s, t)``, ``selector_not(s)``  elementwise logic on selectors
+``constant_selector(m)``  m[q][k] (RASP ``ConstantSelector``; False outside m)
 =================  ======================================================
 """
 
@@ -219,6 +220,27 @@ def _aggregate(batch: Batch, selector: Tensor, x: Tensor, default: Any) -> Tenso
         out = out.masked_fill((hi != lo) & (hi >= SYMBOL_BASE), _NAN)
     out = torch.where(count > 0, out, batch.code(default))
     return out.masked_fill(~batch.mask, _NAN)
+
+
+def _constant_selector_value_check(matrix: Any) -> tuple:
+    if not isinstance(matrix, tuple) or not all(isinstance(r, tuple) for r in matrix):
+        raise EvaluationError("constant_selector(...) takes a tuple of rows of bools")
+    return matrix
+
+
+@register.primitive("constant_selector", "matrix: value", result="selector", cost=2.0,
+                    z3=lambda z, args, kids: z.constant_selector(args[0]),
+                    doc="A fixed selector: selector[q][k] = matrix[q][k], False outside the matrix "
+                        "(RASP ConstantSelector).",
+                    example="constant_selector(((True, False), (True, True)))")
+def _constant_selector(batch: Batch, matrix: tuple) -> Tensor:
+    matrix = _constant_selector_value_check(matrix)
+    t = batch.width
+    dense = torch.zeros(t, t, dtype=torch.bool)
+    for q, row in enumerate(matrix[:t]):
+        for k, hit in enumerate(row[:t]):
+            dense[q, k] = bool(hit)
+    return dense.expand(batch.size, t, t) & batch.pair_mask
 
 
 @register.primitive("selector_width", "selector: selector", cost=2.0, dtype="number",

@@ -160,6 +160,8 @@ def _convert(e: rasp.RASPExpr, names: dict, sets: dict, dtypes: dict) -> Node:
         return Node("select", (k, q, pred), None)
     if isinstance(e, rasp.Aggregate):
         return Node("aggregate", (ref(e.selector), ref(e.sop), e.default), enc)
+    if isinstance(e, rasp.ConstantSelector):
+        return Node("constant_selector", (tuple(tuple(bool(v) for v in row) for row in e.value),), None)
     if isinstance(e, rasp.SelectorWidth):
         return Node("selector_width", (ref(e.selector),), enc)
     if isinstance(e, rasp.SelectorAnd):
@@ -235,6 +237,8 @@ def to_rasp(program: Program, *, length_primitive: bool = False) -> rasp.SOp:
             out = rasp.Select(ins[0], ins[1], pred)
         elif node.op == "aggregate":
             out = rasp.Aggregate(ins[0], ins[1], default=a[2])
+        elif node.op == "constant_selector":
+            out = rasp.ConstantSelector([list(row) for row in a[0]], check_length=False)
         elif node.op == "selector_width":
             out = rasp.SelectorWidth(ins[0])
         elif node.op == "selector_and":

@@ -126,3 +126,23 @@ def test_rasp_variable_name_sanitises_labels():
     assert name.startswith("opp_idx_1_") and name.isidentifier()
     assert dsl.rasp_variable_name(rasp.tokens) == "tokens"
     assert dsl.rasp_variable_name(rasp.Map(lambda x: x, rasp.tokens).named("3d")).startswith("v_3d_")
+
+
+def test_constants_round_trip_through_rasp():
+    sel = rasp.ConstantSelector([[True, False, False], [True, True, False], [False, True, True]])
+    full = rasp.Full(2)
+    const = rasp.ConstantSOp([1, 0, 5])
+    expr = rasp.numerical(rasp.Aggregate(sel, rasp.SequenceMap(lambda a, b: a * b, full, const), default=0))
+    vocab = (1, 2)
+    program = dsl.from_rasp(expr, vocab, 3)
+    matrix = "((True, False, False), (True, True, False), (False, True, True))"
+    assert f"constant_selector({matrix})" in str(program)
+    assert dsl.parse(str(program)) == program
+    for x in all_inputs(vocab, 3)[-8:]:
+        assert all(agree(a, b) for a, b in zip(dsl.evaluate(program, [x])[0], rasp.evaluate(expr, x)))
+    back = dsl.to_rasp(program)
+    assert rasp.evaluate(back, [1, 1, 1]) == rasp.evaluate(expr, [1, 1, 1])
+    band = dsl.parse(str(program).replace(f"constant_selector({matrix})",
+                                          "select(indices, indices, (k <= q) & (k >= q - 1))"))
+    assert dsl.check_equivalence(program, band, vocab, 3).equivalent
+    assert len(dsl.equivalent(program, band, vocab, 4)) == 4  # the constant ends at position 3
