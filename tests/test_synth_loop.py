@@ -1,0 +1,192 @@
+"""The synthesis loop: recovery on small tracr targets, the run store, resume, bad input."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from synth.hypothesis import Hypothesis
+from synth.loop import AcceptThresholds, RunError, load_run, run
+from synth.propose import Proposal
+from synth.store import RunStore, RunStoreError, candidate_key, open_run
+
+
+@pytest.fixture(scope="module")
+def hist():
+    from models import load_target
+
+    return load_target("tracr:hist")
+
+
+@pytest.fixture(scope="module")
+def reverse():
+    from models import load_target
+
+    return load_target("tracr:reverse")
+
+
+def test_recovers_hist_and_stores_everything(hist, tmp_path):
+    from synth.recovery import compare
+
+    result = run(hist, out=tmp_path / "run", no_llm=True, budget_seconds=120)
+    assert result.accepted, "the model-guided proposer should recover tracr:hist"
+    best = result.accepted[0]
+    assert best.source == "model-guided"
+    assert best.scores["behaviour"] >= 0.98 and best.scores["loss_recovered"] >= 0.8
+    assert compare(best.hypothesis, hist.ground_truth, hist).recovered
+    # The store holds the candidate, its scores, timings and the arguments.
+    db = sqlite3.connect(tmp_path / "run" / "run.sqlite")
+    rows = db.execute("SELECT source, status FROM candidates").fetchall()
+    assert ("model-guided", "accepted") in rows
+    names = {r[0] for r in db.execute("SELECT name FROM scores")}
+    assert {"behaviour", "loss_recovered", "iia", "behaviour_observed"} <= names
+    stages = {r[0] for r in db.execute("SELECT stage FROM timings")}
+    assert {"observe", "check", "total"} <= stages
+    assert (tmp_path / "run" / "report.md").read_text().count("Accepted") >= 1
+    summary = result.to_json()
+    assert summary["target"] == "tracr:hist" and summary["n_scored"] >= 1
+    assert summary["accepted"][0]["correspondence"]
+
+
+@pytest.mark.slow
+def test_recovers_reverse(reverse, tmp_path):
+    from synth.recovery import compare
+
+    result = run(reverse, out=tmp_path / "run", no_llm=True, budget_seconds=300)
+    assert result.accepted
+    rec = compare(result.accepted[0].hypothesis, reverse.ground_truth, reverse)
+    assert rec.recovered, rec.summary()
+
+
+class _Scripted:
+    """A proposer yielding fixed hypotheses, raising KeyboardInterrupt after ``interrupt_after``."""
+
+    name = "scripted"
+    exhaustive = True
+
+    def __init__(self, hypotheses, interrupt_after=None):
+        self.hypotheses = hypotheses
+        self.interrupt_after = interrupt_after
+
+    def propose(self, context):
+        for i, h in enumerate(self.hypotheses):
+            if self.interrupt_after is not None and i == self.interrupt_after:
+                raise KeyboardInterrupt
+            yield Proposal(source=self.name, hypothesis=h)
+
+
+def _wrong_hypotheses(n):
+    from dsl import parse
+
+    out = []
+    for k in range(n):
+        program = parse(f"out = map(add({k + 1}), tokens)")
+        out.append(Hypothesis(program, {}))
+    return out
+
+
+def test_interrupt_then_resume_does_not_rescore(hist, tmp_path):
+    calls = []
+
+    def fake_score(target, hypothesis):
+        calls.append(str(hypothesis))
+        return {"behaviour": 0.5, "loss_recovered": 0.1, "iia": 0.2}
+
+    hyps = _wrong_hypotheses(4)
+    strict = AcceptThresholds(prefilter_behaviour=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        run(
+            hist,
+            out=tmp_path / "r",
+            proposers=[_Scripted(hyps, interrupt_after=2)],
+            score_fn=fake_score,
+            thresholds=strict,
+        )
+    assert len(calls) == 2
+    stored = load_run(tmp_path / "r")
+    assert stored.n_scored == 2 and stored.stopped == "interrupted"
+    result = run(
+        hist, out=tmp_path / "r", proposers=[_Scripted(hyps)], score_fn=fake_score, thresholds=strict
+    )
+    assert len(calls) == 4, "stored candidates must not be scored again"
+    assert result.n_scored == 4 and not result.accepted
+    with open_run(tmp_path / "r") as store:
+        assert store.meta()["resumed"] == 1
+        assert {c.status for c in store.candidates()} == {"failed"}
+
+
+def test_rejected_proposals_are_counted(hist, tmp_path):
+    class Bad:
+        name = "bad"
+        exhaustive = True
+
+        def propose(self, context):
+            yield Proposal(source="bad", text="out = nonsense(", error="parse error: unexpected EOF")
+
+    result = run(hist, out=tmp_path / "b", proposers=[Bad()])
+    assert result.n_candidates == 1 and result.n_scored == 0
+    assert result.counts == {"rejected": 1}
+
+
+def test_different_arguments_refuse_the_directory(hist, tmp_path):
+    run(hist, out=tmp_path / "d", proposers=[], seed=0)
+    with pytest.raises(RunStoreError, match="different arguments"):
+        run(hist, out=tmp_path / "d", proposers=[], seed=1)
+
+
+def test_bad_input_errors(hist, tmp_path):
+    with pytest.raises(RunError, match="unknown run option"):
+        run(hist, out=tmp_path / "x", colour="blue")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "run.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RunStoreError, match="corrupt"):
+        load_run(corrupt)
+    with pytest.raises(RunStoreError, match="not a run directory"):
+        load_run(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RunStoreError):
+        RunStore(blocker / "sub")
+
+
+def test_store_round_trip(tmp_path):
+    with RunStore(tmp_path / "s") as store:
+        assert store.begin({"target": "t", "options": {"seed": 0}}) is False
+        key = candidate_key("program text", "cfg")
+        cid = store.add_candidate(
+            key,
+            program="out = map(add(1), tokens)",
+            correspondence={"out": "x"},
+            source="test",
+            status="failed",
+            reason="low",
+            scores={"check": {"iia": 0.5}},
+        )
+        again = store.lookup(key)
+        assert again is not None and again.id == cid and again.scores == {"check": {"iia": 0.5}}
+        assert store.count("failed") == 1 and store.count("accepted") == 0
+    with open_run(tmp_path / "s") as store:
+        assert store.begin({"target": "t", "options": {"seed": 0}}) is True
+        assert [c.status for c in store.candidates()] == ["failed"]
+
+
+def test_cmd_run_json(hist, tmp_path, capsys, monkeypatch):
+    import argparse
+    import json
+
+    from synth.loop import cmd_run, cmd_show
+
+    import models
+
+    monkeypatch.setattr(models, "load_target", lambda spec: hist)
+    args = argparse.Namespace(
+        target="tracr:hist", seed=0, budget_seconds=120.0, out=str(tmp_path / "c"), no_llm=True, json=True
+    )
+    assert cmd_run(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["target"] == "tracr:hist" and data["accepted"] and data["n_scored"] >= 1
+    assert set(data["accepted"][0]) >= {"program", "correspondence", "scores"}
+    assert cmd_show(argparse.Namespace(run=str(tmp_path / "c"), json=True)) == 0
+    assert json.loads(capsys.readouterr().out)["n_scored"] == data["n_scored"]
