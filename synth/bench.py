@@ -1431,10 +1431,22 @@ def run_bench(plan: BenchPlan, out_dir: Path, *, command: str = "mechsynth bench
     return results
 
 
+def finite(value: Any) -> Any:
+    """The results with every NaN/inf replaced by None: strict JSON, and "–" in the tables."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def write_outputs(results: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    results = finite(json.loads(json.dumps(results, default=str)))
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md = out_dir / "bench.json", out_dir / "BENCHMARKS.md"
-    js.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    js.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
     md.write_text(render_markdown(results))
     return md, js
 
@@ -1461,7 +1473,7 @@ def cmd_bench(args: Any) -> int:
     results["baseline_check"] = asdict(check)
     md, js = write_outputs(results, out_dir)
     if getattr(args, "json", False):
-        print(json.dumps(results, indent=2, default=str))
+        print(js.read_text(), end="")
     else:
         print(f"wrote {md} and {js} ({results['wall_seconds']:.0f} s)")
         if "recovery" in results:

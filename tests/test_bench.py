@@ -370,3 +370,26 @@ def test_quick_bench_end_to_end(tmp_path):
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["suite_errors"] == {}
     assert code == 0, data["baseline_check"]["message"]
+
+
+def test_non_finite_numbers_become_null_in_strict_json(fake_suites, monkeypatch, tmp_path):
+    def perf_with_nan(plan, recovery, out_dir):
+        data = _fake_perf(plan, recovery, out_dir)
+        data["forward"]["seconds"] = float("nan")
+        data["enumerator"]["distinct_fraction"] = float("-inf")
+        return data
+
+    monkeypatch.setattr(bench, "perf_suite", perf_with_nan)
+    _write_baseline(
+        monkeypatch,
+        tmp_path / "b.json",
+        {"targets": list(_plan().targets), "min_recovered": {"model_guided": 0}},
+    )
+    bench.cmd_bench(_args(tmp_path / "o"))
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"non-finite {token} in bench.json")
+
+    data = json.loads((tmp_path / "o" / "bench.json").read_text(), parse_constant=refuse)
+    assert data["perf"]["forward"]["seconds"] is None
+    assert data["perf"]["enumerator"]["distinct_fraction"] is None
