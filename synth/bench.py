@@ -1176,8 +1176,16 @@ def _render_acdc(acdc: Mapping[str, Any], recovery: Mapping[str, Any] | None) ->
             rows,
         )
     )
-    for name, err in acdc.get("errors", {}).items():
-        out.append(f"\n- {name}: {err}")
+    out += ["", "Edges ACDC kept (all of them are in bench.json):", ""]
+    for r in acdc["rows"]:
+        edges = list(r.get("edges_kept") or [])
+        shown = ", ".join(f"`{e}`" for e in edges[:24])
+        if len(edges) > 24:
+            shown += f", ... ({len(edges)} in all)"
+        out.append(f"- {r['target']}: {shown or 'none'}")
+    if acdc.get("errors"):
+        out += ["", "Targets the peer could not run:", ""]
+        out += [f"- {name}: {err}" for name, err in acdc["errors"].items()]
     return "\n".join(out)
 
 

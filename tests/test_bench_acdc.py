@@ -103,3 +103,21 @@ def test_peer_runs_on_a_tracr_target(tmp_path):
     (row,) = result["rows"]
     assert row["rebuild_max_abs_diff"] < 1e-4  # the rebuilt TL 2.x model computes our function
     assert row["acdc_edges"] >= 1 and row["n_edges"] > row["acdc_edges"]
+
+
+def test_peer_table_renders_components_times_and_edges():
+    from synth import bench
+
+    both = {"A0.0", "MLP 1"}
+    row = acdc_peer.compare_result("tracr:x", _worker_output(), both, both).to_json()
+    peer = {
+        "venv_message": "auto-circuit venv ready at /v",
+        "settings": {"n": 128, "seed": 0, "tau": 0.01},
+        "rows": [row],
+        "errors": {"tracr:y": "auto-circuit worker failed: boom"},
+    }
+    recovery = {"rows": [{"mode": "model_guided", "target": "tracr:x", "recovered": True, "seconds": 4.0}]}
+    md = bench._render_acdc(peer, recovery)
+    assert "| tracr:x | 3/5 | A0.0, MLP 1 | A0.0, MLP 1 | A0.0, MLP 1 | A0.0, MLP 1 |" in md
+    assert "`Resid Start->A0.0.V`" in md
+    assert "tracr:y: auto-circuit worker failed: boom" in md
