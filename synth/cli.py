@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -34,12 +35,11 @@ def _print_json(data: object) -> None:
 def cmd_targets(args: argparse.Namespace) -> int:
     from models import list_targets
 
-    rows = [dict(r) if not isinstance(r, dict) else r for r in list_targets()]
-    rows = [r if isinstance(r, dict) else r.__dict__ for r in rows]
+    rows = [row.to_json() for row in list_targets()]
     if args.json:
         _print_json(rows)
         return 0
-    columns = ["name", "kind", "layers", "heads", "d_model", "accuracy"]
+    columns = ["name", "kind", "layers", "heads", "d_model", "accuracy", "train_seconds", "description"]
     table = [[_fmt(r.get(c)) for c in columns] for r in rows]
     print(_format_table(columns, table))
     return 0
@@ -196,6 +196,8 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # tracr logs style advice through absl while compiling its own library examples.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return int(func(args) or 0)
