@@ -345,9 +345,14 @@ def _attention_lines(obs: Any, *, max_heads: int, skip: set[str]) -> list[str]:
 
 
 def _describe_head(groups: Sequence[Any], layer: int, head: int) -> str:
-    """A short description of one head: BOS weight, positional map if there is one, content tests."""
+    """A short description of one head: BOS weight, positional map if there is one, content tests.
+
+    A query row whose weight is mostly on BOS "attends nowhere" (tracr's convention for an
+    empty selection); the positional and content tests look at the other, *live*, rows.
+    """
     bos_mass, total = 0.0, 0
     positional: list[str] = []
+    is_positional = True
     content_hits: Counter[str] = Counter()
     content_rows = 0
     for g in groups:
@@ -357,16 +362,27 @@ def _describe_head(groups: Sequence[Any], layer: int, head: int) -> str:
         b = g.bos[layer][:, head]  # [batch, q]
         bos_mass += float(b.sum())
         total += b.numel()
-        argmax = p.argmax(-1)  # [batch, q]
-        # Positional: one dominant key, the same for every input, at each query position.
-        focused = float(p.amax(-1).mean()) > 0.5
-        if focused and bool((argmax == argmax[:1]).all()) and float(b.mean()) < 0.5:
-            positional.append(
-                f"len {g.length}: " + " ".join(f"{q}->{int(k)}" for q, k in enumerate(argmax[0]))
-            )
-        # Content: which simple predicates over tokens/indices give the support of the pattern.
+        live = b < 0.5
+        # Positional: at each query position, every input attends to the same single key (or all
+        # attend to BOS).
+        argmax, peak = p.argmax(-1), p.amax(-1)
+        row_map = []
+        for q in range(g.length):
+            if not bool(live[:, q].any()):
+                row_map.append(f"{q}->BOS")
+            elif (
+                bool(live[:, q].all())
+                and bool((argmax[:, q] == argmax[0, q]).all())
+                and bool((peak[:, q] > 0.5).all())
+            ):
+                row_map.append(f"{q}->{int(argmax[0, q])}")
+            else:
+                is_positional = False
+                break
+        if is_positional and bool(live.any()):
+            positional.append(f"len {g.length}: " + " ".join(row_map))
+        # Content: which simple relations over tokens/indices give the support of the pattern.
         support = p > 0.5 * p.amax(-1, keepdim=True).clamp_min(1e-9)  # [batch, q, k]
-        live = b < 0.5  # rows that do attend to input positions
         content_rows += int(live.sum())
         for name, sel in _primitive_selectors(g).items():
             content_hits[name] += int(((support == sel).all(-1) & live).sum())
@@ -376,16 +392,16 @@ def _describe_head(groups: Sequence[Any], layer: int, head: int) -> str:
     bos_frac = bos_mass / total
     if bos_frac > 0.05:
         parts.append(f"{bos_frac:.0%} of attention on BOS")
-    if positional and len(positional) == len(groups):
+    if is_positional and positional:
         parts.append("positional, query->key " + "; ".join(positional[-2:]))
     if content_rows:
-        best = [(name, hits / content_rows) for name, hits in content_hits.most_common(2) if hits]
-        if best and best[0][1] >= 0.5:
-            parts.append(
-                "support matches "
-                + ", ".join(f"[{name}] on {frac:.0%} of rows" for name, frac in best if frac >= 0.5)
-            )
-    if not parts:
+        ranked = [(name, hits / content_rows) for name, hits in content_hits.most_common() if hits]
+        exact = [(name, frac) for name, frac in ranked if frac >= 0.9][:3]
+        if exact:
+            parts.append("attends to " + ", ".join(f"[{name}] on {frac:.0%} of rows" for name, frac in exact))
+        elif ranked and ranked[0][1] >= 0.5:
+            parts.append(f"partly [{ranked[0][0]}] ({ranked[0][1]:.0%} of rows)")
+    if not parts or parts == [f"{bos_frac:.0%} of attention on BOS"]:
         parts.append("content-dependent pattern (no simple positional or token/index rule found)")
     return "; ".join(parts)
 
@@ -417,9 +433,14 @@ def _primitive_selectors(group: Any) -> dict[str, Any]:
         tok = torch.tensor([[codes[v] for v in x] for x in group.inputs], dtype=torch.float32)
         token_preds = ("EQ", "NEQ")
     for pred, fn in _PREDICATES.items():
-        out[f"key index {pred} query index"] = fn(idx[None, :], idx[:, None]).expand(batch, n, n)
+        out[f"keys with index {pred} query index"] = fn(idx[None, :], idx[:, None]).expand(batch, n, n)
         if pred in token_preds:
-            out[f"key token {pred} query token"] = fn(tok[:, None, :], tok[:, :, None])
+            out[f"keys with token {pred} query token"] = fn(tok[:, None, :], tok[:, :, None])
+    # Fixed offsets and the mirror image are the positional relations heads most often compute.
+    for c in (-2, -1, 1, 2):
+        name = f"key index = query index {'+' if c > 0 else '-'} {abs(c)}"
+        out[name] = (idx[None, :] == idx[:, None] + c).expand(batch, n, n)
+    out["key index = length - 1 - query index"] = (idx[None, :] == n - 1 - idx[:, None]).expand(batch, n, n)
     return out
 
 
