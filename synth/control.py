@@ -56,29 +56,31 @@ the weakest interchange intervention). Behaviour is deliberately *not* part of i
 masked random network that mimics the target reproduces its behaviour by design, so
 behaviour alone cannot tell a mechanism from a mimic.
 
-**Significance.** The empirical p-value is computed against a pooled null: each draw is,
-with probability ``null_program_share``, a random program of the same shape localised
-the same way, and otherwise the same program at a random placement (the two null
-families above, drawn i.i.d. from their mixture, so the p-value is exact under "the
-hypothesis is exchangeable with a random same-shape hypothesis"). Random networks and
-edge-popup give a handful of draws each and cannot certify small p-values, so they are
-effect-size gates only. Holm–Bonferroni then runs over *every* hypothesis the run
-scored (``n_tested``, counted by the run store): see :mod:`synth.statistics` for why the
-number of null draws is sized adaptively as ``floor(n_tested / alpha)`` (capped by
-``max_null_draws``; a capped test is reported as underpowered and not accepted) and why
-draws stop early once acceptance has become impossible. ``ControlStage.finalize`` tops
-up the draws of surviving candidates when the run has scored more hypotheses than it
-had when their controls ran.
+**Significance.** Each candidate gets an exact empirical p-value against null draws of
+the same program at random layer-ordered placements of *all* its claims (optionally
+mixed, with weight ``null_program_share``, with random same-shape programs localised
+the same way; the draws are i.i.d. from the mixture, so the p-value is exact under "the
+hypothesis is exchangeable with a null draw"). Holm–Bonferroni then runs over *every*
+hypothesis the run scored (``n_tested``, counted by the run store): see
+:mod:`synth.statistics` for why the number of draws is sized adaptively as
+``floor(n_tested / alpha)`` (capped by ``max_null_draws``; a capped test is reported as
+underpowered and not accepted) and why draws stop early once acceptance has become
+impossible. ``ControlStage.finalize`` tops up the draws of surviving candidates when the
+run has scored more hypotheses than it had when their controls ran. Random networks,
+null programs and edge-popup give tens of draws at most (each is a localisation and a
+full check, or a training run) and cannot certify p-values near ``alpha / n_tested``;
+they are effect-size gates, each with a named threshold.
 
-The pooled test's statistic is, by default, :class:`Decodability` — how well the
-activation at each claimed location determines the claimed variable's values, minimum
-over the claims — computed from one cached forward pass per target, so a null draw
-costs no forward pass. Thousands of draws of the causal checks are out of reach (one
-``synth.score`` is tens of batched forward passes), and without thousands of draws no
-run that scored more than a handful of hypotheses could ever accept anything at
-alpha = 0.01. ``significance="checks"`` uses the checks' statistic instead when the
-budget allows. The p-value is exact for whichever statistic is used; the causal checks
-always enter through their thresholds and the effect-size gates.
+The statistic of the p-value (``significance="placement"``, the default) is the minimum
+of two numbers: :class:`Decodability` — how well the activation at each claimed location
+determines the claimed variable, from one cached forward pass per target — and the
+causal checks' statistic. The checks are run for a draw only when its decodability
+reaches the real hypothesis' value (otherwise the minimum cannot), so most draws cost
+no forward pass; that is what makes ``floor(n_tested / alpha)`` draws affordable (one
+``synth.score`` is tens of batched forward passes). ``significance="checks"`` uses the
+checks alone for every draw. Random programs are not in the default mixture: the
+localiser places them where they decode best, so decodability cannot separate them, and
+each such draw costs a localisation plus full checks.
 
 **Acceptance** (:func:`decide`): adjusted p < ``alpha`` and every named threshold holds
 (the checks' own thresholds, then every control's gate). A rejected hypothesis names
@@ -172,11 +174,11 @@ class ControlConfig:
     network_kinds: tuple[str, ...] = ("reinitialized", "shuffled")
     correspondence_draws: int = 50  # draws for the null-correspondence effect-size gate
     program_draws: int = 20  # draws for the null-program effect-size gate (each is localised)
-    null_program_share: float = 0.5  # mixture weight of random programs in the pooled null
+    null_program_share: float = 0.0  # mixture weight of random programs in the pooled null (see docstring)
     min_null_draws: int = 99  # never fewer pooled draws than this, however few hypotheses
     max_null_draws: int = 20_000  # cap on pooled draws; above it a test is reported underpowered
     n_broader: int = 64  # inputs per length (and from the broader distribution)
-    significance: str = "decodability"  # statistic of the pooled test: "decodability" or "checks"
+    significance: str = "placement"  # statistic of the pooled test: "placement" or "checks"
     n_decode: int = 64  # inputs per length for the decodability statistic
     edge_popup: bool = False
     edge_popup_config: EdgePopupConfig | None = None
@@ -187,8 +189,8 @@ class ControlConfig:
             raise ControlError(f"null_program_share must be in [0, 1], got {self.null_program_share}")
         if self.max_null_draws < self.min_null_draws:
             raise ControlError("max_null_draws must be >= min_null_draws")
-        if self.significance not in ("decodability", "checks"):
-            raise ControlError(f"significance must be 'decodability' or 'checks', got {self.significance!r}")
+        if self.significance not in ("placement", "checks"):
+            raise ControlError(f"significance must be 'placement' or 'checks', got {self.significance!r}")
 
     def to_json(self) -> dict[str, Any]:
         data = {
@@ -250,7 +252,9 @@ class CandidateControls:
     @property
     def underpowered(self) -> bool:
         sig = self.significance
-        return sig is None or (not sig.stopped_early and sig.n_draws < self.n_required)
+        if sig is None:
+            return True
+        return math.isfinite(sig.real) and not sig.stopped_early and sig.n_draws < self.n_required
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -359,13 +363,21 @@ class ControlContext:
             return -math.inf
         return self.statistic(scores)
 
-    def significance_of(self, hypothesis: Hypothesis | None) -> float:
-        """The pooled test's statistic of a hypothesis on the real network (-inf: nothing localised)."""
+    def significance_of(self, hypothesis: Hypothesis | None, real: float | None = None) -> float:
+        """The pooled test's statistic of a hypothesis on the real network (-inf: nothing localised).
+
+        ``"placement"``: min(decodability, checks statistic). The checks are only run when
+        the decodability alone reaches ``real`` (otherwise the minimum cannot, and the
+        decodability is returned: the exceedance count, all the p-value uses, is the same).
+        """
         if hypothesis is None:
             return -math.inf
         if self.config.significance == "checks":
             return self.statistic_of(self.target, hypothesis)
-        return self.stage._decoder(self.target).statistic(hypothesis)
+        decodable = self.stage._decoder(self.target).statistic(hypothesis)
+        if math.isnan(decodable) or (real is not None and decodable < real):
+            return decodable
+        return min(decodable, self.statistic_of(self.target, hypothesis))
 
     def localize(self, target: Target, program: Program) -> Hypothesis | None:
         if self.stage.localize_fn is None:
@@ -914,16 +926,16 @@ class ControlStage:
             index = sum(1 for f in families[:j] if f == fam)
             counts[fam] = max(counts[fam], index + 1)
             if fam == "program":
-                return ctx.significance_of(ctx.null_program(index))
+                return ctx.significance_of(ctx.null_program(index), real)
             if not ctx.located:
                 return math.nan  # no placement to randomise and no localiser: no null at all
-            return ctx.significance_of(ctx.null_correspondence(index))
+            return ctx.significance_of(ctx.null_correspondence(index), real)
 
         def out_of_time() -> bool:
             return deadline is not None and time.monotonic() > deadline
 
         stop_after = stopping_exceedances(n_planned, alpha)
-        real = ctx.significance_of(ctx.hypothesis)
+        real = ctx.significance_of(ctx.hypothesis)  # (draw() reads it: defined before the first draw)
         test = sequential_p_value(
             real, draw, n_planned, stop_after=stop_after, start=start, interrupt=out_of_time
         )
@@ -1006,10 +1018,10 @@ class Decodability:
     Categorical ``v``: accuracy of the nearest class mean, normalised by chance (the
     majority class): ``(acc - base) / (1 - base)``. Numerical ``v``: R^2 of a least-squares
     fit. The statistic of a hypothesis is the *minimum* over its located internal
-    variables (every claim must hold). It is correlational, not causal — the causal
-    checks are in the effect-size gates — but it costs no forward pass per draw, which
-    is what lets the pooled test draw the ``floor(m / alpha)`` nulls Holm needs. A
-    variable that is constant on the sample has no statistic (NaN, conservative).
+    variables (every claim must hold). It is correlational, not causal (the p-value's
+    statistic adds the causal checks, see ``ControlContext.significance_of``), but it
+    costs no forward pass per draw. A variable that is constant on the sample has
+    nothing to decode and is left out; with nothing left the statistic is NaN.
     """
 
     def __init__(self, target: Target, n_per_length: int, seed: int) -> None:
@@ -1087,7 +1099,10 @@ class Decodability:
         if not claims:
             return math.nan
         fits = [self.fit(hypothesis.program, v, hypothesis.correspondence[v]) for v in claims]
-        return math.nan if any(math.isnan(f) for f in fits) else min(fits)
+        # A variable constant on the sample has nothing to decode; it is left out of the
+        # minimum (the same variables are left out for every null draw of the program).
+        defined = [f for f in fits if not math.isnan(f)]
+        return min(defined) if defined else math.nan
 
 
 def _varies_within_length(values: Sequence[Any] | None, lengths: Sequence[int]) -> bool:

@@ -65,15 +65,11 @@ def judged():
     """The true and two frivolous hypotheses through the real checks and controls (small, fast)."""
     target = copy_target()
     # alpha = 0.25 over 3 hypotheses needs only 12 null draws: small enough for the default suite.
-    # The pooled test uses the causal checks here: in this 12-dim toy a random 3-dim subspace
-    # holding two of the three one-hot dims decodes the token perfectly, so the cheap
-    # decodability statistic has little power (see test_decodability_*).
     config = ControlConfig(
         thresholds=Thresholds(alpha=0.25),
         network_seeds=(0,),
         correspondence_draws=6,
         min_null_draws=9,
-        significance="checks",
     )
     networks = {
         "reinitialized": lambda t, s: tiny_target(100 + s),
