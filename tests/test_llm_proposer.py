@@ -108,7 +108,10 @@ def test_the_prompt_is_built_from_registry_target_and_observations_without_the_a
     assert dsl.reference().strip() in system[0]["text"]  # generated DSL reference, static block
     assert "blocks.3.attn.hook_z[0]" in system[1]["text"]  # architecture, per-target block
     assert "reverse the input" in sent  # task description
-    assert "positional, query->key" in sent  # attention summary from the observations
+    # Attention summaries from the observations: the last layer's head reads the mirrored position.
+    (l3,) = [line for line in sent.splitlines() if line.startswith("  L3 head 0:")]
+    assert "positional, query->key" in l3 and "[key index = length - 1 - query index] on 100%" in l3
+    assert "L1 head 0" not in sent  # all-zero heads are listed as unused, not described
     # Examples show the network's outputs (not the task labels) for the inputs they list.
     examples = [line for line in sent.splitlines() if line.startswith("[") and " -> " in line]
     assert len(examples) >= 10
