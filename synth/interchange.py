@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -48,13 +48,14 @@ def interventions(claims: Claims) -> list[tuple[str, ...]]:
 
 
 def counterfactual_output(
-    program: Any, group: Group, variables: Sequence[str], src: torch.Tensor
+    program: Any, group: Group, variables: Sequence[str], src: torch.Tensor,
+    base_values: Mapping[str, torch.Tensor] | None = None,
 ) -> list[list]:
     """Program output on each base row with ``variables`` from row ``src[b]``, downstream recomputed."""
     from dsl import interpret
 
     batch = group.batch
-    values = interpret.run(program, batch)
+    values = dict(base_values) if base_values is not None else interpret.run(program, batch)
     changed = set(variables)
     for v in variables:
         values[v] = values[v][src]
@@ -66,13 +67,6 @@ def counterfactual_output(
             changed.add(name)
     out = program.output
     return interpret.decode(values[out], interpret.dtypes(program)[out], batch)
-
-
-def program_output(program: Any, group: Group) -> list[list]:
-    from dsl import interpret
-
-    values = interpret.run(program, group.batch)
-    return interpret.decode(values[program.output], interpret.dtypes(program)[program.output], group.batch)
 
 
 @dataclass(frozen=True)
@@ -92,7 +86,11 @@ def iia_group(
 
     kind = target.task.output_kind
     readout = target.readout_positions(group.length)
-    base_out = program_output(claims.program, group)
+    from dsl import interpret
+
+    base_values = interpret.run(claims.program, group.batch)
+    out = claims.program.output
+    base_out = interpret.decode(base_values[out], interpret.dtypes(claims.program)[out], group.batch)
     inputs = [list(x) for x in group.inputs]
     results: dict[tuple[str, ...], GroupIIA] = {}
     todo = interventions(claims)
@@ -110,7 +108,7 @@ def iia_group(
     logits_all, _ = run(target.model, group.tokens.repeat(len(todo), 1), edits, counter=counter)
     for j, (variables, src) in enumerate(zip(todo, sources)):
         network = target.decode(logits_all[j * n : (j + 1) * n], inputs)
-        predicted = counterfactual_output(claims.program, group, variables, src)
+        predicted = counterfactual_output(claims.program, group, variables, src, base_values)
         match, informative, defined = [], [], []
         for net, cf, b in zip(network, predicted, base_out):
             read = [i for i in readout if cf[i] is not None]
