@@ -88,9 +88,11 @@ def heldout_inputs(target: Target, seed: int, n: int = N_EVAL) -> list[list]:
 
 
 def _lr(step: int, r: Recipe) -> float:
-    # Linear warm-up, then cosine decay to 10%: stable for LayerNorm-free models.
+    # Linear warm-up, then cosine decay to 10% (stable for LayerNorm-free models) or constant.
     if step < r.warmup:
         return r.lr * (step + 1) / r.warmup
+    if r.schedule == "constant":
+        return r.lr
     progress = (step - r.warmup) / max(1, r.steps - r.warmup)
     return r.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -154,7 +156,8 @@ def train(name: str, seed: int = 0, out: str | Path | None = None, *, steps: int
         "output_values": list(target.output_values),
         "metrics": metrics,
         "training": {"seed": seed, "steps": r.steps, "batch_size": r.batch_size, "lr": r.lr,
-                     "weight_decay": r.weight_decay, "warmup": r.warmup, "torch": torch.__version__,
+                     "weight_decay": r.weight_decay, "warmup": r.warmup, "schedule": r.schedule,
+                     "torch": torch.__version__,
                      "threads": torch.get_num_threads(),
                      "heldout": f"crc32(repr(input)) % {HELDOUT_BUCKETS} == 0"},
     }

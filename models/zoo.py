@@ -42,6 +42,7 @@ class Recipe:
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: int = 100
+    schedule: str = "cosine"  # after warm-up: "cosine" decay to 10%, or "constant"
     description: str = ""
 
 
@@ -74,7 +75,10 @@ RECIPES: dict[str, Recipe] = {
                steps=3000, batch_size=256, description="token after the previous occurrence of the last token"
                ),
         Recipe("modadd", "modadd", {"p": 23}, _arch(1, 64, 4, "causal", 256),
-               steps=4000, batch_size=512, weight_decay=1.0, description="(a + b) mod 23"),
+               # Strong, undecayed weight decay: without it the network memorises the training pairs
+               # and stalls near 91% on held-out pairs; with it, it generalises (grokking).
+               steps=3000, batch_size=512, lr=2e-3, weight_decay=2.0, schedule="constant",
+               description="(a + b) mod 23"),
     ]
 }
 
