@@ -109,3 +109,41 @@ def test_without_a_key_the_run_says_so_once_and_uses_the_other_proposers(monkeyp
     proposers, status = default_proposers(RunOptions())
     assert status == "LLM proposer off: ANTHROPIC_API_KEY not set; running enumerator only"
     assert "llm" not in [p.name for p in proposers] and proposers
+
+
+def test_default_proposers_include_the_llm_when_a_key_is_set(monkeypatch):
+    from synth.loop import RunOptions, default_proposers
+
+    monkeypatch.setenv(ENV_KEY, KEY)
+    with FakeAnthropicServer() as server:
+        proposers, status = default_proposers(RunOptions(llm_base_url=server.base_url, llm_max_calls=3))
+    (llm_proposer,) = [p for p in proposers if p.name == "llm"]
+    assert status == llm_proposer.status_line
+    assert status.startswith("LLM proposer on: ") and "(budget 3 calls, 200000 tokens)" in status
+    assert KEY not in status
+
+
+def test_cli_run_ends_with_an_llm_sourced_accepted_hypothesis(monkeypatch, tmp_path, capsys):
+    """The issue's acceptance check through the CLI: `mechsynth run tracr:reverse --llm-base-url ...`.
+
+    With every default proposer the model-guided one explains tracr targets before the LLM
+    is asked (round 0 runs it first), so the check needs the run restricted to the LLM.
+    """
+    import json
+
+    from models import load_target
+    from synth.cli import build_parser, main
+
+    try:
+        build_parser().parse_args(["run", TARGET, "--proposers", "llm"])
+    except SystemExit:
+        pytest.skip("needs a CLI hook to choose proposers: `mechsynth run TARGET --proposers llm` (lead)")
+    truth = load_target(TARGET).ground_truth
+    monkeypatch.setenv(ENV_KEY, KEY)
+    with FakeAnthropicServer(default=Reply(fenced(str(truth)))) as server:
+        argv = ["run", TARGET, "--proposers", "llm", "--llm-base-url", server.base_url]
+        code = main([*argv, "--out", str(tmp_path / "run"), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["stopped"] == "accepted"
+    assert [a["source"] for a in result["accepted"]] == ["llm"]
