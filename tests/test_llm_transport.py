@@ -310,3 +310,17 @@ def test_a_huge_retry_after_is_capped_instead_of_hanging_the_run():
         worker.join(60)  # a watchdog against a hang, not a speed assertion
         assert not worker.is_alive()
     assert p.ledger[0].outcome == "ok" and p.ledger[0].retries == 1 and len(out) == 1
+
+
+def test_from_cli_arguments(monkeypatch):
+    import argparse
+
+    monkeypatch.setenv(ENV_KEY, KEY)
+    args = argparse.Namespace(
+        llm_model="claude-x", llm_base_url="http://127.0.0.1:9", llm_max_calls=3, llm_max_tokens=1234
+    )
+    p = LLMProposer.from_args(args)
+    assert (p.model, p.base_url, p.max_calls, p.max_tokens) == ("claude-x", "http://127.0.0.1:9", 3, 1234)
+    assert p.enabled
+    q = LLMProposer.from_args(argparse.Namespace())  # flags absent: defaults and environment
+    assert q.max_calls == 8 and q.max_tokens == 200_000
