@@ -72,7 +72,8 @@ LLM_MODES = ("llm_only", "both")
 # (a select/aggregate pair, selector_width, a numerical mean, an MLP map feeding a head),
 # plus one trained network. Chosen for coverage, not for being easy.
 QUICK_TRACR = ("tracr:reverse", "tracr:hist", "tracr:frac_prevs", "tracr:sort_unique")
-QUICK_TRAINED = ("trained:reverse",)
+# The first of these whose checkpoint loads here is the quick subset's trained target.
+QUICK_TRAINED = ("trained:reverse", "trained:sort", "trained:hist", "trained:induction")
 
 
 class BenchError(RuntimeError):
@@ -125,6 +126,21 @@ def available_targets() -> tuple[list[str], list[str]]:
     return tracr, trained
 
 
+def _first_loadable(specs: list[str], *, check: bool) -> list[str]:
+    """The first spec that loads (a checkpoint may not be trained yet), as a 0/1-item list."""
+    if not check:
+        return specs[:1]
+    from models import load_target
+
+    for spec in specs:
+        try:
+            load_target(spec)
+        except Exception:  # noqa: BLE001 - any failure to load means "not available here"
+            continue
+        return [spec]
+    return []
+
+
 def make_plan(
     suite: str,
     quick: bool,
@@ -151,7 +167,9 @@ def make_plan(
         raise BenchError(f"unknown suite {unknown[0]!r} (known: {', '.join(SUITES)}, all)")
     tracr, trained = targets if targets is not None else available_targets()
     if quick:
-        chosen = [t for t in QUICK_TRACR if t in tracr] + [t for t in QUICK_TRAINED if t in trained]
+        chosen = [t for t in QUICK_TRACR if t in tracr] + _first_loadable(
+            [t for t in QUICK_TRAINED if t in trained], check=targets is None
+        )
     else:
         chosen = tracr + trained
     modes = ["io_only", "model_guided"]
