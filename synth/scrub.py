@@ -25,7 +25,11 @@ What this means on the residual stream
 --------------------------------------
 Values are per position, so agreement is per position: the value of a parent at
 position ``k`` comes from an input whose value of that parent *at k* equals the
-reference's. The scrubbed activation of ``v`` is computed in one forward pass whose
+reference's. Only inputs of the reference's length are drawn (see synth.claims), so a
+variable that depends on the length alone is never varied: for the `length` program the
+whole-input resampling changes nothing and loss recovered is 0/0, reported as NaN.
+
+The scrubbed activation of ``v`` is computed in one forward pass whose
 **base input is a random other input** (for ``ablation="resample"``; the mean or zero
 embedding for "mean"/"zero"), with the locations of ``v``'s claimed parents overwritten,
 position by position, by their own scrubbed activations. Concretely, what is resampled
@@ -48,10 +52,11 @@ claimed parent location sees only the base input.
 
 Batching and treeification
 --------------------------
-Scrubbing one hypothesis costs, per length group, one forward pass per located
-non-primitive variable plus one for the readout: for each variable (in topological
-order) we compute a *pool* holding its scrubbed activation for every input of the group
-as reference, at every position. A consumer's patch at position ``k`` for reference row
+For each located variable (in topological order) we compute a *pool* holding its
+scrubbed activation for every input of the group as reference, at every position.
+Variables at the same depth of the claims graph share one forward pass (each in its own
+block of batch rows), so scrubbing costs, per length group, one pass per level plus one
+for the readout, whatever the number of inputs. A consumer's patch at position ``k`` for reference row
 ``s`` is drawn uniformly from the pool rows whose reference agrees with row ``s`` on the
 parent at ``k``. Each (consumer row, parent, position) draw is independent, so every
 node of the per-position tree gets its own conditional sample; the one approximation to

@@ -278,3 +278,11 @@ def test_bad_options_raise_check_error():
         score(target("hist"), truth("hist"), ablation="random")
     with pytest.raises(CheckError, match="at least 2"):
         score(target("hist"), truth("hist"), n=1)
+
+
+def test_forward_passes_do_not_grow_with_the_number_of_inputs():
+    h = truth("sort")
+    small = score(target("sort"), h, n=40, seed=0)
+    large = score(target("sort"), h, n=400, seed=0)
+    assert small["lengths"] == large["lengths"]
+    assert small["forward_passes"] == large["forward_passes"]
