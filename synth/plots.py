@@ -136,17 +136,17 @@ def plot_null_distribution(x: Any, *, title: str | None = None) -> Figure:
     for i, (_, vals, n_undefined) in enumerate(rows):
         jitter = rng.uniform(-0.18, 0.18, len(vals))
         ax.scatter(vals, np.full(len(vals), i) + jitter, s=18, alpha=0.6, color="#457b9d")
-        extra = f" ({n_undefined} undefined)" if n_undefined else ""
+        extra = f" (+{n_undefined} not finite)" if n_undefined else ""
         ax.text(1.02, i, f"n={len(vals)}{extra}", va="center", fontsize=8, transform=ax.get_yaxis_transform())
     for j, v in enumerate(markers.values()):
         ax.scatter([v], [len(rows) + j], marker="D", color="#457b9d")
     ax.set_yticks(range(len(rows) + len(markers)), [r[0] for r in rows] + list(markers))
-    ax.axvline(real, color="#e63946", lw=2, label=f"hypothesis: {real:.3f}")
+    ax.axvline(real, color="#e63946", lw=2)
     ax.set_xlabel("statistic: min(loss recovered, weakest IIA)")
     ax.set_xlim(min(-0.05, *(v for _, vals, _ in rows for v in vals), *markers.values(), real) - 0.05, 1.08)
-    ax.invert_yaxis()
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_title(title or f"Hypothesis vs nulls and control networks\n{note}", fontsize=10)
+    ax.set_ylim(len(rows) + len(markers) - 0.5, -0.5)  # first row on top
+    head = f"hypothesis (red line) {real:.3f} vs nulls and control networks"
+    ax.set_title(title or f"{head}\n{note}", fontsize=10)
     return fig
 
 
@@ -393,6 +393,9 @@ def plot_candidate_scores(run: Any, *, x: str = "behaviour_observed", y: str = "
                 label=f"{source}: {status} ({len(part)})",
                 alpha=0.75,
             )
+    for axis, name in ((ax.set_xlim, x), (ax.set_ylim, y)):
+        values = frame[name].dropna() if name in frame else []
+        axis(min([-0.1, *values]) - 0.02, max([1.0, *values]) + 0.05)
     ax.set_xlabel(f"{x} (missing: -0.05)")
     ax.set_ylabel(f"{y} (missing: -0.05)")
     ax.legend(fontsize=7, loc="best")
