@@ -168,7 +168,7 @@ class ModelGuidedProposer:
 
     name: str = "model-guided"
     thresholds: MatchThresholds | None = None
-    labellings: int = 6  # value labellings kept per MLP block
+    labellings: int = 3  # value labellings kept per MLP block
     max_candidates: int = 12
     last_state: GuidedState | None = None
 
@@ -217,7 +217,7 @@ def walk(
     obs: Observations,
     thresholds: MatchThresholds,
     *,
-    labellings: int = 6,
+    labellings: int = 3,
     deadline: float | None = None,
     batch: Any = None,
 ) -> GuidedState:
@@ -292,6 +292,25 @@ def walk(
     return state
 
 
+def representatives(state: GuidedState, names: Sequence[str]) -> list[str]:
+    """One variable per MLP location (the first, cheapest labelling) plus all others.
+
+    Other labellings of a component's variable carry the same information; the heads and
+    the output that read it choose its labels (relabelling on demand), so searching over
+    every labelling would only multiply the work.
+    """
+    seen: set[Location] = set()
+    out = []
+    for n in names:
+        loc = state.located.get(n)
+        if loc is not None and loc.layer >= 0 and loc.location.component == "mlp":
+            if loc.location in seen:
+                continue
+            seen.add(loc.location)
+        out.append(n)
+    return out
+
+
 def _layer_of(state: GuidedState, name: str) -> float:
     loc = state.located.get(name)
     return loc.layer if loc is not None else -1.0
@@ -322,7 +341,8 @@ def _explain_head(
     pm_flat = pm.reshape(-1)
     att_flat = attended.reshape(-1)
     found: list[tuple[tuple, Any, float]] = []
-    for k, q in itertools.product(avail, avail):
+    reps = representatives(state, avail)
+    for k, q in itertools.product(reps, reps):
         nk, nq = sizes[k], sizes[q]
         pair = (ids[k][:, None, :] * nq + ids[q][:, :, None]).reshape(-1)
         pair_all = torch.bincount(pair[pm_flat], minlength=nk * nq)
@@ -355,8 +375,12 @@ def _explain_head(
                 k = q = new
             else:
                 k, q = (new, q) if side == "k" else (k, new)
+        pred = _decoded_predicate(pool, k, q, pred)
         node = Node("select", (k, q, pred), None)
-        values = pool.evaluate(node)
+        try:
+            values = pool.evaluate(node)
+        except ValueError:  # a DSL error: this predicate cannot run on the batch
+            continue
         agreement = selector_agreement(values, pattern, bos, mask)
         if agreement < th.selector:
             continue
@@ -581,7 +605,10 @@ def _fit_predicate(kt: torch.Tensor, qt: torch.Tensor, rel: torch.Tensor) -> Any
     from dsl import registry
     from dsl.program import Fn
 
-    for op in (torch.eq, torch.lt, torch.le, torch.gt, torch.ge):
+    from dsl.values import SYMBOL_BASE
+
+    numeric = bool((kt < SYMBOL_BASE).all() and (qt < SYMBOL_BASE).all())
+    for op in (torch.eq, torch.lt, torch.le, torch.gt, torch.ge) if numeric else ():
         for c in SHIFTS:
             if bool((op(kt + c, qt) == rel).all()):
                 return _shifted_predicate(op, c)
@@ -590,6 +617,18 @@ def _fit_predicate(kt: torch.Tensor, qt: torch.Tensor, rel: torch.Tensor) -> Any
     entries = tuple(
         sorted(((_num(k), _num(q)), bool(r)) for k, q, r in zip(kt.tolist(), qt.tolist(), rel.tolist()))
     )
+    return Fn("table", 2, (entries,))
+
+
+def _decoded_predicate(pool: Pool, k: str, q: str, pred: Any) -> Any:
+    """A fitted table predicate holds value codes; the program must hold the values."""
+    from dsl.program import Fn
+
+    if not isinstance(pred, Fn) or pred.name != "table":
+        return pred
+    cb = pool.batch.codebook
+    dk, dq = pool.items[k].dtype, pool.items[q].dtype
+    entries = tuple(((cb.decode(a, dk), cb.decode(b, dq)), r) for (a, b), r in pred.params[0])
     return Fn("table", 2, (entries,))
 
 
@@ -655,16 +694,25 @@ def _explain_mlp(
     candidates: list[tuple[float, Any]] = []
     for s in counting:
         candidates.append((0.0, Node("selector_width", (s,), "categorical")))
-    for x in avail:
+    reps = representatives(state, avail)
+    for x in reps:
         for fn in function_instances(pool, 1, [x]):
             candidates.append((float(fn.family.cost), Node("map", (fn, x), "categorical")))
-    for x, y in itertools.permutations(avail, 2):
+    for x, y in itertools.permutations(reps, 2):
         lx, ly = state.located.get(x), state.located.get(y)
         if lx is not None and ly is not None and lx.location == ly.location:
             continue  # two labellings of one component's variable, not two variables
         for fn in function_instances(pool, 2, [x, y]):
             candidates.append((float(fn.family.cost) + 0.5, Node("seqmap", (fn, x, y), "categorical")))
-    candidates.sort(key=lambda t: t[0] + sum(pool.items[i].cost for i in t[1].inputs) * 0.01)
+    # Cheapest function first; among equals, read the most recently written variables (a network
+    # computes a variable in order to read it) and the cheapest ones.
+    candidates.sort(
+        key=lambda t: (
+            t[0],
+            -max((_layer_of(state, i) for i in t[1].inputs), default=-1.0),
+            sum(pool.items[i].cost for i in t[1].inputs),
+        )
+    )
     blocks: dict[tuple[int, ...], list[tuple[float, Any, torch.Tensor, float]]] = {}
     seen: set[str] = set()
     active_idx = torch.nonzero(active).reshape(-1)
@@ -675,8 +723,8 @@ def _explain_mlp(
         except (ValueError, RuntimeError, TypeError, ZeroDivisionError):
             continue
         codes = values[mask]
-        if bool(torch.isnan(codes).any()):
-            continue
+        if float(torch.isnan(codes).double().mean()) > 0.5:
+            continue  # None (undefined) is a value of its own here, but not most of the time
         key = pool.key(values)
         if key in seen:
             continue
@@ -772,8 +820,9 @@ def _fit_block(
         nj = int(j_ids.max()) + 1
         if int(torch.unique(j_ids * n + ids).numel()) != nj:
             continue  # the block is not a function of these arguments
-        options.append((len(args), nj, args))
-    for _, _, args in sorted(options)[:3]:
+        recency = -max(_layer_of(state, a) for a in args)
+        options.append((len(args), nj, recency, args))
+    for *_, args in sorted(options)[:3]:
         node = _fit_node(pool, args, labels)
         if node is None:
             continue
@@ -800,6 +849,19 @@ def _rank(act: torch.Tensor, dims: Sequence[int]) -> int:
     return int(torch.linalg.matrix_rank(x, atol=1e-4 * max(1.0, float(x.abs().max()))))
 
 
+def _complete_one_hot(act: torch.Tensor, dims: Sequence[int]) -> bool:
+    """Whether ``dims`` hold a whole categorical encoding: several directions with a constant sum.
+
+    Side-by-side categorical variables that are functions of one input (``tokens == "a"``,
+    ``tokens == "b"``) are linearly dependent as a whole, but each keeps its own complete
+    one-hot group; a piece of a single variable's one-hot code does not sum to a constant.
+    """
+    if len(dims) < 2:
+        return False
+    total = act[:, list(dims)].sum(1)
+    return float(total.std()) <= 1e-3 * max(1.0, float(act[:, list(dims)].abs().max()))
+
+
 def _split_block(
     block: tuple[int, ...], found: dict[tuple[int, ...], list], act: torch.Tensor
 ) -> list[tuple[int, ...]]:
@@ -812,7 +874,8 @@ def _split_block(
             left -= set(b)
     if left or len(parts) < 2:
         return [block]
-    if sum(_rank(act, b) for b in parts) != _rank(act, block):
+    independent = sum(_rank(act, b) for b in parts) == _rank(act, block)
+    if not independent and not all(_complete_one_hot(act, b) for b in parts):
         return [block]
     out: list[tuple[int, ...]] = []
     for b in parts:
@@ -852,9 +915,11 @@ def _match_outputs(state: GuidedState, obs: Observations) -> None:
         if item.node is None or item.node.op not in ("map", "seqmap"):
             continue
         codes, tcodes = pool.values[loc.name][read], target[read]
-        if not _bijective(codes, tcodes):
+        defined = ~torch.isnan(codes)
+        if float(defined.double().mean()) < 0.5 or not _bijective(codes[defined], tcodes[defined]):
             continue
-        node = fit_map(pool, item.node.inputs, target, read)
+        where = read & ~torch.isnan(pool.values[loc.name])
+        node = fit_map(pool, item.node.inputs, target, where)
         if node is None:
             continue
         node = type(node)(node.op, node.args, item.node.encoding)
