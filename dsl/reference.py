@@ -27,11 +27,13 @@ e.g. `2*x + 1`, `x + y/5`, `q == k + 1`. Expressions support + - * / // % **,
 comparisons, and/or/not (& | ~), min, max, abs, floor, ceiling, Mod.
 Select predicates may also be the comparisons {comparisons} (key OP query).
 
-Example (reverse):
-    opp = seqmap(sub, length, indices)
-    opp_1 = map(add(-1), opp)
-    flip = select(indices, opp_1, EQ)
-    reverse = aggregate(flip, tokens)
+Example (not one of the benchmark targets: at each position, the token two
+places back plus the number of tokens equal to the current one):
+    back2 = select(indices, indices, q == k + 2)
+    prev2 = aggregate(back2, tokens)
+    same = select(tokens, tokens, EQ)
+    count = selector_width(same)
+    out = seqmap(add, prev2, count)
 """
 
 
