@@ -193,9 +193,9 @@ class ControlConfig:
             raise ControlError(f"significance must be 'placement' or 'checks', got {self.significance!r}")
 
     def to_json(self) -> dict[str, Any]:
-        data = {
-            k: v for k, v in dataclasses.asdict(self).items() if k not in ("thresholds", "edge_popup_config")
-        }
+        skip = ("thresholds", "edge_popup_config")
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        data["network_seeds"], data["network_kinds"] = list(self.network_seeds), list(self.network_kinds)
         data["thresholds"] = self.thresholds.to_json()
         data["edge_popup_config"] = self.edge_popup_config.to_json() if self.edge_popup_config else None
         return data
@@ -514,17 +514,22 @@ class _NullFamily:
         for i in range(self.draws(ctx)):
             null = self.draw(ctx, i)
             n_none += null is None
+            if null is None and self.family == "correspondence":
+                continue  # no layer-ordered placement was found: not a draw at all
             s = ctx.statistic_of(ctx.target, null)
             stats.append(s)
             if null != ctx.hypothesis:  # the gate compares with *other* hypotheses
                 distinct.append(s)
-        q = _quantile(distinct, ctx.thresholds.null_quantile)
-        gap = ctx.real - q if distinct else math.nan
+        # The gate compares effect sizes among draws with a defined statistic (undefined ones
+        # are counted and reported; the p-value, by contrast, counts them against the hypothesis).
+        defined = [x for x in distinct if not math.isnan(x)]
+        q = _quantile(defined, ctx.thresholds.null_quantile)
+        gap = ctx.real - q if defined else math.nan
         numbers = {
             "real": ctx.real,
             "n_draws": len(stats),
             "n_same_as_real": len(stats) - len(distinct),
-            "n_not_localised": n_none,
+            "n_none": n_none,  # no placement found / program not localised
             "n_undefined": sum(math.isnan(s) for s in stats),
             "mean": _mean(distinct),
             "max": _nanmax(distinct) if distinct else None,
@@ -533,16 +538,16 @@ class _NullFamily:
             "p_value": empirical_p_value(ctx.real, stats),
             "draws": stats,
         }
-        if self.family == "correspondence" and n_none + (len(stats) - len(distinct)) == len(stats):
+        if self.family == "correspondence" and not distinct:
             reason = "the architecture admits no other layer-ordered placement of the testable claims"
             return ControlResult(self.name, None, reason, numbers)
-        if not distinct:
-            return ControlResult(self.name, False, "no alternative draw differs from the hypothesis", numbers)
+        if not defined:
+            return ControlResult(self.name, False, "no alternative draw has a defined score", numbers)
         ok = gap >= ctx.thresholds.min_gap_null
         return ControlResult(
             self.name,
             ok,
-            f"real {ctx.real:.3f} vs {ctx.thresholds.null_quantile:.0%} quantile of {len(distinct)} other "
+            f"real {ctx.real:.3f} vs {ctx.thresholds.null_quantile:.0%} quantile of {len(defined)} other "
             f"draws {q:.3f} (gap {gap:.3f}, need >= {ctx.thresholds.min_gap_null})",
             numbers,
         )
@@ -1339,9 +1344,13 @@ class LoopControls:
         config: ControlConfig | None = None,
         *,
         localize_fn: LocalizeFn | None | str = "default",
+        min_seconds: float = 120.0,
         **stage_options: Any,
     ) -> None:
         config = config or ControlConfig()
+        # The pooled draws of one candidate may run this long even past the search budget:
+        # a test cut short can only reject, so a spent budget would otherwise mean "accept nothing".
+        self.min_seconds = min_seconds
         if localize_fn == "default":
             from synth.localize import Localizer
 
@@ -1365,6 +1374,8 @@ class LoopControls:
     ) -> Any:
         from synth.loop import ControlVerdict
 
+        floor = time.monotonic() + self.min_seconds
+        deadline = None if deadline is None else max(deadline, floor)
         cc = self.stage.run(target, hypothesis, n_tested=n_tested, real_scores=scores, deadline=deadline)
         self.candidates.append(cc)
         n = max(n_tested, len(self.candidates))
@@ -1437,6 +1448,7 @@ class RunOutcome:
     n_scored: int
     seconds: float
     best_hypothesis: str | None = None
+    best_behaviour: float = math.nan  # best agreement with the network's output, any candidate
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -1446,6 +1458,7 @@ class RunOutcome:
             "n_scored": self.n_scored,
             "seconds": round(self.seconds, 2),
             "best_hypothesis": self.best_hypothesis,
+            "best_behaviour": _json_float(self.best_behaviour),
         }
 
 
@@ -1515,30 +1528,36 @@ def false_positive_suite(
                 res = dataclasses.replace(res, network=f"{kind}[{seed}]")
                 control_runs.append(res)
                 runs.append(res)
-        best_control = _nanmax([r.best_statistic for r in control_runs]) if control_runs else math.nan
-        gap = real.best_statistic - best_control
-        rows.append(
-            {
-                "target": target.name,
-                "network": "real",
-                "accepted": real.accepted,
-                "best_statistic": _json_float(real.best_statistic),
-                "best_control": _json_float(best_control),
-                "gap": _json_float(gap),
-                "n_scored": real.n_scored,
-                "seconds": round(real.seconds, 1),
-            }
-        )
-        for r in control_runs:
+        # Statistic: only runs where some candidate reached the full checks have one (-inf
+        # otherwise: nothing on that copy even matched its outputs well enough to be checked).
+        finite = [r.best_statistic for r in control_runs if math.isfinite(r.best_statistic)]
+        best_control = max(finite) if finite else None
+        real_stat = real.best_statistic if math.isfinite(real.best_statistic) else None
+        behaviours = [r.best_behaviour for r in control_runs if not math.isnan(r.best_behaviour)]
+        best_control_b = max(behaviours) if behaviours else None
+        real_b = None if math.isnan(real.best_behaviour) else real.best_behaviour
+        for r in (real, *control_runs):
             rows.append(
                 {
                     "target": target.name,
-                    "network": r.network,
+                    "network": "real" if r is real else r.network,
                     "accepted": r.accepted,
-                    "best_statistic": _json_float(r.best_statistic),
-                    "best_control": None,
-                    "gap": None,
                     "n_scored": r.n_scored,
+                    "best_statistic": _json_float(r.best_statistic),
+                    "best_behaviour": _json_float(r.best_behaviour),
+                    "best_control_statistic": best_control if r is real else None,
+                    "gap_statistic": (
+                        real_stat - best_control
+                        if r is real and real_stat is not None and best_control is not None
+                        else None
+                    ),
+                    "controls_reaching_checks": len(finite) if r is real else None,
+                    "best_control_behaviour": best_control_b if r is real else None,
+                    "gap_behaviour": (
+                        real_b - best_control_b
+                        if r is real and real_b is not None and best_control_b is not None
+                        else None
+                    ),
                     "seconds": round(r.seconds, 1),
                 }
             )
@@ -1564,15 +1583,18 @@ def _default_run_fn(target: Target, seed: int, budget_seconds: float, out: str |
     controls = LoopControls(ControlConfig(seed=seed))
     result = run(target, out=out, controls=controls, seed=seed, budget_seconds=budget_seconds, no_llm=True)
     keys = Thresholds().statistic
-    best, best_h = -math.inf, None
+    best, best_h, best_b = -math.inf, None, math.nan
     for cand in result.candidates():
+        flat = cand.flat_scores()
+        b = _nanmax([_number(flat.get("behaviour")), _number(flat.get("prefilter.behaviour_observed"))])
+        best_b = _nanmax([best_b, b])
         if cand.status not in ("failed", "accepted"):
             continue  # filtered and rejected candidates never reached the full checks
         value = statistic_value(cand.flat_scores(), keys)
         if value > best:
             best, best_h = value, f"{cand.program} @ {dict(cand.correspondence)}"
     return RunOutcome(
-        target.name, len(result.accepted), best, result.n_scored, time.perf_counter() - start, best_h
+        target.name, len(result.accepted), best, result.n_scored, time.perf_counter() - start, best_h, best_b
     )
 
 

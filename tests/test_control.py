@@ -304,5 +304,34 @@ def test_false_positive_suite_reports_gaps_and_accepted_counts():
     data = json.loads(json.dumps(report.to_json()))
     assert data["false_positives"] == 0 and data["control_runs"] == 6 and data["real_targets_accepting"] == 1
     real = next(r for r in data["rows"] if r["network"] == "real")
-    assert real["gap"] == pytest.approx(0.99 - 0.22)
-    assert math.isclose(real["best_control"], 0.22)
+    assert real["gap_statistic"] == pytest.approx(0.99 - 0.22)
+    assert math.isclose(real["best_control_statistic"], 0.22) and real["controls_reaching_checks"] == 6
+
+
+# --- the loop's controls stage ------------------------------------------------------------------
+
+
+def test_loop_controls_give_a_verdict_with_flat_numbers(target):
+    from synth.control import LoopControls
+
+    controls = LoopControls(
+        ControlConfig(network_seeds=(0,), correspondence_draws=5, significance="checks"),
+        localize_fn=None,
+        score_fn=scripted_score,
+        necessity_fn=scripted_necessity,
+        networks={"reinitialized": lambda t, s: tiny_target(s, name="random"),
+                  "shuffled": lambda t, s: tiny_target(s + 50, name="random")},
+        controls=[Necessity(), NullCorrespondences(), RandomNetworks()],
+    )
+    good = controls.check(target, true_hypothesis(), {"behaviour": 1.0, "loss_recovered": 1.0, "iia": 1.0},
+                          n_tested=1, deadline=None)
+    assert good.passed and good.reason.startswith("every control passed")
+    assert good.numbers["p_value"] == pytest.approx(1 / 101) and good.numbers["necessity.passed"] == 1.0
+    assert all(v is None or isinstance(v, float) for v in good.numbers.values())
+    bad = controls.check(target, unused_component(), {"behaviour": 1.0, "loss_recovered": 1.0, "iia": 1.0},
+                         n_tested=2, deadline=None)
+    assert not bad.passed and "necessity:" in bad.reason
+    data = json.loads(json.dumps(controls.to_json()))
+    assert len(data["candidates"]) == 2
+    final = controls.finalize(n_tested=2)
+    assert [d.accepted for d in final.decisions] == [True, False]
