@@ -68,7 +68,6 @@ class Claims:
     root_parents: tuple[str, ...]
     info: HookInfo
     embed_sites: tuple[Site, ...]  # whole hook_embed / hook_pos_embed, for mean and zero ablation
-    component_sites: tuple[Site, ...]  # every component's whole output: embeddings, hook_z, hook_mlp_out
 
     @property
     def program(self) -> Any:
@@ -139,12 +138,7 @@ def resolve_claims(target: Target, hypothesis: Hypothesis) -> Claims:
     out = program.output
     root_parents = (out,) if out in sites else located_ancestors(out)
     embed_sites = tuple(resolve(model, Location(h), info) for h in ("hook_embed", "hook_pos_embed"))
-    components = list(embed_sites)
-    for layer in range(int(model.cfg.n_layers)):
-        for hook in (f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_mlp_out"):
-            if info.canonical.get(hook) in info.order:  # attention-only models have no MLP hook
-                components.append(resolve(model, Location(hook), info))
-    return Claims(hypothesis, claims, root_parents, info, embed_sites, tuple(components))
+    return Claims(hypothesis, claims, root_parents, info, embed_sites)
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,7 +153,6 @@ class Group:
     clean_logits: torch.Tensor  # [n, T, d_vocab_out]
     clean: Mapping[str, torch.Tensor]  # claimed variable -> clean site values [n, T, ...]
     embeds: tuple[torch.Tensor, ...]  # clean hook_embed and hook_pos_embed [n, T, d_model]
-    components: tuple[torch.Tensor, ...]  # clean output of every component (Claims.component_sites)
     codes: Mapping[str, torch.Tensor]  # program variable -> float64 codes [n, length] (selectors left out)
     batch: Any  # the dsl.interpret.Batch the codes were computed on
 
@@ -199,7 +192,7 @@ def prepare_groups(
     """One clean forward pass per length group (groups smaller than ``min_size`` are dropped)."""
     out = []
     off = target.position_offset
-    capture = [c.site for c in claims.claims.values()] + list(claims.component_sites)
+    capture = [c.site for c in claims.claims.values()] + list(claims.embed_sites)
     for length, xs in group_by_length(inputs).items():
         if len(xs) < min_size:
             continue
@@ -211,8 +204,7 @@ def prepare_groups(
             Group(
                 length=length, inputs=tuple(xs), tokens=tokens, offset=off, readout=readout,
                 clean_logits=logits, clean={n: acts[c.site] for n, c in claims.claims.items()},
-                embeds=tuple(acts[s] for s in claims.embed_sites),
-                components=tuple(acts[s] for s in claims.component_sites), codes=codes, batch=batch,
+                embeds=tuple(acts[s] for s in claims.embed_sites), codes=codes, batch=batch,
             )
         )
     return out

@@ -251,14 +251,13 @@ def score(
 def resample_ablation_score(
     target: Target, hypothesis: Hypothesis, *, n: int = 256, seed: int = 0, ablation: str = "resample"
 ) -> Scores:
-    """Fast node-level pre-filter (NOT causal scrubbing): keep the claimed nodes, ablate the rest.
+    """Fast node-level pre-filter (NOT causal scrubbing; see synth.scrub for the exact passes).
 
-    ``ablation_loss_recovered``: loss recovered when every claimed location keeps the
-    reference input's own activation and everything else is resampled (or mean/zero
-    ablated). It checks that the claimed locations carry what the output needs, not
-    that they carry the claimed *values*; scrubbing cannot do better than this by much,
-    so a low number rules a hypothesis out cheaply (under path semantics a kept token
-    embedding lets the network recompute much of the rest, so only gross failures show).
+    ``ablation_loss_recovered``: loss recovered when the locations the readout is claimed
+    to read keep the reference input's own activation and everything else is resampled
+    (or mean/zero ablated). It checks that those locations carry what the output needs,
+    not that they carry the claimed *values*; scrubbing cannot do better than this by
+    much, so a low number rules a hypothesis out cheaply.
     ``necessity_loss_fraction``: the share of the whole-input resampling damage caused by
     resampling only the claimed locations; ``necessity_per_variable``: the same for each
     claimed location alone (a location the network does not use scores ~0).

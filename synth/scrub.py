@@ -65,14 +65,15 @@ upstream draws (a pool row is one forward pass), which only matters when a consu
 happens to draw the same row for two positions.
 
 `resample_ablation_score` is the fast node-level variant used for pre-filtering (no
-agreement sampling, no program values, no path semantics): one pass where the output of
-*every* component (embeddings, each layer's ``hook_z``, each ``hook_mlp_out``) is
-overwritten, the claimed locations with the reference's own clean activation and
-everything else with the resampled one, so the readout sees only what the claimed nodes
-write directly (sufficiency of the claimed set: a mislocated output fails it); one where
-all claimed locations are resampled on the clean input (necessity of the set); and one
-per claimed variable where only its location is resampled (necessity of each node: a
-location the network does not use scores ~0 and is flagged this way).
+agreement sampling, no program values): one pass that is the readout step of scrubbing
+with the reference's *own* clean activations at the locations the readout is claimed to
+read (the output variable's), everything else resampled (sufficiency: a mislocated
+output fails it, and scrubbing, which patches those locations with values from other
+inputs, can hardly do better); one where all claimed locations are resampled on the
+clean input (necessity of the set); and one per claimed variable where only its location
+is resampled (necessity of each node: a location the network does not use scores ~0 and
+is flagged this way). Together with the scrubbing base pass these are three forward
+passes per length group.
 """
 
 from __future__ import annotations
@@ -236,15 +237,6 @@ def scrub_group(
     )
 
 
-def _ablated(clean: torch.Tensor, rows: torch.Tensor | None, ablation: str) -> torch.Tensor:
-    """A whole activation resampled from ``rows``, or its group mean, or zero."""
-    if ablation == "resample":
-        return clean[rows]
-    if ablation == "mean":
-        return clean.mean(0, keepdim=True).expand_as(clean)
-    return torch.zeros_like(clean)
-
-
 def ablation_groups(
     target: Target, claims: Claims, group: Group, ablation: str, gen: torch.Generator, counter: PassCounter
 ) -> tuple[GroupLosses, GroupLosses, dict[str, GroupLosses]]:
@@ -254,15 +246,13 @@ def ablation_groups(
     clean = group.clean_logits
     tokens, edits, rows = base_run(claims, group, ablation, gen)
     resampled = _resampled_logits(target, claims, group, tokens, list(edits), rows, counter)
-    # Sufficiency, strictly node-level: every component's output is overwritten (nothing is recomputed),
-    # unclaimed ones with their ablated value, claimed locations with the reference's clean value.
-    ablated = [Edit(s, _ablated(a, rows, ablation)) for s, a in zip(claims.component_sites, group.components)]
-    keep = ablated + [
-        Edit(c.site, group.clean[n][:, group.positions], group.positions) for n, c in claims.claims.items()
+    # Sufficiency: the readout step of scrubbing with the reference's own clean values at the locations
+    # the readout is claimed to read (no agreement sampling), everything else from the ablated base.
+    keep = list(edits) + [
+        Edit(claims.claims[p].site, group.clean[p][:, group.positions], group.positions)
+        for p in claims.root_parents
     ]
-    kept, _ = run(model, group.tokens, keep, counter=counter)
-    # Its baseline ablates every component (for resampling: exactly the other input's clean logits).
-    node_base = clean[rows] if rows is not None else run(model, group.tokens, ablated, counter=counter)[0]
+    kept = run(model, tokens, keep, counter=counter)[0] if claims.root_parents else resampled
     # Necessity: the clean input, with claimed locations taken from the ablated base run.
     sites = {n: c.site for n, c in claims.claims.items()}
     if rows is not None:  # the resampled activations are the clean ones of the other input
@@ -294,4 +284,4 @@ def ablation_groups(
         )
 
     single = {name: losses(many[blocks[j + 1]]) for j, name in enumerate(names)}
-    return losses(kept, node_base), losses(dropped), single
+    return losses(kept), losses(dropped), single
