@@ -5,16 +5,27 @@ makes): parse arguments, call the stage, print a table or ``--json``. Bad input
 (unknown target, unreadable hypothesis file, corrupt run directory, ...) is
 reported as one line on stderr with exit code 2 — never a traceback; ``--debug``
 shows the traceback for bug reports. Ctrl-C exits with code 130 after the run
-store has committed everything already scored.
+store has committed everything already scored; rerunning the same command resumes.
+
+Argument values are checked here, before any slow work (loading a tracr target takes
+seconds): a negative budget or a run directory that cannot be written fails at once.
+Errors raised deeper down (the DSL parser, the target loaders, the checks, the run store)
+are typed exceptions whose first line is already the message; the CLI only prefixes the
+subcommand, and for hypothesis files names the file and turns the program block's
+line/column into the file's own (1-based, as editors count).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import math
+import os
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 from collections.abc import Callable, Sequence
 
 EXIT_USAGE = 2
@@ -25,8 +36,21 @@ class CLIError(ValueError):
     """A user-facing error raised by the CLI itself."""
 
 
+def _strict_json(data: Any) -> Any:
+    # NaN/inf are not JSON; strict readers (jq, JSON.parse) reject them, so they become null.
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {str(k): _strict_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_strict_json(v) for v in data]
+    if data is None or isinstance(data, (str, int, bool)):
+        return data
+    return str(data)
+
+
 def _print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+    print(json.dumps(_strict_json(data), indent=2, sort_keys=False, allow_nan=False))
 
 
 # --- subcommands ------------------------------------------------------------------------------
@@ -45,17 +69,56 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_hypothesis_file(path: str | Path) -> Any:
+    """Parse a hypothesis file; every failure is a CLIError naming the file (and line, column)."""
+    from synth.hypothesis import Hypothesis, HypothesisError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise CLIError(f"cannot read hypothesis file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise CLIError(f"hypothesis file {path} is not UTF-8 text") from None
+    try:
+        return Hypothesis.parse(text)
+    except (HypothesisError, ValueError) as e:
+        raise CLIError(f"{path}: {_hypothesis_error_text(e, text)}") from None
+
+
+def _hypothesis_error_text(e: BaseException, text: str) -> str:
+    """The error's first line, with a program parse error placed at its line/column in the file.
+
+    Hypothesis.parse hands the program block (dedented) to the DSL parser, whose ParseError
+    counts lines from the block's first line and columns from 0; a user reading the file
+    wants the file's line and the 1-based column their editor shows.
+    """
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    cause = e.__cause__ or e.__context__
+    line, col, detail = (getattr(cause, k, None) for k in ("line", "col", "detail"))
+    if not isinstance(line, int) or not detail:
+        return message
+    lines = text.splitlines()
+    header = next((i for i, raw in enumerate(lines) if raw.split("#", 1)[0].strip() == "program:"), None)
+    if header is None or header + line >= len(lines) + 1:
+        return message
+    body: list[str] = []
+    for raw in lines[header + 1:]:
+        if raw.split("#", 1)[0].strip() == "correspondence:":
+            break
+        body.append(raw.split("#", 1)[0].rstrip())
+    indent = min((len(b) - len(b.lstrip()) for b in body if b.strip()), default=0)
+    where = f"line {header + line + 1}"
+    if isinstance(col, int):
+        where += f", column {col + indent + 1}"
+    return f"{where}: {detail}"
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from models import load_target
-    from synth.hypothesis import Hypothesis
     from synth.scoring import format_scores, score
 
-    path = Path(args.hypothesis)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise CLIError(f"cannot read hypothesis file {path}: {e.strerror}") from None
-    hypothesis = Hypothesis.parse(text)
+    hypothesis = read_hypothesis_file(args.hypothesis)
     target = load_target(args.target)
     scores = score(target, hypothesis, n=args.n, seed=args.seed, ablation=args.ablation)
     if args.json:
@@ -66,12 +129,98 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from synth.loop import cmd_run as run_command
+    """Synthesise, check and control hypotheses for one target; the run directory is the record."""
+    from models import load_target
+    from synth.loop import default_out, run, summary_text
 
-    return run_command(args)
+    created = _prepare_run_dir(Path(args.out)) if args.out is not None else []
+    quiet = bool(args.json)
+
+    def progress(msg: str) -> None:
+        if not quiet:
+            print(f"mechsynth run: {msg}", file=sys.stderr, flush=True)
+
+    try:
+        target = load_target(args.target)
+    except BaseException:
+        _remove_empty(created)  # a typo in the target spec leaves no empty run directory behind
+        raise
+    out = Path(args.out) if args.out is not None else default_out(target.name, args.seed)
+    options: dict[str, Any] = {
+        "seed": args.seed,
+        "budget_seconds": args.budget_seconds,
+        "no_llm": args.no_llm,
+    }
+    for name in ("llm_model", "llm_base_url", "llm_max_calls", "llm_max_tokens"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    try:
+        result = run(target, out=out, controls=_controls(args), progress=progress, **options)
+    except KeyboardInterrupt:
+        print(
+            f"mechsynth run: interrupted; everything scored so far is stored in {out} "
+            "(rerun the same command to resume)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if quiet:
+        _print_json(result.to_json())
+    else:
+        print(summary_text(result))
+    return 0
+
+
+def _controls(args: argparse.Namespace) -> Any:
+    """The frivolous-circuit controls stage (None: the loop's pass-through, for --no-controls)."""
+    if args.no_controls:
+        return None
+    from synth.control import ControlConfig, LoopControls, Thresholds
+
+    thresholds = Thresholds(alpha=args.alpha)
+    config = ControlConfig(thresholds=thresholds, edge_popup=args.edge_popup, seed=args.seed)
+    return LoopControls(config)
+
+
+def _prepare_run_dir(out: Path) -> list[Path]:
+    """Fail fast on a run directory that cannot be used, before the target loads (seconds).
+
+    Creates what is missing and proves it writable (permission bits say nothing for root);
+    returns the directories it created so a failed start can remove them again. The run
+    store re-checks all of this when it opens.
+    """
+    from synth.store import DB_NAME, RunStore
+
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"run directory {out} is a file, not a directory")
+    if (out / DB_NAME).exists():
+        RunStore(out, create=False).close()  # corrupt or foreign database: RunStoreError
+        return []
+    missing = [d for d in (out, *out.parents) if not d.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        _remove_empty(missing)
+        raise CLIError(f"cannot write run directory {out}: {e.strerror or e}") from None
+    return missing
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for d in directories:  # deepest first
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from synth.loop import load_run
+
+    if args.json:
+        _print_json(load_run(args.run).to_json())
+        return 0
     from synth.loop import cmd_show as show_command
 
     return show_command(args)
@@ -79,6 +228,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from models.train import cmd_train as train_command
+    from models.zoo import recipe
+
+    recipe(args.name)  # an unknown name is a TargetError naming the closest ones
 
     return train_command(args.name, seed=args.seed, out=args.out)
 
@@ -105,65 +257,168 @@ def _format_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 # --- parser -------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error convention: one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _seconds(text: str) -> float:
+    value = _number(text, float)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _probability(text: str) -> float:
+    value = _number(text, float)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text!r}")
+    return value
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+
+_EPILOG = """\
+target specs:
+  tracr:<name>     a tracr library program compiled to a transformer (ground truth known)
+  trained:<name>   a small transformer trained by mechsynth (see 'mechsynth train')
+  file:<path.py>   your own module defining target() -> models.Target
+
+examples:
+  mechsynth targets
+  mechsynth run tracr:reverse --budget-seconds 120 --no-llm --out runs/reverse
+  mechsynth show runs/reverse
+  mechsynth score tracr:reverse my_hypothesis.txt --json
+
+Bad input exits with code 2 and one line on stderr; Ctrl-C during 'run' exits with 130
+and keeps everything scored (rerun the same command to resume)."""
+
+_HYPOTHESIS_FORMAT = """\
+hypothesis file format (or the same as JSON: {"program": "...", "correspondence": {...}}):
+  program:
+      same = select(indices, indices, EQ)
+      out = aggregate(same, tokens)
+  correspondence:
+      tokens: hook_embed
+      out: blocks.0.attn.hook_z[1]            # head 1 of layer 0
+      # MLP outputs / embeddings may name residual dims: blocks.0.hook_mlp_out[dims=5,6,7]"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mechsynth",
-        description="Automated mechanistic hypothesis generation for transformers.",
+        description="Automated mechanistic hypothesis generation for transformers: propose programs that "
+        "say what a network computes and where, check them against its activations, and keep only "
+        "those that beat frivolous-circuit controls.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="synthesise hypotheses for a target and check them")
-    p.add_argument("target", help="target spec, e.g. tracr:reverse, trained:sort, file:my_target.py")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget-seconds", type=float, default=300.0, help="wall-clock budget for the run")
-    p.add_argument("--out", default=None, help="run directory (default: runs/<target>-seed<S>)")
+    p = sub.add_parser(
+        "run",
+        help="synthesise hypotheses for a target, check and control them, store everything",
+        description="Synthesise hypotheses for TARGET (model-guided search, enumeration and, with an API "
+        "key, an LLM), check each against the network (behaviour, causal scrubbing, interchange), run "
+        "the frivolous-circuit controls and accept what survives. Every candidate and score is stored in "
+        "the run directory; rerunning the same command resumes there.",
+    )
+    p.add_argument("target", help="target spec: tracr:<name>, trained:<name> or file:<path.py>")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling, search and controls (default 0)")
+    p.add_argument("--budget-seconds", type=_seconds, default=300.0, metavar="N",
+                   help="wall-clock budget for the search, > 0 (default 300)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="run directory, created or resumed (default: runs/<target>-seed<S>)")
     p.add_argument("--no-llm", action="store_true", help="do not use the LLM proposer")
     p.add_argument("--llm-model", default=None, help="model for the LLM proposer (env MECHSYNTH_LLM_MODEL)")
     p.add_argument("--llm-base-url", default=None, help="Messages API base URL (env ANTHROPIC_BASE_URL)")
-    p.add_argument("--llm-max-calls", type=int, default=8)
-    p.add_argument("--llm-max-tokens", type=int, default=200_000)
+    p.add_argument("--llm-max-calls", type=_at_least(0), default=None, metavar="K",
+                   help="most LLM calls in the run (default 8)")
+    p.add_argument("--llm-max-tokens", type=_at_least(1), default=None, metavar="T",
+                   help="most LLM tokens in the run (default 200000)")
+    p.add_argument("--alpha", type=_probability, default=0.01,
+                   help="familywise significance level over every hypothesis scored (default 0.01)")
     p.add_argument("--edge-popup", action="store_true", help="also run the costly edge-popup control")
-    p.add_argument("--alpha", type=float, default=0.01, help="familywise significance level")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.add_argument("--no-controls", action="store_true",
+                   help="skip the frivolous-circuit controls (exploration only: accepted means 'passed the "
+                   "checks', and the report says the controls did not run)")
+    p.add_argument("--json", action="store_true",
+                   help="print a machine-readable summary (target, accepted, n_scored, seconds, ...)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("score", help="score a hand-written hypothesis file against a target")
-    p.add_argument("target")
-    p.add_argument("hypothesis", help="hypothesis file (program: / correspondence: sections, or JSON)")
-    p.add_argument("--n", type=int, default=512, help="inputs per check")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ablation", choices=["resample", "mean", "zero"], default="resample")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "score",
+        help="score a hand-written hypothesis file against a target",
+        description="Score the hypothesis in HYPOTHESIS_FILE on TARGET: behaviour (program vs network "
+        "output), causal scrubbing (loss recovered) and interchange intervention accuracy.",
+        epilog=_HYPOTHESIS_FORMAT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", help="target spec: tracr:<name>, trained:<name> or file:<path.py>")
+    p.add_argument("hypothesis", metavar="HYPOTHESIS_FILE",
+                   help="hypothesis file (program: / correspondence: sections, or JSON)")
+    p.add_argument("--n", type=_at_least(2), default=512, help="inputs per check, >= 2 (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the sampled inputs (default 0)")
+    p.add_argument("--ablation", choices=["resample", "mean", "zero"], default="resample",
+                   help="how unclaimed activations are replaced (default resample)")
+    p.add_argument("--json", action="store_true", help="print every number as JSON")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("show", help="print a stored run")
-    p.add_argument("run", help="run directory")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("show", help="print a stored run (finished, interrupted or running)",
+                       description="Print the report of the run stored in RUN (a 'mechsynth run' "
+                       "--out directory).")
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("targets", help="list the available targets")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("targets", help="list the available targets",
+                       description="List every tracr and trained target with its size and accuracy.")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=cmd_targets)
 
-    p = sub.add_parser("train", help="retrain a trained:<name> target deterministically")
-    p.add_argument("name", help="zoo task name, e.g. sort")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="checkpoint directory (default: the shipped checkpoints)")
+    p = sub.add_parser("train", help="retrain a trained:<name> target deterministically",
+                       description="Retrain the trained:NAME target from its recipe and seed and write its "
+                       "checkpoint.")
+    p.add_argument("name", help="zoo task name, e.g. sort (see 'mechsynth targets')")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="checkpoint directory (default: the shipped checkpoints)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("bench", help="measure recovery, false positives and speed; write BENCHMARKS.md")
-    p.add_argument("--suite", choices=["recovery", "controls", "perf", "all"], default="all")
+    p = sub.add_parser("bench", help="measure recovery, false positives and speed; write BENCHMARKS.md",
+                       description="Run the benchmark suites and write BENCHMARKS.md and JSON under --out.")
+    p.add_argument("--suite", choices=["recovery", "controls", "perf", "all"], default="all",
+                   help="which suite to run (default all)")
     p.add_argument("--quick", action="store_true", help="a representative subset in a few minutes")
-    p.add_argument("--out", default="bench-out")
+    p.add_argument("--out", default="bench-out", metavar="DIR", help="output directory (default bench-out)")
     p.add_argument("--with-acdc", action="store_true", help="also run ACDC/EAP from auto-circuit")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench)
     return parser
 
@@ -194,16 +449,26 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: returns the exit code (argparse's own exits, --help included, too)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     # tracr logs style advice through absl while compiling its own library examples.
     logging.getLogger("absl").setLevel(logging.ERROR)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return int(func(args) or 0)
     except KeyboardInterrupt:
-        print("mechsynth: interrupted; everything scored so far is stored", file=sys.stderr)
+        print(f"mechsynth {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`mechsynth targets | head`): nothing to report; point stdout
+        # at /dev/null so the interpreter's final flush does not print a second error.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as e:  # noqa: BLE001 - classified below
         if args.debug or not isinstance(e, _user_error_types()):
             raise
