@@ -172,8 +172,8 @@ def plot_attention_vs_selector(
     One row per (input, claimed head): left the head's attention (queries down, keys
     across; the BOS column, when the target has one, is where a tracr head puts the
     weight of a query that selects nothing), right the claimed selector evaluated on the
-    same input, with its BOS column marking queries that select nothing. ``inputs``
-    defaults to ``n`` inputs of the task's sampler.
+    same input, with its BOS column marking queries that select nothing. ``inputs`` (a
+    list of inputs, or one input) defaults to ``n`` inputs of the task's sampler.
     """
     import numpy as np
     import torch
@@ -186,9 +186,9 @@ def plot_attention_vs_selector(
         raise InspectError("the hypothesis claims no attention head that computes a selector aggregate")
     if inputs is None:
         inputs = target.task.sample(n, seed=0)
+    if inputs and not isinstance(inputs[0], (list, tuple)):
+        inputs = [inputs]  # one input given on its own
     inputs = [list(x) for x in inputs]
-    if inputs and not isinstance(inputs[0], list):
-        raise InspectError("inputs must be a list of sequences")
     values = dsl.evaluate_all(hyp.program, inputs)
     off = int(target.position_offset)
     rows = [(x_i, h) for x_i in range(len(inputs)) for h in heads]

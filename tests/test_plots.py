@@ -254,6 +254,7 @@ def test_attention_vs_selector_shows_each_claimed_head():
     image = fig.axes[1].images[0].get_array()
     assert image.shape == (3, 4)  # queries x (BOS + keys)
     assert list(image[:, 0]) == [0, 0, 0] and image[1, 2] == 1  # EQ on indices: the diagonal
+    assert len(plots.plot_attention_vs_selector(target, HYP, (1, 2)).axes) == 2  # one input on its own
     no_head = Hypothesis(PROGRAM, {"tokens": Location("hook_embed")})
     with pytest.raises(inspect.InspectError, match="no attention head"):
         plots.plot_attention_vs_selector(target, no_head)
