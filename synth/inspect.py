@@ -63,13 +63,24 @@ def as_run(run: Run | str | Path) -> Run:
 
 
 def _flat(c: Any) -> dict[str, float | None]:
-    """A stored candidate's scores; top-level control numbers lose their prefix (``controls.p_value``)."""
+    """A stored candidate's scores under short names.
+
+    The full check's numbers keep their names; a prefilter number fills a name only the
+    prefilter measured (``behaviour_observed``, or ``ablation_loss_recovered`` of a
+    candidate the prefilter stopped); the controls' run-level numbers drop their prefix
+    (``controls.p_value`` -> ``p_value``) and per-control ones keep it.
+    """
+    flat = c.flat_scores()
     out: dict[str, float | None] = {}
-    for name, value in c.flat_scores().items():
-        short = name[len("prefilter.") :] if name.startswith("prefilter.") else name
-        if short.startswith("controls.") and short.count(".") == 1:
-            short = short[len("controls.") :]
-        out.setdefault(short, value)
+    for name, value in flat.items():
+        if name.startswith("prefilter."):
+            continue
+        if name.startswith("controls.") and name.count(".") == 1:
+            name = name[len("controls.") :]
+        out[name] = value
+    for name, value in flat.items():
+        if name.startswith("prefilter."):
+            out.setdefault(name[len("prefilter.") :], value)
     return out
 
 

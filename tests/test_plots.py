@@ -33,7 +33,8 @@ def run_dir(tmp_path):
     with RunStore(path) as store:
         store.begin({"target": "toy", "options": {"thresholds": {}}})
         corr = {k: str(v) for k, v in HYP.correspondence.items()}
-        check = {"behaviour": 1.0, "loss_recovered": 0.97, "iia": 0.95, "iia[out]": 0.95}
+        check = {"behaviour": 1.0, "loss_recovered": 0.97, "iia": 0.95, "iia[out]": 0.95,
+                 "ablation_loss_recovered": 0.9}
         controls = {
             "statistic": 0.95,
             "p_value": 0.004,
@@ -53,7 +54,11 @@ def run_dir(tmp_path):
             source="model-guided",
             status="accepted",
             reason="every control passed",
-            scores={"prefilter": {"behaviour_observed": 1.0}, "check": check, "controls": controls},
+            scores={
+                "prefilter": {"behaviour_observed": 1.0, "ablation_loss_recovered": 0.5},
+                "check": check,
+                "controls": controls,
+            },
         )
         store.add_candidate(
             "b",
@@ -98,6 +103,7 @@ def test_candidates_frame_has_every_candidate_with_headline_scores_first(run_dir
         "behaviour_observed",
     ]
     assert frame.loc[1, "loss_recovered"] == pytest.approx(0.97)
+    assert frame.loc[1, "ablation_loss_recovered"] == 0.9  # the full check's number, not the prefilter's
     assert math.isnan(frame.loc[3, "loss_recovered"])  # filtered: no full check
     assert "p_value" in frame.columns and not any(c.startswith("controls.") for c in frame.columns)
     assert any(c.startswith("controls.") for c in inspect.candidates_frame(run_dir, controls=True).columns)
