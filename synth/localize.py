@@ -122,6 +122,8 @@ def localize(
             for layer in range(obs.n_layers):
                 if layer + 0.5 <= after:
                     continue
+                if not obs.has(f"blocks.{layer}.hook_mlp_out"):
+                    continue
                 act = obs.flat(f"blocks.{layer}.hook_mlp_out").double()
                 var = act.var(0)
                 active = (var > max(1e-8, 1e-6 * float(var.max()))).nonzero().reshape(-1)

@@ -283,6 +283,8 @@ def walk(
             # a head that counts (tracr's selector width) writes no aggregate of its own.
             counting += info.get("selectors", [])
         mlp_avail = avail + new_attn
+        if not obs.has(f"blocks.{layer}.hook_mlp_out"):
+            continue
         act = obs.flat(f"blocks.{layer}.hook_mlp_out")
         if float(act.double().var(0).sum()) > 1e-8:
             state.mlps[layer] = _explain_mlp(

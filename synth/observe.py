@@ -93,6 +93,9 @@ class Observations:
             parts.append(a)
         return torch.cat(parts, 0)
 
+    def has(self, hook: str) -> bool:
+        return bool(self.groups) and hook in self.groups[0].acts
+
     def at(self, location: Location) -> torch.Tensor:
         return self.flat(location.hook, location.head, location.dims)
 
@@ -159,7 +162,10 @@ def observe(target: Target, *, per_length: int = 256, seed: int = 0) -> Observat
             for name in names:
                 if name.endswith("hook_pattern"):
                     continue
-                a = cache[name].float()
+                try:
+                    a = cache[name].float()
+                except KeyError:  # attention-only models have no MLP hooks
+                    continue
                 if name == "hook_embed" or name == "hook_pos_embed" or a.dim() >= 3:
                     a = a[:, sl] if a.dim() >= 2 and a.shape[1] >= offset + length else a
                 if name == "hook_pos_embed" and a.shape[0] != len(inputs):
