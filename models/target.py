@@ -71,8 +71,9 @@ class Task:
     undefined); `readout` says which positions are read: "all" or only the "last".
     `generator(rng, length)` draws one input of that length (default: i.i.d. uniform over
     the vocabulary, rejected until it is in `domain`). `broader_generator` draws from a
-    broader distribution on which the network still works (used to test that an
-    explanation is not tied to the training distribution).
+    broader distribution (used to test that an explanation is not tied to the training
+    distribution); how well the network itself does there is measured, not assumed:
+    trained targets record it as `info["broader_accuracy"]`.
     """
 
     name: str

@@ -13,7 +13,8 @@ circuits explainable by RASP-shaped programs:
 - a BOS token gives attention a place to rest (count-like tasks read 1/(count+1) from it).
 
 Every task may also define a broader distribution (skewed token frequencies, more
-repeats) on which an explanation must keep working.
+repeats), never trained on. An explanation should predict the network there too, including
+its mistakes; checkpoints record the network's accuracy on it (`broader_accuracy`).
 """
 
 from __future__ import annotations
