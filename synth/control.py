@@ -920,16 +920,20 @@ class ControlStage:
         share = self.config.null_program_share if self.localize_fn is not None else 0.0
         if not ctx.located:
             share = 1.0 if self.localize_fn is not None else 0.0
-        families: list[str] = []
+        # Draw j's family comes from its own seeded stream; within a family, draws are numbered
+        # in order, so a top-up continues exactly where the first test stopped.
+        draws: list[tuple[str, int]] = []
         counts = {"correspondence": 0, "program": 0}
 
         def draw(j: int) -> float:
-            while len(families) <= j:  # the family of draw j, from its own seeded stream
-                r = ctx.rng("mixture", len(families)).random()
-                families.append("program" if r < share else "correspondence")
-            fam = families[j]
-            index = sum(1 for f in families[:j] if f == fam)
-            counts[fam] = max(counts[fam], index + 1)
+            while len(draws) <= j:
+                if 0 < share < 1:
+                    fam = "program" if ctx.rng("mixture", len(draws)).random() < share else "correspondence"
+                else:
+                    fam = "program" if share >= 1 else "correspondence"
+                draws.append((fam, counts[fam]))
+                counts[fam] += 1
+            fam, index = draws[j]
             if fam == "program":
                 return ctx.significance_of(ctx.null_program(index), real)
             if not ctx.located:
