@@ -232,10 +232,15 @@ def walk(
     available_cache: dict[tuple[str, int], bool] = {}
 
     def available(layer: int, before: float) -> list[str]:
-        """Variables written before ``before`` (or primitives) decodable from resid_pre of ``layer``.
+        """Variables written before ``before``, and primitives decodable from resid_pre of ``layer``.
 
-        A primitive whose values a located variable already has (tracr computes ``length``) is
-        represented by the located variable: the network reads it from where it was written.
+        A component's output is added to the residual stream, so a variable found in one is
+        available to every later layer (a scalar in one direction among many is not recovered
+        by a class decoder on the whole stream, so the test would wrongly drop numerical
+        variables). Primitives are not written by any component: ``tokens`` and ``indices``
+        are available where the residual stream encodes them, ``length`` only where some
+        component has computed it. A primitive whose values a located variable already has
+        is represented by the located variable: the network reads it from where it was written.
         """
         out = []
         resid = obs.flat(f"blocks.{layer}.hook_resid_pre")
@@ -251,6 +256,9 @@ def walk(
             if loc is None and name not in ("length",):
                 continue
             if loc is None and pool.key(pool.values[name]) in located_keys:
+                continue
+            if loc is not None and loc.layer >= 0:
+                out.append(name)
                 continue
             key = (name, layer)
             if key not in available_cache:
