@@ -287,23 +287,17 @@ def test_score_ground_truth_json(reverse_target: object, capsys: pytest.CaptureF
     assert set(scores["iia_per_variable"]) >= {"tokens", "reverse_1"}
 
 
-def test_score_table(reverse_target: object, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = cli(["score", "tracr:reverse", str(REVERSE_HYP), "--n", "16"], capsys)
+def test_score_table_from_json_hypothesis_file(
+    reverse_target: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The JSON form of a hypothesis file scores like the text form; without --json, a table."""
+    gt = reverse_target.ground_truth  # type: ignore[attr-defined]
+    path = write(tmp_path / "gt.json", json.dumps(gt.to_json()))
+    rc, out, err = cli(["score", "tracr:reverse", str(path), "--n", "16"], capsys)
     assert rc == 0, err
     rows = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
     assert float(rows["behaviour"]) == 1.0
     assert float(rows["loss_recovered"]) >= 0.99 and float(rows["iia"]) >= 0.99
-
-
-def test_score_json_hypothesis_file(
-    reverse_target: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The JSON form of a hypothesis file scores like the text form."""
-    gt = reverse_target.ground_truth  # type: ignore[attr-defined]
-    path = write(tmp_path / "gt.json", json.dumps(gt.to_json()))
-    rc, out, err = cli(["score", "tracr:reverse", str(path), "--n", "16", "--json"], capsys)
-    assert rc == 0, err
-    assert json.loads(out)["scores"]["behaviour"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -449,9 +443,21 @@ def test_resume_with_other_arguments_is_refused(
     reverse_run: tuple[list[str], Path, int, str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv, _, _, _, _ = reverse_run
-    other = [a if a != "120" else "7" for a in argv]  # another budget: another run
-    rc, _, err = cli(other, capsys)
+    rc, _, err = cli([*argv, "--seed", "3"], capsys)  # another seed proposes other candidates
     assert_one_line_error(rc, err, "mechsynth run: error:", "different arguments", "another --out")
+
+
+@pytest.mark.xfail(
+    reason="synth.loop.run stores budget_seconds inside args['options'], so RunStore.begin (which means "
+    "to let the budget differ on resume) refuses a rerun with a larger budget",
+    strict=False,
+)
+def test_resume_with_a_larger_budget(
+    reverse_run: tuple[list[str], Path, int, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, _, _, _, _ = reverse_run
+    rc, _, err = cli([a if a != "120" else "240" for a in argv], capsys)
+    assert rc == 0, err
 
 
 # --- slow: a real Ctrl-C, and a run with the full controls ----------------------------------------
