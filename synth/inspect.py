@@ -205,37 +205,36 @@ def scores_frame(scores: Mapping[str, Any], names: Sequence[str] | None = None) 
     return pd.DataFrame({"value": pd.Series(rows, dtype=float)})
 
 
-def controls_frame(controls: Any) -> pd.DataFrame:
-    """One row per control: passed (True/False/None = not applicable), the reason, its main numbers.
+def controls_frame(controls: Any, *, numbers: bool = False) -> pd.DataFrame:
+    """One row per control: passed (True/False; None = did not apply), the reason, and its time.
 
-    ``controls`` is a :class:`~synth.control.CandidateControls` or
-    :class:`~synth.control.Decision` (full detail), or a stored candidate / accepted
-    hypothesis (the flattened ``controls.<name>.<number>`` scores the loop stored; the
-    reason text is then not available).
+    ``controls`` is a :class:`~synth.control.CandidateControls` (e.g.
+    ``LoopControls.candidates[i]``) or a :class:`~synth.control.Decision`, which hold
+    everything; ``numbers=True`` adds each control's scalar numbers as columns. The last
+    row is the pooled significance test (its verdict is known from a Decision, which has
+    the Holm-adjusted p). A stored candidate or accepted hypothesis has only the numbers
+    the loop flattened into the store (``controls.<name>.<number>``): those are shown,
+    without reasons.
     """
     import pandas as pd
 
+    decision = controls if hasattr(controls, "p_adjusted") else None
     cc = getattr(controls, "controls", controls)  # a Decision holds its CandidateControls
     if hasattr(cc, "results"):
         rows = []
         for r in cc.results:
-            numbers = {
-                k: v for k, v in r.numbers.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            }
-            rows.append(
-                {"control": r.name, "passed": r.passed, "reason": r.reason, "seconds": r.seconds, **numbers}
-            )
+            row = {"control": r.name, "passed": r.passed, "reason": r.reason, "seconds": round(r.seconds, 3)}
+            if numbers:
+                row.update({k: v for k, v in r.numbers.items() if _is_number(v)})
+            rows.append(row)
         sig = cc.significance
         if sig is not None:
-            rows.append(
-                {
-                    "control": "significance (pooled null)",
-                    "passed": None,
-                    "reason": f"{sig.n_exceed} of {sig.n_draws} null draws >= real; p={sig.p_value:.3g}",
-                    "real": sig.real,
-                    "p_value": sig.p_value,
-                }
-            )
+            reason = f"{sig.n_exceed} of {sig.n_draws} null draws >= real {sig.real:.3f}; p={sig.p_value:.3g}"
+            passed = None
+            if decision is not None:
+                reason += f", Holm-adjusted {decision.p_adjusted:.3g} over {cc.n_tested} scored"
+                passed = "significance" not in decision.rejected_by
+            rows.append({"control": "significance (pooled null)", "passed": passed, "reason": reason})
         return pd.DataFrame(rows).set_index("control")
     flat = scores_of(controls)
     by_control: dict[str, dict[str, Any]] = {}
@@ -255,6 +254,29 @@ def controls_frame(controls: Any) -> pd.DataFrame:
     if top:
         rows.append({"control": "significance (pooled null)", "passed": None, **top})
     return pd.DataFrame(rows).set_index("control")
+
+
+def control_decision(loop_controls: Any, hypothesis: Any, run: Run | str | Path) -> Any:
+    """The controls' :class:`~synth.control.Decision` on ``hypothesis`` in ``run`` (None if never controlled).
+
+    ``loop_controls`` is the :class:`~synth.control.LoopControls` the run was made with
+    (the controls' full results live in that object, not in the store). The decision is
+    re-derived with :func:`synth.control.decide` from what the controls already drew (no
+    new draws), with Holm over every hypothesis the run scored.
+    """
+    from synth.control import decide
+
+    hyp = hypothesis_of(hypothesis)
+    candidates = list(loop_controls.candidates)
+    if not any(c.hypothesis == hyp for c in candidates):
+        return None
+    n_tested = max(as_run(run).n_scored, len(candidates))
+    acceptance = decide(candidates, n_tested, loop_controls.stage.config.thresholds)
+    return [d for d in acceptance.decisions if d.hypothesis == hyp][-1]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def scores_of(x: Any) -> Mapping[str, Any]:

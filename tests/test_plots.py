@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 
 import dsl  # noqa: E402
 from synth import inspect, plots  # noqa: E402
-from synth.control import CandidateControls, ControlResult  # noqa: E402
+from synth.control import CandidateControls, ControlResult, Thresholds, decide  # noqa: E402
 from synth.hypothesis import Hypothesis, Location  # noqa: E402
 from synth.statistics import MonteCarloTest  # noqa: E402
 from synth.store import RunStore  # noqa: E402
@@ -127,7 +127,11 @@ def test_controls_frame_from_the_store_and_from_memory(run_dir):
     assert stored.loc["significance (pooled null)", "p_adjusted"] == pytest.approx(0.008)
     live = inspect.controls_frame(_controls())
     assert bool(live.loc["null_correspondences", "passed"]) is True
-    assert "significance (pooled null)" in live.index
+    assert "significance (pooled null)" in live.index and "real" not in live.columns
+    assert "real" in inspect.controls_frame(_controls(), numbers=True).columns
+    decision = decide([_controls()], 1, Thresholds()).decisions[0]
+    verdict = inspect.controls_frame(decision).loc["significance (pooled null)"]
+    assert "Holm-adjusted" in verdict["reason"] and bool(verdict["passed"]) == decision.accepted
 
 
 def test_scores_frame_lists_headline_and_per_variable_iia():
@@ -264,3 +268,16 @@ def test_attention_vs_selector_shows_each_claimed_head():
     no_head = Hypothesis(PROGRAM, {"tokens": Location("hook_embed")})
     with pytest.raises(inspect.InspectError, match="no attention head"):
         plots.plot_attention_vs_selector(target, no_head)
+
+
+def test_control_decision_rederives_holm_over_the_run(run_dir):
+    from types import SimpleNamespace
+
+    loop = SimpleNamespace(
+        candidates=[_controls()], stage=SimpleNamespace(config=SimpleNamespace(thresholds=Thresholds()))
+    )
+    decision = inspect.control_decision(loop, HYP, run_dir)
+    assert decision.hypothesis == HYP
+    assert decision.controls.n_tested == 1 and decision.p_adjusted == pytest.approx(0.03)  # 3 scored
+    other = Hypothesis(dsl.parse("out = map(add(1), tokens)"), {})
+    assert inspect.control_decision(loop, other, run_dir) is None
