@@ -544,11 +544,17 @@ def _order_labels(
         labels = _longest_paths(len(values), edges)
         if labels is None:
             continue
-        mapping = {v: float(labels[index[v]]) for v in values}
-        k2 = torch.tensor([mapping[v] for v in kt.tolist()], dtype=torch.float64)
-        q2 = torch.tensor([mapping[v] for v in qt.tolist()], dtype=torch.float64)
-        if bool((comparison(name, k2, q2) == rel).all()):
-            return name, mapping
+        # Values never compared on one input get the same rank; keep them apart (a relabelling
+        # must not merge values) with a tie-break in their old order when that stays consistent.
+        distinct = sorted(values, key=lambda v: (labels[index[v]], v))
+        for mapping in (
+            {v: float(i) for i, v in enumerate(distinct)},
+            {v: float(labels[index[v]]) for v in values},
+        ):
+            k2 = torch.tensor([mapping[v] for v in kt.tolist()], dtype=torch.float64)
+            q2 = torch.tensor([mapping[v] for v in qt.tolist()], dtype=torch.float64)
+            if bool((comparison(name, k2, q2) == rel).all()):
+                return name, mapping
     return None
 
 
