@@ -195,16 +195,7 @@ def _prepare_run_dir(out: Path) -> list[Path]:
     if (out / DB_NAME).exists():
         RunStore(out, create=False).close()  # corrupt or foreign database: RunStoreError
         return []
-    missing = [d for d in (out, *out.parents) if not d.exists()]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        _remove_empty(missing)
-        raise CLIError(f"cannot write run directory {out}: {e.strerror or e}") from None
-    return missing
+    return _writable_dir(out, "run directory")
 
 
 def _remove_empty(directories: list[Path]) -> None:
@@ -231,14 +222,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     from models.zoo import recipe
 
     recipe(args.name)  # an unknown name is a TargetError naming the closest ones
-
+    if args.out is not None:
+        _writable_dir(Path(args.out), "checkpoint directory")  # before minutes of training
     return train_command(args.name, seed=args.seed, out=args.out)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from synth.bench import cmd_bench as bench_command
 
+    _writable_dir(Path(args.out), "benchmark directory")  # before the suites run
     return bench_command(args)
+
+
+def _writable_dir(path: Path, what: str) -> list[Path]:
+    """Create ``path`` if needed and prove it writable; returns the directories it created."""
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{what} {path} is a file, not a directory")
+    missing = [d for d in (path, *path.parents) if not d.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        _remove_empty(missing)
+        raise CLIError(f"cannot write {what} {path}: {e.strerror or e}") from None
+    return missing
 
 
 # --- formatting helpers -------------------------------------------------------------------------

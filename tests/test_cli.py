@@ -184,14 +184,15 @@ def test_bad_target_file(
     assert not out.exists()  # a target that does not load leaves no empty run directory behind
 
 
-def test_missing_trained_checkpoint_says_how_to_make_it(capsys: pytest.CaptureFixture[str]) -> None:
-    from models.zoo import checkpoint_stem, zoo_names
+def test_missing_trained_checkpoint_says_how_to_make_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import models.zoo
 
-    absent = [n for n in zoo_names() if not checkpoint_stem(n).with_suffix(".json").exists()]
-    if not absent:
-        pytest.skip("every trained target has a checkpoint")
-    rc, _, err = cli(["score", f"trained:{absent[0]}", str(REVERSE_HYP)], capsys)
-    assert_one_line_error(rc, err, "no checkpoint", f"mechsynth train {absent[0]}")
+    monkeypatch.setattr(models.zoo, "CHECKPOINT_DIR", tmp_path)  # no checkpoints at all
+    monkeypatch.setattr(models.zoo, "load_trained", models.zoo.load_trained.__wrapped__)  # bypass the cache
+    rc, _, err = cli(["score", "trained:modadd", str(REVERSE_HYP)], capsys)
+    assert_one_line_error(rc, err, "no checkpoint for trained:modadd", "mechsynth train modadd")
 
 
 def test_train_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
@@ -371,6 +372,15 @@ def test_run_out_unusable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     write(corrupt / "run.sqlite", "not a database " * 40)
     rc, _, err = cli(["run", "tracr:hist", "--out", str(corrupt)], capsys)
     assert_one_line_error(rc, err, "corrupt run database")
+
+
+def test_train_and_bench_out_unusable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a_file = write(tmp_path / "a_file", "x")
+    rc, _, err = cli(["train", "sort", "--out", str(a_file)], capsys)
+    assert_one_line_error(rc, err, "mechsynth train: error:", "checkpoint directory", "is a file")
+    rc, _, err = cli(["bench", "--quick", "--out", str(a_file / "sub")], capsys)
+    assert_one_line_error(rc, err, "mechsynth bench: error:", "cannot write benchmark directory")
+    assert not (a_file.parent / "sub").exists()
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write a read-only directory")
