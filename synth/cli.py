@@ -154,8 +154,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in ("llm_model", "llm_base_url", "llm_max_calls", "llm_max_tokens"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
+    proposers = _proposers(args.proposers, options) if args.proposers else None
     try:
-        result = run(target, out=out, controls=_controls(args), progress=progress, **options)
+        result = run(target, out=out, proposers=proposers, controls=_controls(args), progress=progress,
+                     **options)
     except KeyboardInterrupt:
         print(
             f"mechsynth run: interrupted; everything scored so far is stored in {out} "
@@ -168,6 +170,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(summary_text(result))
     return 0
+
+
+PROPOSER_NAMES = ("model-guided", "enumerator", "llm")
+
+
+def _proposers(names: Sequence[str], options: dict[str, Any]) -> list[Any]:
+    """The default proposers restricted to ``names`` (in the default order)."""
+    from synth.loop import RunOptions, default_proposers
+
+    proposers, status = default_proposers(RunOptions(**options))
+    available = {p.name for p in proposers}
+    missing = [n for n in names if n not in available]
+    if "llm" in missing:
+        raise CLIError(f"--proposers asks for llm, which is not available ({status})")
+    if missing:
+        raise CLIError(f"proposer {missing[0]!r} is not available (have: {', '.join(sorted(available))})")
+    return [p for p in proposers if p.name in names]
+
+
+def _proposer_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in PROPOSER_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {','.join(PROPOSER_NAMES)}, got {text!r}"
+        )
+    return names
 
 
 def _controls(args: argparse.Namespace) -> Any:
@@ -365,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory, created or resumed (default: runs/<target>-seed<S>)")
     p.add_argument("--no-llm", action="store_true", help="do not use the LLM proposer")
+    p.add_argument("--proposers", type=_proposer_list, default=None, metavar="NAMES",
+                   help=f"only these proposers, comma-separated from {','.join(PROPOSER_NAMES)} "
+                   "(default: all that are available; llm needs ANTHROPIC_API_KEY)")
     p.add_argument("--llm-model", default=None, help="model for the LLM proposer (env MECHSYNTH_LLM_MODEL)")
     p.add_argument("--llm-base-url", default=None, help="Messages API base URL (env ANTHROPIC_BASE_URL)")
     p.add_argument("--llm-max-calls", type=_at_least(0), default=None, metavar="K",

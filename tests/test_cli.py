@@ -100,6 +100,7 @@ def test_targets_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
         (["run", "tracr:hist", "--budget-seconds", "soon"], ["--budget-seconds", "must be a number"]),
         (["run", "tracr:hist", "--alpha", "1.5"], ["--alpha", "between 0 and 1"]),
         (["run", "tracr:hist", "--llm-max-calls", "-3"], ["--llm-max-calls", ">= 0"]),
+        (["run", "tracr:hist", "--proposers", "oracle"], ["--proposers", "model-guided,enumerator,llm"]),
         (["score", "tracr:reverse", str(REVERSE_HYP), "--n", "1"], ["--n", ">= 2"]),
         (["score", "tracr:reverse", str(REVERSE_HYP), "--n", "-5"], ["--n", ">= 2"]),
         (["score", "tracr:reverse", str(REVERSE_HYP), "--n", "many"], ["--n", "integer"]),
@@ -436,6 +437,14 @@ def test_show_run(
     assert shown["accepted"] == ran["accepted"] and shown["n_scored"] == ran["n_scored"]
     rc, stdout, err = cli(["show", str(out)], capsys)
     assert rc == 0 and "tracr:reverse" in stdout
+
+
+def test_llm_proposer_asked_for_but_off(
+    reverse_target: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, err = cli(["run", "tracr:reverse", "--proposers", "llm", "--no-llm", "--out", str(tmp_path / "r")],
+                     capsys)
+    assert_one_line_error(rc, err, "--proposers asks for llm", "not available", "--no-llm")
 
 
 def test_rerun_resumes_without_rescoring(
