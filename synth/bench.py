@@ -366,18 +366,19 @@ def _why_not(run: Any) -> str:
     return f"no candidate fully scored (stopped: {getattr(run, 'stopped', '?')}; {run.n_candidates} proposed)"
 
 
-def engine_controls() -> Any:
-    """A fresh frivolous-circuit controls stage for one run (``synth.control.LoopControls``).
+def engine_controls(seed: int = 0) -> Any:
+    """A fresh frivolous-circuit controls stage for one run, built as ``mechsynth run`` builds it
+    (``synth.control.LoopControls`` with the default thresholds and the run's seed).
 
     Recovery is only worth reporting for hypotheses that survived the controls and the
-    multiple-testing correction, so the bench always runs them, whatever the loop's own
-    default is; None (the loop's default) only where the controls module is absent.
+    multiple-testing correction, so the bench always runs them; None (the loop's
+    pass-through) only where the controls module is absent.
     """
     try:
-        from synth.control import LoopControls
+        from synth.control import ControlConfig, LoopControls
     except ImportError:
         return None
-    return LoopControls()
+    return LoopControls(ControlConfig(seed=seed))
 
 
 def _hypothesis_and_scores(item: Any) -> tuple[Any, Mapping[str, Any]]:
@@ -435,7 +436,7 @@ def run_one(spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: 
         budget_seconds=budget_seconds,
         out=str(run_dir),
         proposers=mode_proposers(mode),
-        controls=engine_controls(),
+        controls=engine_controls(seed),
         no_llm=mode not in LLM_MODES,
     )
     accepted = list(run.accepted)
@@ -580,7 +581,7 @@ def _control_run(target: Any, seed: int, budget_seconds: float, out: str | None)
         shutil.rmtree(out, ignore_errors=True)  # fresh, never resumed
     start = time.perf_counter()
     run = synth_run(
-        target, seed=seed, budget_seconds=budget_seconds, out=out, controls=engine_controls(), no_llm=True
+        target, seed=seed, budget_seconds=budget_seconds, out=out, controls=engine_controls(seed), no_llm=True
     )
     keys = control.Thresholds().statistic
     best, best_h = -math.inf, None
