@@ -1,4 +1,4 @@
-"""Inspect: a stored run, a hypothesis and its scores as tables (for notebooks and reports).
+"""Inspection: a stored run, a hypothesis and its scores as tables (for notebooks and reports).
 
 A run's record is its SQLite store (:mod:`synth.store`); a hypothesis's record is its
 :class:`~synth.scoring.Scores`; a candidate's controls are a

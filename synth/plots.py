@@ -20,7 +20,7 @@ Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``: noth
 registered with a global figure manager, so a notebook shows a figure once (when a cell
 returns it) and scripts and tests need no display (any backend, e.g. Agg, works).
 matplotlib is imported inside each function: it is a notebook dependency, not one of
-the engine's. Tables live in :mod:`synth.inspect`.
+the engine's. Tables live in :mod:`synth.inspection`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
 
 from synth.hypothesis import Hypothesis
-from synth.inspect import InspectError, hypothesis_of, scores_of, as_run, per_input_frame
+from synth.inspection import InspectError, as_run, hypothesis_of, per_input_frame, scores_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -371,7 +371,7 @@ def plot_scrub_per_input(
 # --- the search ----------------------------------------------------------------------------------
 def plot_candidate_scores(run: Any, *, x: str = "behaviour_observed", y: str = "loss_recovered") -> Figure:
     """Every candidate of a run on two scores, marker by status, colour by source."""
-    from synth.inspect import candidates_frame
+    from synth.inspection import candidates_frame
 
     frame = candidates_frame(as_run(run))
     fig = _figure(7.0, 4.5)

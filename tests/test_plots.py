@@ -1,4 +1,4 @@
-"""Tables (synth.inspect) and figures (synth.plots) on hand-made runs, scores and controls.
+"""Tables (synth.inspection) and figures (synth.plots) on hand-made runs, scores and controls.
 
 Nothing here runs a synthesis: the run store is written directly, the controls' result is
 built by hand and the attention plot uses a tiny random TransformerBridge, so the file
@@ -16,7 +16,7 @@ import torch
 matplotlib.use("Agg")
 
 import dsl  # noqa: E402
-from synth import inspect, plots  # noqa: E402
+from synth import inspection, plots  # noqa: E402
 from synth.control import CandidateControls, ControlResult, Thresholds, decide  # noqa: E402
 from synth.hypothesis import Hypothesis, Location  # noqa: E402
 from synth.statistics import MonteCarloTest  # noqa: E402
@@ -89,7 +89,7 @@ def run_dir(tmp_path):
 
 
 def test_candidates_frame_has_every_candidate_with_headline_scores_first(run_dir):
-    frame = inspect.candidates_frame(run_dir)
+    frame = inspection.candidates_frame(run_dir)
     assert list(frame["status"]) == ["accepted", "failed", "filtered", "rejected"]
     assert list(frame.columns[:9]) == [
         "source",
@@ -106,14 +106,14 @@ def test_candidates_frame_has_every_candidate_with_headline_scores_first(run_dir
     assert frame.loc[1, "ablation_loss_recovered"] == 0.9  # the full check's number, not the prefilter's
     assert math.isnan(frame.loc[3, "loss_recovered"])  # filtered: no full check
     assert "p_value" in frame.columns and not any(c.startswith("controls.") for c in frame.columns)
-    assert any(c.startswith("controls.") for c in inspect.candidates_frame(run_dir, controls=True).columns)
-    assert len(inspect.candidates_frame(run_dir, status="failed")) == 1
-    summary = inspect.summary_frame(run_dir)
+    assert any(c.startswith("controls.") for c in inspection.candidates_frame(run_dir, controls=True).columns)
+    assert len(inspection.candidates_frame(run_dir, status="failed")) == 1
+    summary = inspection.summary_frame(run_dir)
     assert summary.loc["enumerator", "total"] == 2
 
 
 def test_correspondence_frame_places_selectors_with_their_aggregate():
-    frame = inspect.correspondence_frame(HYP)
+    frame = inspection.correspondence_frame(HYP)
     assert frame.loc["out", "location"] == "blocks.0.attn.hook_z[1]"
     assert frame.loc["out", "component"] == "attn" and frame.loc["out", "head"] == 1
     assert frame.loc["sel", "kind"] == "selector" and frame.loc["sel", "used_by"] == "out"
@@ -121,21 +121,22 @@ def test_correspondence_frame_places_selectors_with_their_aggregate():
 
 
 def test_controls_frame_from_the_store_and_from_memory(run_dir):
-    accepted = inspect.as_run(run_dir).accepted[0]
-    stored = inspect.controls_frame(accepted)
+    accepted = inspection.as_run(run_dir).accepted[0]
+    stored = inspection.controls_frame(accepted)
     assert bool(stored.loc["random_networks", "passed"]) is True
     assert stored.loc["significance (pooled null)", "p_adjusted"] == pytest.approx(0.008)
-    live = inspect.controls_frame(_controls())
+    live = inspection.controls_frame(_controls())
     assert bool(live.loc["null_correspondences", "passed"]) is True
     assert "significance (pooled null)" in live.index and "real" not in live.columns
-    assert "real" in inspect.controls_frame(_controls(), numbers=True).columns
+    assert "real" in inspection.controls_frame(_controls(), numbers=True).columns
     decision = decide([_controls()], 1, Thresholds()).decisions[0]
-    verdict = inspect.controls_frame(decision).loc["significance (pooled null)"]
+    verdict = inspection.controls_frame(decision).loc["significance (pooled null)"]
     assert "Holm-adjusted" in verdict["reason"] and bool(verdict["passed"]) == decision.accepted
 
 
 def test_scores_frame_lists_headline_and_per_variable_iia():
-    frame = inspect.scores_frame({"behaviour": 1.0, "iia": 0.5, "iia_per_variable": {"x": 0.5}, "junk": [1]})
+    scores = {"behaviour": 1.0, "iia": 0.5, "iia_per_variable": {"x": 0.5}, "junk": [1]}
+    frame = inspection.scores_frame(scores)
     assert frame.loc["iia[x]", "value"] == 0.5 and "junk" not in frame.index
 
 
@@ -168,14 +169,14 @@ def test_null_distribution_from_controls_and_from_the_store(run_dir):
     assert [t.get_text() for t in ax.get_yticklabels()][0].startswith("same program")
     assert len(ax.collections[0].get_offsets()) == 4  # the NaN draw is counted, not drawn
     fig.savefig(run_dir / "nulls.png")
-    stored = plots.plot_null_distribution(inspect.as_run(run_dir))
+    stored = plots.plot_null_distribution(inspection.as_run(run_dir))
     labels = [t.get_text() for t in stored.axes[0].get_yticklabels()]
     assert "best re-initialised / shuffled network" in labels
 
 
 def test_null_distribution_without_controls_is_a_clear_error(run_dir):
-    failed = next(c for c in inspect.as_run(run_dir).candidates() if c.status == "failed")
-    with pytest.raises(inspect.InspectError, match="no control numbers"):
+    failed = next(c for c in inspection.as_run(run_dir).candidates() if c.status == "failed")
+    with pytest.raises(inspection.InspectError, match="no control numbers"):
         plots.plot_null_distribution(failed)
 
 
@@ -200,13 +201,13 @@ def _per_input_scores(n: int = 6) -> dict:
 
 
 def test_per_input_frame_sorts_worst_first_and_handles_zero_resampling_loss():
-    frame = inspect.per_input_frame(_per_input_scores())
+    frame = inspection.per_input_frame(_per_input_scores())
     assert frame.iloc[0]["loss_scrubbed"] == 2.0 and frame.iloc[0]["changed"]
     assert math.isnan(frame.loc[2, "recovered"]) and frame.loc[0, "recovered"] == 1.0
     fig = plots.plot_scrub_per_input(_per_input_scores())
     assert len(fig.axes) == 2
-    with pytest.raises(inspect.InspectError, match="no per-input"):
-        inspect.per_input_frame({"loss_recovered": 1.0})
+    with pytest.raises(inspection.InspectError, match="no per-input"):
+        inspection.per_input_frame({"loss_recovered": 1.0})
 
 
 class _Task:
@@ -249,11 +250,11 @@ class _Target:
 
 def test_scrub_inputs_rebuild_the_checks_order():
     target = _Target()
-    inputs = inspect.scrub_inputs(target, {"n": 7, "seed": 0, "per_input": {"loss_scrubbed": [0] * 6}})
+    inputs = inspection.scrub_inputs(target, {"n": 7, "seed": 0, "per_input": {"loss_scrubbed": [0] * 6}})
     # ascending lengths, sample order within a length, the lone length-5 input dropped
     assert inputs == [(3, 1), (1, 1), (1, 2, 3), (3, 3, 3), (1, 2, 3, 1), (2, 2, 3, 1)]
-    with pytest.raises(inspect.InspectError, match="rebuilds"):
-        inspect.scrub_inputs(target, {"n": 7, "seed": 0, "per_input": {"loss_scrubbed": [0] * 3}})
+    with pytest.raises(inspection.InspectError, match="rebuilds"):
+        inspection.scrub_inputs(target, {"n": 7, "seed": 0, "per_input": {"loss_scrubbed": [0] * 3}})
 
 
 def test_attention_vs_selector_shows_each_claimed_head():
@@ -266,7 +267,7 @@ def test_attention_vs_selector_shows_each_claimed_head():
     assert list(image[:, 0]) == [0, 0, 0] and image[1, 2] == 1  # EQ on indices: the diagonal
     assert len(plots.plot_attention_vs_selector(target, HYP, (1, 2)).axes) == 2  # one input on its own
     no_head = Hypothesis(PROGRAM, {"tokens": Location("hook_embed")})
-    with pytest.raises(inspect.InspectError, match="no attention head"):
+    with pytest.raises(inspection.InspectError, match="no attention head"):
         plots.plot_attention_vs_selector(target, no_head)
 
 
@@ -276,8 +277,8 @@ def test_control_decision_rederives_holm_over_the_run(run_dir):
     loop = SimpleNamespace(
         candidates=[_controls()], stage=SimpleNamespace(config=SimpleNamespace(thresholds=Thresholds()))
     )
-    decision = inspect.control_decision(loop, HYP, run_dir)
+    decision = inspection.control_decision(loop, HYP, run_dir)
     assert decision.hypothesis == HYP
     assert decision.controls.n_tested == 1 and decision.p_adjusted == pytest.approx(0.03)  # 3 scored
     other = Hypothesis(dsl.parse("out = map(add(1), tokens)"), {})
-    assert inspect.control_decision(loop, other, run_dir) is None
+    assert inspection.control_decision(loop, other, run_dir) is None
