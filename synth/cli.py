@@ -169,6 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_json(result.to_json())
     else:
         print(summary_text(result))
+        print(f"controls: {result.args.get('controls', '-')}")  # what "accepted" was conditional on
     return 0
 
 

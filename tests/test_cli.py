@@ -454,6 +454,7 @@ def test_rerun_resumes_without_rescoring(
     rc, stdout, err = cli([a for a in argv if a != "--json"], capsys)
     assert rc == 0, err
     assert "resuming" in err
+    assert "1 accepted" in stdout and "controls: no-controls" in stdout
     rc, stdout, err = cli(["show", str(out), "--json"], capsys)
     assert json.loads(stdout)["n_candidates"] == json.loads(run_stdout)["n_candidates"]
 
