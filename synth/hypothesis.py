@@ -97,6 +97,7 @@ class Location:
 
     @classmethod
     def parse(cls, text: str) -> Location:
+        text = text.strip()
         m = _LOCATION_RE.match(text)
         if not m:
             raise HypothesisError(f"cannot read location {text!r}: expected e.g. 'blocks.0.attn.hook_z[1]'")
@@ -180,6 +181,7 @@ class Hypothesis:
     @classmethod
     def parse(cls, text: str) -> Hypothesis:
         """Read the hypothesis file format (see module docstring) or its JSON form."""
+        from dsl import DSLError
         from dsl import parse as parse_program
 
         if text.lstrip().startswith("{"):
@@ -222,7 +224,7 @@ class Hypothesis:
         program_text = textwrap.dedent("\n".join(program_lines))
         try:
             program = parse_program(program_text)
-        except Exception as e:  # DSL errors carry line numbers relative to the program block
+        except DSLError as e:  # DSL errors carry line numbers relative to the program block
             raise HypothesisError(f"in program (starting line {program_first_line + 1}): {e}") from None
         return cls(program, corr)
 
