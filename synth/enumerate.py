@@ -88,6 +88,7 @@ class Pool:
         self._by_key: dict[str, str] = {}
         self._counter = itertools.count()
         self.n_evaluated = 0
+        self.fn_memo: dict[tuple, list[Any]] = {}  # function instances per (arity, arguments)
         self.sel_mask = batch.pair_mask
         for name, t, dtype in (
             ("tokens", batch.tokens, "value"),
@@ -213,6 +214,10 @@ def function_instances(pool: Pool, arity: int, args: Sequence[str]) -> list[Any]
     from dsl import registry
     from dsl.program import Fn
 
+    memo_key = (arity, tuple(args), len(registry.functions()))
+    cached = pool.fn_memo.get(memo_key)
+    if cached is not None:
+        return cached
     literals: list[Any] = list(SMALL_INTS)
     for a in args:
         for v in _distinct_values(pool, a, MAX_OBSERVED_LITERALS):
@@ -234,6 +239,7 @@ def function_instances(pool: Pool, arity: int, args: Sequence[str]) -> list[Any]
                 except Exception:  # noqa: BLE001 - a family rejecting a literal is expected
                     continue
             out.append(Fn(fam.name, arity, tuple(params)))
+    pool.fn_memo[memo_key] = out
     return out
 
 
@@ -349,8 +355,10 @@ def grow(
                     names = [n for n in by_size.get(s, []) if pool.items[n].kind == slot.kind]
                     choices.append(names)
                 for combo in itertools.product(*choices):
+                    if deadline is not None and time.monotonic() > deadline:
+                        return
                     for args in _fill_args(pool, prim, combo, comparisons):
-                        node = Node(prim.name, args, "categorical")
+                        node = Node(prim.name, args, None if prim.result == "selector" else "categorical")
                         cost = prim.cost + sum(pool.items[c].cost for c in combo)
                         new_nodes.append((cost, rng.random(), node))
         new_nodes.sort(key=lambda t: (t[0], t[1]))
@@ -495,7 +503,7 @@ class EnumerativeProposer:
     """
 
     name: str = "enumerator"
-    max_size: int = 5
+    max_size: int = 4
     max_count: int = 20_000
     max_seconds: float = 30.0
     max_programs: int = 3

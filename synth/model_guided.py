@@ -963,13 +963,18 @@ def compose(state: GuidedState, obs: Observations) -> Iterator[tuple[Hypothesis,
         rename = _readable_names(state, names)
         program = pool.program(out, rename=rename.get)
         corr = {}
-        for n in names:
+        taken: set[Location] = set()
+        for n in reversed(names):
             loc = state.located.get(n)
             if loc is None:
                 continue
             new = rename.get(n, n)
-            if new in program.variables:
+            # Two variables of one program cannot both be what one component writes (two
+            # labellings of one MLP block): the later reader keeps the claim, the other one
+            # is left unclaimed.
+            if new in program.variables and loc.location not in taken:
                 corr[new] = loc.location
+                taken.add(loc.location)
         meta = {"output": out, "notes": list(state.notes)}
         yield Hypothesis(program, corr), meta
 
