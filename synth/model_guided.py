@@ -170,6 +170,7 @@ class ModelGuidedProposer:
     thresholds: MatchThresholds | None = None
     labellings: int = 3  # value labellings kept per MLP block
     max_candidates: int = 12
+    exhaustive: bool = True  # deterministic: a second round would repeat the first
     last_state: GuidedState | None = None
 
     def propose(self, context: ProposalContext) -> Iterator[Proposal]:
