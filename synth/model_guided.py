@@ -1079,19 +1079,62 @@ def compose(state: GuidedState, obs: Observations) -> Iterator[tuple[Hypothesis,
         program = pool.program(out, rename=rename.get)
         corr = {}
         taken: set[Location] = set()
+        shared = _split_shared_blocks(state, obs, [n for n in names if rename.get(n, n) in program.variables])
         for n in reversed(names):
             loc = state.located.get(n)
             if loc is None:
                 continue
             new = rename.get(n, n)
+            location = shared.get(n, loc.location)
             # Two variables of one program cannot both be what one component writes (two
             # labellings of one MLP block): the later reader keeps the claim, the other one
             # is left unclaimed.
-            if new in program.variables and loc.location not in taken:
-                corr[new] = loc.location
-                taken.add(loc.location)
+            if new in program.variables and location not in taken:
+                corr[new] = location
+                taken.add(location)
         meta = {"output": out, "notes": list(state.notes)}
         yield Hypothesis(program, corr), meta
+
+
+def _split_shared_blocks(state: GuidedState, obs: Observations, names: Sequence[str]) -> dict[str, Location]:
+    """Disjoint dims for program variables that were found in the same MLP block.
+
+    Two numerical variables that carry the same information (``tokens == "("`` and
+    ``tokens == ")"`` over a two-token vocabulary) explain the same block equally well; a
+    numerical encoding is the value times a direction, so each gets the dims whose
+    activation rises with its value. Returns new locations only when that splits the block
+    into disjoint, non-empty parts.
+    """
+    pool = state.pool
+    mask = pool.batch.mask
+    by_location: dict[Location, list[str]] = {}
+    for n in names:
+        loc = state.located.get(n)
+        if loc is not None and loc.location.component == "mlp" and loc.location.dims:
+            by_location.setdefault(loc.location, []).append(n)
+    out: dict[str, Location] = {}
+    for location, group in by_location.items():
+        if len(group) < 2:
+            continue
+        act = obs.flat(location.hook).double()
+        parts = {}
+        for n in group:
+            v = pool.values[n][mask]
+            if bool(torch.isnan(v).any()) or float(v.std()) == 0:
+                break
+            dims = []
+            for d in location.dims:
+                a = act[:, d]
+                if float(a.std()) > 0 and float(torch.corrcoef(torch.stack([v, a]))[0, 1]) > 0.99:
+                    dims.append(d)
+            parts[n] = tuple(dims)
+        else:
+            chosen = list(parts.values())
+            flat = [d for p in chosen for d in p]
+            if all(chosen) and len(flat) == len(set(flat)):
+                for n, dims in parts.items():
+                    out[n] = Location(location.hook, dims=dims)
+    return out
 
 
 def _readable_names(state: GuidedState, names: Sequence[str]) -> dict[str, str]:
