@@ -382,7 +382,6 @@ class _Loop:
                 time.monotonic() - t0,
                 f"{self.observations.n_inputs} inputs, {self.observations.n_positions} positions",
             )
-            self._batch_cache: Any = None
             for rnd in range(max(1, opts.rounds)):
                 active = [p for p in proposers if rnd == 0 or not getattr(p, "exhaustive", False)]
                 if not active:
