@@ -18,18 +18,19 @@ Controls (each a pluggable :class:`Control` with a ``name``):
     program there; the better of the two is the copy's score. Passes when the real
     network's statistic beats the best copy by ``min_gap_random_networks``.
 ``null_correspondences``
-    The same program with each located variable moved to a random location of the
-    same kind that exists in the model: heads for head variables, MLP outputs for MLP
-    variables (a random residual subspace of the same size when the claim names
-    dims). Placements respect layer order (a variable is not placed before a
-    variable it is computed from) when such a placement exists. Primitive inputs
-    (``tokens``/``indices`` at the embeddings) stay where they are: they are given,
-    not claimed. Passes when the real statistic beats the ``null_quantile`` quantile
-    of the other placements by ``min_gap_null``.
+    An effect-size gate (not the p-value): the same program with each testable
+    variable moved to a random location of the same kind that exists in the model
+    (heads for head variables, MLP outputs for MLP variables, a random residual subspace
+    of the same size when the claim names dims), in layer order when possible. Primitive
+    inputs (``tokens``/``indices`` at the embeddings) stay where they are: they are given,
+    not claimed. Draws identical to the claimed correspondence are left out (they are
+    not another placement); the real statistic must beat the ``null_quantile`` quantile
+    of the others by ``min_gap_null``. When no other placement exists the gate passes
+    vacuously and says so.
 ``null_programs``
-    Random programs of the same size and node types (same primitive at every node;
-    random wiring, functions and predicates; see :func:`random_program_like`),
-    localised by the same localiser and scored by the same checks. Same gate.
+    An effect-size gate on the first ``program_draws`` draws of the p-value's program
+    null (below): the real p-value statistic must beat their ``null_quantile`` quantile
+    by ``min_gap_null``.
 ``necessity``
     Resample-ablate the claimed internal locations inside the *full* network (every
     other component left clean) and measure the share of the damage that resampling
@@ -50,37 +51,47 @@ Controls (each a pluggable :class:`Control` with a ``name``):
     hypothesis must explain the real network better than it "explains" that masked
     random network, by ``min_gap_edge_popup``.
 
-**The statistic.** Controls compare one number: the minimum over ``statistic`` keys of
-the checks' scores (default: ``loss_recovered`` and ``iia``, i.e. causal scrubbing and
-the weakest interchange intervention). Behaviour is deliberately *not* part of it: a
-masked random network that mimics the target reproduces its behaviour by design, so
+**The statistic.** The effect-size gates compare one number: the minimum over
+``statistic`` keys of the checks' scores (default: ``loss_recovered`` and ``iia``, i.e.
+causal scrubbing and the weakest interchange intervention). Behaviour is not part of it:
+a masked random network that mimics the target reproduces its behaviour by design, so
 behaviour alone cannot tell a mechanism from a mimic.
 
-**Significance.** Each candidate gets an exact empirical p-value against null draws of
-the same program at random layer-ordered placements of *all* its claims (optionally
-mixed, with weight ``null_program_share``, with random same-shape programs localised
-the same way; the draws are i.i.d. from the mixture, so the p-value is exact under "the
-hypothesis is exchangeable with a null draw"). Holm–Bonferroni then runs over *every*
-hypothesis the run scored (``n_tested``, counted by the run store): see
-:mod:`synth.statistics` for why the number of draws is sized adaptively as
-``floor(n_tested / alpha)`` (capped by ``max_null_draws``; a capped test is reported as
-underpowered and not accepted) and why draws stop early once acceptance has become
-impossible. ``ControlStage.finalize`` tops up the draws of surviving candidates when the
-run has scored more hypotheses than it had when their controls ran. Random networks,
-null programs and edge-popup give tens of draws at most (each is a localisation and a
-full check, or a training run) and cannot certify p-values near ``alpha / n_tested``;
-they are effect-size gates, each with a named threshold.
+**Significance: random programs, not random placements.** Each candidate gets an exact
+Monte Carlo p-value ``(1 + #exceedances) / (1 + N)`` whose null draws are random
+programs of the same size and node types (:func:`random_program_like`), each localised
+by the same localiser (placed at the real claims when the stage has no localiser). The
+statistic is ``S(h) = min(behaviour(h), loss_recovered(h), iia(h))``, where behaviour is
+the program's output against the *network's* output on cached inputs
+(:class:`BehaviourOracle`). Why not random placements of the same program: a small tracr
+model has 5-20 distinct placements, so a placement p-value can never go below about
+``1/|space|``, far above ``alpha / n_tested`` — exactly right hypotheses were rejected.
+Why behaviour is in ``S``: without it the localiser places a random program wherever it
+fits best and the causal checks cannot separate it; with it, random programs essentially
+never match the network's output, and the test has power.
 
-The statistic of the p-value (``significance="placement"``, the default) is the minimum
-of two numbers: :class:`Decodability` — how well the activation at each claimed location
-determines the claimed variable, from one cached forward pass per target — and the
-causal checks' statistic. The checks are run for a draw only when its decodability
-reaches the real hypothesis' value (otherwise the minimum cannot), so most draws cost
-no forward pass; that is what makes ``floor(n_tested / alpha)`` draws affordable (one
-``synth.score`` is tens of batched forward passes). ``significance="checks"`` uses the
-checks alone for every draw. Random programs are not in the default mixture: the
-localiser places them where they decode best, so decodability cannot separate them, and
-each such draw costs a localisation plus full checks.
+*Cheap bound.* ``S`` is a minimum that includes behaviour, and behaviour depends on the
+program alone, so it costs one interpreter run and no forward pass. For each draw the
+bound comes first; only when it reaches the real ``S`` is the draw localised and checked.
+A bound below the real value cannot be an exceedance, so skipping is exact and
+``floor(n_tested / alpha)`` draws are affordable.
+
+*The null, exactly.* Draws are i.i.d. from the program generator conditioned on computing
+something else than the real program: a draw whose every variable takes the real
+program's values on the cached inputs (the identical text, or e.g. a query the predicate
+ignores) is the real hypothesis written differently, not a rival, and is redrawn
+(reported as ``program_redrawn_as_real``). A *different* program that matches the
+output still counts, and ties count against the hypothesis. The p-value is exact under
+"the real hypothesis' statistic is exchangeable with that of a random other program of
+its shape". Holm–Bonferroni then runs over *every* hypothesis the run scored
+(``n_tested``, counted by the run store): see :mod:`synth.statistics` for why ``N`` is
+sized as ``floor(n_tested / alpha)`` (capped by ``max_null_draws``; a capped test is
+reported underpowered and not accepted) and why draws stop early (Besag–Clifford) once
+acceptance has become impossible. ``ControlStage.finalize`` tops up the draws of
+surviving candidates when the run has scored more hypotheses than it had when their
+controls ran. Random networks, placements and edge-popup give tens of draws at most and
+cannot certify p-values near ``alpha / n_tested``; they are effect-size gates, each with
+a named threshold.
 
 **Acceptance** (:func:`decide`): adjusted p < ``alpha`` and every named threshold holds
 (the checks' own thresholds, then every control's gate). A rejected hypothesis names
@@ -172,25 +183,21 @@ class ControlConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     network_seeds: tuple[int, ...] = (0, 1, 2)
     network_kinds: tuple[str, ...] = ("reinitialized", "shuffled")
-    correspondence_draws: int = 50  # draws for the null-correspondence effect-size gate
-    program_draws: int = 20  # draws for the null-program effect-size gate (each is localised)
-    null_program_share: float = 0.0  # mixture weight of random programs in the pooled null (see docstring)
-    min_null_draws: int = 99  # never fewer pooled draws than this, however few hypotheses
-    max_null_draws: int = 20_000  # cap on pooled draws; above it a test is reported underpowered
+    correspondence_draws: int = 50  # draws for the placement effect-size gate (null_correspondences)
+    program_draws: int = 20  # draws of the pooled program null that the null_programs gate looks at
+    min_null_draws: int = 99  # never fewer p-value draws than this, however few hypotheses
+    max_null_draws: int = 20_000  # cap on p-value draws; above it a test is reported underpowered
     n_broader: int = 64  # inputs per length (and from the broader distribution)
-    significance: str = "placement"  # statistic of the pooled test: "placement" or "checks"
-    n_decode: int = 64  # inputs per length for the decodability statistic
+    n_behaviour: int = 32  # inputs per length on which the p-value's behaviour is computed (cached)
     edge_popup: bool = False
     edge_popup_config: EdgePopupConfig | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.null_program_share <= 1:
-            raise ControlError(f"null_program_share must be in [0, 1], got {self.null_program_share}")
         if self.max_null_draws < self.min_null_draws:
             raise ControlError("max_null_draws must be >= min_null_draws")
-        if self.significance not in ("placement", "checks"):
-            raise ControlError(f"significance must be 'placement' or 'checks', got {self.significance!r}")
+        if self.n_behaviour < 1:
+            raise ControlError(f"n_behaviour must be >= 1, got {self.n_behaviour}")
 
     def to_json(self) -> dict[str, Any]:
         skip = ("thresholds", "edge_popup_config")
@@ -336,6 +343,10 @@ class ControlContext:
         self.hypothesis = hypothesis
         self._key = zlib.crc32(str(hypothesis).encode())
         self._draws: dict[tuple[str, int], Hypothesis | None] = {}
+        self._programs: dict[tuple[str, int], Program | None] = {}
+        self.max_redraws = 100
+        self.n_redrawn = 0  # program draws rejected as the real program written differently
+        self.checked: set[int] = set()  # program draws that needed the full checks
         self._testable: tuple[str, ...] | None = None
         self.space = LocationSpace.of(target)
         self.real_scores = self.score(target, hypothesis)
@@ -363,21 +374,43 @@ class ControlContext:
             return -math.inf
         return self.statistic(scores)
 
-    def significance_of(self, hypothesis: Hypothesis | None, real: float | None = None) -> float:
-        """The pooled test's statistic of a hypothesis on the real network (-inf: nothing localised).
+    @property
+    def behaviour(self) -> BehaviourOracle:
+        return self.stage._oracle(self.target)
 
-        ``"placement"``: min(decodability, checks statistic). The checks are only run when
-        the decodability alone reaches ``real`` (otherwise the minimum cannot, and the
-        decodability is returned: the exceedance count, all the p-value uses, is the same).
+    def significance_real(self) -> float:
+        """The p-value's statistic of the real hypothesis: min(behaviour, checks statistic)."""
+        bound = self.behaviour.bound(self.hypothesis.program)
+        if math.isnan(bound):
+            return math.nan
+        return min(bound, self.statistic_of(self.target, self.hypothesis))
+
+    def significance_of_draw(self, index: int, real: float) -> tuple[float, bool]:
+        """The p-value's statistic of program draw ``index``, and whether the full checks ran.
+
+        The cheap bound (behaviour on the cached inputs) comes first: the statistic is a
+        minimum that includes it, so a bound below ``real`` cannot be an exceedance and the
+        bound is returned as is (localisation and checks skipped). Otherwise the program is
+        localised (or, without a localiser, placed at the real hypothesis' locations) and the
+        full statistic is returned.
         """
-        if hypothesis is None:
-            return -math.inf
-        if self.config.significance == "checks":
-            return self.statistic_of(self.target, hypothesis)
-        decodable = self.stage._decoder(self.target).statistic(hypothesis)
-        if math.isnan(decodable) or (real is not None and decodable < real):
-            return decodable
-        return min(decodable, self.statistic_of(self.target, hypothesis))
+        draw = self.null_program_draw(index)
+        if draw is None:
+            return math.nan, False  # no program other than the real one: counts against it
+        bound = self.behaviour.bound(draw)
+        if math.isnan(bound):
+            return math.nan, False
+        if bound < real:
+            return bound, False
+        self.checked.add(index)
+        return min(bound, self.statistic_of(self.target, self.place(draw))), True
+
+    def place(self, program: Program) -> Hypothesis | None:
+        """A null program's placement: the localiser's, or the real claims' when there is no localiser."""
+        if self.stage.localize_fn is not None:
+            return self.localize(self.target, program)
+        corr = {v: loc for v, loc in self.hypothesis.correspondence.items() if v in program.variables}
+        return Hypothesis(program, corr)
 
     def localize(self, target: Target, program: Program) -> Hypothesis | None:
         if self.stage.localize_fn is None:
@@ -400,13 +433,34 @@ class ControlContext:
             self._draws[key] = random_correspondence(self.hypothesis, self.space, self.rng(*key), movable)
         return self._draws[key]
 
-    def null_program(self, index: int) -> Hypothesis | None:
-        """A random same-shape program, localised like the real one (None if it cannot be)."""
+    def null_program_draw(self, index: int) -> Program | None:
+        """Random same-shape program ``index`` that computes something else than the real one.
+
+        Drawn from :func:`random_program_like` by rejection: a draw whose every variable
+        takes the real program's values on the cached inputs is the real hypothesis written
+        differently (identical text, or e.g. a query the predicate ignores) and is redrawn.
+        None when ``max_redraws`` draws in a row were all the real program.
+        """
         key = ("program", index)
-        if key not in self._draws:
-            program = random_program_like(self.hypothesis.program, self.rng(*key))
-            self._draws[key] = self.localize(self.target, program)
-        return self._draws[key]
+        if key not in self._programs:
+            rng = self.rng(*key)
+            found = None
+            for _ in range(self.max_redraws):
+                try:
+                    program = random_program_like(self.hypothesis.program, rng)
+                except ControlError:
+                    break
+                if not self.behaviour.same_as(program, self.hypothesis.program):
+                    found = program
+                    break
+                self.n_redrawn += 1
+            self._programs[key] = found
+        return self._programs[key]
+
+    def null_program(self, index: int) -> Hypothesis | None:
+        """Program draw ``index``, placed like the real one (None if it cannot be)."""
+        program = self.null_program_draw(index)
+        return None if program is None else self.place(program)
 
     @property
     def located(self) -> tuple[str, ...]:
@@ -423,9 +477,9 @@ class ControlContext:
         input: resampling it is a no-op and the causal checks cannot test its claim.
         """
         if self._testable is None:
-            decoder = self.stage._decoder(self.target)
-            values = decoder.values(self.hypothesis.program)
-            lengths = [len(x) for x in decoder.inputs]
+            oracle = self.behaviour
+            values = oracle.values(self.hypothesis.program)
+            lengths = [len(x) for x in oracle.inputs]
             self._testable = tuple(v for v in self.located if _varies_within_length(values.get(v), lengths))
         return self._testable
 
@@ -490,105 +544,109 @@ class RandomNetworks:
         )
 
 
-class _NullFamily:
-    """Effect-size gate shared by the null-correspondence and null-program controls."""
+class NullCorrespondences:
+    """Effect-size gate: the real placement must beat other placements of the same program.
 
-    name = ""
-    family = ""
-
-    def draws(self, ctx: ControlContext) -> int:
-        raise NotImplementedError
-
-    def draw(self, ctx: ControlContext, index: int) -> Hypothesis | None:
-        raise NotImplementedError
-
-    def applicable(self, ctx: ControlContext) -> str | None:
-        return None
-
-    def run(self, ctx: ControlContext) -> ControlResult:
-        why_not = self.applicable(ctx)
-        if why_not:
-            return ControlResult(self.name, None, why_not, {"real": ctx.real})
-        stats, distinct = [], []
-        n_none = 0
-        for i in range(self.draws(ctx)):
-            null = self.draw(ctx, i)
-            n_none += null is None
-            if null is None and self.family == "correspondence":
-                continue  # no layer-ordered placement was found: not a draw at all
-            s = ctx.statistic_of(ctx.target, null)
-            stats.append(s)
-            if null != ctx.hypothesis:  # the gate compares with *other* hypotheses
-                distinct.append(s)
-        # The gate compares effect sizes among draws with a defined statistic (undefined ones
-        # are counted and reported; the p-value, by contrast, counts them against the hypothesis).
-        defined = [x for x in distinct if not math.isnan(x)]
-        q = _quantile(defined, ctx.thresholds.null_quantile)
-        gap = ctx.real - q if defined else math.nan
-        numbers = {
-            "real": ctx.real,
-            "n_draws": len(stats),
-            "n_same_as_real": len(stats) - len(distinct),
-            "n_none": n_none,  # no placement found / program not localised
-            "n_undefined": sum(math.isnan(s) for s in stats),
-            "mean": _mean(distinct),
-            "max": _nanmax(distinct) if distinct else None,
-            "quantile": q,
-            "gap": gap,
-            "p_value": empirical_p_value(ctx.real, stats),
-            "draws": stats,
-        }
-        if self.family == "correspondence" and not distinct:
-            reason = "the architecture admits no other layer-ordered placement of the testable claims"
-            return ControlResult(self.name, None, reason, numbers)
-        if not defined:
-            return ControlResult(self.name, False, "no alternative draw has a defined score", numbers)
-        ok = gap >= ctx.thresholds.min_gap_null
-        return ControlResult(
-            self.name,
-            ok,
-            f"real {ctx.real:.3f} vs {ctx.thresholds.null_quantile:.0%} quantile of {len(defined)} other "
-            f"draws {q:.3f} (gap {gap:.3f}, need >= {ctx.thresholds.min_gap_null})",
-            numbers,
-        )
-
-
-class NullCorrespondences(_NullFamily):
-    """The same program at random locations of matching kind."""
+    Draws place the testable claims at random layer-ordered locations of the same kind.
+    A draw identical to the real correspondence is not another placement and is left
+    out (counted in ``n_same_as_real``); with no distinct placement left the gate passes
+    vacuously and says so. This is not the p-value: on a small model there are only a
+    handful of placements, too few for a p-value near ``alpha / n_tested``.
+    """
 
     name = "null_correspondences"
-    family = "correspondence"
 
-    def applicable(self, ctx: ControlContext) -> str | None:
+    def run(self, ctx: ControlContext) -> ControlResult:
         if not ctx.located:
-            return "the hypothesis locates no internal variable"
+            why = "the hypothesis locates no internal variable"
+            return ControlResult(self.name, None, why, {"real": ctx.real})
         if not ctx.testable:
-            return "no located variable can be changed by resampling (the checks cannot see its placement)"
-        return None
+            why = "no located variable can be changed by resampling (the checks cannot see its placement)"
+            return ControlResult(self.name, None, why, {"real": ctx.real})
+        n = ctx.config.correspondence_draws
+        draws = [ctx.null_correspondence(i, testable_only=True) for i in range(n)]
+        placed = [d for d in draws if d is not None]  # None: no layer-ordered placement turned up
+        others = distinct_placements(ctx.hypothesis, placed)
+        stats = [ctx.statistic_of(ctx.target, h) for h in others]
+        numbers = {
+            "real": ctx.real,
+            "n_draws": len(placed),
+            "n_same_as_real": len(placed) - len(others),
+            "n_distinct": len(set(others)),
+            "n_none": len(draws) - len(placed),
+            "n_undefined": sum(math.isnan(s) for s in stats),
+            "draws": stats,
+        }
+        return _gate(self.name, ctx, ctx.real, stats, numbers, "other placements",
+                     "no placement other than the claimed one exists: the gate passes vacuously")
 
-    def draws(self, ctx: ControlContext) -> int:
-        return ctx.config.correspondence_draws
 
-    def draw(self, ctx: ControlContext, index: int) -> Hypothesis | None:
-        # Only the claims the checks can test are moved: moving the others changes nothing
-        # the checks see (the pooled significance test moves every claim).
-        return ctx.null_correspondence(index, testable_only=True)
+class NullPrograms:
+    """Effect-size gate on the first ``program_draws`` draws of the p-value's program null.
 
-
-class NullPrograms(_NullFamily):
-    """Random programs of the same size and node types, localised the same way."""
+    Each draw's value is the p-value's statistic where the full checks ran, and the cheap
+    behaviour bound (never below the statistic) where they were skipped, so the gate's
+    quantile can only be overestimated.
+    """
 
     name = "null_programs"
-    family = "program"
 
-    def applicable(self, ctx: ControlContext) -> str | None:
-        return None if ctx.stage.localize_fn is not None else "no localiser given: null programs not run"
+    def run(self, ctx: ControlContext) -> ControlResult:
+        real = ctx.significance_real()
+        values, checked = [], 0
+        for i in range(ctx.config.program_draws):
+            value, full = ctx.significance_of_draw(i, real)
+            values.append(value)
+            checked += full
+        numbers = {
+            "real": real,
+            "n_draws": len(values),
+            "n_checked": checked,
+            "n_redrawn_as_real": ctx.n_redrawn,
+            "n_undefined": sum(math.isnan(s) for s in values),
+            "draws": values,
+        }
+        return _gate(self.name, ctx, real, values, numbers, "random programs",
+                     "no program draws configured")
 
-    def draws(self, ctx: ControlContext) -> int:
-        return ctx.config.program_draws
 
-    def draw(self, ctx: ControlContext, index: int) -> Hypothesis | None:
-        return ctx.null_program(index)
+def distinct_placements(real: Hypothesis, draws: Sequence[Hypothesis]) -> list[Hypothesis]:
+    """The draws whose correspondence differs from the real one (duplicates among them kept)."""
+    return [d for d in draws if d.correspondence != real.correspondence]
+
+
+def _gate(
+    name: str,
+    ctx: ControlContext,
+    real: float,
+    stats: Sequence[float],
+    numbers: dict[str, Any],
+    what: str,
+    vacuous: str,
+) -> ControlResult:
+    """Real statistic vs the ``null_quantile`` quantile of ``stats``; passes vacuously on no draws."""
+    th = ctx.thresholds
+    # Effect sizes are compared among draws with a defined statistic (undefined ones are
+    # counted in the numbers; the p-value, by contrast, counts them against the hypothesis).
+    defined = [x for x in stats if not math.isnan(x)]
+    q = _quantile(defined, th.null_quantile)
+    gap = real - q if defined else math.nan
+    numbers.update(
+        mean=_mean(stats), max=_nanmax(stats) if stats else None, quantile=q, gap=gap,
+        p_value=empirical_p_value(real, stats),
+    )
+    if not stats:
+        return ControlResult(name, True, vacuous, numbers)
+    if not defined:
+        return ControlResult(name, False, f"no draw of the {what} has a defined score", numbers)
+    ok = gap >= th.min_gap_null
+    return ControlResult(
+        name,
+        ok,
+        f"real {real:.3f} vs {th.null_quantile:.0%} quantile of {len(defined)} {what} {q:.3f} "
+        f"(gap {gap:.3f}, need >= {th.min_gap_null})",
+        numbers,
+    )
 
 
 class Necessity:
@@ -815,7 +873,7 @@ class ControlStage:
         self._popups: dict[tuple[int, Any], Any] = {}
         self._keep: list[Any] = []  # targets whose id() keys the caches stay alive
         self._contexts: dict[tuple[str, Hypothesis], ControlContext] = {}
-        self._decoders: dict[int, Decodability] = {}
+        self._oracles: dict[int, BehaviourOracle] = {}
 
     # memoised services for ControlContext
     def _score(self, target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
@@ -853,11 +911,12 @@ class ControlStage:
             self._copies[key] = self.networks[kind](target, seed)
         return self._copies[key]
 
-    def _decoder(self, target: Target) -> Decodability:
-        if id(target) not in self._decoders:
+    def _oracle(self, target: Target) -> BehaviourOracle:
+        if id(target) not in self._oracles:
             self._keep.append(target)
-            self._decoders[id(target)] = Decodability(target, self.config.n_decode, self.config.seed + 31337)
-        return self._decoders[id(target)]
+            oracle = BehaviourOracle(target, self.config.n_behaviour, self.config.seed + 31337)
+            self._oracles[id(target)] = oracle
+        return self._oracles[id(target)]
 
     def _edge_popup(self, target: Target, cfg: Any, fit: Callable[..., Any]) -> Any:
         key = (id(target), cfg)
@@ -917,38 +976,24 @@ class ControlStage:
     ) -> tuple[MonteCarloTest, dict[str, int]]:
         alpha = self.config.thresholds.alpha
         n_planned = min(n_required, self.config.max_null_draws)
-        share = self.config.null_program_share if self.localize_fn is not None else 0.0
-        if not ctx.located:
-            share = 1.0 if self.localize_fn is not None else 0.0
-        # Draw j's family comes from its own seeded stream; within a family, draws are numbered
-        # in order, so a top-up continues exactly where the first test stopped.
-        draws: list[tuple[str, int]] = []
-        counts = {"correspondence": 0, "program": 0}
+        real = ctx.significance_real()
 
         def draw(j: int) -> float:
-            while len(draws) <= j:
-                if 0 < share < 1:
-                    fam = "program" if ctx.rng("mixture", len(draws)).random() < share else "correspondence"
-                else:
-                    fam = "program" if share >= 1 else "correspondence"
-                draws.append((fam, counts[fam]))
-                counts[fam] += 1
-            fam, index = draws[j]
-            if fam == "program":
-                return ctx.significance_of(ctx.null_program(index), real)
-            if not ctx.located:
-                return math.nan  # no placement to randomise and no localiser: no null at all
-            return ctx.significance_of(ctx.null_correspondence(index), real)
+            return ctx.significance_of_draw(j, real)[0]
 
         def out_of_time() -> bool:
             return deadline is not None and time.monotonic() > deadline
 
         stop_after = stopping_exceedances(n_planned, alpha)
-        real = ctx.significance_of(ctx.hypothesis)  # (draw() reads it: defined before the first draw)
         test = sequential_p_value(
             real, draw, n_planned, stop_after=stop_after, start=start, interrupt=out_of_time
         )
-        return test, counts
+        families = {
+            "program": test.n_draws,
+            "program_checked": len(ctx.checked),  # draws whose bound reached the real statistic
+            "program_redrawn_as_real": ctx.n_redrawn,
+        }
+        return test, families
 
     def finalize(
         self, candidates: Sequence[CandidateControls], n_tested: int, *, deadline: float | None = None
@@ -1018,100 +1063,80 @@ def decide(candidates: Sequence[CandidateControls], n_tested: int, thresholds: T
 # --- the decodability statistic (pooled significance) -------------------------------------------
 
 
-class Decodability:
-    """How specifically the claimed locations hold the claimed variables, from one cached run.
+class BehaviourOracle:
+    """The p-value's cheap part: program output vs the network's output on cached inputs.
 
-    For a located variable ``v`` at location ``L``: run the network once on
-    ``n_per_length`` inputs of every length, take the activation at ``L`` (its head, its
-    dims) at every input position, and ask how well it determines ``v``'s value there.
-    Categorical ``v``: accuracy of the nearest class mean, normalised by chance (the
-    majority class): ``(acc - base) / (1 - base)``. Numerical ``v``: R^2 of a least-squares
-    fit. The statistic of a hypothesis is the *minimum* over its located internal
-    variables (every claim must hold). It is correlational, not causal (the p-value's
-    statistic adds the causal checks, see ``ControlContext.significance_of``), but it
-    costs no forward pass per draw. A variable that is constant on the sample has
-    nothing to decode and is left out; with nothing left the statistic is NaN.
+    ``n_per_length`` inputs of every length and the network's decoded predictions on
+    them are computed once per target; after that a program's behaviour costs one run of
+    the DSL interpreter and no forward pass. ``bound(program)`` is the fraction of
+    readout positions where the program's output equals the network's; a position where
+    the program outputs None counts as a disagreement (a program cannot score by saying
+    nothing), and a program that does not evaluate gets -inf (the checks would refuse
+    it). It depends on the program only, never on a placement, and it is one of the terms
+    of the minimum that is the p-value's statistic, so it is an upper bound of it.
     """
 
     def __init__(self, target: Target, n_per_length: int, seed: int) -> None:
-        import torch
-
-        self.target = target
         task = target.task
+        self.target = target
         self.inputs: list[list] = []
-        acts: dict[str, list[Any]] = {}
-        off = target.position_offset
-        names = set()
-        cfg = target.model.cfg
-        for layer in range(int(cfg.n_layers)):
-            names |= {
-                f"blocks.{layer}.attn.hook_z",
-                f"blocks.{layer}.hook_mlp_out",
-                f"blocks.{layer}.hook_attn_out",
-            }
-        names |= {"hook_embed", "hook_pos_embed"}
         for length in range(task.min_len, task.max_len + 1):
-            batch = task.sample(n_per_length, seed + length, length=length)
-            with torch.no_grad():
-                _, cache = target.model.run_with_cache(
-                    target.tokens(batch), names_filter=lambda n: n in names
-                )
-            for name in names:
-                if name in cache:
-                    a = cache[name][:, off : off + length]
-                    acts.setdefault(name, []).append(a.reshape(a.shape[0] * length, *a.shape[2:]).double())
-            self.inputs += batch
-        self.acts = {k: torch.cat(v).numpy() for k, v in acts.items()}
-        self._values: dict[str, dict[str, list]] = {}
-        self._fits: dict[tuple[str, str, str], float] = {}
+            self.inputs += [list(x) for x in task.sample(n_per_length, seed + length, length=length)]
+        self.network = target.predict(self.inputs)
+        self.readout = [target.readout_positions(len(x)) for x in self.inputs]
+        self._values: dict[str, dict[str, list] | None] = {}
+        self._bounds: dict[str, float] = {}
 
     def values(self, program: Program) -> dict[str, list]:
+        """Every non-selector variable's values, flattened over inputs and positions ({} if it fails)."""
+        every = self._every(program)
+        if every is None:
+            return {}
+        return {
+            v: [x for row in rows for x in row]
+            for v, rows in every.items()
+            if program.kind(v) != "selector"
+        }
+
+    def _every(self, program: Program) -> dict[str, list] | None:
         key = str(program)
         if key not in self._values:
             import dsl
+            from dsl.errors import DSLError
 
-            every = dsl.evaluate_all(program, self.inputs)
-            self._values[key] = {
-                v: [x for row in rows for x in row]
-                for v, rows in every.items()
-                if program.kind(v) != "selector"
-            }
+            try:
+                self._values[key] = dsl.evaluate_all(program, self.inputs)
+            except (DSLError, ValueError, TypeError, ZeroDivisionError):
+                self._values[key] = None
+            if len(self._values) > 4096:  # draws are rarely revisited: keep memory bounded
+                self._values.pop(next(iter(self._values)))
         return self._values[key]
 
-    def rows(self, loc: Location) -> np.ndarray | None:
-        if loc.hook not in self.acts:
-            return None
-        a = self.acts[loc.hook]
-        if loc.head is not None:
-            if a.ndim != 3 or loc.head >= a.shape[1]:
-                return None
-            a = a[:, loc.head]
-        if loc.dims is not None:
-            if max(loc.dims) >= a.shape[-1]:
-                return None
-            a = a[:, list(loc.dims)]
-        return a.reshape(a.shape[0], -1)
+    def same_as(self, program: Program, real: Program) -> bool:
+        """Whether ``program`` is ``real`` written differently: every variable equal on the inputs."""
+        if program == real:
+            return True
+        if set(program.variables) != set(real.variables):
+            return False
+        a, b = self._every(program), self._every(real)
+        return a is not None and b is not None and all(a[v] == b[v] for v in real.variables)
 
-    def fit(self, program: Program, variable: str, loc: Location) -> float:
-        key = (str(program), variable, str(loc))
-        if key not in self._fits:
-            x = self.rows(loc)
-            values = self.values(program).get(variable)
-            if x is None or values is None:
-                self._fits[key] = math.nan
+    def bound(self, program: Program) -> float:
+        from models.target import outputs_equal
+
+        key = str(program)
+        if key not in self._bounds:
+            every = self._every(program)
+            if every is None:
+                self._bounds[key] = -math.inf
             else:
-                self._fits[key] = _decode(x, values, program.kind(variable))
-        return self._fits[key]
-
-    def statistic(self, hypothesis: Hypothesis) -> float:
-        claims = [v for v in hypothesis.correspondence if v not in PRIMITIVES]
-        if not claims:
-            return math.nan
-        fits = [self.fit(hypothesis.program, v, hypothesis.correspondence[v]) for v in claims]
-        # A variable constant on the sample has nothing to decode; it is left out of the
-        # minimum (the same variables are left out for every null draw of the program).
-        defined = [f for f in fits if not math.isnan(f)]
-        return min(defined) if defined else math.nan
+                out, kind = every[program.output], self.target.task.output_kind
+                agree = total = 0
+                for net, prog, read in zip(self.network, out, self.readout):
+                    total += len(read)
+                    agree += sum(prog[i] is not None and outputs_equal(net[i], prog[i], kind) for i in read)
+                self._bounds[key] = agree / total if total else math.nan
+        return self._bounds[key]
 
 
 def _varies_within_length(values: Sequence[Any] | None, lengths: Sequence[int]) -> bool:
@@ -1129,31 +1154,6 @@ def _varies_within_length(values: Sequence[Any] | None, lengths: Sequence[int]) 
                 return True
             seen.setdefault(key, v)
     return False
-
-
-def _decode(x: np.ndarray, values: Sequence[Any], kind: str) -> float:
-    keep = [i for i, v in enumerate(values) if v is not None]
-    if len(keep) < 2:
-        return math.nan
-    x = x[keep]
-    vals = [values[i] for i in keep]
-    if kind == "numerical":
-        y = np.asarray(vals, dtype=float)
-        if np.ptp(y) == 0:
-            return math.nan
-        design = np.hstack([x, np.ones((len(y), 1))])
-        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-        resid = y - design @ coef
-        return float(max(0.0, 1.0 - resid.var() / y.var()))
-    labels = {v: i for i, v in enumerate(sorted(set(vals), key=repr))}
-    if len(labels) < 2:
-        return math.nan
-    y = np.asarray([labels[v] for v in vals])
-    centroids = np.stack([x[y == c].mean(0) for c in range(len(labels))])
-    dist = ((x[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)
-    acc = float((dist.argmin(1) == y).mean())
-    base = float(np.bincount(y).max() / len(y))
-    return max(0.0, (acc - base) / (1 - base))
 
 
 # --- null generators ----------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Statistics: empirical p-values against null draws, and Holm–Bonferroni over a whole run.
 
 A control produces *null draws*: the score statistic of hypotheses that should not
-explain the network (the same program at random locations, random programs of the
-same shape). A hypothesis is evidence only if its own statistic is rarely reached
+explain the network (for the p-value: random programs of the same shape, see
+:mod:`synth.control`). A hypothesis is evidence only if its own statistic is rarely reached
 by its nulls. Two pieces turn that into an acceptance rule that survives p-hacking.
 
 **Empirical (Monte Carlo) p-value.** With ``N`` null draws of which ``k`` score at
@@ -38,7 +38,9 @@ sound ways:
   again a valid p-value. Frivolous hypotheses are therefore cheap to reject; only
   hypotheses that keep beating their nulls pay for all ``N`` draws;
 * the draws of a finite null space are memoised by the caller (drawing the same null
-  hypothesis twice costs one score), which does not change the test.
+  hypothesis twice costs one score), and a draw whose cheap upper bound of the
+  statistic is below the real value is not scored in full (it cannot be an
+  exceedance); neither changes the test.
 
 When a draw budget caps ``N`` below the requirement the test is *underpowered*: the
 hypothesis is not accepted and the report says how many draws were needed.
