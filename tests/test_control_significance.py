@@ -1,0 +1,120 @@
+"""The p-value's null (random same-shape programs), its cheap bound, and the placement gate.
+
+The placement space of a small network is tiny, so the p-value is taken against random
+programs and the placements only give an effect-size gate (see synth.control).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_control_support import copy_target
+
+import dsl
+from synth.control import (
+    ControlConfig,
+    ControlStage,
+    NullCorrespondences,
+    NullPrograms,
+    Thresholds,
+    decide,
+    distinct_placements,
+)
+from synth.hypothesis import Hypothesis, Location
+
+MLP0 = Location("blocks.0.hook_mlp_out", dims=(3, 4, 5))
+EMBED = "hook_embed[dims=0,1,2]"
+COPY = dsl.parse("out = map(identity, tokens)")
+HEADS = [Location(f"blocks.{layer}.attn.hook_z", head=h) for layer in range(2) for h in range(2)]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, len(HEADS) - 1), min_size=0, max_size=12), st.integers(0, len(HEADS) - 1))
+def test_placements_identical_to_the_claim_are_left_out_of_the_gate(picks, real_pick):
+    real = Hypothesis(COPY, {"tokens": EMBED, "out": HEADS[real_pick]})
+    draws = [Hypothesis(COPY, {"tokens": EMBED, "out": HEADS[i]}) for i in picks]
+    others = distinct_placements(real, draws)
+    assert all(h.correspondence != real.correspondence for h in others)
+    assert len(others) == sum(i != real_pick for i in picks)  # every other placement kept
+
+
+@pytest.fixture(scope="module")
+def stage():
+    return ControlStage(ControlConfig(thresholds=Thresholds(alpha=0.25), network_seeds=(0,)), n_inputs=16)
+
+
+@pytest.fixture(scope="module")
+def ctx(stage):
+    from synth.control import ControlContext
+
+    return ControlContext(stage, copy_target(), Hypothesis(COPY, {"tokens": EMBED, "out": MLP0}))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000))
+def test_the_cheap_bound_is_never_below_the_full_statistic(ctx, index):
+    program = ctx.null_program_draw(index)
+    assert program is not None and not ctx.behaviour.same_as(program, COPY)
+    bound = ctx.behaviour.bound(program)
+    full, checked = ctx.significance_of_draw(index, -math.inf)  # -inf: always run the full checks
+    assert checked or not bound >= -math.inf
+    assert not full > bound  # so a draw whose bound is below the real statistic can be skipped
+    # and skipping changes no exceedance: at the real statistic, skip iff the bound is below it
+    real = ctx.significance_real()
+    value, ran = ctx.significance_of_draw(index, real)
+    assert (value >= real) == (full >= real) and ran == (bound >= real)
+
+
+def test_the_real_program_written_differently_is_redrawn(ctx):
+    draws = [ctx.null_program_draw(i) for i in range(200)]
+    assert all(d is not None and d != COPY for d in draws)
+    assert ctx.n_redrawn > 0  # map(identity | add(0) | ..., tokens) are the same hypothesis
+
+
+def test_no_other_placement_passes_the_gate_vacuously():
+    target = copy_target()
+    stage = ControlStage(ControlConfig(correspondence_draws=8), n_inputs=16,
+                         controls=[NullCorrespondences()])
+    hyp = Hypothesis(COPY, {"tokens": EMBED, "out": MLP0})
+    cc = stage.run(target, hyp, n_tested=1)
+    res = cc.result("null_correspondences")
+    assert res.passed and res.numbers["n_same_as_real"] + len(res.numbers["draws"]) == res.numbers["n_draws"]
+    # Force a space with a single placement: every draw equals the claim.
+    from synth.control import ControlContext
+
+    ctx = ControlContext(stage, target, hyp)
+    ctx.null_correspondence = lambda i, testable_only=False: hyp  # type: ignore[method-assign]
+    res = NullCorrespondences().run(ctx)
+    assert res.passed is True and "vacuously" in res.reason
+    assert res.numbers["n_same_as_real"] == 8 and res.numbers["draws"] == []
+
+
+def test_null_program_gate_uses_the_pooled_draws(stage):
+    cc = stage.run(copy_target(), Hypothesis(COPY, {"tokens": EMBED, "out": MLP0}), n_tested=1)
+    res = NullPrograms().run(stage._contexts[(cc.target, cc.hypothesis)])
+    assert res.passed and res.numbers["n_draws"] == stage.config.program_draws
+    assert res.numbers["quantile"] < res.numbers["real"] - stage.config.thresholds.min_gap_null
+
+
+def test_a_correct_tracr_hypothesis_is_accepted_below_alpha_over_m():
+    """tracr:hist has a handful of placements, so a placement p-value could not go below
+    about 1/|space|; against random programs it reaches 1/(1 + floor(m/alpha))."""
+    import torch
+
+    from models import load_target
+    from synth.control import LoopControls
+
+    torch.set_num_threads(1)
+    target = load_target("tracr:hist")
+    controls = LoopControls(ControlConfig(network_seeds=(0,)))
+    m = 3
+    cc = controls.stage.run(target, target.ground_truth, n_tested=m)
+    decision = decide([cc], m, controls.stage.config.thresholds).decisions[0]
+    alpha = controls.stage.config.thresholds.alpha
+    assert decision.accepted, decision.rejected_by
+    assert decision.p_value < alpha / m and decision.p_adjusted < alpha
+    assert cc.significance.n_draws == 300 and cc.significance.n_exceed == 0  # floor(m / alpha)
+    assert cc.result("null_correspondences").passed
