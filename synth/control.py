@@ -1085,6 +1085,8 @@ class BehaviourOracle:
         self.network = target.predict(self.inputs)
         self.readout = [target.readout_positions(len(x)) for x in self.inputs]
         self._values: dict[str, dict[str, list] | None] = {}
+        self._outputs: dict[str, list | None] = {}
+        self._batches: dict[tuple[str, ...], Any] = {}  # encoded inputs per set of program literals
         self._bounds: dict[str, float] = {}
 
     def values(self, program: Program) -> dict[str, list]:
@@ -1099,18 +1101,44 @@ class BehaviourOracle:
         }
 
     def _every(self, program: Program) -> dict[str, list] | None:
-        key = str(program)
-        if key not in self._values:
-            import dsl
-            from dsl.errors import DSLError
+        """Every variable's values (selectors included); None when the program does not evaluate."""
+        import dsl
 
+        return self._memo(self._values, program, lambda: dsl.evaluate_all(program, self.inputs))
+
+    def _output(self, program: Program) -> list | None:
+        """The output's values only (decoding every selector costs most of an evaluation).
+
+        Same result as ``dsl.evaluate``, with the encoded inputs reused across programs
+        that mention the same literals (encoding is most of what remains).
+        """
+        from dsl.interpret import decode, dtypes, encode, run
+
+        def compute() -> list:
+            symbols = tuple(sorted(set(map(repr, program.literals()))))
+            if symbols not in self._batches:
+                if len(self._batches) > 256:
+                    self._batches.clear()
+                self._batches[symbols] = encode(self.inputs, symbols=program.literals())
+            batch = self._batches[symbols]
+            values = run(program, batch)
+            return decode(values[program.output], dtypes(program)[program.output], batch)
+
+        return self._memo(self._outputs, program, compute)
+
+    @staticmethod
+    def _memo(cache: dict[str, Any], program: Program, compute: Callable[[], Any]) -> Any:
+        from dsl.errors import DSLError
+
+        key = str(program)
+        if key not in cache:
             try:
-                self._values[key] = dsl.evaluate_all(program, self.inputs)
+                cache[key] = compute()
             except (DSLError, ValueError, TypeError, ZeroDivisionError):
-                self._values[key] = None
-            if len(self._values) > 4096:  # draws are rarely revisited: keep memory bounded
-                self._values.pop(next(iter(self._values)))
-        return self._values[key]
+                cache[key] = None
+            if len(cache) > 4096:  # draws are rarely revisited: keep memory bounded
+                cache.pop(next(iter(cache)))
+        return cache[key]
 
     def same_as(self, program: Program, real: Program) -> bool:
         """Whether ``program`` is ``real`` written differently: every variable equal on the inputs."""
@@ -1118,6 +1146,9 @@ class BehaviourOracle:
             return True
         if set(program.variables) != set(real.variables):
             return False
+        out, real_out = self._output(program), self._output(real)
+        if out is None or real_out is None or out != real_out:
+            return False  # a different output already makes it a different hypothesis
         a, b = self._every(program), self._every(real)
         return a is not None and b is not None and all(a[v] == b[v] for v in real.variables)
 
@@ -1126,16 +1157,18 @@ class BehaviourOracle:
 
         key = str(program)
         if key not in self._bounds:
-            every = self._every(program)
-            if every is None:
+            out = self._output(program)
+            if out is None:
                 self._bounds[key] = -math.inf
             else:
-                out, kind = every[program.output], self.target.task.output_kind
+                kind = self.target.task.output_kind
                 agree = total = 0
                 for net, prog, read in zip(self.network, out, self.readout):
                     total += len(read)
                     agree += sum(prog[i] is not None and outputs_equal(net[i], prog[i], kind) for i in read)
                 self._bounds[key] = agree / total if total else math.nan
+            if len(self._bounds) > 100_000:
+                self._bounds.pop(next(iter(self._bounds)))
         return self._bounds[key]
 
 
