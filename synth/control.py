@@ -93,6 +93,12 @@ controls ran. Random networks, placements and edge-popup give tens of draws at m
 cannot certify p-values near ``alpha / n_tested``; they are effect-size gates, each with
 a named threshold.
 
+What the p-value does not say: that the claimed *locations* do the work. A weight-shuffled
+network whose output happens to be a simple function of its input is matched by a small
+program far better than by random programs of its shape (measured: p = 1/(1 + N) on
+shuffled copies of tracr:frac_prevs); such hypotheses fail ``necessity``. The p-value
+singles out the program; the gates tie it to the network, and acceptance needs both.
+
 **Acceptance** (:func:`decide`): adjusted p < ``alpha`` and every named threshold holds
 (the checks' own thresholds, then every control's gate). A rejected hypothesis names
 the controls and thresholds that rejected it. Everything is serialisable
@@ -184,7 +190,7 @@ class ControlConfig:
     network_seeds: tuple[int, ...] = (0, 1, 2)
     network_kinds: tuple[str, ...] = ("reinitialized", "shuffled")
     correspondence_draws: int = 50  # draws for the placement effect-size gate (null_correspondences)
-    program_draws: int = 20  # draws of the pooled program null that the null_programs gate looks at
+    program_draws: int = 20  # first draws of the p-value's program null, for the null_programs gate
     min_null_draws: int = 99  # never fewer p-value draws than this, however few hypotheses
     max_null_draws: int = 20_000  # cap on p-value draws; above it a test is reported underpowered
     n_broader: int = 64  # inputs per length (and from the broader distribution)
@@ -245,9 +251,9 @@ class CandidateControls:
     real_scores: Mapping[str, Any]
     results: tuple[ControlResult, ...]
     significance: MonteCarloTest | None
-    n_tested: int  # hypotheses scored in the run when the pooled draws were planned
-    n_required: int  # pooled draws needed for acceptance to be possible at that n_tested
-    null_families: Mapping[str, int] = field(default_factory=dict)  # pooled draws per family
+    n_tested: int  # hypotheses scored in the run when the p-value's draws were planned
+    n_required: int  # p-value draws needed for acceptance to be possible at that n_tested
+    null_families: Mapping[str, int] = field(default_factory=dict)  # p-value draws: made, checked, redrawn
 
     @property
     def failed(self) -> tuple[str, ...]:
@@ -332,7 +338,7 @@ class ControlContext:
     """What a control may use: the target, the hypothesis, memoised scoring and the nulls.
 
     Scores are memoised per (network, hypothesis), so the effect-size gates and the
-    pooled significance draws share work, and a finite null space is never scored twice.
+    p-value's draws share work, and a finite null space is never scored twice.
     """
 
     def __init__(self, stage: ControlStage, target: Target, hypothesis: Hypothesis) -> None:
@@ -1060,7 +1066,7 @@ def decide(candidates: Sequence[CandidateControls], n_tested: int, thresholds: T
     return Acceptance(tuple(decisions), n_tested, thresholds)
 
 
-# --- the decodability statistic (pooled significance) -------------------------------------------
+# --- the behaviour oracle (the p-value's cheap bound) ---------------------------------------------
 
 
 class BehaviourOracle:
