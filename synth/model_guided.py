@@ -48,7 +48,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from synth.enumerate import Pool, encode_outputs, function_instances, matches, try_add
+from synth.enumerate import Pool, encode_outputs, fit_map, function_instances, matches, try_add
 from synth.hypothesis import Hypothesis, Location
 from synth.propose import Proposal, ProposalContext
 
@@ -75,11 +75,15 @@ class MatchThresholds:
     explain: float = 0.99
     conflict: float = 0.0
     available: float = 0.99
+    whole_mlp: bool = False  # claim a matched MLP variable at the whole hook_mlp_out, not its dims
 
     @staticmethod
     def soft() -> MatchThresholds:
         """Thresholds for trained networks, whose attention and encodings are not exact."""
-        return MatchThresholds(selector=0.6, decode=0.9, explain=0.8, conflict=0.05, available=0.9)
+        # A trained MLP spreads a variable over every output direction (no exact dims to claim).
+        return MatchThresholds(
+            selector=0.6, decode=0.9, explain=0.8, conflict=0.05, available=0.9, whole_mlp=True
+        )
 
 
 @dataclass
@@ -503,27 +507,56 @@ def _explain_head_soft(
     preds: list[Any] = [c for c in COMPARISON_ORDER if c != "TRUE"]
     preds += [_shifted_predicate(torch.eq, c) for c in (1, -1, 2, -2)]
     reps = representatives(state, avail)
+    # A causal head never looks ahead: its selectors are the candidates restricted to keys at
+    # or before the query (``selector_and(s, select(indices, indices, LEQ))``).
+    causal_node = Node("select", ("indices", "indices", "LEQ"), None)
+    causal = _is_causal(pattern, pool.batch.pair_mask) and "indices" in pool.items
+    causal_values = pool.evaluate(causal_node) if causal else None
+
+    # Candidates are ranked on a subsample of inputs (the batch can hold thousands).
+    step = max(1, pattern.shape[0] // SELECTOR_SAMPLE)
+    sub_p, sub_b, sub_m, sub_r = pattern[::step], bos[::step], mask[::step], read[::step]
+
+    def agreement_of(values: torch.Tensor) -> tuple[str, float]:
+        # Argmax agreement suits one-key heads; total variation suits heads spreading their
+        # weight evenly over several keys (counting), where the argmax charge is too harsh.
+        v = values[::step]
+        a_all = max(argmax_agreement(v, sub_p, sub_b, sub_m), selector_agreement(v, sub_p, sub_b, sub_m))
+        a_read = max(argmax_agreement(v, sub_p, sub_b, sub_r), selector_agreement(v, sub_p, sub_b, sub_r))
+        return ("all", a_all) if a_all >= a_read else ("read", a_read)
+
     scored: list[tuple[float, float, str, Any, torch.Tensor]] = []
+    candidates: list[tuple[float, Any]] = []
     for k, q in itertools.product(reps, reps):
         for pred in preds:
-            node = Node("select", (k, q, pred), None)
-            try:
-                values = pool.evaluate(node)
-            except ValueError:
-                continue
-            if not bool(values.any()):
-                continue
-            a_all = argmax_agreement(values, pattern, bos, mask)
-            a_read = argmax_agreement(values, pattern, bos, read)
-            rows_name, agreement = ("all", a_all) if a_all >= a_read else ("read", a_read)
             cost = pool.items[k].cost + pool.items[q].cost + (0.0 if isinstance(pred, str) else 1.0)
-            scored.append((agreement, -cost, rows_name, node, values))
+            candidates.append((cost, Node("select", (k, q, pred), None)))
+    for k, q, node in _functional_selectors(pool, state, pattern, mask, reps):
+        candidates.append((pool.items[k].cost + pool.items[q].cost + 2.0, node))
+    for cost, node in candidates:
+        try:
+            values = pool.evaluate(node)
+        except ValueError:
+            continue
+        if causal_values is not None:
+            values = values & causal_values
+            cost += 1.0
+        if not bool(values.any()):
+            continue
+        rows_name, agreement = agreement_of(values)
+        scored.append((agreement, -cost, rows_name, node, values))
     if not scored:
         return info
     scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
     agreement, _, rows_name, node, values = scored[0]
     if agreement < th.selector:
         return info
+    if causal_values is not None:
+        base = try_add(pool, node, prefix=f"sel{layer}_{head}_base", dedupe=False)
+        mask_name = try_add(pool, causal_node, prefix="causal", dedupe=False)
+        if base is None or mask_name is None:
+            return info
+        node = Node("selector_and", (base, mask_name), None)
     sel = pool.add(node, prefix=f"sel{layer}_{head}_", values=values, dedupe=False)
     if sel is None:
         return info
@@ -558,6 +591,64 @@ def _explain_head_soft(
         )
         info["aggregates"].append(name)
     return info
+
+
+def _functional_selectors(
+    pool: Pool, state: GuidedState, pattern: torch.Tensor, mask: torch.Tensor, reps: Sequence[str]
+) -> Iterator[tuple[str, str, Any]]:
+    """``select(k, map(f, q), EQ)`` for heads whose most-attended key is a function of the query.
+
+    A trained head that looks at one key per query (a mirror, a fixed offset) names that key
+    by a function of the query's value; the key's value at the argmax is read off the pattern,
+    the majority value per query value gives a table, and the DSL fits the cheapest map to it.
+    Only tables that hold on nearly every query (``FUNCTIONAL``) and that are not the identity
+    (plain ``EQ`` covers it) are offered.
+    """
+    from dsl.program import Node
+
+    top = pattern.argmax(-1)
+    for k, q in itertools.product(reps, reps):
+        kv, qv = pool.values[k], pool.values[q]
+        at_top = torch.gather(torch.nan_to_num(kv, nan=-1e18), 1, top)[mask]
+        qm = qv[mask]
+        defined = ~torch.isnan(qm) & (at_top > -1e17)
+        if float(defined.double().mean()) < 0.9:
+            continue
+        q_ids, nq = _class_ids(qm[defined])
+        if nq < 2 or nq > 64:
+            continue
+        k_ids, nk = _class_ids(at_top[defined])
+        joint = torch.bincount(q_ids * nk + k_ids, minlength=nq * nk).reshape(nq, nk)
+        if float(joint.amax(1).sum()) < FUNCTIONAL * float(defined.sum()):
+            continue
+        k_codes = torch.unique(torch.nan_to_num(torch.round(at_top[defined] * 1e6), nan=-7e15)) / 1e6
+        best_k = k_codes[joint.argmax(1)]
+        target = torch.full_like(qv, float("nan"))
+        q_codes = torch.unique(torch.round(qm[defined] * 1e6)) / 1e6
+        for code, val in zip(q_codes.tolist(), best_k.tolist()):
+            target = torch.where(torch.isclose(qv, torch.tensor(code, dtype=qv.dtype)), val, target)
+        if bool(torch.allclose(torch.nan_to_num(target[mask], nan=0.0), torch.nan_to_num(qv[mask], nan=0.0))):
+            continue  # the identity: EQ already covers it
+        node = fit_map(pool, [q], target)
+        if node is None:
+            continue
+        name = try_add(pool, node, prefix=f"{q}_key", dedupe=False)
+        if name is None:
+            continue
+        yield k, q, Node("select", (k, name, "EQ"), None)
+
+
+FUNCTIONAL = 0.9
+
+
+SELECTOR_SAMPLE = 256
+
+
+def _is_causal(pattern: torch.Tensor, pair_mask: torch.Tensor) -> bool:
+    """Whether a head puts (numerically) no weight on any key after its query."""
+    width = pattern.shape[-1]
+    ahead = torch.triu(torch.ones(width, width, dtype=torch.bool), diagonal=1)
+    return float(pattern[:, ahead].abs().max()) < 1e-6 if bool(ahead.any()) else False
 
 
 def _is_mean(pool: Pool, sel: str, x: str) -> bool:
@@ -895,11 +986,12 @@ def _explain_mlp(
             name = pool.add(node, prefix=f"mlp{layer}_", values=values, dedupe=False)
             if name is None:
                 continue
-            state.located[name] = Located(
-                name, Location(f"blocks.{layer}.hook_mlp_out", dims=block), layer + 0.5, acc
-            )
+            where = Location(f"blocks.{layer}.hook_mlp_out", dims=None if th.whole_mlp else block)
+            state.located[name] = Located(name, where, layer + 0.5, acc)
             names.append(name)
         info["blocks"].append({"dims": block, "variables": names})
+    if uncovered and th.whole_mlp and chosen:
+        uncovered = set()  # the matched variable is claimed at the whole output
     if uncovered:
         fitted = _fit_block(pool, state, layer, act, sorted(uncovered), avail)
         if fitted is not None:
