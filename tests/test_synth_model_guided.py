@@ -1,0 +1,60 @@
+"""Soft head matching for trained networks: functional (mirrored) and causal selectors."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+import dsl
+from synth.enumerate import Pool
+from synth.model_guided import GuidedState, _functional_selectors, _is_causal, selector_agreement
+
+
+def _pool(length: int = 4) -> Pool:
+    inputs = [list(x) for x in itertools.product((1, 2, 3), repeat=length)]
+    pool = Pool(dsl.encode(inputs))
+    return pool
+
+
+def test_mirrored_head_is_matched_by_a_fitted_query_map():
+    pool = _pool()
+    n, t = pool.batch.mask.shape
+    mirror = torch.zeros(n, t, t, dtype=torch.float64)
+    for q in range(t):
+        mirror[:, q, t - 1 - q] = 1.0
+    reps = ["tokens", "indices"]
+    found = list(_functional_selectors(pool, GuidedState(pool), mirror, pool.batch.mask, reps))
+    keys = [(k, q) for k, q, _ in found]
+    assert ("indices", "indices") in keys
+    node = next(node for k, q, node in found if (k, q) == ("indices", "indices"))
+    values = pool.evaluate(node)
+    assert bool((values.double() == (mirror > 0.5).double()).all())
+
+
+def test_identity_head_offers_no_functional_selector():
+    pool = _pool()
+    n, t = pool.batch.mask.shape
+    eye = torch.eye(t, dtype=torch.float64).expand(n, t, t).clone()
+    found = list(_functional_selectors(pool, GuidedState(pool), eye, pool.batch.mask, ["indices"]))
+    assert found == []
+
+
+def test_causal_patterns_are_detected():
+    t = 5
+    lower = torch.tril(torch.ones(t, t, dtype=torch.float64))
+    causal = (lower / lower.sum(-1, keepdim=True)).expand(3, t, t)
+    full = torch.full((3, t, t), 1.0 / t, dtype=torch.float64)
+    pair_mask = torch.ones(3, t, t, dtype=torch.bool)
+    assert _is_causal(causal, pair_mask)
+    assert not _is_causal(full, pair_mask)
+
+
+def test_spread_head_agrees_with_its_uniform_selector():
+    t = 4
+    sel = torch.tril(torch.ones(2, t, t, dtype=torch.bool))
+    pattern = sel.double() / sel.double().sum(-1, keepdim=True)
+    mask = torch.ones(2, t, dtype=torch.bool)
+    bos = torch.zeros(2, t, dtype=torch.float64)
+    assert selector_agreement(sel, pattern, bos, mask) > 0.999
+    assert selector_agreement(torch.ones_like(sel), pattern, bos, mask) < 0.9
