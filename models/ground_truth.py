@@ -129,4 +129,30 @@ def ground_truth_hypothesis(compiled: CompiledRasp, locations: Mapping[str, Loca
     except DSLError as e:
         raise TargetError(f"no ground-truth program for {compiled.program.label}: {e}") from None
     known = set(program.variables)
-    return Hypothesis(program, {k: v for k, v in locations.items() if k in known})
+    names = stable_names(program)
+    return Hypothesis(
+        program.rename(names), {names.get(k, k): v for k, v in locations.items() if k in known}
+    )
+
+
+def stable_names(program: Any) -> dict[str, str]:
+    """Renaming that drops tracr's process-wide label counters (``opp_idx_4`` -> ``opp_idx``).
+
+    tracr numbers every RASP expression it creates in a process, so the same target gets
+    different variable names depending on what was built before it. Ground truth must not
+    depend on that: strip the trailing counter, then number clashes in program order.
+    """
+    from dsl.program import PRIMITIVE_VARIABLES
+    from dsl.registry import primitives
+
+    # Never reuse an operation's name (``select = select(...)`` parses, but reads badly).
+    taken = set(PRIMITIVE_VARIABLES) | {p.name for p in primitives()}
+    mapping: dict[str, str] = {}
+    for name, _ in program.assignments:
+        base = re.sub(r"_\d+$", "", name) or name
+        candidate, i = base, 2
+        while candidate in taken:
+            candidate, i = f"{base}_{i}", i + 1
+        taken.add(candidate)
+        mapping[name] = candidate
+    return mapping

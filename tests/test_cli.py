@@ -254,8 +254,8 @@ def test_reverse_data_file_is_the_ground_truth() -> None:
     from synth.hypothesis import Hypothesis
 
     hyp = Hypothesis.parse(REVERSE_HYP.read_text())
-    assert hyp.program.output == "reverse_1"
-    assert str(hyp.correspondence["reverse_1"]) == "blocks.3.attn.hook_z[0]"
+    assert hyp.program.output == "reverse"
+    assert str(hyp.correspondence["reverse"]) == "blocks.3.attn.hook_z[0]"
     assert Hypothesis.parse(str(hyp)) == hyp
 
 
@@ -277,7 +277,7 @@ def test_score_ground_truth_json(reverse_target: object, capsys: pytest.CaptureF
     assert rc == 0, err
     data = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} in --json output"))
     assert data["target"] == "tracr:reverse"
-    assert data["hypothesis"]["correspondence"]["reverse_1"] == "blocks.3.attn.hook_z[0]"
+    assert data["hypothesis"]["correspondence"]["reverse"] == "blocks.3.attn.hook_z[0]"
     scores = data["scores"]
     assert scores["behaviour"] == 1.0
     assert scores["loss_recovered"] >= 0.99
@@ -286,7 +286,7 @@ def test_score_ground_truth_json(reverse_target: object, capsys: pytest.CaptureF
     for key in ("behaviour_broader", "accuracy_recovered", "frac_changed", "loss_clean", "loss_scrubbed",
                 "loss_resampled", "iia_per_variable"):
         assert key in scores, key
-    assert set(scores["iia_per_variable"]) >= {"tokens", "reverse_1"}
+    assert set(scores["iia_per_variable"]) >= {"tokens", "reverse"}
 
 
 def test_score_table_from_json_hypothesis_file(
