@@ -178,12 +178,12 @@ class LLMProposer:
 
         key = api_key if api_key is not None else os.environ.get(ENV_KEY)
         if not key:
-            self._status = f"LLM proposer off: {ENV_KEY} not set; running enumerator only"
+            self._status = f"LLM proposer off: {ENV_KEY} not set; the other proposers run"
             return
         try:
             import anthropic
         except ImportError:
-            self._status = "LLM proposer off: the anthropic package is not installed; running enumerator only"
+            self._status = "LLM proposer off: the anthropic package is not installed; the other proposers run"
             return
         self._client = anthropic.Anthropic(
             api_key=key,

@@ -107,7 +107,7 @@ def test_without_a_key_the_run_says_so_once_and_uses_the_other_proposers(monkeyp
 
     monkeypatch.delenv(ENV_KEY, raising=False)
     proposers, status = default_proposers(RunOptions())
-    assert status == "LLM proposer off: ANTHROPIC_API_KEY not set; running enumerator only"
+    assert status == "LLM proposer off: ANTHROPIC_API_KEY not set; the other proposers run"
     assert "llm" not in [p.name for p in proposers] and proposers
 
 

@@ -51,7 +51,7 @@ def test_no_key_falls_back_with_one_line_and_no_request(monkeypatch):
     with FakeAnthropicServer([Reply("never sent")]) as server:
         p = FixedPromptProposer(base_url=server.base_url)
         assert not p.enabled
-        assert p.status_line == "LLM proposer off: ANTHROPIC_API_KEY not set; running enumerator only"
+        assert p.status_line == "LLM proposer off: ANTHROPIC_API_KEY not set; the other proposers run"
         assert list(p.propose(ctx())) == []
         assert server.requests == [] and p.ledger == []
 
