@@ -250,10 +250,18 @@ def export_target(target: Target, directory: Path, settings: PeerSettings) -> tu
     last_only = target.task.readout == "last"
     read = logits[:, -1:, :] if last_only else logits[:, offset:, :]
     numerical = target.task.output_kind == "numerical"
+    with torch.no_grad():
+        corrupt_logits = target.model(corrupt)
+    corrupt_read = corrupt_logits[:, -1:, :] if last_only else corrupt_logits[:, offset:, :]
     if numerical:
         answers = torch.full(read.shape[:2], int(target.numeric_column), dtype=torch.long)
+        col = int(target.numeric_column)
+        changed = (read[..., col] - corrupt_read[..., col]).abs() > 1e-2
     else:
         answers = read.argmax(-1)
+        changed = answers != corrupt_read.argmax(-1)
+    # ACDC and EAP can only find what the corruption changes: report how much that is.
+    corruption_changes = float(changed.float().mean())
     arrays = dict(tl_state_dict(target.model))
     arrays.update(
         {
@@ -272,6 +280,7 @@ def export_target(target: Target, directory: Path, settings: PeerSettings) -> tu
         "d_vocab_out": int(target.model.cfg.d_vocab_out),
         "has_bos": offset == 1 and not last_only,
         "last_only": last_only,
+        "corruption_changes_output": corruption_changes,
         "tau_base": settings.tau_base,
         "tau_exp": settings.tau_exp,
     }
@@ -380,6 +389,7 @@ class PeerComparison:
     tau: float
     faithfulness: str
     rebuild_max_abs_diff: float
+    corruption_changes_output: float | None = None
     edges_kept: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
@@ -414,6 +424,7 @@ def compare_result(
         tau=float(result["tau"]),
         faithfulness=str(result["faithfulness"]),
         rebuild_max_abs_diff=float(result["rebuild_max_abs_diff"]),
+        corruption_changes_output=result.get("corruption_changes_output"),
         edges_kept=tuple(e["edge"] for e in kept),
     )
 
@@ -445,6 +456,7 @@ def run_peer(
         try:
             npz, js = export_target(target, directory, settings)
             result = run_worker(status.path, npz, js, directory / "out.json", settings.timeout_s)
+            result["corruption_changes_output"] = json.loads(js.read_text())["corruption_changes_output"]
             rows.append(compare_result(target.name, result, truth, mine).to_json())
         except (PeerError, OSError, ValueError) as e:
             errors[target.name] = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -1146,7 +1146,10 @@ def _render_acdc(acdc: Mapping[str, Any], recovery: Mapping[str, Any] | None) ->
         "- ACDC and EAP can only see what varies between clean and corrupt prompts. With one prompt length, "
         "components that compute length alone (e.g. `length`, `opp_index` in reverse) have no effect and are "
         "dropped; for tracr:reverse this is auto-circuit's own canonical resample-ablation circuit. Our "
-        "scores sample every length.",
+        "scores sample every length. `outputs changed by corruption` is the share of read positions whose "
+        "prediction differs between a clean prompt and its corrupt partner: at 0 (e.g. sort_unique at its "
+        "maximum length, where every input is a permutation of the vocabulary and the output is constant) "
+        "there is nothing for ACDC or EAP to find.",
         "- `ours`: the locations of the model-guided configuration's top accepted hypothesis in this run; "
         "`ours s`: its time to acceptance (the whole synthesis, not only localisation).",
         "",
@@ -1176,6 +1179,7 @@ def _render_acdc(acdc: Mapping[str, Any], recovery: Mapping[str, Any] | None) ->
                 r["eap_seconds"],
                 mg_secs.get(r["target"]),
                 r["rebuild_max_abs_diff"],
+                r.get("corruption_changes_output"),
             ]
         )
     out.append(
@@ -1194,6 +1198,7 @@ def _render_acdc(acdc: Mapping[str, Any], recovery: Mapping[str, Any] | None) ->
                 "EAP s",
                 "ours s (to recovery)",
                 "rebuild max diff",
+                "outputs changed by corruption",
             ],
             rows,
         )
