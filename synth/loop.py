@@ -178,6 +178,10 @@ class AcceptedHypothesis:
             "program": str(self.hypothesis.program),
             "correspondence": {k: str(v) for k, v in self.hypothesis.correspondence.items()},
             "scores": {k: v for k, v in self.scores.items() if "." not in k},
+            # The controls' numbers: raw and Holm-adjusted p, null draws, each control's gate.
+            "controls": {
+                k.removeprefix("controls."): v for k, v in self.scores.items() if k.startswith("controls.")
+            },
             "source": self.source,
             "candidate": self.candidate_id,
         }

@@ -105,6 +105,7 @@ def render_report(store: RunStore) -> str:
                 "interchange accuracy per variable: "
                 + ", ".join(f"{k[4:-1]} {_fmt(v)}" for k, v in iia.items())
             )
+        lines += _controls_block(c.scores.get("controls", {}), c.reason)
         lines.append("")
     lines.append("## Candidates by source and status")
     lines.append("")
@@ -142,3 +143,33 @@ def render_report(store: RunStore) -> str:
     lines += _table(["stage", "seconds"], [[k, _fmt(v)] for k, v in store.timings().items()])
     lines.append("")
     return "\n".join(lines)
+
+
+def _controls_block(numbers: Mapping[str, Any], reason: str) -> list[str]:
+    """The frivolous-circuit controls behind an acceptance: p-values, then each control's numbers."""
+    if not numbers:
+        return []
+    lines = ["", f"controls: {reason}" if reason else "controls:", ""]
+    head = ["p_value", "p_adjusted", "n_tested", "null_draws", "null_exceed", "statistic"]
+    lines += _table(head, [[_fmt_control(numbers.get(k)) for k in head]])
+    per_control: dict[str, dict[str, Any]] = {}
+    for key, value in numbers.items():
+        if "." in key:
+            control, name = key.split(".", 1)
+            per_control.setdefault(control, {})[name] = value
+    if per_control:
+        lines.append("")
+        rows = [
+            [control, "pass" if values.pop("passed", 0) else "FAIL",
+             ", ".join(f"{k} {_fmt_control(v)}" for k, v in values.items() if v is not None)]
+            for control, values in per_control.items()
+        ]
+        lines += _table(["control", "verdict", "numbers"], rows)
+    return lines
+
+
+def _fmt_control(v: Any) -> str:
+    """Counts as integers, p-values and scores with three significant digits."""
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer() and abs(v) >= 1:
+        return str(int(v))
+    return f"{v:.3g}" if isinstance(v, float) and math.isfinite(v) else _fmt(v)
