@@ -24,7 +24,7 @@ Programs are values: equal and hashed by their canonical text (``str(p)``), whic
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,6 +172,27 @@ class Program:
 
     def consumers(self, name: str) -> tuple[str, ...]:
         return tuple(n for n, node in self.assignments if name in node.inputs)
+
+    def nearest_ancestors(self, name: str, among: Collection[str]) -> tuple[str, ...]:
+        """The variables in ``among`` that ``name`` reads directly or through variables not in it.
+
+        This is how a hypothesis graph skips unlocated variables (selectors, say): a located
+        variable's parents are its nearest located ancestors. Returned in program order.
+        """
+        among = set(among)
+        found: set[str] = set()
+        seen: set[str] = set()
+        stack = list(self.inputs(name))
+        while stack:
+            v = stack.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            if v in among:
+                found.add(v)
+            else:
+                stack.extend(self.inputs(v))
+        return tuple(v for v in self.variables if v in found)
 
     def graph(self) -> nx.DiGraph:
         """Variables as nodes (attrs ``kind``, ``op``, ``text``); an edge u -> v means v reads u."""

@@ -108,20 +108,7 @@ def resolve_claims(target: Target, hypothesis: Hypothesis) -> Claims:
                 )
 
     def located_ancestors(name: str) -> tuple[str, ...]:
-        # Nearest located ancestors through unlocated interior variables, in program order.
-        found: set[str] = set()
-        stack = list(program.inputs(name))
-        seen: set[str] = set()
-        while stack:
-            p = stack.pop()
-            if p in seen:
-                continue
-            seen.add(p)
-            if p in sites:
-                found.add(p)
-            else:
-                stack.extend(program.inputs(p))
-        return tuple(v for v in program.variables if v in found)
+        return program.nearest_ancestors(name, sites)
 
     claims: dict[str, Claim] = {}
     for name in program.variables:

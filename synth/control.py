@@ -1242,24 +1242,7 @@ def _order(loc: Location) -> float | None:
 
 def _located_parents(program: Program, located: Sequence[str]) -> dict[str, set[str]]:
     """For each located variable, the nearest located variables it is computed from."""
-    graph = program.graph()
-    located_set = set(located)
-    parents: dict[str, set[str]] = {}
-    for v in located:
-        found: set[str] = set()
-        stack = list(graph.predecessors(v))
-        seen: set[str] = set()
-        while stack:
-            u = stack.pop()
-            if u in seen:
-                continue
-            seen.add(u)
-            if u in located_set:
-                found.add(u)
-            else:
-                stack.extend(graph.predecessors(u))
-        parents[v] = found
-    return parents
+    return {v: set(program.nearest_ancestors(v, located)) for v in located}
 
 
 def random_correspondence(
