@@ -692,7 +692,25 @@ def depth_probe_hypothesis(n_layers: int) -> Any:
 
 
 def perf_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Path) -> dict[str, Any]:
-    """Every figure next to a ratio measured moments apart in this process."""
+    """Every figure next to a ratio measured moments apart in this process, with the torch
+    thread count the synthesis loop itself uses (``RunOptions.threads``): on a busy 2-core
+    machine two intra-op threads made one forward pass tens of times slower than one."""
+    import torch
+
+    from synth.loop import RunOptions
+
+    old = torch.get_num_threads()
+    threads = int(RunOptions().threads) or old
+    torch.set_num_threads(threads)
+    try:
+        perf = _perf_measurements(plan, recovery, out_dir)
+    finally:
+        torch.set_num_threads(old)
+    perf["torch_threads"] = threads
+    return perf
+
+
+def _perf_measurements(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Path) -> dict[str, Any]:
     import random
 
     from dsl import parse
@@ -1247,7 +1265,8 @@ def _render_perf(perf: Mapping[str, Any], results: Mapping[str, Any]) -> str:
     out = [
         "## Performance",
         "",
-        f"Reference target {perf['reference_target']}, batch {perf['batch']}. Times are best of repeated "
+        f"Reference target {perf['reference_target']}, batch {perf['batch']}, torch threads "
+        f"{perf.get('torch_threads', '?')} (as the synthesis loop runs). Times are best of repeated "
         "measurements; each ratio divides two timings taken in this run.",
         "",
     ]
