@@ -386,7 +386,7 @@ class ControlContext:
 
     def significance_real(self) -> float:
         """The p-value's statistic of the real hypothesis: min(behaviour, checks statistic)."""
-        bound = self.behaviour.bound(self.hypothesis.program)
+        bound = self.behaviour.bound(self.hypothesis.program, self.hypothesis.program)
         if math.isnan(bound):
             return math.nan
         return min(bound, self.statistic_of(self.target, self.hypothesis))
@@ -403,7 +403,7 @@ class ControlContext:
         draw = self.null_program_draw(index)
         if draw is None:
             return math.nan, False  # no program other than the real one: counts against it
-        bound = self.behaviour.bound(draw)
+        bound = self.behaviour.bound(draw, self.hypothesis.program)
         if math.isnan(bound):
             return math.nan, False
         if bound < real:
@@ -1093,7 +1093,7 @@ class BehaviourOracle:
         self._values: dict[str, dict[str, list] | None] = {}
         self._outputs: dict[str, list | None] = {}
         self._batches: dict[tuple[str, ...], Any] = {}  # encoded inputs per set of program literals
-        self._bounds: dict[str, float] = {}
+        self._bounds: dict[tuple[str, str], float] = {}
 
     def values(self, program: Program) -> dict[str, list]:
         """Every non-selector variable's values, flattened over inputs and positions ({} if it fails)."""
@@ -1158,18 +1158,28 @@ class BehaviourOracle:
         a, b = self._every(program), self._every(real)
         return a is not None and b is not None and all(a[v] == b[v] for v in real.variables)
 
-    def bound(self, program: Program) -> float:
+    def bound(self, program: Program, real: Program | None = None) -> float:
+        """Agreement with the network at the read positions where ``real``'s output is defined.
+
+        The positions are fixed by the hypothesis under test (as the checks compare only
+        where its program is defined, e.g. tracr's detect_pattern before a full pattern),
+        so the real hypothesis and every null draw are measured on the same positions;
+        there a draw's None still counts as a disagreement.
+        """
         from models.target import outputs_equal
 
-        key = str(program)
+        key = (str(program), str(real) if real is not None else "")
         if key not in self._bounds:
             out = self._output(program)
+            mask_out = self._output(real) if real is not None else None
             if out is None:
                 self._bounds[key] = -math.inf
             else:
                 kind = self.target.task.output_kind
                 agree = total = 0
-                for net, prog, read in zip(self.network, out, self.readout):
+                for j, (net, prog, read) in enumerate(zip(self.network, out, self.readout)):
+                    if mask_out is not None:
+                        read = [i for i in read if mask_out[j][i] is not None]
                     total += len(read)
                     agree += sum(prog[i] is not None and outputs_equal(net[i], prog[i], kind) for i in read)
                 self._bounds[key] = agree / total if total else math.nan
