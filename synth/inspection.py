@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
 
+from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
 from synth.hypothesis import Hypothesis
+from synth.report import HEADLINE as REPORT_HEADLINE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,22 +34,9 @@ if TYPE_CHECKING:
     from models import Target
     from synth.loop import AcceptedHypothesis, Run
 
-# Columns shown first in a candidates table, in this order (the rest follow alphabetically).
-HEADLINE = (
-    "behaviour_observed",
-    "ablation_loss_recovered",
-    "behaviour",
-    "behaviour_broader",
-    "loss_recovered",
-    "accuracy_recovered",
-    "iia",
-    "iia_mean",
-    "frac_changed",
-    "necessity_loss_fraction",
-    "p_value",
-    "p_adjusted",
-)
-PRIMITIVES = ("tokens", "indices", "length")
+# Columns shown first in a candidates table, in this order (the rest follow alphabetically):
+# the prefilter's numbers, the report's headline checks, then the controls' p-values.
+HEADLINE = ("behaviour_observed", "ablation_loss_recovered", *REPORT_HEADLINE, "p_value", "p_adjusted")
 
 
 class InspectError(ValueError):
