@@ -517,15 +517,19 @@ def _explain_head_soft(
     step = max(1, pattern.shape[0] // SELECTOR_SAMPLE)
     sub_p, sub_b, sub_m, sub_r = pattern[::step], bos[::step], mask[::step], read[::step]
 
-    def agreement_of(values: torch.Tensor) -> tuple[str, float]:
+    def agreements_of(values: torch.Tensor) -> list[tuple[str, float]]:
         # Argmax agreement suits one-key heads; total variation suits heads spreading their
         # weight evenly over several keys (counting), where the argmax charge is too harsh.
+        # Each metric nominates its own best selector: a single max over both lets a
+        # spread-out selector outrank the one-key selector an induction head implements.
         v = values[::step]
-        a_all = max(argmax_agreement(v, sub_p, sub_b, sub_m), selector_agreement(v, sub_p, sub_b, sub_m))
-        a_read = max(argmax_agreement(v, sub_p, sub_b, sub_r), selector_agreement(v, sub_p, sub_b, sub_r))
-        return ("all", a_all) if a_all >= a_read else ("read", a_read)
+        out = []
+        for metric in (argmax_agreement, selector_agreement):
+            a_all, a_read = metric(v, sub_p, sub_b, sub_m), metric(v, sub_p, sub_b, sub_r)
+            out.append(("all", a_all) if a_all >= a_read else ("read", a_read))
+        return out
 
-    scored: list[tuple[float, float, str, Any, torch.Tensor]] = []
+    rankings: tuple[list, list] = ([], [])
     candidates: list[tuple[float, Any]] = []
     for k, q in itertools.product(reps, reps):
         for pred in preds:
@@ -543,28 +547,49 @@ def _explain_head_soft(
             cost += 1.0
         if not bool(values.any()):
             continue
-        rows_name, agreement = agreement_of(values)
-        scored.append((agreement, -cost, rows_name, node, values))
-    if not scored:
-        return info
-    scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
-    agreement, _, rows_name, node, values = scored[0]
-    if agreement < th.selector:
-        return info
-    if causal_values is not None:
-        base = try_add(pool, node, prefix=f"sel{layer}_{head}_base", dedupe=False)
-        mask_name = try_add(pool, causal_node, prefix="causal", dedupe=False)
-        if base is None or mask_name is None:
-            return info
-        node = Node("selector_and", (base, mask_name), None)
-    sel = pool.add(node, prefix=f"sel{layer}_{head}_", values=values, dedupe=False)
-    if sel is None:
-        return info
-    info["selectors"] = [sel]
-    info["agreement"] = agreement
-    info["rows"] = rows_name
-    rows = mask if rows_name == "all" else read
-    zr = z.double()[rows[mask]]
+        for ranking, (rows_name, agreement) in zip(rankings, agreements_of(values)):
+            ranking.append((agreement, -cost, rows_name, node, values))
+    nominated: list[tuple[float, str, Any, torch.Tensor]] = []
+    for ranking in rankings:
+        if not ranking:
+            continue
+        agreement, _, rows_name, node, values = max(ranking, key=lambda t: (t[0], t[1]))
+        if agreement >= th.selector and all(node != n[2] for n in nominated):
+            nominated.append((agreement, rows_name, node, values))
+    for agreement, rows_name, node, values in sorted(nominated, key=lambda n: -n[0]):
+        if causal_values is not None:
+            base = try_add(pool, node, prefix=f"sel{layer}_{head}_base", dedupe=False)
+            mask_name = try_add(pool, causal_node, prefix="causal", dedupe=False)
+            if base is None or mask_name is None:
+                continue
+            node = Node("selector_and", (base, mask_name), None)
+        sel = pool.add(node, prefix=f"sel{layer}_{head}_", values=values, dedupe=False)
+        if sel is None:
+            continue
+        info["selectors"].append(sel)
+        if agreement > info["agreement"]:
+            info["agreement"], info["rows"] = agreement, rows_name
+        rows = mask if rows_name == "all" else read
+        for name in _head_aggregates(pool, state, layer, head, z, avail, th, sel, rows):
+            info["aggregates"].append(name)
+    return info
+
+
+def _head_aggregates(
+    pool: Pool,
+    state: GuidedState,
+    layer: int,
+    head: int,
+    z: torch.Tensor,
+    avail: list[str],
+    th: MatchThresholds,
+    sel: str,
+    rows: torch.Tensor,
+) -> list[str]:
+    """The (at most two) aggregates through selector ``sel`` that the head's output decodes."""
+    from dsl.program import Node
+
+    zr = z.double()[rows[pool.batch.mask]]
     best: list[tuple[float, Any, torch.Tensor]] = []
     for x in avail:
         agg = Node("aggregate", (sel, x, None), "categorical")
@@ -582,6 +607,7 @@ def _explain_head_soft(
             node = Node("aggregate", (sel, x, None), "numerical" if numerical else "categorical")
             best.append((acc - 0.001 * pool.items[x].cost, node, vals))
     best.sort(key=lambda t: -t[0])
+    names = []
     for acc, node, vals in best[:2]:
         name = pool.add(node, prefix=f"attn{layer}_{head}_", values=vals, dedupe=False)
         if name is None:
@@ -589,8 +615,8 @@ def _explain_head_soft(
         state.located[name] = Located(
             name, Location(f"blocks.{layer}.attn.hook_z", head=head), float(layer), acc
         )
-        info["aggregates"].append(name)
-    return info
+        names.append(name)
+    return names
 
 
 def _functional_selectors(
