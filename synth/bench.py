@@ -102,6 +102,7 @@ class BenchPlan:
     program_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
     with_acdc: bool = False
     seed: int = 0
+    jobs: int = 1  # runs of the false-positive suite at once (worker processes)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,6 +152,7 @@ def make_plan(
     llm: bool | None = None,
     targets: tuple[list[str], list[str]] | None = None,
     budget: float | None = None,
+    jobs: int = 1,
 ) -> BenchPlan:
     """The plan for one invocation. ``budget`` (seconds per synthesis run) defaults to the
     issue's bar (5 minutes per target) for the full suite and 30 s for --quick; the
@@ -191,6 +193,7 @@ def make_plan(
         perf_batch=1024 if quick else 4096,
         program_sizes=(1, 2, 4, 8) if quick else (1, 2, 4, 8, 16),  # units of 3 nodes
         with_acdc=with_acdc,
+        jobs=jobs,
     )
 
 
@@ -368,21 +371,6 @@ def _why_not(run: Any) -> str:
     return f"no candidate fully scored (stopped: {getattr(run, 'stopped', '?')}; {run.n_candidates} proposed)"
 
 
-def engine_controls(seed: int = 0) -> Any:
-    """A fresh frivolous-circuit controls stage for one run, built as ``mechsynth run`` builds it
-    (``synth.control.LoopControls`` with the default thresholds and the run's seed).
-
-    Recovery is only worth reporting for hypotheses that survived the controls and the
-    multiple-testing correction, so the bench always runs them; None (the loop's
-    pass-through) only where the controls module is absent.
-    """
-    try:
-        from synth.control import ControlConfig, LoopControls
-    except ImportError:
-        return None
-    return LoopControls(ControlConfig(seed=seed))
-
-
 def _hypothesis_and_scores(item: Any) -> tuple[Any, Mapping[str, Any]]:
     """An accepted entry of a Run as (hypothesis, scores), whatever container the loop uses."""
     hypothesis = getattr(item, "hypothesis", item)
@@ -437,8 +425,7 @@ def run_one(spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: 
         seed=seed,
         budget_seconds=budget_seconds,
         out=str(run_dir),
-        proposers=mode_proposers(mode),
-        controls=engine_controls(seed),
+        proposers=mode_proposers(mode),  # the loop's default controls stage: every control
         no_llm=mode not in LLM_MODES,
     )
     accepted = list(run.accepted)
@@ -570,32 +557,6 @@ def acdc_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Pat
 # --- controls -----------------------------------------------------------------------------------
 
 
-def _control_run(target: Any, seed: int, budget_seconds: float, out: str | None) -> Any:
-    """One run of the shipped engine (default proposers, no LLM, the controls stage) for the
-    false-positive suite, reduced to what the suite compares: accepted count, best statistic."""
-    import math
-    import shutil
-
-    from synth import control
-    from synth.loop import run as synth_run
-
-    if out is not None:
-        shutil.rmtree(out, ignore_errors=True)  # fresh, never resumed
-    start = time.perf_counter()
-    run = synth_run(
-        target, seed=seed, budget_seconds=budget_seconds, out=out, controls=engine_controls(seed), no_llm=True
-    )
-    keys = control.Thresholds().statistic
-    best, best_h = -math.inf, None
-    for cand in run.candidates():
-        value = control.statistic_value(cand.flat_scores(), keys)
-        if value > best:
-            best, best_h = value, cand.program
-    return control.RunOutcome(
-        target.name, len(run.accepted), best, int(run.n_scored), time.perf_counter() - start, best_h
-    )
-
-
 def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
     """The controls helper's false-positive suite on the plan's control targets and seeds."""
     from synth import control
@@ -607,7 +568,8 @@ def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
         seeds=list(plan.control_seeds),
         budget_seconds=plan.control_budget_seconds,
         out=str(out_dir / WORK_DIR / "controls"),
-        run_fn=_control_run,
+        jobs=plan.jobs,
+        progress=lambda msg: _log(f"controls: {msg}"),
     )
     data = result.to_json() if hasattr(result, "to_json") else result
     data = json.loads(json.dumps(data, default=str))
@@ -1528,11 +1490,20 @@ def cmd_bench(args: Any) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BenchError(f"cannot write to --out {out_dir}: {e.strerror}") from None
-    plan = make_plan(args.suite, bool(args.quick), with_acdc=bool(getattr(args, "with_acdc", False)))
+    budget = getattr(args, "budget_seconds", None)
+    jobs = int(getattr(args, "jobs", None) or 1)
+    if budget is not None and not budget > 0:
+        raise BenchError(f"--budget-seconds must be > 0, got {budget}")
+    if jobs < 1:
+        raise BenchError(f"--jobs must be >= 1, got {jobs}")
+    with_acdc = bool(getattr(args, "with_acdc", False))
+    plan = make_plan(args.suite, bool(args.quick), with_acdc=with_acdc, budget=budget, jobs=jobs)
     flags = (
         [f"--suite {args.suite}"]
         + (["--quick"] if plan.quick else [])
         + (["--with-acdc"] if plan.with_acdc else [])
+        + ([f"--budget-seconds {budget:g}"] if budget is not None else [])
+        + ([f"--jobs {jobs}"] if jobs > 1 else [])
     )
     results = run_bench(plan, out_dir, command="mechsynth bench " + " ".join(flags))
     check = check_baseline(results, load_baseline())

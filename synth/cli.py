@@ -201,9 +201,11 @@ def _proposer_list(text: str) -> tuple[str, ...]:
 
 
 def _controls(args: argparse.Namespace) -> Any:
-    """The frivolous-circuit controls stage (None: the loop's pass-through, for --no-controls)."""
+    """The frivolous-circuit controls stage (the loop's pass-through for --no-controls)."""
     if args.no_controls:
-        return None
+        from synth.loop import NoControls
+
+        return NoControls()
     from synth.control import ControlConfig, LoopControls, Thresholds
 
     thresholds = Thresholds(alpha=args.alpha)
@@ -460,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a representative subset in a few minutes")
     p.add_argument("--out", default="bench-out", metavar="DIR", help="output directory (default bench-out)")
     p.add_argument("--with-acdc", action="store_true", help="also run ACDC/EAP from auto-circuit")
+    p.add_argument("--budget-seconds", type=float, default=None, metavar="N",
+                   help="search budget per synthesis run (default: 300 s, 30 s with --quick; the "
+                   "false-positive suite caps it at 120 s, 15 s with --quick)")
+    p.add_argument("--jobs", type=int, default=1, metavar="J",
+                   help="false-positive suite runs at once, each in its own process (default 1)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -1497,6 +1497,21 @@ class RunOutcome:
             "best_behaviour": _json_float(self.best_behaviour),
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunOutcome:
+        def number(x: Any, missing: float) -> float:
+            return missing if x is None else float(x)  # float("-inf") reads _json_float's "-inf"
+
+        return cls(
+            network=str(data["network"]),
+            accepted=int(data["accepted"]),
+            best_statistic=number(data["best_statistic"], -math.inf),
+            n_scored=int(data["n_scored"]),
+            seconds=float(data["seconds"]),
+            best_hypothesis=data.get("best_hypothesis"),
+            best_behaviour=number(data.get("best_behaviour"), math.nan),
+        )
+
 
 @dataclass(frozen=True)
 class FalsePositiveReport:
@@ -1522,6 +1537,32 @@ class FalsePositiveReport:
 
 
 RunFn = Callable[["Target", int, float, str | None], RunOutcome]
+SuiteProgress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SuiteJob:
+    """One run of the suite: the real network (``kind`` None) or one seeded random copy."""
+
+    target: str | Target
+    kind: str | None
+    seed: int
+
+    @property
+    def network(self) -> str:
+        return "real" if self.kind is None else f"{self.kind}[{self.seed}]"
+
+    @property
+    def target_name(self) -> str:
+        return self.target if isinstance(self.target, str) else self.target.name
+
+    def directory(self, out: str | None) -> str | None:
+        if out is None:
+            return None
+        from pathlib import Path
+
+        sub = "real" if self.kind is None else f"{self.kind}-{self.seed}"
+        return str(Path(out) / re.sub(r"[^A-Za-z0-9_.-]+", "_", self.target_name) / sub)
 
 
 def false_positive_suite(
@@ -1533,6 +1574,8 @@ def false_positive_suite(
     kinds: Sequence[str] = ("reinitialized", "shuffled"),
     run_fn: RunFn | None = None,
     networks: Mapping[str, NetworkFactory] | None = None,
+    jobs: int = 1,
+    progress: SuiteProgress | None = None,
 ) -> FalsePositiveReport:
     """Run the engine on each target and on its re-initialised and shuffled copies (every seed).
 
@@ -1540,64 +1583,158 @@ def false_positive_suite(
     Each row reports the accepted count and the best statistic of one run, and, per
     target, ``gap`` = real best - best over all copies. ``run_fn(target, seed,
     budget_seconds, out_dir)`` defaults to the synthesis loop (``synth.run``).
+
+    With ``out``, each finished run's outcome is saved next to its run directory and a
+    rerun with the same budget reuses it, so an interrupted suite loses at most the runs in
+    flight. ``jobs`` > 1 runs that many runs at once in worker processes (string target
+    specs and the default ``run_fn``/``networks`` only: they must be importable there).
     """
-    from pathlib import Path
+    if jobs < 1:
+        raise ControlError(f"jobs must be >= 1, got {jobs}")
+    say = progress or (lambda _msg: None)
+    plan = [
+        job
+        for spec in targets
+        for job in (
+            SuiteJob(spec, None, 0),
+            *(SuiteJob(spec, kind, seed) for kind in kinds for seed in seeds),
+        )
+    ]
+    outcomes: dict[int, RunOutcome] = {}
+    todo = []
+    for i, job in enumerate(plan):
+        saved = _saved_outcome(job.directory(out), budget_seconds)
+        if saved is not None:
+            outcomes[i] = saved
+        else:
+            todo.append(i)
+    if todo and jobs > 1:
+        if run_fn is not None or networks is not None or not all(isinstance(job.target, str) for job in plan):
+            raise ControlError("jobs > 1 needs target specs (strings) and the default run_fn and networks")
+        import concurrent.futures
+        import multiprocessing
 
-    run_fn = run_fn or _default_run_fn
-    networks = dict(networks) if networks is not None else _default_networks()
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: torch does not survive fork
+        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {
+                pool.submit(_suite_job, plan[i], budget_seconds, plan[i].directory(out)): i for i in todo
+            }
+            for future in concurrent.futures.as_completed(futures):
+                i = futures[future]
+                outcomes[i] = future.result()
+                _finish_job(plan[i], outcomes[i], out, budget_seconds, say, len(outcomes), len(plan))
+    else:
+        for i in todo:
+            job = plan[i]
+            outcomes[i] = _suite_job(job, budget_seconds, job.directory(out), run_fn, networks)
+            _finish_job(job, outcomes[i], out, budget_seconds, say, len(outcomes), len(plan))
     rows: list[dict[str, Any]] = []
-    runs: list[RunOutcome] = []
-    for spec in targets:
-        target = _load(spec)
-        base = Path(out) / re.sub(r"[^A-Za-z0-9_.-]+", "_", target.name) if out else None
-
-        def sub(name: str, base: Path | None = base) -> str | None:
-            return str(base / name) if base is not None else None
-
-        real = run_fn(target, 0, budget_seconds, sub("real"))
-        runs.append(real)
-        control_runs: list[RunOutcome] = []
-        for kind in kinds:
-            for seed in seeds:
-                copy = networks[kind](target, seed)
-                res = run_fn(copy, seed, budget_seconds, sub(f"{kind}-{seed}"))
-                res = dataclasses.replace(res, network=f"{kind}[{seed}]")
-                control_runs.append(res)
-                runs.append(res)
-        # Statistic: only runs where some candidate reached the full checks have one (-inf
-        # otherwise: nothing on that copy even matched its outputs well enough to be checked).
-        finite = [r.best_statistic for r in control_runs if math.isfinite(r.best_statistic)]
-        best_control = max(finite) if finite else None
-        real_stat = real.best_statistic if math.isfinite(real.best_statistic) else None
-        behaviours = [r.best_behaviour for r in control_runs if not math.isnan(r.best_behaviour)]
-        best_control_b = max(behaviours) if behaviours else None
-        real_b = None if math.isnan(real.best_behaviour) else real.best_behaviour
-        for r in (real, *control_runs):
-            rows.append(
-                {
-                    "target": target.name,
-                    "network": "real" if r is real else r.network,
-                    "accepted": r.accepted,
-                    "n_scored": r.n_scored,
-                    "best_statistic": _json_float(r.best_statistic),
-                    "best_behaviour": _json_float(r.best_behaviour),
-                    "best_control_statistic": best_control if r is real else None,
-                    "gap_statistic": (
-                        real_stat - best_control
-                        if r is real and real_stat is not None and best_control is not None
-                        else None
-                    ),
-                    "controls_reaching_checks": len(finite) if r is real else None,
-                    "best_control_behaviour": best_control_b if r is real else None,
-                    "gap_behaviour": (
-                        real_b - best_control_b
-                        if r is real and real_b is not None and best_control_b is not None
-                        else None
-                    ),
-                    "seconds": round(r.seconds, 1),
-                }
-            )
+    runs = [outcomes[i] for i in range(len(plan))]
+    per_target = 1 + len(kinds) * len(seeds)
+    for start in range(0, len(plan), per_target):
+        rows += _suite_rows(plan[start].target_name, runs[start], runs[start + 1 : start + per_target])
     return FalsePositiveReport(tuple(rows), tuple(runs))
+
+
+def _suite_job(
+    job: SuiteJob,
+    budget_seconds: float,
+    out: str | None,
+    run_fn: RunFn | None = None,
+    networks: Mapping[str, NetworkFactory] | None = None,
+) -> RunOutcome:
+    target = _load(job.target)
+    if job.kind is not None:
+        factories = networks if networks is not None else _default_networks()
+        target = factories[job.kind](target, job.seed)
+    outcome = (run_fn or _default_run_fn)(target, job.seed, budget_seconds, out)
+    return dataclasses.replace(outcome, network=job.network)
+
+
+def _outcome_file(run_dir: str) -> str:
+    return run_dir.rstrip("/") + ".outcome.json"
+
+
+def _saved_outcome(run_dir: str | None, budget_seconds: float) -> RunOutcome | None:
+    """The outcome a previous suite saved for this run, if it ran with the same budget."""
+    import json
+    import os
+
+    if run_dir is None or not os.path.exists(_outcome_file(run_dir)):
+        return None
+    try:
+        with open(_outcome_file(run_dir)) as f:
+            data = json.load(f)
+        if data.get("budget_seconds") != budget_seconds:
+            return None
+        return RunOutcome.from_json(data["outcome"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: run it again
+
+
+def _finish_job(
+    job: SuiteJob,
+    outcome: RunOutcome,
+    out: str | None,
+    budget_seconds: float,
+    say: SuiteProgress,
+    done: int,
+    total: int,
+) -> None:
+    import json
+    import os
+
+    run_dir = job.directory(out)
+    if run_dir is not None:
+        os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+        tmp = _outcome_file(run_dir) + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"budget_seconds": budget_seconds, "outcome": outcome.to_json()}, f)
+        os.replace(tmp, _outcome_file(run_dir))  # atomic: a half-written outcome is never reused
+    say(
+        f"[{done}/{total}] {job.target_name} {job.network}: {outcome.accepted} accepted, "
+        f"best statistic {outcome.best_statistic:.3f} ({outcome.seconds:.0f} s)"
+    )
+
+
+def _suite_rows(name: str, real: RunOutcome, control_runs: Sequence[RunOutcome]) -> list[dict[str, Any]]:
+    """One target's rows: the real run (with the gaps) and each copy's run."""
+    # Statistic: only runs where some candidate reached the full checks have one (-inf
+    # otherwise: nothing on that copy even matched its outputs well enough to be checked).
+    finite = [r.best_statistic for r in control_runs if math.isfinite(r.best_statistic)]
+    best_control = max(finite) if finite else None
+    real_stat = real.best_statistic if math.isfinite(real.best_statistic) else None
+    behaviours = [r.best_behaviour for r in control_runs if not math.isnan(r.best_behaviour)]
+    best_control_b = max(behaviours) if behaviours else None
+    real_b = None if math.isnan(real.best_behaviour) else real.best_behaviour
+    rows = []
+    for r in (real, *control_runs):
+        is_real = r is real
+        rows.append(
+            {
+                "target": name,
+                "network": r.network,
+                "accepted": r.accepted,
+                "n_scored": r.n_scored,
+                "best_statistic": _json_float(r.best_statistic),
+                "best_behaviour": _json_float(r.best_behaviour),
+                "best_control_statistic": best_control if is_real else None,
+                "gap_statistic": (
+                    real_stat - best_control
+                    if is_real and real_stat is not None and best_control is not None
+                    else None
+                ),
+                "controls_reaching_checks": len(finite) if is_real else None,
+                "best_control_behaviour": best_control_b if is_real else None,
+                "gap_behaviour": (
+                    real_b - best_control_b
+                    if is_real and real_b is not None and best_control_b is not None
+                    else None
+                ),
+                "seconds": round(r.seconds, 1),
+            }
+        )
+    return rows
 
 
 def _load(spec: str | Target) -> Target:
@@ -1609,11 +1746,14 @@ def _load(spec: str | Target) -> Target:
 
 
 def _default_run_fn(target: Target, seed: int, budget_seconds: float, out: str | None) -> RunOutcome:
-    """One enumerator-only run of the synthesis loop with these controls as its controls stage."""
+    """One fresh run of the shipped engine (default proposers, no LLM, these controls) on ``target``."""
+    import shutil
     import tempfile
 
     from synth.loop import run
 
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)  # fresh, never resumed
     start = time.perf_counter()
     out = out or tempfile.mkdtemp(prefix="mechsynth-fp-")
     controls = LoopControls(ControlConfig(seed=seed))
@@ -1655,18 +1795,20 @@ def _default_necessity_fn(n: int, seed: int) -> NecessityFn:
     return necessity_fn
 
 
+def _reinitialized_copy(target: Target, seed: int) -> Target:
+    import models
+
+    return models.reinitialized(target, seed)
+
+
+def _shuffled_copy(target: Target, seed: int) -> Target:
+    import models
+
+    return models.shuffled(target, seed)
+
+
 def _default_networks() -> dict[str, NetworkFactory]:
-    def reinitialized(target: Target, seed: int) -> Target:
-        import models
-
-        return models.reinitialized(target, seed)
-
-    def shuffled(target: Target, seed: int) -> Target:
-        import models
-
-        return models.shuffled(target, seed)
-
-    return {"reinitialized": reinitialized, "shuffled": shuffled}
+    return {"reinitialized": _reinitialized_copy, "shuffled": _shuffled_copy}
 
 
 def statistic_value(scores: Mapping[str, Any] | None, keys: Sequence[str]) -> float:

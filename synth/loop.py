@@ -14,8 +14,10 @@ One *run* explains one target. The stages are plain objects passed in (or defaul
   the observed inputs, then the checks' node-level resample ablation), then the full
   checks (:func:`synth.scoring.score`: behaviour, causal scrubbing, interchange) on
   fresh inputs;
-* **controls** — a pluggable stage (:class:`Controls`); the default
-  :class:`NoControls` passes everything through and says so in the report;
+* **controls** — a pluggable stage (:class:`Controls`); the default is the full
+  frivolous-circuit controls (:class:`synth.control.LoopControls` seeded with the run's
+  seed); :class:`NoControls` (opt-in, for exploration) passes everything through and says
+  so in the report;
 * **accept** — every named threshold in :class:`AcceptThresholds` must hold.
 
 Every candidate, whatever happens to it, is a row of the run store (:mod:`synth.store`)
@@ -305,7 +307,8 @@ def run(
 
     ``options`` are :class:`RunOptions` fields (``seed``, ``budget_seconds``, ``no_llm``,
     ``thresholds``, ...). ``proposers``/``controls``/``score_fn`` replace the default stages
-    (for experiments and tests); ``progress`` receives one-line status updates.
+    (for experiments and tests); ``controls`` defaults to every frivolous-circuit control
+    (``NoControls()`` opts out). ``progress`` receives one-line status updates.
     """
     from models import load_target
 
@@ -316,6 +319,10 @@ def run(
     if isinstance(target, str):
         target = load_target(target)
     out_dir = Path(out) if out is not None else default_out(target.name, opts.seed)
+    if controls is None:
+        from synth.control import ControlConfig, LoopControls
+
+        controls = LoopControls(ControlConfig(seed=opts.seed))
     say = progress or (lambda _msg: None)
     store = RunStore(out_dir)
     try:
@@ -323,11 +330,11 @@ def run(
             "target": target.name,
             "options": opts.to_json(),
             "proposers": [p.name for p in proposers] if proposers is not None else "default",
-            "controls": (controls or NoControls()).name,
+            "controls": controls.name,
         }
         resumed = store.begin(args)
         with _torch_threads(opts.threads):
-            _Loop(target, store, opts, proposers, controls or NoControls(), score_fn, say, resumed).run()
+            _Loop(target, store, opts, proposers, controls, score_fn, say, resumed).run()
     finally:
         try:
             write_report(store)

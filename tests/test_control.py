@@ -314,6 +314,30 @@ def test_false_positive_suite_reports_gaps_and_accepted_counts():
     assert math.isclose(real["best_control_statistic"], 0.22) and real["controls_reaching_checks"] == 6
 
 
+def test_false_positive_suite_saves_each_outcome_and_a_rerun_reuses_them(tmp_path):
+    calls = []
+
+    def run_fn(target, seed, budget, out):
+        calls.append(out)
+        return RunOutcome(target.name, 0, -math.inf if "random" in target.name else 0.9, 3, 0.1)
+
+    networks = {"reinitialized": lambda t, s: tiny_target(s, name="random")}
+    args = dict(seeds=(0, 1), kinds=("reinitialized",), run_fn=run_fn, networks=networks, out=str(tmp_path))
+    first = false_positive_suite([copy_target()], budget_seconds=5.0, **args).to_json()
+    assert len(calls) == 3 and len(set(calls)) == 3
+    again = false_positive_suite([copy_target()], budget_seconds=5.0, **args).to_json()
+    assert len(calls) == 3 and again["rows"] == first["rows"]  # nothing ran twice; -inf survives JSON
+    false_positive_suite([copy_target()], budget_seconds=6.0, **args)  # another budget: run again
+    assert len(calls) == 6
+
+
+def test_false_positive_suite_in_parallel_needs_specs_and_the_default_engine():
+    with pytest.raises(ControlError, match="jobs > 1 needs"):
+        false_positive_suite([copy_target()], jobs=2, run_fn=lambda *a: None)
+    with pytest.raises(ControlError, match="jobs must be"):
+        false_positive_suite(["tracr:reverse"], jobs=0)
+
+
 # --- the loop's controls stage ------------------------------------------------------------------
 
 
