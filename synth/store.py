@@ -187,9 +187,8 @@ class RunStore:
             self._set_meta("created", time.time())
             self._db.commit()
             return False
-        volatile = {"budget_seconds", "json", "out"}
-        mine = {k: v for k, v in json.loads(json.dumps(dict(args), default=str)).items() if k not in volatile}
-        theirs = {k: v for k, v in stored.items() if k not in volatile}
+        mine = _identity(json.loads(json.dumps(dict(args), default=str)))
+        theirs = _identity(stored)
         if mine != theirs:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise RunStoreError(
@@ -340,3 +339,19 @@ def _as_float(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+_VOLATILE_ARGS = frozenset({"budget_seconds", "json", "out"})
+
+
+def _identity(args: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's arguments without those that may change on resume (at the top level and in
+    the loop's ``options``)."""
+    out = {}
+    for key, value in args.items():
+        if key in _VOLATILE_ARGS:
+            continue
+        if key == "options" and isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k not in _VOLATILE_ARGS}
+        out[key] = value
+    return out
