@@ -116,11 +116,13 @@ def _hypothesis_error_text(e: BaseException, text: str) -> str:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from models import load_target
+    from synth.loop import torch_threads
     from synth.scoring import format_scores, score
 
     hypothesis = read_hypothesis_file(args.hypothesis)
     target = load_target(args.target)
-    scores = score(target, hypothesis, n=args.n, seed=args.seed, ablation=args.ablation)
+    with torch_threads(1):  # as in the loop: small batched passes, where extra threads only cost
+        scores = score(target, hypothesis, n=args.n, seed=args.seed, ablation=args.ablation)
     if args.json:
         _print_json({"target": args.target, "hypothesis": hypothesis.to_json(), "scores": scores.to_json()})
     else:

@@ -278,7 +278,7 @@ def default_proposers(options: RunOptions) -> tuple[list[Any], str]:
 
 
 @contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
     # The synthesis stages run many small tensor ops, for which intra-op threads cost more
     # than they give (and contend with other processes); restore the setting afterwards.
     old = torch.get_num_threads()
@@ -333,7 +333,7 @@ def run(
             "controls": controls.name,
         }
         resumed = store.begin(args)
-        with _torch_threads(opts.threads):
+        with torch_threads(opts.threads):
             _Loop(target, store, opts, proposers, controls, score_fn, say, resumed).run()
     finally:
         try:
