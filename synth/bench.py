@@ -34,6 +34,7 @@ timed assertion.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import resource
@@ -1218,9 +1219,57 @@ def _render_controls(ctl: Mapping[str, Any]) -> str:
         ]
     rows_data = res.get("rows") if isinstance(res, Mapping) else res
     if isinstance(rows_data, list) and rows_data and isinstance(rows_data[0], Mapping):
-        keys = [k for k in rows_data[0] if not isinstance(rows_data[0][k], (list, dict))]
-        out.append(_table(keys, [[r.get(k) for k in keys] for r in rows_data]))
+        out += [
+            "One row per target: its real run, then its copies' runs taken together (each run's own "
+            "row is in the JSON). *reaching checks*: copy runs in which some candidate claiming an "
+            "internal component got through the prefilter to the full checks (*none*: no such candidate "
+            "on any copy, so no statistic and no gap); a statistic is shown only for those candidates, "
+            "since a program placed at the embeddings alone patches nothing and scores 1 by default. "
+            "*behaviour*: the best agreement of any candidate with that network's own output (a random "
+            "network's output is often near-constant, which a trivial program matches; the controls "
+            "reject such candidates, mostly by necessity).",
+            "",
+            _table(
+                [
+                    "target",
+                    "real: accepted",
+                    "real: best statistic",
+                    "copies: accepted",
+                    "copy runs",
+                    "reaching checks",
+                    "copies: best statistic",
+                    "gap",
+                    "real: best behaviour",
+                    "copies: best behaviour",
+                ],
+                [
+                    [
+                        r["target"],
+                        str(r["accepted"]),
+                        _finite(r.get("best_statistic")),
+                        str(sum(c["accepted"] for c in copies)),
+                        str(len(copies)),
+                        str(r.get("controls_reaching_checks")),
+                        _finite(r.get("best_control_statistic")) if r.get("controls_reaching_checks")
+                        else "none",
+                        _finite(r.get("gap_statistic")),
+                        _finite(r.get("best_behaviour")),
+                        _finite(r.get("best_control_behaviour")),
+                    ]
+                    for r in rows_data
+                    if r.get("network") == "real"
+                    for copies in [
+                        [c for c in rows_data if c["target"] == r["target"] and c.get("network") != "real"]
+                    ]
+                ],
+            ),
+        ]
     return "\n".join(out)
+
+
+def _finite(x: Any) -> float | None:
+    """A number for the tables; None (shown as –) for missing or non-finite values ("-inf" in JSON)."""
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
 def _render_perf(perf: Mapping[str, Any], results: Mapping[str, Any]) -> str:

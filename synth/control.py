@@ -1656,7 +1656,11 @@ def _outcome_file(run_dir: str) -> str:
 
 
 def _saved_outcome(run_dir: str | None, budget_seconds: float) -> RunOutcome | None:
-    """The outcome a previous suite saved for this run, if it ran with the same budget."""
+    """The outcome a previous suite saved for this run, if it ran with the same budget.
+
+    Where the run left a run store, the summary is read again from it (:func:`run_outcome`),
+    so a reused run is summarised exactly as a new one; only its wall time comes from the file.
+    """
     import json
     import os
 
@@ -1667,7 +1671,12 @@ def _saved_outcome(run_dir: str | None, budget_seconds: float) -> RunOutcome | N
             data = json.load(f)
         if data.get("budget_seconds") != budget_seconds:
             return None
-        return RunOutcome.from_json(data["outcome"])
+        saved = RunOutcome.from_json(data["outcome"])
+        if os.path.exists(os.path.join(run_dir, "run.sqlite")):
+            from synth.loop import load_run
+
+            return dataclasses.replace(run_outcome(load_run(run_dir), saved.seconds), network=saved.network)
+        return saved
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable: run it again
 
@@ -1758,6 +1767,18 @@ def _default_run_fn(target: Target, seed: int, budget_seconds: float, out: str |
     out = out or tempfile.mkdtemp(prefix="mechsynth-fp-")
     controls = LoopControls(ControlConfig(seed=seed))
     result = run(target, out=out, controls=controls, seed=seed, budget_seconds=budget_seconds, no_llm=True)
+    return run_outcome(result, time.perf_counter() - start)
+
+
+def run_outcome(result: Any, seconds: float) -> RunOutcome:
+    """What the suite compares, read from a stored run (:class:`synth.loop.Run`).
+
+    The best statistic is over candidates that reached the full checks and claim at least
+    one internal component: a program located only at the embeddings (a constant, say)
+    patches nothing, so its loss recovered and IIA are 1 by default, whatever the network.
+    Such candidates count in ``best_behaviour`` (agreement with the network's own output)
+    and are rejected by necessity; they are not evidence of a mechanism on either side of the gap.
+    """
     keys = Thresholds().statistic
     best, best_h, best_b = -math.inf, None, math.nan
     for cand in result.candidates():
@@ -1766,12 +1787,13 @@ def _default_run_fn(target: Target, seed: int, budget_seconds: float, out: str |
         best_b = _nanmax([best_b, b])
         if cand.status not in ("failed", "accepted"):
             continue  # filtered and rejected candidates never reached the full checks
-        value = statistic_value(cand.flat_scores(), keys)
+        if all(v in PRIMITIVES for v in cand.correspondence):
+            continue
+        value = statistic_value(flat, keys)
         if value > best:
             best, best_h = value, f"{cand.program} @ {dict(cand.correspondence)}"
-    return RunOutcome(
-        target.name, len(result.accepted), best, result.n_scored, time.perf_counter() - start, best_h, best_b
-    )
+    n_scored = int(result.n_scored)
+    return RunOutcome(result.target, len(result.accepted), best, n_scored, seconds, best_h, best_b)
 
 
 # --- defaults and small helpers -----------------------------------------------------------------

@@ -331,6 +331,26 @@ def test_false_positive_suite_saves_each_outcome_and_a_rerun_reuses_them(tmp_pat
     assert len(calls) == 6
 
 
+def test_run_outcome_ignores_candidates_that_claim_no_internal_component():
+    from types import SimpleNamespace
+
+    from synth.control import run_outcome
+
+    def cand(status, corr, lr, iia, behaviour=1.0):
+        scores = {"behaviour": behaviour, "loss_recovered": lr, "iia": iia}
+        return SimpleNamespace(status=status, correspondence=corr, program="p", flat_scores=lambda: scores)
+
+    constant = cand("failed", {"tokens": "hook_embed"}, 1.0, 1.0)  # patches nothing: 1 by default
+    head = cand("failed", {"tokens": "hook_embed", "x": "blocks.0.attn.hook_z[0]"}, 0.4, 0.7)
+    filtered = cand("filtered", {"x": "blocks.0.hook_mlp_out"}, 0.9, 0.9, behaviour=0.95)
+    every = [constant, head, filtered]
+    result = SimpleNamespace(target="t", accepted=(), n_scored=3, candidates=lambda: every)
+    outcome = run_outcome(result, 1.0)
+    assert outcome.best_statistic == pytest.approx(0.4) and outcome.best_behaviour == 1.0
+    only_vacuous = SimpleNamespace(target="t", accepted=(), n_scored=1, candidates=lambda: [constant])
+    assert run_outcome(only_vacuous, 1.0).best_statistic == -math.inf
+
+
 def test_false_positive_suite_in_parallel_needs_specs_and_the_default_engine():
     with pytest.raises(ControlError, match="jobs > 1 needs"):
         false_positive_suite([copy_target()], jobs=2, run_fn=lambda *a: None)
