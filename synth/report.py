@@ -160,12 +160,18 @@ def _controls_block(numbers: Mapping[str, Any], reason: str) -> list[str]:
     if per_control:
         lines.append("")
         rows = [
-            [control, "pass" if values.pop("passed", 0) else "FAIL",
+            [control, _verdict(values.pop("passed", 0)),
              ", ".join(f"{k} {_fmt_control(v)}" for k, v in values.items() if v is not None)]
             for control, values in per_control.items()
         ]
         lines += _table(["control", "verdict", "numbers"], rows)
     return lines
+
+
+def _verdict(passed: Any) -> str:
+    # None: the control could not apply (e.g. the network handles no broader input), which
+    # neither passes nor blocks the candidate.
+    return "n/a" if passed is None else "pass" if passed else "FAIL"
 
 
 def _fmt_control(v: Any) -> str:

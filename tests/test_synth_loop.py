@@ -190,3 +190,13 @@ def test_cmd_run_json(hist, tmp_path, capsys, monkeypatch):
     assert set(data["accepted"][0]) >= {"program", "correspondence", "scores"}
     assert cmd_show(argparse.Namespace(run=str(tmp_path / "c"), json=True)) == 0
     assert json.loads(capsys.readouterr().out)["n_scored"] == data["n_scored"]
+
+
+def test_report_shows_a_control_that_could_not_apply_as_not_applicable():
+    from synth.report import _controls_block
+
+    numbers = {"p_value": 0.01, "broader_distribution.passed": None, "necessity.passed": 1.0,
+               "null_programs.passed": 0.0, "null_programs.gap": 0.05}
+    table = "\n".join(_controls_block(numbers, "rejected by null_programs"))
+    assert "| broader_distribution | n/a |" in table
+    assert "| necessity | pass |" in table and "| null_programs | FAIL | gap 0.05 |" in table
