@@ -1485,6 +1485,9 @@ class RunOutcome:
     seconds: float
     best_hypothesis: str | None = None
     best_behaviour: float = math.nan  # best agreement with the network's output, any candidate
+    accepted_hypotheses: tuple[str, ...] = ()  # each as text (``Hypothesis.parse`` reads it back)
+    # Per accepted hypothesis on a copy: is it true of that copy? (:func:`verify_on_fresh_inputs`)
+    verification: tuple[Mapping[str, Any], ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -1495,6 +1498,8 @@ class RunOutcome:
             "seconds": round(self.seconds, 2),
             "best_hypothesis": self.best_hypothesis,
             "best_behaviour": _json_float(self.best_behaviour),
+            "accepted_hypotheses": list(self.accepted_hypotheses),
+            "verification": None if self.verification is None else [dict(v) for v in self.verification],
         }
 
     @classmethod
@@ -1510,6 +1515,8 @@ class RunOutcome:
             seconds=float(data["seconds"]),
             best_hypothesis=data.get("best_hypothesis"),
             best_behaviour=number(data.get("best_behaviour"), math.nan),
+            accepted_hypotheses=tuple(data.get("accepted_hypotheses") or ()),
+            verification=None if data.get("verification") is None else tuple(data["verification"]),
         )
 
 
@@ -1521,13 +1528,19 @@ class FalsePositiveReport:
     runs: tuple[RunOutcome, ...]
 
     @property
-    def false_positives(self) -> int:
+    def accepted_on_copies(self) -> int:
         return sum(r["accepted"] for r in self.rows if r["network"] != "real")
+
+    @property
+    def false_positives(self) -> int:
+        """Hypotheses accepted on a copy that are not true of that copy (unverified ones count)."""
+        return sum(r["accepted"] - r["accepted_true_of_network"] for r in self.rows if r["network"] != "real")
 
     def to_json(self) -> dict[str, Any]:
         reals = [r for r in self.rows if r["network"] == "real"]
         return {
             "rows": [dict(r) for r in self.rows],
+            "accepted_on_copies": self.accepted_on_copies,
             "false_positives": self.false_positives,
             "control_runs": sum(1 for r in self.rows if r["network"] != "real"),
             "real_targets_accepting": sum(1 for r in reals if r["accepted"] > 0),
@@ -1576,6 +1589,7 @@ def false_positive_suite(
     networks: Mapping[str, NetworkFactory] | None = None,
     jobs: int = 1,
     progress: SuiteProgress | None = None,
+    verify_fn: VerifyFn | None = None,
 ) -> FalsePositiveReport:
     """Run the engine on each target and on its re-initialised and shuffled copies (every seed).
 
@@ -1588,6 +1602,12 @@ def false_positive_suite(
     rerun with the same budget reuses it, so an interrupted suite loses at most the runs in
     flight. ``jobs`` > 1 runs that many runs at once in worker processes (string target
     specs and the default ``run_fn``/``networks`` only: they must be importable there).
+
+    A copy is a network too, and can compute something simple (a shuffled 3-token network
+    that outputs a fixed map of the current token, say) that a hypothesis describes exactly.
+    So every hypothesis accepted on a copy is then checked independently of the run that
+    accepted it (``verify_fn``, default :func:`verify_on_fresh_inputs`): ``accepted_on_copies``
+    counts them all, ``false_positives`` those that are not true of their copy.
     """
     if jobs < 1:
         raise ControlError(f"jobs must be >= 1, got {jobs}")
@@ -1628,6 +1648,20 @@ def false_positive_suite(
             job = plan[i]
             outcomes[i] = _suite_job(job, budget_seconds, job.directory(out), run_fn, networks)
             _finish_job(job, outcomes[i], out, budget_seconds, say, len(outcomes), len(plan))
+    for i, job in enumerate(plan):
+        outcome = outcomes[i]
+        if job.kind is None or not outcome.accepted_hypotheses or outcome.verification is not None:
+            continue
+        factories = networks if networks is not None else _default_networks()
+        copy = factories[job.kind](_load(job.target), job.seed)
+        checks = tuple(
+            (verify_fn or verify_on_fresh_inputs)(copy, text, job.seed + VERIFY_SEED_OFFSET)
+            for text in outcome.accepted_hypotheses
+        )
+        outcomes[i] = dataclasses.replace(outcome, verification=checks)
+        holds = sum(bool(c.get("holds")) for c in checks)
+        _finish_job(job, outcomes[i], out, budget_seconds, say, len(outcomes), len(plan),
+                    f"verified on fresh inputs: {holds}/{len(checks)} true of {job.network}")
     rows: list[dict[str, Any]] = []
     runs = [outcomes[i] for i in range(len(plan))]
     per_target = 1 + len(kinds) * len(seeds)
@@ -1675,7 +1709,8 @@ def _saved_outcome(run_dir: str | None, budget_seconds: float) -> RunOutcome | N
         if os.path.exists(os.path.join(run_dir, "run.sqlite")):
             from synth.loop import load_run
 
-            return dataclasses.replace(run_outcome(load_run(run_dir), saved.seconds), network=saved.network)
+            again = run_outcome(load_run(run_dir), saved.seconds)
+            return dataclasses.replace(again, network=saved.network, verification=saved.verification)
         return saved
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable: run it again
@@ -1689,6 +1724,7 @@ def _finish_job(
     say: SuiteProgress,
     done: int,
     total: int,
+    what: str | None = None,
 ) -> None:
     import json
     import os
@@ -1700,10 +1736,10 @@ def _finish_job(
         with open(tmp, "w") as f:
             json.dump({"budget_seconds": budget_seconds, "outcome": outcome.to_json()}, f)
         os.replace(tmp, _outcome_file(run_dir))  # atomic: a half-written outcome is never reused
-    say(
-        f"[{done}/{total}] {job.target_name} {job.network}: {outcome.accepted} accepted, "
-        f"best statistic {outcome.best_statistic:.3f} ({outcome.seconds:.0f} s)"
+    what = what or (
+        f"{outcome.accepted} accepted, best statistic {outcome.best_statistic:.3f} ({outcome.seconds:.0f} s)"
     )
+    say(f"[{done}/{total}] {job.target_name} {job.network}: {what}")
 
 
 def _suite_rows(name: str, real: RunOutcome, control_runs: Sequence[RunOutcome]) -> list[dict[str, Any]]:
@@ -1724,19 +1760,26 @@ def _suite_rows(name: str, real: RunOutcome, control_runs: Sequence[RunOutcome])
                 "target": name,
                 "network": r.network,
                 "accepted": r.accepted,
+                "accepted_true_of_network": (
+                    r.accepted if is_real else sum(bool(v.get("holds")) for v in r.verification or ())
+                ),
+                "accepted_hypotheses": [
+                    {"hypothesis": text, **(dict(r.verification[k]) if r.verification else {})}
+                    for k, text in enumerate(r.accepted_hypotheses)
+                ],
                 "n_scored": r.n_scored,
                 "best_statistic": _json_float(r.best_statistic),
                 "best_behaviour": _json_float(r.best_behaviour),
                 "best_control_statistic": best_control if is_real else None,
                 "gap_statistic": (
-                    real_stat - best_control
+                    round(real_stat - best_control, 9) + 0.0  # no -1e-16 for equal scores
                     if is_real and real_stat is not None and best_control is not None
                     else None
                 ),
                 "controls_reaching_checks": len(finite) if is_real else None,
                 "best_control_behaviour": best_control_b if is_real else None,
                 "gap_behaviour": (
-                    real_b - best_control_b
+                    round(real_b - best_control_b, 9) + 0.0
                     if is_real and real_b is not None and best_control_b is not None
                     else None
                 ),
@@ -1792,8 +1835,47 @@ def run_outcome(result: Any, seconds: float) -> RunOutcome:
         value = statistic_value(flat, keys)
         if value > best:
             best, best_h = value, f"{cand.program} @ {dict(cand.correspondence)}"
+    accepted = tuple(str(a.hypothesis) for a in result.accepted)
     n_scored = int(result.n_scored)
-    return RunOutcome(result.target, len(result.accepted), best, n_scored, seconds, best_h, best_b)
+    return RunOutcome(result.target, len(accepted), best, n_scored, seconds, best_h, best_b, accepted)
+
+
+VERIFY_SEED_OFFSET = 7919  # fresh inputs: another seed than the run's sampling and scoring
+VerifyFn = Callable[["Target", str, int], Mapping[str, Any]]
+
+
+def verify_on_fresh_inputs(
+    target: Target, hypothesis_text: str, seed: int, n_per_length: int = 500, n_score: int = 512
+) -> dict[str, Any]:
+    """Whether a hypothesis is true of ``target``, judged apart from the run that accepted it.
+
+    Its program against the network's own output on ``n_per_length`` fresh inputs of every
+    length (``behaviour_exact``: the share of inputs where every position agrees), and the
+    full checks again on other inputs (another seed). ``holds`` when every check threshold
+    of :class:`Thresholds` holds on both.
+    """
+    from synth.behaviour import behaviour
+    from synth.scoring import score
+
+    hypothesis = Hypothesis.parse(hypothesis_text)
+    task = target.task
+    inputs = [
+        x for length in range(task.min_len, task.max_len + 1)
+        for x in task.sample(n_per_length, seed + length, length=length)
+    ]
+    beh = behaviour(target, hypothesis.program, inputs)
+    scores = score(target, hypothesis, n=n_score, seed=seed)
+    values = {"behaviour": beh.positions} | {
+        k: _number(scores.get(k)) for k in Thresholds().checks if k != "behaviour"
+    }
+    holds = all(values[k] >= minimum for k, minimum in Thresholds().checks.items())
+    return {
+        "behaviour_fresh": beh.positions,
+        "behaviour_exact_fresh": beh.exact,
+        "n_inputs": beh.n,
+        **{k: _finite_or_none(v) for k, v in values.items() if k != "behaviour"},
+        "holds": bool(holds),
+    }
 
 
 # --- defaults and small helpers -----------------------------------------------------------------

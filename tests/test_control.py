@@ -331,6 +331,32 @@ def test_false_positive_suite_saves_each_outcome_and_a_rerun_reuses_them(tmp_pat
     assert len(calls) == 6
 
 
+def test_hypotheses_accepted_on_a_copy_are_verified_and_only_untrue_ones_are_false_positives(tmp_path):
+    texts = {0: "out = map(identity, tokens)\n--\ntokens: hook_embed", 1: "bogus"}
+
+    def run_fn(target, seed, budget, out):
+        real = "random" not in target.name
+        accepted = () if not real and seed == 2 else (texts[0] if real else texts[seed],)
+        return RunOutcome(target.name, len(accepted), 0.9, 5, 0.1, accepted_hypotheses=accepted)
+
+    verified = []
+
+    def verify_fn(copy, text, seed):
+        verified.append((copy.name, text, seed))
+        return {"holds": text != "bogus", "behaviour_fresh": 1.0 if text != "bogus" else 0.3}
+
+    networks = {"reinitialized": lambda t, s: tiny_target(s, name="random")}
+    args = dict(seeds=(0, 1, 2), kinds=("reinitialized",), run_fn=run_fn, networks=networks,
+                verify_fn=verify_fn, out=str(tmp_path))
+    data = false_positive_suite([copy_target()], **args).to_json()
+    assert data["accepted_on_copies"] == 2 and data["false_positives"] == 1
+    assert len(verified) == 2 and {v[2] for v in verified} == {7919, 7920}  # fresh seeds; not the real run
+    row = next(r for r in data["rows"] if r["network"] == "reinitialized[1]")
+    assert row["accepted_hypotheses"] == [{"hypothesis": "bogus", "holds": False, "behaviour_fresh": 0.3}]
+    again = false_positive_suite([copy_target()], **args).to_json()
+    assert len(verified) == 2 and again["false_positives"] == 1  # saved with the outcome, not redone
+
+
 def test_run_outcome_ignores_candidates_that_claim_no_internal_component():
     from types import SimpleNamespace
 
@@ -385,3 +411,21 @@ def test_loop_controls_give_a_verdict_with_flat_numbers(target):
     assert len(data["candidates"]) == 2
     final = controls.finalize(n_tested=2)
     assert [d.accepted for d in final.decisions] == [True, False]
+
+
+def test_a_copy_can_compute_a_simple_map_that_a_hypothesis_describes_exactly():
+    """tracr:sort's weight-shuffled copy (seed 1) outputs 4 - token at every position: a
+    hypothesis saying so is true of that copy (what the suite's verification establishes);
+    the same hypothesis off by one is not."""
+    from models import load_target, shuffled
+    from synth.control import verify_on_fresh_inputs
+
+    copy = shuffled(load_target("tracr:sort"), 1)
+    true_of_copy = (
+        "program:\n    v = map(rsub(3), tokens)\n    out = map(add(1), v)\n"
+        "correspondence:\n    tokens: hook_embed\n    v: blocks.0.hook_mlp_out[dims=3,10]\n"
+    )
+    check = verify_on_fresh_inputs(copy, true_of_copy, 7920, n_per_length=100)
+    assert check["holds"] and check["behaviour_exact_fresh"] == 1.0 and check["iia"] == 1.0
+    wrong = verify_on_fresh_inputs(copy, true_of_copy.replace("add(1)", "add(2)"), 7920, n_per_length=100)
+    assert not wrong["holds"] and wrong["behaviour_fresh"] == 0.0
