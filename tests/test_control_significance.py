@@ -118,3 +118,24 @@ def test_a_correct_tracr_hypothesis_is_accepted_below_alpha_over_m():
     assert decision.p_value < alpha / m and decision.p_adjusted < alpha
     assert cc.significance.n_draws == 300 and cc.significance.n_exceed == 0  # floor(m / alpha)
     assert cc.result("null_correspondences").passed
+
+
+def test_null_program_gate_checks_draws_that_only_agree_with_a_mostly_constant_output():
+    """tracr:detect_pattern's output is mostly one value, so random programs of its shape agree
+    with it on ~90% of positions: the gate must check those in full (what they explain), not
+    take their agreement for their statistic. The ground truth passes; its draws explain little."""
+    import torch
+
+    from models import load_target
+    from synth.control import ControlContext
+
+    torch.set_num_threads(1)
+    target = load_target("tracr:detect_pattern")
+    stage = ControlStage(ControlConfig(network_seeds=(0,)), controls=[NullPrograms()])
+    ctx = ControlContext(stage, target, target.ground_truth)
+    res = NullPrograms().run(ctx)
+    real, gap = res.numbers["real"], stage.config.thresholds.min_gap_null
+    assert res.passed, res.reason
+    assert res.numbers["n_checked"] > 0 and res.numbers["quantile"] < real - gap
+    bounds = [ctx.behaviour.bound(ctx.null_program_draw(i), target.ground_truth.program) for i in range(20)]
+    assert sorted(bounds)[18] > real - gap  # their agreement alone would have failed the gate
