@@ -1601,8 +1601,8 @@ def false_positive_suite(
 ) -> FalsePositiveReport:
     """Run the engine on each target and on its re-initialised and shuffled copies (every seed).
 
-    A sound engine accepts nothing on the copies while the real targets still accept.
-    Each row reports the accepted count and the best statistic of one run, and, per
+    A sound engine accepts nothing on a copy that the copy does not compute, while the real
+    targets still accept. Each row reports the accepted count and the best statistic of one run, and, per
     target, ``gap`` = real best - best over all copies. ``run_fn(target, seed,
     budget_seconds, out_dir)`` defaults to the synthesis loop (``synth.run``).
 
