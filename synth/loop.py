@@ -361,6 +361,7 @@ class _Loop:
         self.controls = controls
         self.say = say
         self.resumed = resumed
+        self.usage_before: dict[str, list[Any]] = {}  # proposer usage stored by earlier invocations
         self.check_config = opts.check_config()
         self._score_fn = score_fn
         self._proposers = proposers
@@ -408,6 +409,7 @@ class _Loop:
                         if self.done():
                             break
                     store.add_timing(f"propose:{proposer.name}", time.monotonic() - t0, f"round {rnd}")
+                    self.record_usage(proposer)
                     if self.done():
                         break
                 if self.done() or new == 0:
@@ -422,9 +424,21 @@ class _Loop:
             stopped = "interrupted"
             raise
         finally:
+            for proposer in proposers:
+                self.record_usage(proposer)  # an interrupted round's calls are kept too
             seconds = time.monotonic() - self.start
             store.add_timing("total", seconds, stopped)
             store.set_meta(stopped=stopped, last_seconds=seconds)
+
+    def record_usage(self, proposer: Any) -> None:
+        """Store what a proposer reports it used (``usage()``), one entry per invocation of the run."""
+        usage = getattr(proposer, "usage", None)
+        if usage is None:
+            return
+        key = f"usage:{proposer.name}"
+        if key not in self.usage_before:
+            self.usage_before[key] = list(self.store.meta().get(key) or []) if self.resumed else []
+        self.store.set_meta(**{key: [*self.usage_before[key], usage()]})
 
     def done(self) -> bool:
         if self.accepted and self.opts.stop_on_accept:

@@ -66,6 +66,10 @@ class ProposalContext:
 
 
 class Proposer(Protocol):
+    """Yields proposals. A proposer with a cost to account for (the LLM's calls and tokens) may
+    also define ``usage() -> dict``: JSON-safe numbers the loop stores with the run after each
+    round, shown by the report and ``mechsynth show``."""
+
     name: str
 
     def propose(self, context: ProposalContext) -> Iterator[Proposal]:

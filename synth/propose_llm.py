@@ -34,6 +34,8 @@ a ledger entry, a proposal, a log line or a status line (error text is redacted)
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import re
@@ -253,6 +255,10 @@ class LLMProposer:
             "duplicates": sum(c.duplicates for c in led),
             "status": self.status_line,
         }
+
+    def usage(self) -> dict[str, Any]:
+        """The summary and every call of the ledger, JSON-safe (stored with the run)."""
+        return {"summary": self.summary(), "calls": [dataclasses.asdict(c) for c in self.ledger]}
 
     def __repr__(self) -> str:  # never shows the key
         return f"LLMProposer(model={self.model!r}, endpoint={self.endpoint!r}, enabled={self.enabled})"

@@ -138,11 +138,39 @@ def render_report(store: RunStore) -> str:
             [[str(c.id), c.source, c.status, c.reason.replace("|", "/")] for c in rejected],
         )
         lines.append("")
+    lines += _usage_block(meta)
     lines.append("## Time")
     lines.append("")
     lines += _table(["stage", "seconds"], [[k, _fmt(v)] for k, v in store.timings().items()])
     lines.append("")
     return "\n".join(lines)
+
+
+USAGE_CALL_COLUMNS = (
+    "index", "round", "outcome", "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+    "output_tokens", "retries", "latency_s", "valid", "rejected", "duplicates", "error",
+)
+
+
+def _usage_block(meta: Mapping[str, Any]) -> list[str]:
+    """What each costly proposer used (the LLM's calls, tokens, latency), per invocation of the run."""
+    lines: list[str] = []
+    for key in sorted(k for k in meta if k.startswith("usage:")):
+        for n, entry in enumerate(meta[key] or [], 1):
+            summary = dict(entry.get("summary") or {})
+            calls = entry.get("calls") or []
+            lines += [f"## Proposer usage: {key.removeprefix('usage:')} (invocation {n})", ""]
+            outcomes = summary.pop("outcomes", None)
+            if summary:
+                lines.append("- " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()))
+            if outcomes:
+                lines.append("- outcomes: " + ", ".join(f"{k} {v}" for k, v in outcomes.items()))
+            if calls:
+                cols = [c for c in USAGE_CALL_COLUMNS if any(c in call for call in calls)]
+                lines.append("")
+                lines += _table(cols, [[_fmt(call.get(c)).replace("|", "/") for c in cols] for call in calls])
+            lines.append("")
+    return lines
 
 
 def _controls_block(numbers: Mapping[str, Any], reason: str) -> list[str]:

@@ -100,6 +100,18 @@ def test_failed_calls_lose_no_stored_work_and_a_rerun_resumes(target, tmp_path):
     after = {c.key: c.status for c in result.candidates()}
     assert all(after[k] == v for k, v in before.items())  # everything stored before is still there
     assert [a.source for a in result.accepted] == ["llm"]
+    # Every call, failed ones included, is stored with the run: one ledger per invocation.
+    from synth.store import open_run
+
+    with open_run(out) as store:
+        usage = store.meta()["usage:llm"]
+    assert len(usage) == 2
+    first_calls = [c["outcome"] for c in usage[0]["calls"]]
+    assert first_calls[0] == "ok" and "http 500" in first_calls
+    assert usage[0]["summary"]["calls"] == len(first_calls)
+    assert [c["outcome"] for c in usage[1]["calls"]] == ["ok"]
+    report = (out / "report.md").read_text()
+    assert "## Proposer usage: llm (invocation 2)" in report and "http 500" in report
 
 
 def test_without_a_key_the_run_says_so_once_and_uses_the_other_proposers(monkeypatch):
