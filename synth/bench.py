@@ -1217,7 +1217,9 @@ def _render_controls(ctl: Mapping[str, Any]) -> str:
             f"**Accepted on copies: {on_copies} hypotheses over {res.get('control_runs')} control runs; "
             f"false positives (accepted, and not true of the copy they were accepted on): "
             f"{res['false_positives']}**. Real targets accepting: "
-            f"{res.get('real_targets_accepting')}/{res.get('real_targets')}.",
+            f"{res.get('real_targets_accepting')}/{res.get('real_targets')}; with some candidate that met "
+            f"every check threshold (what a run without the controls would accept): "
+            f"{res.get('real_targets_passing_checks', '?')}/{res.get('real_targets')}.",
             "",
         ]
         out += _render_copy_acceptances(res.get("rows") or [])
@@ -1237,6 +1239,7 @@ def _render_controls(ctl: Mapping[str, Any]) -> str:
                 [
                     "target",
                     "real: accepted",
+                    "real: passed checks",
                     "real: best statistic",
                     "copies: accepted",
                     "copy runs",
@@ -1250,6 +1253,7 @@ def _render_controls(ctl: Mapping[str, Any]) -> str:
                     [
                         r["target"],
                         str(r["accepted"]),
+                        str(r.get("passed_checks", "?")),
                         _finite(r.get("best_statistic")),
                         str(sum(c["accepted"] for c in copies)),
                         str(len(copies)),

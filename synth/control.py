@@ -1494,6 +1494,9 @@ class RunOutcome:
     best_hypothesis: str | None = None
     best_behaviour: float = math.nan  # best agreement with the network's output, any candidate
     accepted_hypotheses: tuple[str, ...] = ()  # each as text (``Hypothesis.parse`` reads it back)
+    # Candidates that met every check threshold and so went on to the controls: what a run
+    # without controls would have accepted (it stops at the first of them).
+    passed_checks: int = 0
     # Per accepted hypothesis on a copy: is it true of that copy? (:func:`verify_on_fresh_inputs`)
     verification: tuple[Mapping[str, Any], ...] | None = None
 
@@ -1507,6 +1510,7 @@ class RunOutcome:
             "best_hypothesis": self.best_hypothesis,
             "best_behaviour": _json_float(self.best_behaviour),
             "accepted_hypotheses": list(self.accepted_hypotheses),
+            "passed_checks": self.passed_checks,
             "verification": None if self.verification is None else [dict(v) for v in self.verification],
         }
 
@@ -1524,6 +1528,7 @@ class RunOutcome:
             best_hypothesis=data.get("best_hypothesis"),
             best_behaviour=number(data.get("best_behaviour"), math.nan),
             accepted_hypotheses=tuple(data.get("accepted_hypotheses") or ()),
+            passed_checks=int(data.get("passed_checks") or 0),
             verification=None if data.get("verification") is None else tuple(data["verification"]),
         )
 
@@ -1552,6 +1557,7 @@ class FalsePositiveReport:
             "false_positives": self.false_positives,
             "control_runs": sum(1 for r in self.rows if r["network"] != "real"),
             "real_targets_accepting": sum(1 for r in reals if r["accepted"] > 0),
+            "real_targets_passing_checks": sum(1 for r in reals if r["passed_checks"] > 0),
             "real_targets": len(reals),
             "runs": [r.to_json() for r in self.runs],
         }
@@ -1768,6 +1774,7 @@ def _suite_rows(name: str, real: RunOutcome, control_runs: Sequence[RunOutcome])
                 "target": name,
                 "network": r.network,
                 "accepted": r.accepted,
+                "passed_checks": r.passed_checks,
                 "accepted_true_of_network": (
                     r.accepted if is_real else sum(bool(v.get("holds")) for v in r.verification or ())
                 ),
@@ -1832,7 +1839,8 @@ def run_outcome(result: Any, seconds: float) -> RunOutcome:
     """
     keys = Thresholds().statistic
     best, best_h, best_b = -math.inf, None, math.nan
-    for cand in result.candidates():
+    candidates = result.candidates()
+    for cand in candidates:
         flat = cand.flat_scores()
         b = _nanmax([_number(flat.get("behaviour")), _number(flat.get("prefilter.behaviour_observed"))])
         best_b = _nanmax([best_b, b])
@@ -1844,8 +1852,10 @@ def run_outcome(result: Any, seconds: float) -> RunOutcome:
         if value > best:
             best, best_h = value, f"{cand.program} @ {dict(cand.correspondence)}"
     accepted = tuple(str(a.hypothesis) for a in result.accepted)
-    n_scored = int(result.n_scored)
-    return RunOutcome(result.target, len(accepted), best, n_scored, seconds, best_h, best_b, accepted)
+    passed = sum(1 for cand in candidates if "controls" in cand.scores)
+    return RunOutcome(
+        result.target, len(accepted), best, int(result.n_scored), seconds, best_h, best_b, accepted, passed
+    )
 
 
 VERIFY_SEED_OFFSET = 7919  # fresh inputs: another seed than the run's sampling and scoring

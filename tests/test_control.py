@@ -364,7 +364,9 @@ def test_run_outcome_ignores_candidates_that_claim_no_internal_component():
 
     def cand(status, corr, lr, iia, behaviour=1.0):
         scores = {"behaviour": behaviour, "loss_recovered": lr, "iia": iia}
-        return SimpleNamespace(status=status, correspondence=corr, program="p", flat_scores=lambda: scores)
+        stages = {"check": scores} | ({"controls": {}} if status != "filtered" else {})
+        return SimpleNamespace(status=status, correspondence=corr, program="p", flat_scores=lambda: scores,
+                               scores=stages)
 
     constant = cand("failed", {"tokens": "hook_embed"}, 1.0, 1.0)  # patches nothing: 1 by default
     head = cand("failed", {"tokens": "hook_embed", "x": "blocks.0.attn.hook_z[0]"}, 0.4, 0.7)
@@ -373,6 +375,7 @@ def test_run_outcome_ignores_candidates_that_claim_no_internal_component():
     result = SimpleNamespace(target="t", accepted=(), n_scored=3, candidates=lambda: every)
     outcome = run_outcome(result, 1.0)
     assert outcome.best_statistic == pytest.approx(0.4) and outcome.best_behaviour == 1.0
+    assert outcome.passed_checks == 2  # both reached the controls (the filtered one did not)
     only_vacuous = SimpleNamespace(target="t", accepted=(), n_scored=1, candidates=lambda: [constant])
     assert run_outcome(only_vacuous, 1.0).best_statistic == -math.inf
 
