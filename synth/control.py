@@ -25,12 +25,13 @@ Controls (each a pluggable :class:`Control` with a ``name``):
     inputs (``tokens``/``indices`` at the embeddings) stay where they are: they are given,
     not claimed. Draws identical to the claimed correspondence are left out (they are
     not another placement); the real statistic must beat the ``null_quantile`` quantile
-    of the others by ``min_gap_null``. When no other placement exists the gate passes
-    vacuously and says so.
+    of the others by :func:`required_gap` (``min_gap_null``, or less where the quantile is
+    within ``min_gap_null / null_gap_share`` of a perfect score). When no other placement
+    exists the gate passes vacuously and says so.
 ``null_programs``
     An effect-size gate on the first ``program_draws`` draws of the p-value's program
     null (below): the real p-value statistic must beat their ``null_quantile`` quantile
-    by ``min_gap_null``.
+    by :func:`required_gap`.
 ``necessity``
     Resample-ablate the claimed internal locations inside the *full* network (every
     other component left clean) and measure the share of the damage that resampling
@@ -160,7 +161,8 @@ class Thresholds:
     )  # minimum value of each named check score on the real network
     min_gap_random_networks: float = 0.3  # real statistic - best random/shuffled copy
     null_quantile: float = 0.95  # the null quantile the real statistic must clear ...
-    min_gap_null: float = 0.1  # ... by this much (null correspondences, null programs)
+    min_gap_null: float = 0.1  # ... by this much (null correspondences, null programs), or by
+    null_gap_share: float = 0.5  # ... this share of what the quantile leaves short of 1, if smaller
     min_necessity: float = 0.5  # share of full-resampling damage caused by ablating the claims
     min_node_cost: float = 0.02  # cost of dropping one located node (see Minimality)
     min_behaviour_broader: float = 0.95  # behaviour on the broader distribution
@@ -174,6 +176,8 @@ class Thresholds:
             raise ControlError("the statistic needs at least one score name")
         if not 0 < self.null_quantile <= 1:
             raise ControlError(f"null_quantile must be in (0, 1], got {self.null_quantile}")
+        if not 0 <= self.null_gap_share <= 1:
+            raise ControlError(f"null_gap_share must be in [0, 1], got {self.null_gap_share}")
         object.__setattr__(self, "statistic", tuple(self.statistic))
         object.__setattr__(self, "checks", MappingProxyType(dict(self.checks)))
 
@@ -653,14 +657,30 @@ def _gate(
         return ControlResult(name, True, vacuous, numbers)
     if not defined:
         return ControlResult(name, False, f"no draw of the {what} has a defined score", numbers)
-    ok = gap >= th.min_gap_null
+    need = required_gap(q, th)
+    numbers.update(required_gap=need)
+    ok = gap > 0 and gap >= need
     return ControlResult(
         name,
         ok,
         f"real {real:.3f} vs {th.null_quantile:.0%} quantile of {len(defined)} {what} {q:.3f} "
-        f"(gap {gap:.3f}, need >= {th.min_gap_null})",
+        f"(gap {gap:.3f}, need > 0 and >= {need:.3g})",
         numbers,
     )
+
+
+def required_gap(quantile: float, th: Thresholds) -> float:
+    """The effect size a null gate asks for: ``min_gap_null``, or ``null_gap_share`` of what
+    the null quantile leaves short of a perfect score, whichever is smaller.
+
+    Where the network's output is mostly one value, random programs of the hypothesis' shape
+    agree with it most of the time and score close to 1 (tracr's detect_pattern: 0.91): no
+    hypothesis, however exact, could then clear an absolute gap of 0.1, and the gate would
+    measure the ceiling, not the hypothesis. The share keeps the demand proportional (explain
+    at least half of what the null leaves unexplained). The p-value is unaffected, and a tie
+    with the quantile never passes.
+    """
+    return min(th.min_gap_null, th.null_gap_share * max(0.0, 1.0 - quantile))
 
 
 class Necessity:

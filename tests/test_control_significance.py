@@ -22,6 +22,7 @@ from synth.control import (
     Thresholds,
     decide,
     distinct_placements,
+    required_gap,
 )
 from synth.hypothesis import Hypothesis, Location
 
@@ -136,6 +137,37 @@ def test_null_program_gate_checks_draws_that_only_agree_with_a_mostly_constant_o
     res = NullPrograms().run(ctx)
     real, gap = res.numbers["real"], stage.config.thresholds.min_gap_null
     assert res.passed, res.reason
-    assert res.numbers["n_checked"] > 0 and res.numbers["quantile"] < real - gap
+    assert res.numbers["n_checked"] > 0 and res.numbers["quantile"] < real - res.numbers["required_gap"]
     bounds = [ctx.behaviour.bound(ctx.null_program_draw(i), target.ground_truth.program) for i in range(20)]
     assert sorted(bounds)[18] > real - gap  # their agreement alone would have failed the gate
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0, 1), st.floats(0, 1))
+def test_the_required_gap_never_lets_a_tie_or_a_worse_score_pass_and_never_exceeds_the_absolute_gap(q, real):
+    from synth.control import _gate
+
+    th = Thresholds()
+    need = required_gap(q, th)
+    assert 0 <= need <= th.min_gap_null
+    assert need == th.min_gap_null or need == pytest.approx(th.null_gap_share * (1 - q))
+
+    class Ctx:
+        thresholds = th
+
+    res = _gate("g", Ctx(), real, [q] * 20, {}, "draws", "none")
+    assert res.passed == (real - q > 0 and real - q >= need)
+    if real <= q:
+        assert not res.passed
+
+
+def test_a_perfect_hypothesis_over_a_null_at_0_91_passes_and_one_over_a_null_at_1_does_not():
+    from synth.control import _gate
+
+    class Ctx:
+        thresholds = Thresholds()
+
+    assert _gate("g", Ctx(), 1.0, [0.91] * 20, {}, "draws", "none").passed  # need min(0.1, 0.045)
+    assert not _gate("g", Ctx(), 0.95, [0.91] * 20, {}, "draws", "none").passed  # gap 0.04 < 0.045
+    assert not _gate("g", Ctx(), 1.0, [1.0] * 20, {}, "draws", "none").passed  # a tie never passes
+    assert not _gate("g", Ctx(), 0.5, [0.45] * 20, {}, "draws", "none").passed  # 0.05 < min(0.1, 0.275)
