@@ -1205,10 +1205,12 @@ def _render_controls(ctl: Mapping[str, Any]) -> str:
         "",
         "The engine runs on each target (`real`) and on copies with its learned structure destroyed: "
         f"re-initialised and weight-shuffled networks, seeds {ctl['seeds']}, {ctl['budget_seconds']:.0f} s "
-        f"per run, {ctl['seconds']:.0f} s in all. A sound engine accepts nothing on a copy that the copy "
-        "does not compute. "
-        f"`best_statistic` is the best score of any candidate in that run (minimum of {stat}); "
-        "`gap` = real best - best over its copies.",
+        f"search budget per run, {_run_seconds(res):.0f} s of runs in all. A sound engine accepts nothing "
+        "on a copy that the copy does not compute. "
+        f"*Best statistic*: the best score (minimum of {stat}) of any candidate in that run that reached "
+        "the full checks; *gap*: the real run's best minus the best over its copies. *Passed checks*: "
+        "candidates that met every check threshold and so went on to the controls (a run without the "
+        "controls accepts the first of them).",
         "",
     ]
     if isinstance(res, Mapping) and "false_positives" in res:
@@ -1273,6 +1275,12 @@ def _render_controls(ctl: Mapping[str, Any]) -> str:
             ),
         ]
     return "\n".join(out)
+
+
+def _run_seconds(res: Any) -> float:
+    """Wall time of the suite's runs, summed (a resumed suite reuses runs done earlier)."""
+    runs = res.get("runs") if isinstance(res, Mapping) else None
+    return float(sum(r.get("seconds") or 0.0 for r in runs or []))
 
 
 def _render_copy_acceptances(rows: Sequence[Mapping[str, Any]]) -> list[str]:
