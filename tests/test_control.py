@@ -432,3 +432,13 @@ def test_a_copy_can_compute_a_simple_map_that_a_hypothesis_describes_exactly():
     assert check["holds"] and check["behaviour_exact_fresh"] == 1.0 and check["iia"] == 1.0
     wrong = verify_on_fresh_inputs(copy, true_of_copy.replace("add(1)", "add(2)"), 7920, n_per_length=100)
     assert not wrong["holds"] and wrong["behaviour_fresh"] == 0.0
+
+
+@pytest.mark.slow
+def test_false_positive_suite_runs_in_worker_processes(tmp_path):
+    report = false_positive_suite(["tracr:hist"], seeds=(0,), kinds=("shuffled",), budget_seconds=5.0,
+                                  out=str(tmp_path), jobs=2)
+    data = report.to_json()
+    assert data["real_targets_accepting"] == 1 and data["false_positives"] == 0 and data["control_runs"] == 1
+    assert (tmp_path / "tracr_hist" / "real.outcome.json").exists()
+    assert (tmp_path / "tracr_hist" / "shuffled-0" / "run.sqlite").exists()
