@@ -1216,7 +1216,8 @@ def _render_controls(ctl: Mapping[str, Any]) -> str:
     if isinstance(res, Mapping) and "false_positives" in res:
         on_copies = res.get("accepted_on_copies", res["false_positives"])
         out += [
-            f"**Accepted on copies: {on_copies} hypotheses over {res.get('control_runs')} control runs; "
+            f"**Accepted on copies: {on_copies} {'hypothesis' if on_copies == 1 else 'hypotheses'} over "
+            f"{res.get('control_runs')} control runs; "
             f"false positives (accepted, and not true of the copy they were accepted on): "
             f"{res['false_positives']}**. Real targets accepting: "
             f"{res.get('real_targets_accepting')}/{res.get('real_targets')}; with some candidate that met "
