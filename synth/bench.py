@@ -1228,6 +1228,10 @@ def _render_controls(ctl: Mapping[str, Any]) -> str:
         out += _render_copy_acceptances(res.get("rows") or [])
     rows_data = res.get("rows") if isinstance(res, Mapping) else res
     if isinstance(rows_data, list) and rows_data and isinstance(rows_data[0], Mapping):
+        copies_of: dict[str, list[Mapping[str, Any]]] = {}
+        for row in rows_data:
+            if row.get("network") != "real":
+                copies_of.setdefault(row["target"], []).append(row)
         out += [
             "One row per target: its real run, then its copies' runs taken together (each run's own "
             "row is in the JSON). *reaching checks*: copy runs in which some candidate claiming an "
@@ -1258,8 +1262,8 @@ def _render_controls(ctl: Mapping[str, Any]) -> str:
                         str(r["accepted"]),
                         str(r.get("passed_checks", "?")),
                         _finite(r.get("best_statistic")),
-                        str(sum(c["accepted"] for c in copies)),
-                        str(len(copies)),
+                        str(sum(c["accepted"] for c in copies_of.get(r["target"], []))),
+                        str(len(copies_of.get(r["target"], []))),
                         str(r.get("controls_reaching_checks")),
                         _finite(r.get("best_control_statistic")) if r.get("controls_reaching_checks")
                         else "none",
@@ -1269,9 +1273,6 @@ def _render_controls(ctl: Mapping[str, Any]) -> str:
                     ]
                     for r in rows_data
                     if r.get("network") == "real"
-                    for copies in [
-                        [c for c in rows_data if c["target"] == r["target"] and c.get("network") != "real"]
-                    ]
                 ],
             ),
         ]
@@ -1322,7 +1323,8 @@ def _render_copy_acceptances(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def _finite(x: Any) -> float | None:
     """A number for the tables; None (shown as –) for missing or non-finite values ("-inf" in JSON)."""
-    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+    f = _num(x)
+    return f if f is not None and math.isfinite(f) else None
 
 
 def _render_perf(perf: Mapping[str, Any], results: Mapping[str, Any]) -> str:

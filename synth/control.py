@@ -1654,6 +1654,7 @@ def false_positive_suite(
             *(SuiteJob(spec, kind, seed) for kind in kinds for seed in seeds),
         )
     ]
+    per_target = 1 + len(kinds) * len(seeds)  # the plan holds each target's runs together
     outcomes: dict[int, RunOutcome] = {}
     todo = []
     for i, job in enumerate(plan):
@@ -1662,6 +1663,14 @@ def false_positive_suite(
             outcomes[i] = saved
         else:
             todo.append(i)
+    loaded: dict[int, Target] = {}  # in this process, each target is built once for all its runs
+
+    def target_of(i: int) -> Target:
+        first = i - i % per_target
+        if first not in loaded:
+            loaded[first] = _load(plan[first].target)
+        return loaded[first]
+
     if todo and jobs > 1:
         if run_fn is not None or networks is not None or not all(isinstance(job.target, str) for job in plan):
             raise ControlError("jobs > 1 needs target specs (strings) and the default run_fn and networks")
@@ -1680,14 +1689,14 @@ def false_positive_suite(
     else:
         for i in todo:
             job = plan[i]
-            outcomes[i] = _suite_job(job, budget_seconds, job.directory(out), run_fn, networks)
+            outcomes[i] = _suite_job(job, budget_seconds, job.directory(out), run_fn, networks, target_of(i))
             _finish_job(job, outcomes[i], out, budget_seconds, say, len(outcomes), len(plan))
     for i, job in enumerate(plan):
         outcome = outcomes[i]
         if job.kind is None or not outcome.accepted_hypotheses or outcome.verification is not None:
             continue
         factories = networks if networks is not None else _default_networks()
-        copy = factories[job.kind](_load(job.target), job.seed)
+        copy = factories[job.kind](target_of(i), job.seed)
         checks = tuple(
             (verify_fn or verify_on_fresh_inputs)(copy, text, job.seed + VERIFY_SEED_OFFSET)
             for text in outcome.accepted_hypotheses
@@ -1698,7 +1707,6 @@ def false_positive_suite(
                     f"verified on fresh inputs: {holds}/{len(checks)} true of {job.network}")
     rows: list[dict[str, Any]] = []
     runs = [outcomes[i] for i in range(len(plan))]
-    per_target = 1 + len(kinds) * len(seeds)
     for start in range(0, len(plan), per_target):
         rows += _suite_rows(plan[start].target_name, runs[start], runs[start + 1 : start + per_target])
     return FalsePositiveReport(tuple(rows), tuple(runs))
@@ -1710,8 +1718,10 @@ def _suite_job(
     out: str | None,
     run_fn: RunFn | None = None,
     networks: Mapping[str, NetworkFactory] | None = None,
+    target: Target | None = None,
 ) -> RunOutcome:
-    target = _load(job.target)
+    """One run of the suite; ``target`` is the job's target already built (else it is loaded)."""
+    target = target if target is not None else _load(job.target)
     if job.kind is not None:
         factories = networks if networks is not None else _default_networks()
         target = factories[job.kind](target, job.seed)
@@ -1833,7 +1843,7 @@ def _load(spec: str | Target) -> Target:
 
 
 def _default_run_fn(target: Target, seed: int, budget_seconds: float, out: str | None) -> RunOutcome:
-    """One fresh run of the shipped engine (default proposers, no LLM, these controls) on ``target``."""
+    """One fresh run of the shipped engine (default proposers and controls, no LLM) on ``target``."""
     import shutil
     import tempfile
 
@@ -1843,8 +1853,8 @@ def _default_run_fn(target: Target, seed: int, budget_seconds: float, out: str |
         shutil.rmtree(out, ignore_errors=True)  # fresh, never resumed
     start = time.perf_counter()
     out = out or tempfile.mkdtemp(prefix="mechsynth-fp-")
-    controls = LoopControls(ControlConfig(seed=seed))
-    result = run(target, out=out, controls=controls, seed=seed, budget_seconds=budget_seconds, no_llm=True)
+    # The loop's default controls stage is these controls, seeded with the run's seed.
+    result = run(target, out=out, seed=seed, budget_seconds=budget_seconds, no_llm=True)
     return run_outcome(result, time.perf_counter() - start)
 
 
@@ -1903,10 +1913,9 @@ def verify_on_fresh_inputs(
     ]
     beh = behaviour(target, hypothesis.program, inputs)
     scores = score(target, hypothesis, n=n_score, seed=seed)
-    values = {"behaviour": beh.positions} | {
-        k: _number(scores.get(k)) for k in Thresholds().checks if k != "behaviour"
-    }
-    holds = all(values[k] >= minimum for k, minimum in Thresholds().checks.items())
+    checks = Thresholds().checks
+    values = {"behaviour": beh.positions} | {k: _number(scores.get(k)) for k in checks if k != "behaviour"}
+    holds = all(values[k] >= minimum for k, minimum in checks.items())
     return {
         "behaviour_fresh": beh.positions,
         "behaviour_exact_fresh": beh.exact,
