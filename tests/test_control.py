@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_control_support import copy_target, tiny_target
+from test_control_support import COPY, EMBED, MLP0, copy_target, tiny_target
 
 import dsl
 from synth.control import (
@@ -34,11 +34,8 @@ from synth.control import (
     random_correspondence,
     random_program_like,
 )
-from synth.hypothesis import Hypothesis, Location
+from synth.hypothesis import Hypothesis
 
-MLP0 = Location("blocks.0.hook_mlp_out", dims=(3, 4, 5))
-EMBED = "hook_embed[dims=0,1,2]"
-COPY = dsl.parse("out = map(identity, tokens)")
 WITH_ZERO = dsl.parse("z = map(mul(0), indices)\nout = seqmap(add, tokens, z)")
 
 

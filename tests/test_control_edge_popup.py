@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_control_support import copy_target, tiny_target
+from test_control_support import COPY, EMBED, MLP0, copy_target, tiny_target
 
 from synth.control import ControlConfig, ControlStage, EdgePopup
 from synth.edge_popup import EdgePopupConfig, EdgePopupError, fit_edge_popup, maskable_parameters
@@ -45,11 +45,8 @@ def test_bad_config_is_a_typed_error():
 @pytest.mark.slow
 def test_masked_random_network_mimics_the_target_but_is_not_explained_by_its_mechanism():
     """The Ramanujan warning, measured: behaviour is reproduced, the mechanism is not."""
-    import dsl
-
     target = copy_target()
-    hyp = Hypothesis(dsl.parse("out = map(identity, tokens)"),
-                     {"tokens": "hook_embed[dims=0,1,2]", "out": "blocks.0.hook_mlp_out[dims=3,4,5]"})
+    hyp = Hypothesis(COPY, {"tokens": EMBED, "out": MLP0})
     config = ControlConfig(edge_popup=True, edge_popup_config=EdgePopupConfig(steps=300, batch_size=64))
     stage = ControlStage(
         config,

@@ -11,9 +11,8 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_control_support import copy_target
+from test_control_support import COPY, EMBED, MLP0, copy_target
 
-import dsl
 from synth.control import (
     ControlConfig,
     ControlStage,
@@ -26,9 +25,6 @@ from synth.control import (
 )
 from synth.hypothesis import Hypothesis, Location
 
-MLP0 = Location("blocks.0.hook_mlp_out", dims=(3, 4, 5))
-EMBED = "hook_embed[dims=0,1,2]"
-COPY = dsl.parse("out = map(identity, tokens)")
 HEADS = [Location(f"blocks.{layer}.attn.hook_z", head=h) for layer in range(2) for h in range(2)]
 
 

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import torch
 
+import dsl
 from models.bridge import build_bridge
 from models.target import Target, Task
+from synth.hypothesis import Location
 
 VOCAB = (0, 1, 2)
+# Where copy_target keeps the token, and the program it computes (see copy_target).
+EMBED = "hook_embed[dims=0,1,2]"
+MLP0 = Location("blocks.0.hook_mlp_out", dims=(3, 4, 5))
+COPY = dsl.parse("out = map(identity, tokens)")
 
 
 def _task(name: str) -> Task:
