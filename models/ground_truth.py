@@ -14,7 +14,7 @@ ground truth a property of the network we actually run, and works for any progra
 (`Aggregate` -> a head; `Map`/`SequenceMap` -> an MLP; `SelectorWidth` -> the MLP
 that follows its helper head).
 
-Location conventions (synth.hypothesis):
+Location conventions (dsl.hypothesis):
 - `tokens` -> `Location("hook_embed", dims=<dims of tokens:*>)`
 - `indices` -> `Location("hook_pos_embed", dims=<dims of indices:*>)`
 - written by head h of layer L -> `Location("blocks.L.attn.hook_z", head=h)`
@@ -34,10 +34,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from models.target import TargetError
-from synth.hypothesis import Location
+from dsl.hypothesis import Location
 
 if TYPE_CHECKING:
-    from synth.hypothesis import Hypothesis
+    from dsl.hypothesis import Hypothesis
 
     from models.tracr_targets import CompiledRasp
 
@@ -122,7 +122,7 @@ def ground_truth_hypothesis(compiled: CompiledRasp, locations: Mapping[str, Loca
         from dsl import DSLError, from_rasp
     except ImportError:
         return None
-    from synth.hypothesis import Hypothesis
+    from dsl.hypothesis import Hypothesis
 
     try:
         program = from_rasp(compiled.program, compiled.vocab, compiled.max_seq_len)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 import torch
 
 if TYPE_CHECKING:
-    from synth.hypothesis import Hypothesis
+    from dsl.hypothesis import Hypothesis
     from transformer_lens.model_bridge import TransformerBridge
 
 

@@ -11,11 +11,11 @@ one hypothesis; ``synth.compare(hypothesis, ground_truth, target)`` says whether
 hypothesis recovers a known program and its locations.
 """
 
-from synth.hypothesis import Hypothesis, HypothesisError, Location
+from dsl.hypothesis import Hypothesis, HypothesisError, Location
 from synth.loop import AcceptThresholds, Run, RunError, RunOptions, load_run, run
-from synth.patching import CheckError
-from synth.recovery import Recovery, compare
-from synth.scoring import Scores, format_scores, resample_ablation_score, score
+from synth.check.patching import CheckError
+from synth.report.recovery import Recovery, compare
+from synth.check.scoring import Scores, format_scores, resample_ablation_score, score
 from synth.store import RunStoreError
 
 __all__ = [

@@ -71,7 +71,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def read_hypothesis_file(path: str | Path) -> Any:
     """Parse a hypothesis file; every failure is a CLIError naming the file (and line, column)."""
-    from synth.hypothesis import Hypothesis, HypothesisError
+    from dsl.hypothesis import Hypothesis, HypothesisError
 
     path = Path(path)
     try:
@@ -117,7 +117,7 @@ def _hypothesis_error_text(e: BaseException, text: str) -> str:
 def cmd_score(args: argparse.Namespace) -> int:
     from models import load_target
     from synth.loop import torch_threads
-    from synth.scoring import format_scores, score
+    from synth.check.scoring import format_scores, score
 
     hypothesis = read_hypothesis_file(args.hypothesis)
     target = load_target(args.target)
@@ -208,7 +208,7 @@ def _controls(args: argparse.Namespace) -> Any:
         from synth.loop import NoControls
 
         return NoControls()
-    from synth.control import ControlConfig, LoopControls, Thresholds
+    from synth.control.stage import ControlConfig, LoopControls, Thresholds
 
     thresholds = Thresholds(alpha=args.alpha)
     config = ControlConfig(thresholds=thresholds, edge_popup=args.edge_popup, seed=args.seed)
@@ -262,7 +262,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from synth.bench import cmd_bench as bench_command
+    from synth.bench.suite import cmd_bench as bench_command
 
     _writable_dir(Path(args.out), "benchmark directory")  # before the suites run
     return bench_command(args)
@@ -480,16 +480,16 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     for module, name in (
         ("dsl", "DSLError"),
         ("models", "TargetError"),
-        ("synth.hypothesis", "HypothesisError"),
-        ("synth.patching", "CheckError"),
+        ("dsl.hypothesis", "HypothesisError"),
+        ("synth.check.patching", "CheckError"),
         ("synth.store", "RunStoreError"),
         ("synth.loop", "RunError"),
         ("synth.observe", "ObserveError"),
-        ("synth.enumerate", "EnumerationError"),
-        ("synth.control", "ControlError"),
-        ("synth.statistics", "StatisticsError"),
-        ("synth.edge_popup", "EdgePopupError"),
-        ("synth.bench", "BenchError"),
+        ("synth.propose.enumerate", "EnumerationError"),
+        ("synth.control.stage", "ControlError"),
+        ("synth.control.statistics", "StatisticsError"),
+        ("synth.control.edge_popup", "EdgePopupError"),
+        ("synth.bench.suite", "BenchError"),
     ):
         try:
             mod = __import__(module, fromlist=[name])

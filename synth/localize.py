@@ -6,7 +6,7 @@ we score every component that could have written it and keep the best one above 
 match thresholds:
 
 * an ``aggregate`` is looked for in attention heads: the head's pattern must agree with
-  the aggregate's selector (:func:`~synth.model_guided.selector_agreement`) and the
+  the aggregate's selector (:func:`~synth.propose.model_guided.selector_agreement`) and the
   aggregate's values must be decodable from, and explain, the head's output ``hook_z``;
 * any other SOp (``map``, ``seqmap``, ``selector_width``, ...) is looked for in MLP
   outputs, restricted to the residual dimensions it explains (an MLP may write several
@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from synth.hypothesis import Hypothesis, Location
-from synth.model_guided import (
+from dsl.hypothesis import Hypothesis, Location
+from synth.propose.model_guided import (
     MatchThresholds,
     padded_patterns,
     decode_accuracy,

@@ -4,18 +4,18 @@ One *run* explains one target. The stages are plain objects passed in (or defaul
 
 * **observe** (:mod:`synth.observe`): activations and attention patterns on every input
   of each length (or a seeded sample);
-* **propose** — a list of proposers (:mod:`synth.propose` interface): the model-guided
-  proposer (:mod:`synth.model_guided`), the I/O-only enumerator
-  (:class:`synth.enumerate.EnumerativeProposer`) and, unless ``no_llm``, the LLM proposer
-  (:mod:`synth.propose_llm`). Deterministic proposers run once; the others are asked
+* **propose** — a list of proposers (:mod:`synth.propose.interface` interface): the model-guided
+  proposer (:mod:`synth.propose.model_guided`), the I/O-only enumerator
+  (:class:`synth.propose.enumerate.EnumerativeProposer`) and, unless ``no_llm``, the LLM proposer
+  (:mod:`synth.propose.llm`). Deterministic proposers run once; the others are asked
   again each round with the best candidates so far, until the budget runs out;
 * **localize** (:mod:`synth.localize`): proposals without a correspondence get one;
 * **check** — first a cheap *prefilter* (the program's output against the network's on
   the observed inputs, then the checks' node-level resample ablation), then the full
-  checks (:func:`synth.scoring.score`: behaviour, causal scrubbing, interchange) on
+  checks (:func:`synth.check.scoring.score`: behaviour, causal scrubbing, interchange) on
   fresh inputs;
 * **controls** — a pluggable stage (:class:`Controls`); the default is the full
-  frivolous-circuit controls (:class:`synth.control.LoopControls` seeded with the run's
+  frivolous-circuit controls (:class:`synth.control.stage.LoopControls` seeded with the run's
   seed); :class:`NoControls` (opt-in, for exploration) passes everything through and says
   so in the report;
 * **accept** — every named threshold in :class:`AcceptThresholds` must hold.
@@ -43,8 +43,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from synth.hypothesis import Hypothesis
-from synth.propose import Proposal, ProposalContext, ScoredCandidate
+from dsl.hypothesis import Hypothesis
+from synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
 from synth.store import RunStore, RunStoreError, StoredCandidate, candidate_key, config_hash, open_run
 
 if TYPE_CHECKING:
@@ -257,13 +257,13 @@ def default_out(target_name: str, seed: int) -> Path:
 
 def default_proposers(options: RunOptions) -> tuple[list[Any], str]:
     """Model-guided, then I/O enumeration, then (unless ``no_llm``) the LLM. Returns a status line."""
-    from synth.enumerate import EnumerativeProposer
-    from synth.model_guided import ModelGuidedProposer
+    from synth.propose.enumerate import EnumerativeProposer
+    from synth.propose.model_guided import ModelGuidedProposer
 
     proposers: list[Any] = [ModelGuidedProposer(), EnumerativeProposer()]
     status = "LLM proposer off (--no-llm)"
     if not options.no_llm:
-        from synth.propose_llm import LLMProposer
+        from synth.propose.llm import LLMProposer
 
         llm = LLMProposer(
             model=options.llm_model,
@@ -320,7 +320,7 @@ def run(
         target = load_target(target)
     out_dir = Path(out) if out is not None else default_out(target.name, opts.seed)
     if controls is None:
-        from synth.control import ControlConfig, LoopControls
+        from synth.control.stage import ControlConfig, LoopControls
 
         controls = LoopControls(ControlConfig(seed=opts.seed))
     say = progress or (lambda _msg: None)
@@ -553,7 +553,7 @@ class _Loop:
             )
         if self._score_fn is None:
             try:
-                from synth.scoring import resample_ablation_score
+                from synth.check.scoring import resample_ablation_score
 
                 pre = resample_ablation_score(
                     self.target, hyp, n=min(128, self.opts.n_score), seed=self.opts.seed
@@ -587,7 +587,7 @@ class _Loop:
     def score(self, hyp: Hypothesis) -> Mapping[str, Any]:
         if self._score_fn is not None:
             return self._score_fn(self.target, hyp)
-        from synth.scoring import score
+        from synth.check.scoring import score
 
         return score(self.target, hyp, n=self.opts.n_score, seed=self.opts.seed + 1)
 
@@ -651,7 +651,7 @@ def _json_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
 # --- loading and reporting ------------------------------------------------------------------------
 def load_run(path: str | Path) -> Run:
     """A stored run (finished, interrupted or still running)."""
-    from synth.hypothesis import HypothesisError
+    from dsl.hypothesis import HypothesisError
 
     with open_run(path) as store:
         meta = store.meta()
@@ -682,7 +682,7 @@ def load_run(path: str | Path) -> Run:
 
 
 def write_report(store: RunStore) -> Path:
-    from synth.report import render_report
+    from synth.report.markdown import render_report
 
     path = store.dir / "report.md"
     path.write_text(render_report(store))

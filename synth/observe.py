@@ -31,7 +31,7 @@ import torch
 if TYPE_CHECKING:
     from models import Target
 
-    from synth.hypothesis import Location
+    from dsl.hypothesis import Location
 
 
 class ObserveError(ValueError):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from synth import bench
-from synth.bench import RecoveryResult
+from synth.bench import suite as bench
+from synth.bench.suite import RecoveryResult
 
 TRACR = ["tracr:reverse", "tracr:hist", "tracr:frac_prevs", "tracr:sort_unique", "tracr:sort"]
 TRAINED = ["trained:reverse", "trained:sort"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from synth import acdc_peer
-from synth.hypothesis import Location
+from synth.bench import acdc_peer
+from dsl.hypothesis import Location
 
 
 def test_edge_and_location_components_use_one_naming():
@@ -106,7 +106,7 @@ def test_peer_runs_on_a_tracr_target(tmp_path):
 
 
 def test_peer_table_renders_components_times_and_edges():
-    from synth import bench
+    from synth.bench import suite as bench
 
     both = {"A0.0", "MLP 1"}
     row = acdc_peer.compare_result("tracr:x", _worker_output(), both, both).to_json()

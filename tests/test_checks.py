@@ -14,9 +14,9 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from synth.hypothesis import Hypothesis, Location
-from synth.patching import CheckError
-from synth.scoring import Scores, cost_ratio, format_scores, resample_ablation_score, score
+from dsl.hypothesis import Hypothesis, Location
+from synth.check.patching import CheckError
+from synth.check.scoring import Scores, cost_ratio, format_scores, resample_ablation_score, score
 
 TRACR = [
     "length", "reverse", "hist", "sort_unique", "sort", "sort_freq", "frac_prevs", "pair_balance",

@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synth.hypothesis import Location
-from synth.patching import CheckError, Edit, PassCounter, probe, readout_loss, resolve, run
-from synth.scrub import agreeing_rows
+from dsl.hypothesis import Location
+from synth.check.patching import CheckError, Edit, PassCounter, probe, readout_loss, resolve, run
+from synth.check.scrub import agreeing_rows
 
 
 @pytest.fixture(scope="module")

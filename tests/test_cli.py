@@ -251,7 +251,7 @@ def test_unreadable_hypothesis_file(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_reverse_data_file_is_the_ground_truth() -> None:
     """tests/data/reverse_ground_truth.hyp is what `str(ground_truth)` prints (plus comments)."""
-    from synth.hypothesis import Hypothesis
+    from dsl.hypothesis import Hypothesis
 
     hyp = Hypothesis.parse(REVERSE_HYP.read_text())
     assert hyp.program.output == "reverse"
@@ -270,7 +270,7 @@ def reverse_target() -> object:
 
 
 def test_score_ground_truth_json(reverse_target: object, capsys: pytest.CaptureFixture[str]) -> None:
-    from synth.hypothesis import Hypothesis
+    from dsl.hypothesis import Hypothesis
 
     assert Hypothesis.parse(REVERSE_HYP.read_text()) == reverse_target.ground_truth  # type: ignore[attr-defined]
     rc, out, err = cli(["score", "tracr:reverse", str(REVERSE_HYP), "--n", "64", "--json"], capsys)

@@ -1,4 +1,4 @@
-"""Frivolous-circuit controls and the acceptance rule (synth.control).
+"""Frivolous-circuit controls and the acceptance rule (synth.control.stage).
 
 The network in these tests (tests/test_control_support.copy_target) copies each token to
 the output through layer 0's MLP; its heads and layer 1 are present but do nothing. So we
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from test_control_support import COPY, EMBED, MLP0, copy_target, tiny_target
 
 import dsl
-from synth.control import (
+from synth.control.stage import (
     ControlConfig,
     ControlError,
     ControlStage,
@@ -34,7 +34,7 @@ from synth.control import (
     random_correspondence,
     random_program_like,
 )
-from synth.hypothesis import Hypothesis
+from dsl.hypothesis import Hypothesis
 
 WITH_ZERO = dsl.parse("z = map(mul(0), indices)\nout = seqmap(add, tokens, z)")
 
@@ -110,7 +110,7 @@ def test_redundant_extra_node_is_rejected_by_minimality(judged):
 
 
 def test_behaviour_oracle_separates_the_right_program_from_random_ones():
-    from synth.control import BehaviourOracle
+    from synth.control.stage import BehaviourOracle
 
     oracle = BehaviourOracle(copy_target(), n_per_length=16, seed=0)
     assert oracle.bound(COPY) == pytest.approx(1.0)
@@ -357,7 +357,7 @@ def test_hypotheses_accepted_on_a_copy_are_verified_and_only_untrue_ones_are_fal
 def test_run_outcome_ignores_candidates_that_claim_no_internal_component():
     from types import SimpleNamespace
 
-    from synth.control import run_outcome
+    from synth.control.stage import run_outcome
 
     def cand(status, corr, lr, iia, behaviour=1.0):
         scores = {"behaviour": behaviour, "loss_recovered": lr, "iia": iia}
@@ -388,7 +388,7 @@ def test_false_positive_suite_in_parallel_needs_specs_and_the_default_engine():
 
 
 def test_loop_controls_give_a_verdict_with_flat_numbers(target):
-    from synth.control import LoopControls
+    from synth.control.stage import LoopControls
 
     controls = LoopControls(
         ControlConfig(network_seeds=(0,), correspondence_draws=5),
@@ -418,7 +418,7 @@ def test_a_copy_can_compute_a_simple_map_that_a_hypothesis_describes_exactly():
     hypothesis saying so is true of that copy (what the suite's verification establishes);
     the same hypothesis off by one is not."""
     from models import load_target, shuffled
-    from synth.control import verify_on_fresh_inputs
+    from synth.control.stage import verify_on_fresh_inputs
 
     copy = shuffled(load_target("tracr:sort"), 1)
     true_of_copy = (

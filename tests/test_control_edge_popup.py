@@ -1,4 +1,4 @@
-"""Edge-popup (Ramanujan et al. 2020): a masked random network that mimics the target (synth.edge_popup)."""
+"""Edge-popup (Ramanujan et al. 2020): a masked random network that mimics the target."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 from test_control_support import COPY, EMBED, MLP0, copy_target, tiny_target
 
-from synth.control import ControlConfig, ControlStage, EdgePopup
-from synth.edge_popup import EdgePopupConfig, EdgePopupError, fit_edge_popup, maskable_parameters
-from synth.hypothesis import Hypothesis
+from synth.control.stage import ControlConfig, ControlStage, EdgePopup
+from synth.control.edge_popup import EdgePopupConfig, EdgePopupError, fit_edge_popup, maskable_parameters
+from dsl.hypothesis import Hypothesis
 
 FAST = EdgePopupConfig(steps=40, batch_size=32, n_eval=64, seed=3)
 

@@ -1,7 +1,7 @@
 """The p-value's null (random same-shape programs), its cheap bound, and the placement gate.
 
 The placement space of a small network is tiny, so the p-value is taken against random
-programs and the placements only give an effect-size gate (see synth.control).
+programs and the placements only give an effect-size gate (see synth.control.stage).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_control_support import COPY, EMBED, MLP0, copy_target
 
-from synth.control import (
+from synth.control.stage import (
     ControlConfig,
     ControlStage,
     NullCorrespondences,
@@ -23,7 +23,7 @@ from synth.control import (
     distinct_placements,
     required_gap,
 )
-from synth.hypothesis import Hypothesis, Location
+from dsl.hypothesis import Hypothesis, Location
 
 HEADS = [Location(f"blocks.{layer}.attn.hook_z", head=h) for layer in range(2) for h in range(2)]
 
@@ -45,7 +45,7 @@ def stage():
 
 @pytest.fixture(scope="module")
 def ctx(stage):
-    from synth.control import ControlContext
+    from synth.control.stage import ControlContext
 
     return ControlContext(stage, copy_target(), Hypothesis(COPY, {"tokens": EMBED, "out": MLP0}))
 
@@ -80,7 +80,7 @@ def test_no_other_placement_passes_the_gate_vacuously():
     res = cc.result("null_correspondences")
     assert res.passed and res.numbers["n_same_as_real"] + len(res.numbers["draws"]) == res.numbers["n_draws"]
     # Force a space with a single placement: every draw equals the claim.
-    from synth.control import ControlContext
+    from synth.control.stage import ControlContext
 
     ctx = ControlContext(stage, target, hyp)
     ctx.null_correspondence = lambda i, testable_only=False: hyp  # type: ignore[method-assign]
@@ -102,7 +102,7 @@ def test_a_correct_tracr_hypothesis_is_accepted_below_alpha_over_m():
     import torch
 
     from models import load_target
-    from synth.control import LoopControls
+    from synth.control.stage import LoopControls
 
     torch.set_num_threads(1)
     target = load_target("tracr:hist")
@@ -124,7 +124,7 @@ def test_null_program_gate_checks_draws_that_only_agree_with_a_mostly_constant_o
     import torch
 
     from models import load_target
-    from synth.control import ControlContext
+    from synth.control.stage import ControlContext
 
     torch.set_num_threads(1)
     target = load_target("tracr:detect_pattern")
@@ -141,7 +141,7 @@ def test_null_program_gate_checks_draws_that_only_agree_with_a_mostly_constant_o
 @settings(max_examples=200, deadline=None)
 @given(st.floats(0, 1), st.floats(0, 1))
 def test_the_required_gap_never_lets_a_tie_or_a_worse_score_pass_and_never_exceeds_the_absolute_gap(q, real):
-    from synth.control import _gate
+    from synth.control.stage import _gate
 
     th = Thresholds()
     need = required_gap(q, th)
@@ -158,7 +158,7 @@ def test_the_required_gap_never_lets_a_tie_or_a_worse_score_pass_and_never_excee
 
 
 def test_a_perfect_hypothesis_over_a_null_at_0_91_passes_and_one_over_a_null_at_1_does_not():
-    from synth.control import _gate
+    from synth.control.stage import _gate
 
     class Ctx:
         thresholds = Thresholds()

@@ -1,4 +1,4 @@
-"""Empirical p-values, sequential Monte Carlo tests and Holm–Bonferroni (synth.statistics)."""
+"""Empirical p-values, sequential Monte Carlo tests and Holm–Bonferroni (synth.control.statistics)."""
 
 import math
 import random
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synth.statistics import (
+from synth.control.statistics import (
     StatisticsError,
     empirical_p_value,
     holm,

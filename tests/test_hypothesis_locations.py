@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from synth.hypothesis import HypothesisError, Location
+from dsl.hypothesis import HypothesisError, Location
 
 hooks = st.sampled_from(
     [

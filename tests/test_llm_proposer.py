@@ -16,10 +16,10 @@ from fake_anthropic_server import FakeAnthropicServer, Reply, texts_sent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synth.hypothesis import Hypothesis, Location
-from synth.llm_prompt import EXAMPLE_HYPOTHESIS, feedback_prompt, observation_lines, static_prompt
-from synth.propose import ProposalContext, ScoredCandidate
-from synth.propose_llm import LLMProposer, extract_blocks, parse_candidate, parse_reply
+from dsl.hypothesis import Hypothesis, Location
+from synth.propose.llm_prompt import EXAMPLE_HYPOTHESIS, feedback_prompt, observation_lines, static_prompt
+from synth.propose.interface import ProposalContext, ScoredCandidate
+from synth.propose.llm import LLMProposer, extract_blocks, parse_candidate, parse_reply
 
 KEY = "sk-ant-test-proposer-SECRET-0000000000"
 TARGET = "tracr:reverse"
@@ -308,7 +308,7 @@ def test_feedback_marks_accepted_and_handles_odd_counterexamples():
 
 
 def test_feedback_finds_its_own_counterexamples_when_the_loop_gives_none(target, truth):
-    from synth.llm_prompt import Probe
+    from synth.propose.llm_prompt import Probe
 
     probe = Probe.sample(target, n=32, seed=0)
     identity = Hypothesis.parse("program:\n    same = aggregate(select(indices, indices, EQ), tokens)\n")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from fake_anthropic_server import FakeAnthropicServer, Reply
 
-from synth.propose_llm import ENV_KEY, LLMProposer
+from synth.propose.llm import ENV_KEY, LLMProposer
 
 KEY = "sk-ant-test-run-SECRET-1111111111"
 TARGET = "tracr:reverse"

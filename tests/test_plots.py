@@ -1,4 +1,4 @@
-"""Tables (synth.inspection) and figures (synth.plots) on hand-made runs, scores and controls.
+"""Tables (synth.report.inspection) and figures (synth.report.plots) on hand-made runs, scores and controls.
 
 Nothing here runs a synthesis: the run store is written directly, the controls' result is
 built by hand and the attention plot uses a tiny random TransformerBridge, so the file
@@ -16,10 +16,10 @@ import torch
 matplotlib.use("Agg")
 
 import dsl  # noqa: E402
-from synth import inspection, plots  # noqa: E402
-from synth.control import CandidateControls, ControlResult, Thresholds, decide  # noqa: E402
-from synth.hypothesis import Hypothesis, Location  # noqa: E402
-from synth.statistics import MonteCarloTest  # noqa: E402
+from synth.report import inspection, plots  # noqa: E402
+from synth.control.stage import CandidateControls, ControlResult, Thresholds, decide  # noqa: E402
+from dsl.hypothesis import Hypothesis, Location  # noqa: E402
+from synth.control.statistics import MonteCarloTest  # noqa: E402
 from synth.store import RunStore  # noqa: E402
 
 PROGRAM = dsl.parse("sel = select(indices, indices, EQ)\nout = aggregate(sel, tokens)")

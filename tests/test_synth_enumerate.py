@@ -7,7 +7,7 @@ import itertools
 import torch
 
 import dsl
-from synth.enumerate import Pool, enumerate_programs, fit_map, grow
+from synth.propose.enumerate import Pool, enumerate_programs, fit_map, grow
 
 
 def _inputs(vocab=(1, 2, 3), max_len=3):

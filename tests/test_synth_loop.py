@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from synth.hypothesis import Hypothesis
+from dsl.hypothesis import Hypothesis
 from synth.loop import AcceptThresholds, RunError, load_run, run
-from synth.propose import Proposal
+from synth.propose.interface import Proposal
 from synth.store import RunStore, RunStoreError, candidate_key, open_run
 
 
@@ -27,7 +27,7 @@ def reverse():
 
 
 def test_recovers_hist_and_stores_everything(hist, tmp_path):
-    from synth.recovery import compare
+    from synth.report.recovery import compare
 
     result = run(hist, out=tmp_path / "run", no_llm=True, budget_seconds=120)
     assert result.accepted, "the model-guided proposer should recover tracr:hist"
@@ -51,7 +51,7 @@ def test_recovers_hist_and_stores_everything(hist, tmp_path):
 
 @pytest.mark.slow
 def test_recovers_reverse(reverse, tmp_path):
-    from synth.recovery import compare
+    from synth.report.recovery import compare
 
     result = run(reverse, out=tmp_path / "run", no_llm=True, budget_seconds=300)
     assert result.accepted
@@ -193,7 +193,7 @@ def test_cmd_run_json(hist, tmp_path, capsys, monkeypatch):
 
 
 def test_report_shows_a_control_that_could_not_apply_as_not_applicable():
-    from synth.report import _controls_block
+    from synth.report.markdown import _controls_block
 
     numbers = {"p_value": 0.01, "broader_distribution.passed": None, "necessity.passed": 1.0,
                "null_programs.passed": 0.0, "null_programs.gap": 0.05}

@@ -7,8 +7,8 @@ import itertools
 import torch
 
 import dsl
-from synth.enumerate import Pool
-from synth.model_guided import GuidedState, _functional_selectors, _is_causal, selector_agreement
+from synth.propose.enumerate import Pool
+from synth.propose.model_guided import GuidedState, _functional_selectors, _is_causal, selector_agreement
 
 
 def _pool(length: int = 4) -> Pool:

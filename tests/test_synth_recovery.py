@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from synth.hypothesis import Hypothesis, Location
+from dsl.hypothesis import Hypothesis, Location
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def hist():
 
 
 def test_ground_truth_recovers_itself(hist):
-    from synth.recovery import compare
+    from synth.report.recovery import compare
 
     rec = compare(hist.ground_truth, hist.ground_truth, hist)
     assert rec.recovered and rec.program_equivalent
@@ -24,7 +24,7 @@ def test_ground_truth_recovers_itself(hist):
 
 def test_wrong_program_or_wrong_component_is_not_a_recovery(hist):
     from dsl import parse
-    from synth.recovery import compare
+    from synth.report.recovery import compare
 
     gt = hist.ground_truth
     wrong = Hypothesis(parse("out = selector_width(select(tokens, tokens, LT))"), {})
@@ -38,7 +38,7 @@ def test_wrong_program_or_wrong_component_is_not_a_recovery(hist):
 
 def test_relabelled_variable_counts_as_equivalent(hist):
     from dsl import parse
-    from synth.recovery import compare
+    from synth.report.recovery import compare
 
     gt = hist.ground_truth
     ((var, loc),) = [(v, loc) for v, loc in gt.correspondence.items() if loc.component == "mlp"]
@@ -51,7 +51,7 @@ def test_relabelled_variable_counts_as_equivalent(hist):
 
 
 def test_walk_explains_every_component_of_hist(hist):
-    from synth.model_guided import MatchThresholds, compose, walk
+    from synth.propose.model_guided import MatchThresholds, compose, walk
     from synth.observe import observe
 
     obs = observe(hist, per_length=64)

@@ -15,7 +15,7 @@ environments exchange plain files only:
 1. here (TL 4.x) we export each target's weights as a TransformerLens-format state
    dict in an ``.npz`` (with the target's *real* unembedding, not auto-circuit's
    identity-shaped guess), its config, and clean/corrupt token batches;
-2. ``synth/acdc_worker.py`` (run by the venv's Python; it imports none of our
+2. ``synth/bench/acdc_worker.py`` (run by the venv's Python; it imports none of our
    packages) rebuilds a ``HookedTransformer``, runs ACDC and EAP and writes JSON;
 3. here we map the kept edges to components and compare them with the locations our
    accepted hypothesis claims and with tracr's ground truth.
@@ -330,7 +330,7 @@ def edge_components(node_name: str) -> str | None:
 
 def location_component(location: Any) -> str | None:
     """A hypothesis Location -> the same component naming (heads 'A<layer>.<head>', 'MLP <layer>')."""
-    from synth.hypothesis import Location
+    from dsl.hypothesis import Location
 
     loc = location if isinstance(location, Location) else Location.parse(str(location))
     if loc.layer is None:

@@ -20,7 +20,7 @@ Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``: noth
 registered with a global figure manager, so a notebook shows a figure once (when a cell
 returns it) and scripts and tests need no display (any backend, e.g. Agg, works).
 matplotlib is imported inside each function: it is a notebook dependency, not one of
-the engine's. Tables live in :mod:`synth.inspection`.
+the engine's. Tables live in :mod:`synth.report.inspection`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import math
 from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
 
-from synth.hypothesis import Hypothesis
-from synth.inspection import InspectError, as_run, hypothesis_of, per_input_frame, scores_of
+from dsl.hypothesis import Hypothesis
+from synth.report.inspection import InspectError, as_run, hypothesis_of, per_input_frame, scores_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -116,8 +116,8 @@ def _null_rows(x: Any) -> tuple[float, list[tuple[str, list[float], int]], dict[
 def plot_null_distribution(x: Any, *, title: str | None = None) -> Figure:
     """The accepted hypothesis's statistic against its nulls and control networks.
 
-    ``x`` is the controls' full result — a :class:`~synth.control.CandidateControls`
-    (``LoopControls.candidates[i]``) or :class:`~synth.control.Decision` — which holds
+    ``x`` is the controls' full result — a :class:`~synth.control.stage.CandidateControls`
+    (``LoopControls.candidates[i]``) or :class:`~synth.control.stage.Decision` — which holds
     every null draw, or a stored run / accepted hypothesis / stored candidate, for which
     the store holds only summary numbers (mean, gate quantile and maximum of each null
     family, best control network), drawn as markers. The statistic is the one the
@@ -371,7 +371,7 @@ def plot_scrub_per_input(
 # --- the search ----------------------------------------------------------------------------------
 def plot_candidate_scores(run: Any, *, x: str = "behaviour_observed", y: str = "loss_recovered") -> Figure:
     """Every candidate of a run on two scores, marker by status, colour by source."""
-    from synth.inspection import candidates_frame
+    from synth.report.inspection import candidates_frame
 
     frame = candidates_frame(as_run(run))
     fig = _figure(7.0, 4.5)

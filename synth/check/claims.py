@@ -1,6 +1,6 @@
 """Claims: a hypothesis resolved against a target, and the batches every check shares.
 
-A hypothesis (synth.hypothesis) says *what* the network computes (a DSL program) and
+A hypothesis (dsl.hypothesis) says *what* the network computes (a DSL program) and
 *where* (a location per variable). Before any check can run, the "where" must be made
 concrete on the target's model, and the "what" must be turned into the graph that the
 checks walk:
@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from synth.hypothesis import Hypothesis, Location
-from synth.patching import CheckError, HookInfo, PassCounter, Site, probe, resolve, run
+from dsl.hypothesis import Hypothesis, Location
+from synth.check.patching import CheckError, HookInfo, PassCounter, Site, probe, resolve, run
 
 if TYPE_CHECKING:
     from models import Target

@@ -511,8 +511,8 @@ class EnumerativeProposer:
     last_stats: EnumerationStats | None = None
 
     def propose(self, context: Any) -> Iterator[Any]:
-        from synth.propose import Proposal
-        from synth.hypothesis import Hypothesis
+        from synth.propose.interface import Proposal
+        from dsl.hypothesis import Hypothesis
 
         obs = context.observations
         inputs = obs.all_inputs()

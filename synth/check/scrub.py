@@ -25,7 +25,7 @@ What this means on the residual stream
 --------------------------------------
 Values are per position, so agreement is per position: the value of a parent at
 position ``k`` comes from an input whose value of that parent *at k* equals the
-reference's. Only inputs of the reference's length are drawn (see synth.claims), so a
+reference's. Only inputs of the reference's length are drawn (see synth.check.claims), so a
 variable that depends on the length alone is never varied: for the `length` program the
 whole-input resampling changes nothing and loss recovered is 0/0, reported as NaN.
 
@@ -84,8 +84,8 @@ from collections.abc import Sequence
 
 import torch
 
-from synth.claims import Claims, Group
-from synth.patching import CheckError, Edit, PassCounter, readout_loss, run
+from synth.check.claims import Claims, Group
+from synth.check.patching import CheckError, Edit, PassCounter, readout_loss, run
 
 if TYPE_CHECKING:
     from models import Target

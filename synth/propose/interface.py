@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 if TYPE_CHECKING:
     from models import Target
-    from synth.hypothesis import Hypothesis
+    from dsl.hypothesis import Hypothesis
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Sequence
 
-from synth.patching import CheckError
+from synth.check.patching import CheckError
 
 if TYPE_CHECKING:
     from models import Target

@@ -6,7 +6,7 @@ sequences while some activations are *replaced* by activations taken from other 
 and read the logits and some activations back. This module is that operation and
 nothing else.
 
-A `Location` (synth.hypothesis) names a TransformerLens hook, optionally one head of
+A `Location` (dsl.hypothesis) names a TransformerLens hook, optionally one head of
 a hook with a head axis (``blocks.L.attn.hook_z``: ``[batch, pos, head, d_head]``;
 transformer_lens 4.x has no ``hook_result`` on native models, so heads are patched
 before ``W_O``) and optionally a set of dimensions of the last axis (tracr gives every
@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from synth.hypothesis import Location
+from dsl.hypothesis import Location
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge

@@ -48,9 +48,9 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from synth.enumerate import Pool, encode_outputs, fit_map, function_instances, matches, try_add
-from synth.hypothesis import Hypothesis, Location
-from synth.propose import Proposal, ProposalContext
+from synth.propose.enumerate import Pool, encode_outputs, fit_map, function_instances, matches, try_add
+from dsl.hypothesis import Hypothesis, Location
+from synth.propose.interface import Proposal, ProposalContext
 
 if TYPE_CHECKING:
     from synth.observe import Observations
@@ -826,7 +826,7 @@ def _relabelled_values(values: torch.Tensor, how: Any) -> torch.Tensor:
 
 def _relabel(pool: Pool, state: GuidedState, name: str, target: torch.Tensor) -> str | None:
     """The same MLP variable with new value labels ``target`` (a refitted map of its inputs)."""
-    from synth.enumerate import fit_map
+    from synth.propose.enumerate import fit_map
 
     item = pool.items[name]
     defined = ~torch.isnan(pool.values[name])
@@ -1087,7 +1087,7 @@ def _fit_block(
 
 
 def _fit_node(pool: Pool, args: tuple[str, ...], labels: torch.Tensor) -> Any:
-    from synth.enumerate import fit_map
+    from synth.propose.enumerate import fit_map
 
     return fit_map(pool, list(args), labels)
 
@@ -1157,7 +1157,7 @@ def _match_outputs(state: GuidedState, obs: Observations) -> None:
     if state.outputs:
         return
     # Relabel: a located map/seqmap whose information equals the output's gets the output's values.
-    from synth.enumerate import fit_map
+    from synth.propose.enumerate import fit_map
 
     for loc in located:
         item = pool.items[loc.name]

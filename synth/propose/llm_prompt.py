@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 if TYPE_CHECKING:
     from models import Target
-    from synth.propose import ScoredCandidate
+    from synth.propose.interface import ScoredCandidate
 
 # A hypothesis in the answer format, checked by the tests to parse with the current DSL, so
 # the prompt never teaches a syntax the parser rejects.

@@ -2,9 +2,9 @@
 
 `score(target, hypothesis)` runs, on the same seeded sample of inputs:
 
-* behaviour (synth.behaviour): program output vs the network's output, on fresh inputs
+* behaviour (synth.check.behaviour): program output vs the network's output, on fresh inputs
   and on a broader set (every length; the task's broader distribution);
-* causal scrubbing (synth.scrub): loss recovered
+* causal scrubbing (synth.check.scrub): loss recovered
   ``(L_resampled - L_scrubbed) / (L_resampled - L_clean)`` where every loss is measured
   against the clean network's own output (KL for categorical readouts, squared error
   for numerical ones, so ``L_clean = 0``), the same ratio for accuracy (agreement of
@@ -12,7 +12,7 @@
   ``frac_changed``, the fraction of inputs whose scrubbed prediction differs from the
   clean one at some readout position (a good average can hide cancellation);
 * the node-level resample-ablation pre-filter (claimed nodes kept / ablated);
-* interchange intervention accuracy (synth.interchange), per variable and jointly.
+* interchange intervention accuracy (synth.check.interchange), per variable and jointly.
   ``iia`` is the *weakest* intervention's accuracy (every claimed variable must behave
   as the program says); ``iia_mean`` the average.
 
@@ -38,12 +38,12 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from synth.behaviour import behaviour, broader_inputs
-from synth.claims import Claims, group_by_length, prepare_groups, resolve_claims
-from synth.hypothesis import Hypothesis
-from synth.interchange import iia_group
-from synth.patching import CheckError, PassCounter
-from synth.scrub import ABLATIONS, GroupLosses, ablation_groups, scrub_group
+from synth.check.behaviour import behaviour, broader_inputs
+from synth.check.claims import Claims, group_by_length, prepare_groups, resolve_claims
+from dsl.hypothesis import Hypothesis
+from synth.check.interchange import iia_group
+from synth.check.patching import CheckError, PassCounter
+from synth.check.scrub import ABLATIONS, GroupLosses, ablation_groups, scrub_group
 
 if TYPE_CHECKING:
     from models import Target
@@ -151,8 +151,8 @@ def _necessity(dropped: list[GroupLosses], single: Mapping[str, list[GroupLosses
 
 def _clean_loss(target: Target, groups: list) -> float:
     """The loss of the clean run against itself (0 by construction of the loss; computed, not assumed)."""
-    from synth.patching import readout_loss
-    from synth.scrub import numeric_column
+    from synth.check.patching import readout_loss
+    from synth.check.scrub import numeric_column
 
     losses = [readout_loss(g.clean_logits, g.clean_logits, g.readout, numeric_column(target)) for g in groups]
     return torch.cat([x.reshape(-1) for x in losses]).mean().item()
@@ -251,7 +251,7 @@ def score(
 def resample_ablation_score(
     target: Target, hypothesis: Hypothesis, *, n: int = 256, seed: int = 0, ablation: str = "resample"
 ) -> Scores:
-    """Fast node-level pre-filter (NOT causal scrubbing; see synth.scrub for the exact passes).
+    """Fast node-level pre-filter (NOT causal scrubbing; see synth.check.scrub for the exact passes).
 
     ``ablation_loss_recovered``: loss recovered when the locations the readout is claimed
     to read keep the reference input's own activation and everything else is resampled

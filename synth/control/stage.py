@@ -48,7 +48,7 @@ Controls (each a pluggable :class:`Control` with a ``name``):
     distribution the network itself still handles (accuracy >= ``min_network_accuracy``).
 ``edge_popup`` (opt-in: ``--edge-popup``)
     A top-k weight mask is learned on a randomly initialised network of the same
-    architecture so that it mimics the target (:mod:`synth.edge_popup`); the
+    architecture so that it mimics the target (:mod:`synth.control.edge_popup`); the
     hypothesis must explain the real network better than it "explains" that masked
     random network, by ``min_gap_edge_popup``.
 
@@ -85,7 +85,7 @@ ignores) is the real hypothesis written differently, not a rival, and is redrawn
 output still counts, and ties count against the hypothesis. The p-value is exact under
 "the real hypothesis' statistic is exchangeable with that of a random other program of
 its shape". Holm–Bonferroni then runs over *every* hypothesis the run scored
-(``n_tested``, counted by the run store): see :mod:`synth.statistics` for why ``N`` is
+(``n_tested``, counted by the run store): see :mod:`synth.control.statistics` for why ``N`` is
 sized as ``floor(n_tested / alpha)`` (capped by ``max_null_draws``; a capped test is
 reported underpowered and not accepted) and why draws stop early (Besag–Clifford) once
 acceptance has become impossible. ``ControlStage.finalize`` tops up the draws of
@@ -120,8 +120,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from synth.hypothesis import Hypothesis, Location
-from synth.statistics import (
+from dsl.hypothesis import Hypothesis, Location
+from synth.control.statistics import (
     MonteCarloTest,
     empirical_p_value,
     holm,
@@ -133,7 +133,7 @@ from synth.statistics import (
 if TYPE_CHECKING:
     from dsl import Program
     from models import Target
-    from synth.edge_popup import EdgePopupConfig
+    from synth.control.edge_popup import EdgePopupConfig
 
 PRIMITIVES = ("tokens", "indices", "length")
 
@@ -783,7 +783,7 @@ class BroaderDistribution:
     name = "broader_distribution"
 
     def run(self, ctx: ControlContext) -> ControlResult:
-        from synth.behaviour import behaviour
+        from synth.check.behaviour import behaviour
 
         target, task, n = ctx.target, ctx.target.task, ctx.config.n_broader
         seed = ctx.config.seed + 4242
@@ -824,7 +824,7 @@ class EdgePopup:
     name = "edge_popup"
 
     def run(self, ctx: ControlContext) -> ControlResult:
-        from synth.edge_popup import EdgePopupConfig, fit_edge_popup
+        from synth.control.edge_popup import EdgePopupConfig, fit_edge_popup
 
         cfg = ctx.config.edge_popup_config or EdgePopupConfig(seed=ctx.config.seed)
         fitted = ctx.stage._edge_popup(ctx.target, cfg, fit_edge_popup)
@@ -876,7 +876,7 @@ class ControlStage:
         acceptance = stage.finalize(candidates, n_tested=store.n_scored())  # at the end
 
     ``score_fn(target, hypothesis)`` must return the checks' scores (default:
-    ``synth.scoring.score`` with ``n_inputs`` inputs and a seed independent of the
+    ``synth.check.scoring.score`` with ``n_inputs`` inputs and a seed independent of the
     search's, so the controls score on fresh inputs); ``localize_fn(target, program)``
     the loop's localiser (None disables re-localisation and null programs);
     ``networks`` maps a network kind to ``factory(target, seed)`` (default
@@ -1902,8 +1902,8 @@ def verify_on_fresh_inputs(
     full checks again on other inputs (another seed). ``holds`` when every check threshold
     of :class:`Thresholds` holds on both.
     """
-    from synth.behaviour import behaviour
-    from synth.scoring import score
+    from synth.check.behaviour import behaviour
+    from synth.check.scoring import score
 
     hypothesis = Hypothesis.parse(hypothesis_text)
     task = target.task
@@ -1930,7 +1930,7 @@ def verify_on_fresh_inputs(
 
 def _default_score_fn(n: int, seed: int) -> ScoreFn:
     def score_fn(target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
-        from synth.scoring import score
+        from synth.check.scoring import score
 
         return score(target, hypothesis, n=n, seed=seed)
 
@@ -1939,7 +1939,7 @@ def _default_score_fn(n: int, seed: int) -> ScoreFn:
 
 def _default_necessity_fn(n: int, seed: int) -> NecessityFn:
     def necessity_fn(target: Target, hypothesis: Hypothesis, ablation: str) -> Mapping[str, Any]:
-        from synth.scoring import resample_ablation_score
+        from synth.check.scoring import resample_ablation_score
 
         return resample_ablation_score(target, hypothesis, n=n, seed=seed, ablation=ablation)
 

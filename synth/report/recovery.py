@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from synth.hypothesis import Hypothesis, Location
+from dsl.hypothesis import Hypothesis, Location
 
 if TYPE_CHECKING:
     from models import Target

@@ -3,11 +3,11 @@
 The enumerator is exhaustive but blind; a language model can guess the structure a
 person would guess ("this head attends to the mirrored position", "this MLP computes
 x mod 3"). This proposer asks one, through the official ``anthropic`` SDK, and turns
-its answer into :class:`~synth.propose.Proposal` objects that go through exactly the
+its answer into :class:`~synth.propose.interface.Proposal` objects that go through exactly the
 same localize -> check -> control path as enumerated candidates.
 
 One call per round (by default). Each call sends the prompt built by
-:mod:`synth.llm_prompt`: a static part (role, the DSL reference generated from the
+:mod:`synth.propose.llm_prompt`: a static part (role, the DSL reference generated from the
 registry, the hypothesis syntax) and a per-target part (architecture, task, the
 network's outputs, observations), both marked for prompt caching, then a user message
 with the best candidates so far, their failures and counterexamples, and this
@@ -45,12 +45,12 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
-from synth.llm_prompt import Probe, PromptParts, feedback_prompt, static_prompt, target_prompt
-from synth.propose import Proposal, ProposalContext
+from synth.propose.llm_prompt import Probe, PromptParts, feedback_prompt, static_prompt, target_prompt
+from synth.propose.interface import Proposal, ProposalContext
 
 if TYPE_CHECKING:
     from models import Target
-    from synth.hypothesis import Hypothesis
+    from dsl.hypothesis import Hypothesis
 
 log = logging.getLogger(__name__)
 
@@ -544,7 +544,7 @@ def parse_reply(text: str, target: Target | None = None, *, truncated: bool = Fa
 def parse_candidate(block: str, target: Target | None = None) -> ParsedCandidate:
     """One block -> a hypothesis, or the one-line reason it is rejected (never raises)."""
     from dsl import DSLError, parse
-    from synth.hypothesis import Hypothesis, HypothesisError
+    from dsl.hypothesis import Hypothesis, HypothesisError
 
     try:
         if re.search(r"^\s*program:\s*$", block, re.MULTILINE):

@@ -2,7 +2,7 @@
 
 A control produces *null draws*: the score statistic of hypotheses that should not
 explain the network (for the p-value: random programs of the same shape, see
-:mod:`synth.control`). A hypothesis is evidence only if its own statistic is rarely reached
+:mod:`synth.control.stage`). A hypothesis is evidence only if its own statistic is rarely reached
 by its nulls. Two pieces turn that into an acceptance rule that survives p-hacking.
 
 **Empirical (Monte Carlo) p-value.** With ``N`` null draws of which ``k`` score at

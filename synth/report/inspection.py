@@ -1,11 +1,11 @@
 """Inspection: a stored run, a hypothesis and its scores as tables (for notebooks and reports).
 
 A run's record is its SQLite store (:mod:`synth.store`); a hypothesis's record is its
-:class:`~synth.scoring.Scores`; a candidate's controls are a
-:class:`~synth.control.CandidateControls` (in memory) or the flattened ``controls.*``
+:class:`~synth.check.scoring.Scores`; a candidate's controls are a
+:class:`~synth.control.stage.CandidateControls` (in memory) or the flattened ``controls.*``
 numbers the loop stores with it. The helpers here turn each into a ``pandas`` table so a
 notebook cell is one call, and into plain lists where a plot needs them
-(:mod:`synth.plots` draws from these, never from the database directly).
+(:mod:`synth.report.plots` draws from these, never from the database directly).
 
 ``pandas`` is imported inside the functions that return tables: it is a notebook
 dependency (the project's ``[test]`` extra), not one of the engine's.
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
 
 from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
-from synth.hypothesis import Hypothesis
-from synth.report import HEADLINE as REPORT_HEADLINE
+from dsl.hypothesis import Hypothesis
+from synth.report.markdown import HEADLINE as REPORT_HEADLINE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -197,8 +197,8 @@ def scores_frame(scores: Mapping[str, Any], names: Sequence[str] | None = None) 
 def controls_frame(controls: Any, *, numbers: bool = False) -> pd.DataFrame:
     """One row per control: passed (True/False; None = did not apply), the reason, and its time.
 
-    ``controls`` is a :class:`~synth.control.CandidateControls` (e.g.
-    ``LoopControls.candidates[i]``) or a :class:`~synth.control.Decision`, which hold
+    ``controls`` is a :class:`~synth.control.stage.CandidateControls` (e.g.
+    ``LoopControls.candidates[i]``) or a :class:`~synth.control.stage.Decision`, which hold
     everything; ``numbers=True`` adds each control's scalar numbers as columns. The last
     row is the pooled significance test (its verdict is known from a Decision, which has
     the Holm-adjusted p). A stored candidate or accepted hypothesis has only the numbers
@@ -246,14 +246,14 @@ def controls_frame(controls: Any, *, numbers: bool = False) -> pd.DataFrame:
 
 
 def control_decision(loop_controls: Any, hypothesis: Any, run: Run | str | Path) -> Any:
-    """The controls' :class:`~synth.control.Decision` on ``hypothesis`` in ``run`` (None if never controlled).
+    """The controls' :class:`~synth.control.stage.Decision` on ``hypothesis`` in ``run`` (None if none).
 
-    ``loop_controls`` is the :class:`~synth.control.LoopControls` the run was made with
+    ``loop_controls`` is the :class:`~synth.control.stage.LoopControls` the run was made with
     (the controls' full results live in that object, not in the store). The decision is
-    re-derived with :func:`synth.control.decide` from what the controls already drew (no
+    re-derived with :func:`synth.control.stage.decide` from what the controls already drew (no
     new draws), with Holm over every hypothesis the run scored.
     """
-    from synth.control import decide
+    from synth.control.stage import decide
 
     hyp = hypothesis_of(hypothesis)
     candidates = list(loop_controls.candidates)
@@ -283,7 +283,7 @@ def scores_of(x: Any) -> Mapping[str, Any]:
 # --- per-input results ---------------------------------------------------------------------------
 def scrub_inputs(target: Target, scores: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """The inputs behind ``scores["per_input"]`` scrubbing arrays, in their order (see module docstring)."""
-    from synth.claims import group_by_length
+    from synth.check.claims import group_by_length
 
     if "n" not in scores or "seed" not in scores:
         raise InspectError("these scores do not say which inputs they used (need 'n' and 'seed')")

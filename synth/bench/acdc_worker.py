@@ -1,7 +1,7 @@
 """ACDC and edge attribution patching on one exported target, inside the auto-circuit venv.
 
 This script runs under the peer venv's Python (transformer_lens 2.x, auto-circuit
-1.0.1), never under ours: it imports nothing from mechsynth. ``synth.acdc_peer``
+1.0.1), never under ours: it imports nothing from mechsynth. ``synth.bench.acdc_peer``
 writes its input and reads its output:
 
     python acdc_worker.py IN.npz IN.json OUT.json

@@ -15,7 +15,7 @@ Suites:
   *recovers* when its top accepted hypothesis is equivalent to the ground truth at the
   right components (``synth.compare``); a trained target has no ground truth, so it
   counts when a hypothesis is accepted that clears the behaviour and loss-recovered
-  bars of the synthesis issue. Optionally the ACDC/EAP peer (``synth.acdc_peer``) runs
+  bars of the synthesis issue. Optionally the ACDC/EAP peer (``synth.bench.acdc_peer``) runs
   on the same tracr targets.
 - **controls** — the false-positive suite: what the engine accepts on networks that
   implement nothing (re-initialised and weight-shuffled copies), and the score gap.
@@ -26,7 +26,7 @@ Suites:
   time grows with model depth (1, 2, 4 layers) and with program size.
 
 ``--quick`` is a representative subset for CI; its recovery count is checked against
-the committed floor in ``synth/bench_baseline.json`` (a measured number, written
+the committed floor in ``synth/bench/baseline.json`` (a measured number, written
 from a real run by :func:`update_baseline`), so a regression fails CI without any
 timed assertion.
 """
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 SUITES = ("recovery", "controls", "perf")
-BASELINE_PATH = Path(__file__).with_name("bench_baseline.json")
+BASELINE_PATH = Path(__file__).with_name("baseline.json")
 SCHEMA_VERSION = 1
 BUDGET_ENV = "MECHSYNTH_BENCH_BUDGET_SECONDS"
 # Run stores, peer exports and control runs go here under --out, apart from the two reports,
@@ -248,7 +248,7 @@ def versions() -> dict[str, str | None]:
 
 
 def git_info(repo: Path | None = None) -> dict[str, Any]:
-    repo = repo or Path(__file__).resolve().parents[1]
+    repo = repo or Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str | None:
         try:
@@ -341,14 +341,14 @@ def mode_proposers(mode: str) -> list[Any]:
     nothing inside. (b) is the model-guided proposer alone (it builds its candidates with
     the same enumerator, but from the activations). (c)/(d) add the LLM proposer.
     """
-    from synth.enumerate import EnumerativeProposer
-    from synth.model_guided import ModelGuidedProposer
+    from synth.propose.enumerate import EnumerativeProposer
+    from synth.propose.model_guided import ModelGuidedProposer
 
     if mode == "io_only":
         return [EnumerativeProposer()]
     if mode == "model_guided":
         return [ModelGuidedProposer()]
-    from synth.propose_llm import LLMProposer
+    from synth.propose.llm import LLMProposer
 
     if mode == "llm_only":
         return [LLMProposer()]
@@ -411,7 +411,7 @@ def run_one(spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: 
     """Run the loop on one target in one configuration and judge the outcome."""
     from models import load_target
     from synth.loop import run as synth_run
-    from synth.recovery import compare
+    from synth.report.recovery import compare
 
     target = load_target(spec)
     kind = spec.split(":", 1)[0]
@@ -540,7 +540,7 @@ def recovery_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
 def acdc_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Path) -> dict[str, Any]:
     """ACDC and EAP (auto-circuit, own venv) on the plan's tracr targets, next to our locations."""
     from models import load_target
-    from synth import acdc_peer
+    from synth.bench import acdc_peer
 
     specs = [s for s in plan.targets if s.startswith("tracr:")]
     ours: dict[str, list[str]] = {}
@@ -560,7 +560,7 @@ def acdc_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Pat
 
 def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
     """The controls helper's false-positive suite on the plan's control targets and seeds."""
-    from synth import control
+    from synth.control import stage as control
 
     _log(f"controls: {len(plan.control_targets)} targets x seeds {list(plan.control_seeds)}")
     start = time.perf_counter()
@@ -633,7 +633,7 @@ def _random_depth_target(base: Any, n_layers: int, seed: int) -> Any:
     import dataclasses
 
     from models.bridge import build_bridge
-    from synth.acdc_peer import model_config
+    from synth.bench.acdc_peer import model_config
 
     config = {k: v for k, v in model_config(base.model).items() if v is not None}
     config.update(n_layers=n_layers, seed=seed)
@@ -648,7 +648,7 @@ def depth_probe_hypothesis(n_layers: int) -> Any:
     scrubs through every block: the same work per block on networks of any depth.
     """
     from dsl import parse
-    from synth.hypothesis import Hypothesis, Location
+    from dsl.hypothesis import Hypothesis, Location
 
     program = parse("out = aggregate(select(indices, indices, EQ), tokens)")
     return Hypothesis(program, {program.output: Location(f"blocks.{n_layers - 1}.attn.hook_z", head=0)})
@@ -717,7 +717,7 @@ def _perf_measurements(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_
 
     # Enumerator: distinct programs/s; ratio = distinct / nodes evaluated (what pruning keeps).
     def enum() -> dict[str, Any]:
-        from synth.enumerate import throughput
+        from synth.propose.enumerate import throughput
 
         seconds = 3.0 if plan.quick else 10.0
         stats = throughput(reference, seconds=seconds, seed=plan.seed)
@@ -738,7 +738,7 @@ def _perf_measurements(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_
     def score_cost(spec: str) -> dict[str, Any]:
         # The checks helper's own measurement: the same inputs (all lengths, grouped as the
         # scorer groups them) for the clean passes and for the score, best of `repeats`.
-        from synth.scoring import cost_ratio
+        from synth.check.scoring import cost_ratio
 
         target = load_target(spec)
         n = plan.perf_batch // 16 if plan.quick else plan.perf_batch // 16 * 4
@@ -793,7 +793,7 @@ def _perf_measurements(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_
     # one-head hypothesis in the last block), so only depth changes.
     def depth_growth() -> list[dict[str, Any]]:
         from synth.observe import observe
-        from synth.scoring import score
+        from synth.check.scoring import score
 
         n = plan.perf_batch // 16
         rows_ = []
@@ -919,7 +919,7 @@ def update_baseline(bench_json: Path, path: Path | None = None) -> dict[str, Any
         raise BenchError(f"{bench_json} is not a --quick run with the recovery suite")
     baseline = {
         "comment": "Floor for `mechsynth bench --quick` recovery counts; written by "
-        "synth.bench.update_baseline "
+        "synth.bench.suite.update_baseline "
         "from the run named below.",
         "from_commit": results.get("git", {}).get("commit"),
         "from_run": results.get("created"),
@@ -1293,7 +1293,7 @@ def _render_copy_acceptances(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     out = [
         "A copy is a network too: it can compute something simple that a hypothesis describes "
         "exactly. Each hypothesis accepted on a copy was checked again apart from the run "
-        "(`synth.control.verify_on_fresh_inputs`: the program against the copy's own output on "
+        "(`synth.control.stage.verify_on_fresh_inputs`: the program against the copy's own output on "
         "500 fresh inputs of every length, and the full checks on other inputs):",
         "",
     ]
@@ -1457,7 +1457,7 @@ def _render_perf(perf: Mapping[str, Any], results: Mapping[str, Any]) -> str:
             "",
             "Fresh random networks of 1, 2 and 4 blocks with the reference target's width, task and inputs; "
             "the score is one full score of a fixed one-head hypothesis placed in the last block "
-            "(`synth.bench.depth_probe_hypothesis`; fixed work, its scores on a random network are "
+            "(`synth.bench.suite.depth_probe_hypothesis`; fixed work, its scores on a random network are "
             "irrelevant).",
             "",
         ]
@@ -1485,7 +1485,7 @@ def _render_perf(perf: Mapping[str, Any], results: Mapping[str, Any]) -> str:
             "### Growth with program size (interpreter, one batch)",
             "",
             "Programs of 1, 2, 4, ... identical units (`map`, `select`, `aggregate`; "
-            "`synth.bench.chain_program_text`), so the time per unit is comparable across sizes.",
+            "`synth.bench.suite.chain_program_text`), so the time per unit is comparable across sizes.",
             "",
         ]
         out.append(
@@ -1631,10 +1631,10 @@ def cmd_bench(args: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m synth.bench update-baseline DIR/bench.json``: refresh the CI floor from a real run."""
+    """``python -m synth.bench.suite update-baseline DIR/bench.json``: refresh the CI floor."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or argv[0] != "update-baseline":
-        print("usage: python -m synth.bench update-baseline BENCH_JSON", file=sys.stderr)
+        print("usage: python -m synth.bench.suite update-baseline BENCH_JSON", file=sys.stderr)
         return 2
     baseline = update_baseline(Path(argv[1]))
     print(f"wrote {BASELINE_PATH}: {baseline['min_recovered']}")

@@ -31,8 +31,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from synth.claims import PRIMITIVES, Claims, Group
-from synth.patching import Edit, PassCounter, run
+from synth.check.claims import PRIMITIVES, Claims, Group
+from synth.check.patching import Edit, PassCounter, run
 
 if TYPE_CHECKING:
     from models import Target
