@@ -42,3 +42,7 @@ class ConversionError(DSLError):
 
 class EquivalenceError(DSLError):
     """Two programs whose equivalence cannot be decided with the available methods."""
+
+
+class HypothesisError(ValueError):
+    """A hypothesis or location that cannot be read or does not fit the program."""

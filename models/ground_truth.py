@@ -34,7 +34,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from models.target import TargetError
-from dsl.hypothesis import Location
+from dsl.location import Location
 
 if TYPE_CHECKING:
     from dsl.hypothesis import Hypothesis

@@ -11,7 +11,9 @@ one hypothesis; ``synth.compare(hypothesis, ground_truth, target)`` says whether
 hypothesis recovers a known program and its locations.
 """
 
-from dsl.hypothesis import Hypothesis, HypothesisError, Location
+from dsl.errors import HypothesisError
+from dsl.hypothesis import Hypothesis
+from dsl.location import Location
 from synth.loop import AcceptThresholds, Run, RunError, RunOptions, load_run, run
 from synth.check.patching import CheckError
 from synth.report.recovery import Recovery, compare

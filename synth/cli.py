@@ -71,7 +71,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def read_hypothesis_file(path: str | Path) -> Any:
     """Parse a hypothesis file; every failure is a CLIError naming the file (and line, column)."""
-    from dsl.hypothesis import Hypothesis, HypothesisError
+    from dsl.errors import HypothesisError
+    from dsl.hypothesis import Hypothesis
 
     path = Path(path)
     try:

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dsl.hypothesis import Hypothesis, Location
+from dsl.hypothesis import Hypothesis
+from dsl.location import Location
 from synth.propose.model_guided import (
     MatchThresholds,
     padded_patterns,
@@ -42,14 +43,6 @@ if TYPE_CHECKING:
     from dsl import Program
     from models import Target
     from synth.observe import Observations
-
-
-def _order(loc: Location) -> float:
-    if loc.component == "attn":
-        return float(loc.layer or 0)
-    if loc.component == "mlp":
-        return float(loc.layer or 0) + 0.5
-    return -1.0
 
 
 @dataclass(frozen=True)
@@ -148,7 +141,7 @@ def localize(
             order[name] = after
             continue
         corr[name] = best[1]
-        order[name] = _order(best[1])
+        order[name] = best[1].order if best[1].order is not None else -1.0
         if best[1].head is not None:
             used_heads.add((best[1].layer or 0, best[1].head))
         placements.append(Placement(name, best[1], best[0]))

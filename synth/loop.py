@@ -651,7 +651,7 @@ def _json_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
 # --- loading and reporting ------------------------------------------------------------------------
 def load_run(path: str | Path) -> Run:
     """A stored run (finished, interrupted or still running)."""
-    from dsl.hypothesis import HypothesisError
+    from dsl.errors import HypothesisError
 
     with open_run(path) as store:
         meta = store.meta()

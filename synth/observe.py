@@ -31,7 +31,7 @@ import torch
 if TYPE_CHECKING:
     from models import Target
 
-    from dsl.hypothesis import Location
+    from dsl.location import Location
 
 
 class ObserveError(ValueError):

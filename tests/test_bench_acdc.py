@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from synth.bench import acdc_peer
-from dsl.hypothesis import Location
+from dsl.location import Location
 
 
 def test_edge_and_location_components_use_one_naming():

@@ -14,7 +14,8 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from dsl.hypothesis import Hypothesis, Location
+from dsl.hypothesis import Hypothesis
+from dsl.location import Location
 from synth.check.patching import CheckError
 from synth.check.scoring import Scores, cost_ratio, format_scores, resample_ablation_score, score
 

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl.hypothesis import Location
+from dsl.location import Location
 from synth.check.patching import CheckError, Edit, PassCounter, probe, readout_loss, resolve, run
 from synth.check.scrub import agreeing_rows
 

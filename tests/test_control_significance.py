@@ -23,7 +23,8 @@ from synth.control.stage import (
     distinct_placements,
     required_gap,
 )
-from dsl.hypothesis import Hypothesis, Location
+from dsl.hypothesis import Hypothesis
+from dsl.location import Location
 
 HEADS = [Location(f"blocks.{layer}.attn.hook_z", head=h) for layer in range(2) for h in range(2)]
 

@@ -13,7 +13,7 @@ import torch
 import dsl
 from models.bridge import build_bridge
 from models.target import Target, Task
-from dsl.hypothesis import Location
+from dsl.location import Location
 
 VOCAB = (0, 1, 2)
 # Where copy_target keeps the token, and the program it computes (see copy_target).

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsl.hypothesis import HypothesisError, Location
+from dsl.errors import HypothesisError
+from dsl.location import Location
 
 hooks = st.sampled_from(
     [

@@ -16,7 +16,8 @@ from fake_anthropic_server import FakeAnthropicServer, Reply, texts_sent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl.hypothesis import Hypothesis, Location
+from dsl.hypothesis import Hypothesis
+from dsl.location import Location
 from synth.propose.llm_prompt import EXAMPLE_HYPOTHESIS, feedback_prompt, observation_lines, static_prompt
 from synth.propose.interface import ProposalContext, ScoredCandidate
 from synth.propose.llm import LLMProposer, extract_blocks, parse_candidate, parse_reply

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dsl.hypothesis import Hypothesis, Location
+from dsl.hypothesis import Hypothesis
+from dsl.location import Location
 
 
 @pytest.fixture(scope="module")

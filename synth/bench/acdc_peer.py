@@ -330,7 +330,7 @@ def edge_components(node_name: str) -> str | None:
 
 def location_component(location: Any) -> str | None:
     """A hypothesis Location -> the same component naming (heads 'A<layer>.<head>', 'MLP <layer>')."""
-    from dsl.hypothesis import Location
+    from dsl.location import Location
 
     loc = location if isinstance(location, Location) else Location.parse(str(location))
     if loc.layer is None:

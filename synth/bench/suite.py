@@ -648,7 +648,8 @@ def depth_probe_hypothesis(n_layers: int) -> Any:
     scrubs through every block: the same work per block on networks of any depth.
     """
     from dsl import parse
-    from dsl.hypothesis import Hypothesis, Location
+    from dsl.hypothesis import Hypothesis
+    from dsl.location import Location
 
     program = parse("out = aggregate(select(indices, indices, EQ), tokens)")
     return Hypothesis(program, {program.output: Location(f"blocks.{n_layers - 1}.attn.hook_z", head=0)})

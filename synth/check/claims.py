@@ -37,13 +37,14 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from dsl.hypothesis import Hypothesis, Location
+from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
+from dsl.hypothesis import Hypothesis
+from dsl.location import Location
 from synth.check.patching import CheckError, HookInfo, PassCounter, Site, probe, resolve, run
 
 if TYPE_CHECKING:
     from models import Target
 
-PRIMITIVES = ("tokens", "indices", "length")
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from dsl.hypothesis import Hypothesis, Location
+from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
+from dsl.hypothesis import Hypothesis
+from dsl.location import Location
 from synth.control.statistics import (
     MonteCarloTest,
     empirical_p_value,
@@ -135,7 +137,6 @@ if TYPE_CHECKING:
     from models import Target
     from synth.control.edge_popup import EdgePopupConfig
 
-PRIMITIVES = ("tokens", "indices", "length")
 
 ScoreFn = Callable[["Target", Hypothesis], Mapping[str, Any]]
 LocalizeFn = Callable[["Target", "Program"], "Hypothesis | None"]
@@ -1265,19 +1266,6 @@ class LocationSpace:
         return Location(hook, head, dims)
 
 
-def _order(loc: Location) -> float | None:
-    """Position of a location in the forward pass (None when it has no simple position)."""
-    if loc.component in ("embed", "pos_embed"):
-        return -1.0
-    if loc.layer is None:
-        return None
-    if loc.component == "attn":
-        return 2.0 * loc.layer
-    if loc.component == "mlp":
-        return 2.0 * loc.layer + 1
-    return None
-
-
 def _located_parents(program: Program, located: Sequence[str]) -> dict[str, set[str]]:
     """For each located variable, the nearest located variables it is computed from."""
     return {v: set(program.nearest_ancestors(v, located)) for v in located}
@@ -1312,9 +1300,9 @@ def random_correspondence(
 
 def _respects_order(corr: Mapping[str, Location], parents: Mapping[str, set[str]]) -> bool:
     for v, ps in parents.items():
-        ov = _order(corr[v])
+        ov = corr[v].order
         for p in ps:
-            op = _order(corr[p])
+            op = corr[p].order
             if ov is not None and op is not None and not op < ov:
                 return False
     return True

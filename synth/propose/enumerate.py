@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 
-PRIMITIVE_VARIABLES = ("tokens", "indices", "length")
+
 # Small integers every parameterised family is tried with, besides observed values.
 SMALL_INTS = (0, 1, -1, 2, -2, 3)
 # Cap on literals per parameter drawn from observed values (keeps instance counts bounded).

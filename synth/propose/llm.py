@@ -544,7 +544,8 @@ def parse_reply(text: str, target: Target | None = None, *, truncated: bool = Fa
 def parse_candidate(block: str, target: Target | None = None) -> ParsedCandidate:
     """One block -> a hypothesis, or the one-line reason it is rejected (never raises)."""
     from dsl import DSLError, parse
-    from dsl.hypothesis import Hypothesis, HypothesisError
+    from dsl.errors import HypothesisError
+    from dsl.hypothesis import Hypothesis
 
     try:
         if re.search(r"^\s*program:\s*$", block, re.MULTILINE):

@@ -49,7 +49,8 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from synth.propose.enumerate import Pool, encode_outputs, fit_map, function_instances, matches, try_add
-from dsl.hypothesis import Hypothesis, Location
+from dsl.hypothesis import Hypothesis
+from dsl.location import Location
 from synth.propose.interface import Proposal, ProposalContext
 
 if TYPE_CHECKING:

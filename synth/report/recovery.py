@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from dsl.hypothesis import Hypothesis, Location
+from dsl.hypothesis import Hypothesis
+from dsl.location import Location
 
 if TYPE_CHECKING:
     from models import Target
