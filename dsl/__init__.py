@@ -44,11 +44,12 @@ from dsl.program import Fn, Node, Program
 from dsl.rasp_bridge import LIB_EXAMPLES, LibExample, from_rasp, rasp_variable_name, to_rasp
 from dsl.reference import reference
 from dsl.registry import FunctionFamily, Param, Primitive, register
+from dsl.value_sets import infer_value_sets, value_set
 
 __all__ = [
     "Batch", "ConversionError", "DSLError", "EquivalenceError", "EquivalenceResult", "EvaluationError", "Fn",
     "FunctionFamily", "LIB_EXAMPLES", "LibExample", "Node", "Param", "ParseError", "Primitive", "Program",
     "RegistryError", "canonicalize", "check_equivalence", "decode", "encode", "equivalent", "eval_node",
-    "evaluate", "evaluate_all", "from_rasp", "parse", "rasp_variable_name", "reference", "register", "run",
-    "to_rasp",
+    "evaluate", "evaluate_all", "from_rasp", "infer_value_sets", "parse", "rasp_variable_name", "reference",
+    "register", "run", "to_rasp", "value_set",
 ]

@@ -105,16 +105,14 @@ def format_fn(fn: Fn, predicate: bool = False) -> str:
 
 
 def format_node(node: Node) -> str:
-    from dsl.program import Fn
-
     parts = []
     for a, p in zip(node.args, node.primitive.signature):
         if p.kind in ("sop", "selector"):
             text = a
-        elif isinstance(a, Fn):
-            text = format_fn(a, predicate=p.kind == "pred")
-        elif p.kind == "pred":
+        elif p.kind == "pred" and isinstance(a, str):
             text = a  # a comparison name
+        elif p.kind in ("fn1", "fn2", "pred"):
+            text = format_fn(a, predicate=p.kind == "pred")
         else:
             text = format_value(a)
         if p.optional:

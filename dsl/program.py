@@ -24,7 +24,7 @@ Programs are values: equal and hashed by their canonical text (``str(p)``), whic
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ import networkx as nx
 
 from dsl import registry
 from dsl.errors import DSLError
+from dsl.printer import format_fn, format_node, format_program
 
 PRIMITIVE_VARIABLES = ("tokens", "indices", "length")
 COMPARISONS = ("EQ", "LT", "LEQ", "GT", "GEQ", "NEQ", "TRUE", "FALSE")
@@ -52,8 +53,6 @@ class Fn:
         return registry.function(self.name, self.arity)
 
     def __str__(self) -> str:
-        from dsl.printer import format_fn
-
         return format_fn(self)
 
 
@@ -87,8 +86,6 @@ class Node:
         return Node(self.op, args, self.encoding)
 
     def __str__(self) -> str:
-        from dsl.printer import format_node
-
         return format_node(self)
 
 
@@ -122,8 +119,6 @@ class Program:
         if output not in nodes:
             raise DSLError(f"output {output!r} is not a variable of the program")
         object.__setattr__(self, "_nodes", nodes)
-        from dsl.printer import format_program
-
         object.__setattr__(self, "_text", format_program(self))
 
     # ----- identity
@@ -215,12 +210,6 @@ class Program:
                 raise DSLError(f"cannot rename {old!r}: not a variable of the program")
         assignments = tuple((mapping.get(n, n), node.with_inputs(mapping)) for n, node in self.assignments)
         return Program(assignments, mapping.get(self.output, self.output))
-
-    def value_set(self, name: str, vocab: Iterable[Any], max_len: int) -> frozenset:
-        """Every value variable ``name`` can take on inputs over ``vocab`` of length <= ``max_len``."""
-        from dsl.value_sets import infer_value_sets
-
-        return infer_value_sets(self, vocab, max_len)[name]
 
     def literals(self) -> tuple:
         """Every literal value the program mentions (parameters, table entries, constants)."""

@@ -87,9 +87,6 @@ class Primitive:
     doc: str = ""
     example: str = ""
 
-    @property
-    def input_kinds(self) -> tuple[str, ...]:
-        return tuple(p.kind for p in self.signature)
 
 
 @dataclass(frozen=True)

@@ -89,3 +89,8 @@ def infer_value_sets(program: Program, vocab: Iterable[Any], max_len: int) -> di
         sets[name] = node_value_set(node, child_sets, child_dtypes, ctx)
         kinds[name] = node_dtype(node, child_dtypes)
     return sets
+
+
+def value_set(program: Program, name: str, vocab: Iterable[Any], max_len: int) -> frozenset | None:
+    """Every value variable ``name`` can take on inputs over ``vocab`` of length <= ``max_len``."""
+    return infer_value_sets(program, vocab, max_len)[name]

@@ -13,29 +13,10 @@ known specs (difflib). `list_targets` is the table `mechsynth targets` prints.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import Any
 
-from models.target import Target, TargetError
+from models.target import Target, TargetError, TargetRow
 
 KINDS = ("tracr", "trained", "file")
-
-
-@dataclass(frozen=True)
-class TargetRow:
-    """One line of the target table."""
-
-    name: str
-    kind: str
-    layers: int
-    heads: int
-    d_model: int
-    accuracy: float | None
-    train_seconds: float | None = None
-    description: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def known_specs() -> list[str]:

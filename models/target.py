@@ -291,3 +291,20 @@ def _known(value: Any, ids: Mapping[Any, int]) -> bool:
         return value in ids
     except TypeError:
         return False
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """One line of the target table."""
+
+    name: str
+    kind: str
+    layers: int
+    heads: int
+    d_model: int
+    accuracy: float | None
+    train_seconds: float | None = None
+    description: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)

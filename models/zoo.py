@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.target import Target, TargetError
+from models.target import Target, TargetError, TargetRow
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 
@@ -116,7 +116,6 @@ def load_trained(name: str) -> Target:
 def zoo_row(name: str) -> Any:
     """The target-table row of a zoo entry, from checkpoint metadata only (no weights loaded)."""
     from models import checkpoint
-    from models.registry import TargetRow
 
     stem = checkpoint_stem(name)
     r = recipe(name)

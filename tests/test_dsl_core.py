@@ -107,8 +107,8 @@ def test_graph_and_rename():
 def test_value_set():
     p = dsl.parse(REVERSE)
     # A superset: the analysis treats length and indices as independent.
-    assert p.value_set("opp1", vocab=[1, 2], max_len=3) == frozenset({-2, -1, 0, 1, 2})
-    assert p.value_set("reverse", vocab=["a", "b"], max_len=3) == frozenset({"a", "b"})
+    assert dsl.value_set(p, "opp1", vocab=[1, 2], max_len=3) == frozenset({-2, -1, 0, 1, 2})
+    assert dsl.value_set(p, "reverse", vocab=["a", "b"], max_len=3) == frozenset({"a", "b"})
 
 
 def test_evaluate_handles_mixed_lengths_and_none():
