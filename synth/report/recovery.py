@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -156,11 +156,3 @@ def _bijective(a: torch.Tensor, b: torch.Tensor) -> bool:
     if na != nb:
         return False
     return int(torch.unique(ia * nb + ib).numel()) == na
-
-
-def recovery_table(rows: Mapping[str, Recovery]) -> str:
-    """A plain-text table of recovery verdicts per target."""
-    lines = ["target  recovered  program  components"]
-    for name, rec in rows.items():
-        lines.append(f"{name}  {rec.recovered}  {rec.program_equivalent}  {rec.matched}/{len(rec.variables)}")
-    return "\n".join(lines)
