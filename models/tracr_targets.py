@@ -12,7 +12,7 @@ Stages (each a function below):
    ourselves instead of `compile_rasp_to_model` only to keep the annotated graph,
    which ground truth needs (each variable's output basis).
 2. `tracr_state_dict`: copy the haiku parameters into the TransformerLens layout
-   (recipe: shared/notes/tracr-to-transformer-lens.md). The unembedding is not a
+   (W_E, W_pos, per-head W_Q/K/V/O, MLP W_in/W_out, biases). The unembedding is not a
    parameter in tracr; it is recovered by unembedding the identity matrix.
 3. `compile_rasp` / `tracr_target`: build the `TransformerBridge` (bidirectional
    attention unless compiled causal, no normalisation, relu) and the `Task` whose true
