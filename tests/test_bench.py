@@ -14,18 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from synth.bench import suite as bench
-from synth.bench.suite import RecoveryResult
+from synth.bench import baseline as bench_baseline
+from synth.bench import plan as bench_plan
+from synth.bench import suite as bench_suite
+from synth.bench.baseline import check_baseline, load_baseline, update_baseline
+from synth.bench.perf import chain_program_text
+from synth.bench.plan import BenchPlan
+from synth.bench.recovery import RecoveryResult
+from synth.bench.render import render_markdown
 
 TRACR = ["tracr:reverse", "tracr:hist", "tracr:frac_prevs", "tracr:sort_unique", "tracr:sort"]
 TRAINED = ["trained:reverse", "trained:sort"]
 
 
-def _plan(quick: bool = True, suite: str = "all", llm: bool = False) -> bench.BenchPlan:
-    return bench.make_plan(suite, quick, llm=llm, targets=(TRACR, TRAINED))
+def _plan(quick: bool = True, suite: str = "all", llm: bool = False) -> BenchPlan:
+    return bench_plan.make_plan(suite, quick, llm=llm, targets=(TRACR, TRAINED))
 
 
-def _fake_recovery(plan: bench.BenchPlan, recovered: set[tuple[str, str]]) -> dict:
+def _fake_recovery(plan: BenchPlan, recovered: set[tuple[str, str]]) -> dict:
     rows = []
     for spec in plan.targets:
         for mode in plan.modes:
@@ -66,14 +72,14 @@ def _fake_recovery(plan: bench.BenchPlan, recovered: set[tuple[str, str]]) -> di
     return {
         "budget_seconds": plan.budget_seconds,
         "modes": list(plan.modes),
-        "mode_labels": {m: bench.MODE_LABELS[m] for m in plan.modes},
+        "mode_labels": {m: bench_plan.MODE_LABELS[m] for m in plan.modes},
         "llm_configured": False,
         "rows": rows,
         "totals": totals,
     }
 
 
-def _fake_perf(plan: bench.BenchPlan, recovery: dict | None, out_dir: Path) -> dict:
+def _fake_perf(plan: BenchPlan, recovery: dict | None, out_dir: Path) -> dict:
     return {
         "reference_target": "tracr:reverse",
         "batch": plan.perf_batch,
@@ -151,12 +157,14 @@ def _fake_perf(plan: bench.BenchPlan, recovery: dict | None, out_dir: Path) -> d
 def fake_suites(monkeypatch: pytest.MonkeyPatch):
     """Replace the suites with fakes; `state["recovered"]` picks which runs recover."""
     state = {"recovered": {(t, "model_guided") for t in TRACR[:3]} | {(TRACR[0], "io_only")}}
-    monkeypatch.setattr(bench, "available_targets", lambda: (TRACR, TRAINED))
-    monkeypatch.setattr(bench, "llm_configured", lambda env=None: False)
-    monkeypatch.setattr(bench, "_first_loadable", lambda specs, check: specs[:1])
-    monkeypatch.setattr(bench, "recovery_suite", lambda plan, out: _fake_recovery(plan, state["recovered"]))
+    monkeypatch.setattr(bench_plan, "available_targets", lambda: (TRACR, TRAINED))
+    monkeypatch.setattr(bench_plan, "llm_configured", lambda env=None: False)
+    monkeypatch.setattr(bench_plan, "_first_loadable", lambda specs, check: specs[:1])
     monkeypatch.setattr(
-        bench,
+        bench_suite, "recovery_suite", lambda plan, out: _fake_recovery(plan, state["recovered"])
+    )
+    monkeypatch.setattr(
+        bench_suite,
         "controls_suite",
         lambda plan, out: {
             "seconds": 1.0,
@@ -170,7 +178,7 @@ def fake_suites(monkeypatch: pytest.MonkeyPatch):
             },
         },
     )
-    monkeypatch.setattr(bench, "perf_suite", _fake_perf)
+    monkeypatch.setattr(bench_suite, "perf_suite", _fake_perf)
     return state
 
 
@@ -182,34 +190,34 @@ def _args(out: Path, **kw) -> argparse.Namespace:
 
 def _write_baseline(monkeypatch: pytest.MonkeyPatch, path: Path, data: dict) -> None:
     path.write_text(json.dumps(data))
-    monkeypatch.setattr(bench, "BASELINE_PATH", path)
+    monkeypatch.setattr(bench_baseline, "BASELINE_PATH", path)
 
 
 def test_plan_quick_is_a_subset_and_llm_modes_need_an_endpoint():
     quick, full = _plan(quick=True), _plan(quick=False)
     assert set(quick.targets) < set(full.targets)
-    assert [t for t in quick.targets if t.startswith("trained:")] == list(bench.QUICK_TRAINED[:1])
+    assert [t for t in quick.targets if t.startswith("trained:")] == list(bench_plan.QUICK_TRAINED[:1])
     assert quick.modes == ("io_only", "model_guided")
     assert _plan(llm=True).modes == ("io_only", "model_guided", "llm_only", "both")
     assert quick.budget_seconds < full.budget_seconds
     assert _plan(suite="perf").suites == ("perf",)
-    with pytest.raises(bench.BenchError):
+    with pytest.raises(bench_plan.BenchError):
         _plan(suite="nonsense")
 
 
 def test_budget_can_be_set_from_the_environment(monkeypatch):
-    monkeypatch.setenv(bench.BUDGET_ENV, "7")
+    monkeypatch.setenv(bench_plan.BUDGET_ENV, "7")
     plan = _plan()
     assert plan.budget_seconds == 7.0 and plan.control_budget_seconds <= 7.0
-    monkeypatch.setenv(bench.BUDGET_ENV, "soon")
-    with pytest.raises(bench.BenchError):
+    monkeypatch.setenv(bench_plan.BUDGET_ENV, "soon")
+    with pytest.raises(bench_plan.BenchError):
         _plan()
 
 
 def test_llm_configured_reads_key_or_base_url():
-    assert not bench.llm_configured({})
-    assert bench.llm_configured({"ANTHROPIC_API_KEY": "k"})
-    assert bench.llm_configured({"ANTHROPIC_BASE_URL": "http://127.0.0.1:1"})
+    assert not bench_plan.llm_configured({})
+    assert bench_plan.llm_configured({"ANTHROPIC_API_KEY": "k"})
+    assert bench_plan.llm_configured({"ANTHROPIC_BASE_URL": "http://127.0.0.1:1"})
 
 
 def test_bench_writes_both_files_with_machine_versions_and_commit(fake_suites, monkeypatch, tmp_path):
@@ -219,7 +227,7 @@ def test_bench_writes_both_files_with_machine_versions_and_commit(fake_suites, m
         {"targets": list(_plan().targets), "min_recovered": {"io_only": 1, "model_guided": 3}},
     )
     out = tmp_path / "out"
-    assert bench.cmd_bench(_args(out)) == 0
+    assert bench_suite.cmd_bench(_args(out)) == 0
     data = json.loads((out / "bench.json").read_text())
     for key in ("machine", "versions", "git", "plan", "recovery", "controls", "perf", "peak_rss_mb"):
         assert key in data, key
@@ -251,7 +259,7 @@ def test_json_flag_prints_the_results(fake_suites, monkeypatch, tmp_path, capsys
         tmp_path / "b.json",
         {"targets": list(_plan().targets), "min_recovered": {"model_guided": 0}},
     )
-    assert bench.cmd_bench(_args(tmp_path / "o", json=True)) == 0
+    assert bench_suite.cmd_bench(_args(tmp_path / "o", json=True)) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["recovery"]["totals"]["model_guided"]["recovered"] == 3
 
@@ -264,7 +272,7 @@ def test_bench_fails_when_recovery_drops_below_the_baseline(fake_suites, monkeyp
     )
     fake_suites["recovered"] = {(TRACR[0], "model_guided"), (TRACR[0], "io_only")}  # 3 -> 1
     out = tmp_path / "out"
-    assert bench.cmd_bench(_args(out)) == 1
+    assert bench_suite.cmd_bench(_args(out)) == 1
     assert "model_guided: recovered 1 < baseline 3" in capsys.readouterr().err
     # The files are still written, so CI can show what dropped.
     data = json.loads((out / "bench.json").read_text())
@@ -275,20 +283,20 @@ def test_baseline_check_rules():
     plan = _plan()
     results = {"plan": plan.to_json(), "recovery": _fake_recovery(plan, {(TRACR[0], "model_guided")})}
     floor = {"targets": list(plan.targets), "min_recovered": {"model_guided": 1}}
-    assert bench.check_baseline(results, floor).ok
-    assert not bench.check_baseline(results, {**floor, "min_recovered": {"model_guided": 2}}).ok
+    assert check_baseline(results, floor).ok
+    assert not check_baseline(results, {**floor, "min_recovered": {"model_guided": 2}}).ok
     # Different targets: the floor does not apply, which is itself a failure.
-    assert not bench.check_baseline(results, {**floor, "targets": ["tracr:length"]}).ok
+    assert not check_baseline(results, {**floor, "targets": ["tracr:length"]}).ok
     # A smaller budget than the baseline's is not comparable.
-    assert not bench.check_baseline(results, {**floor, "budget_seconds": plan.budget_seconds + 1}).ok
-    assert bench.check_baseline(results, {**floor, "budget_seconds": plan.budget_seconds}).ok
+    assert not check_baseline(results, {**floor, "budget_seconds": plan.budget_seconds + 1}).ok
+    assert check_baseline(results, {**floor, "budget_seconds": plan.budget_seconds}).ok
     # A missing baseline fails a quick run; LLM floors are skipped where no endpoint ran them.
-    assert not bench.check_baseline(results, None).ok
-    assert bench.check_baseline(results, {**floor, "min_recovered": {"model_guided": 1, "both": 5}}).ok
+    assert not check_baseline(results, None).ok
+    assert check_baseline(results, {**floor, "min_recovered": {"model_guided": 1, "both": 5}}).ok
     # Full runs and runs without the recovery suite are not checked.
     full = {"plan": _plan(quick=False).to_json(), "recovery": results["recovery"]}
-    assert bench.check_baseline(full, None).checked is False
-    assert bench.check_baseline({"plan": plan.to_json()}, None).checked is False
+    assert check_baseline(full, None).checked is False
+    assert check_baseline({"plan": plan.to_json()}, None).checked is False
 
 
 def test_update_baseline_comes_from_a_real_results_file(tmp_path):
@@ -303,28 +311,28 @@ def test_update_baseline_comes_from_a_real_results_file(tmp_path):
     src = tmp_path / "bench.json"
     src.write_text(json.dumps(results))
     dest = tmp_path / "baseline.json"
-    baseline = bench.update_baseline(src, dest)
+    baseline = update_baseline(src, dest)
     assert baseline["min_recovered"] == {"model_guided": 2}  # the engine's configuration only
     assert json.loads(dest.read_text())["targets"] == list(plan.targets)
-    assert bench.check_baseline(results, bench.load_baseline(dest)).ok
+    assert check_baseline(results, load_baseline(dest)).ok
     full = {**results, "plan": _plan(quick=False).to_json()}
     src.write_text(json.dumps(full))
-    with pytest.raises(bench.BenchError):
-        bench.update_baseline(src, dest)
+    with pytest.raises(bench_plan.BenchError):
+        update_baseline(src, dest)
 
 
 def test_a_broken_suite_is_reported_and_fails_the_run(fake_suites, monkeypatch, tmp_path):
     def broken(plan, out):
         raise RuntimeError("controls exploded")
 
-    monkeypatch.setattr(bench, "controls_suite", broken)
+    monkeypatch.setattr(bench_suite, "controls_suite", broken)
     _write_baseline(
         monkeypatch,
         tmp_path / "b.json",
         {"targets": list(_plan().targets), "min_recovered": {"model_guided": 0}},
     )
     out = tmp_path / "out"
-    assert bench.cmd_bench(_args(out)) == 1
+    assert bench_suite.cmd_bench(_args(out)) == 1
     data = json.loads((out / "bench.json").read_text())
     assert data["suite_errors"]["controls"] == "RuntimeError: controls exploded"
     assert "controls exploded" in (out / "BENCHMARKS.md").read_text()
@@ -336,8 +344,8 @@ def test_markdown_handles_a_skipped_peer_and_missing_numbers():
         "command": "mechsynth bench --suite recovery --quick --with-acdc",
         "created": "now",
         "plan": plan.to_json(),
-        "machine": bench.machine_info(),
-        "versions": bench.versions(),
+        "machine": bench_plan.machine_info(),
+        "versions": bench_plan.versions(),
         "git": {"commit": None, "dirty": None},
         "peak_rss_mb": 100.0,
         "rss_after_imports_mb": 50.0,
@@ -345,7 +353,7 @@ def test_markdown_handles_a_skipped_peer_and_missing_numbers():
         "recovery": _fake_recovery(plan, set()),
         "acdc": {"skipped": "auto-circuit venv missing at /nowhere; run the bench with --with-acdc"},
     }
-    md = bench.render_markdown(results)
+    md = render_markdown(results)
     assert "Skipped: auto-circuit venv missing" in md
     assert "0/" in md
 
@@ -353,12 +361,12 @@ def test_markdown_handles_a_skipped_peer_and_missing_numbers():
 def test_chain_programs_have_the_requested_size():
     dsl = pytest.importorskip("dsl")
     for k in (1, 2, 3, 8):
-        assert dsl.parse(bench.chain_program_text(k)).size == 3 * k
+        assert dsl.parse(chain_program_text(k)).size == 3 * k
 
 
 def test_peak_rss_is_positive():
-    assert bench.peak_rss_mb() > 0
-    assert bench.current_rss_mb() > 0
+    assert bench_plan.peak_rss_mb() > 0
+    assert bench_plan.current_rss_mb() > 0
 
 
 @pytest.mark.slow
@@ -380,13 +388,13 @@ def test_non_finite_numbers_become_null_in_strict_json(fake_suites, monkeypatch,
         data["enumerator"]["distinct_fraction"] = float("-inf")
         return data
 
-    monkeypatch.setattr(bench, "perf_suite", perf_with_nan)
+    monkeypatch.setattr(bench_suite, "perf_suite", perf_with_nan)
     _write_baseline(
         monkeypatch,
         tmp_path / "b.json",
         {"targets": list(_plan().targets), "min_recovered": {"model_guided": 0}},
     )
-    bench.cmd_bench(_args(tmp_path / "o"))
+    bench_suite.cmd_bench(_args(tmp_path / "o"))
 
     def refuse(token: str) -> None:
         raise AssertionError(f"non-finite {token} in bench.json")

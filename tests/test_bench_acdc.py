@@ -106,7 +106,7 @@ def test_peer_runs_on_a_tracr_target(tmp_path):
 
 
 def test_peer_table_renders_components_times_and_edges():
-    from synth.bench import suite as bench
+    from synth.bench.render.acdc import render_acdc
 
     both = {"A0.0", "MLP 1"}
     row = acdc_peer.compare_result("tracr:x", _worker_output(), both, both).to_json()
@@ -117,7 +117,7 @@ def test_peer_table_renders_components_times_and_edges():
         "errors": {"tracr:y": "auto-circuit worker failed: boom"},
     }
     recovery = {"rows": [{"mode": "model_guided", "target": "tracr:x", "recovered": True, "seconds": 4.0}]}
-    md = bench._render_acdc(peer, recovery)
+    md = render_acdc(peer, recovery)
     assert "| tracr:x | 3/5 | A0.0, MLP 1 | A0.0, MLP 1 | A0.0, MLP 1 | A0.0, MLP 1 |" in md
     assert "`Resid Start->A0.0.V`" in md
     assert "tracr:y: auto-circuit worker failed: boom" in md

@@ -1,0 +1,232 @@
+"""What one bench invocation measures: the plan, its targets and configurations, and the machine.
+
+:func:`make_plan` turns the CLI flags into a :class:`BenchPlan`; the constants below are the
+choices it draws on (suites, proposer configurations, the ``--quick`` subset). The machine,
+library versions and git commit recorded next to every result are read here too.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+SUITES = ("recovery", "controls", "perf")
+BUDGET_ENV = "MECHSYNTH_BENCH_BUDGET_SECONDS"
+# Run stores, peer exports and control runs go here under --out, apart from the two reports,
+# so `--out .` at the repo root leaves BENCHMARKS.md and bench.json next to the README.
+WORK_DIR = "bench-work"
+
+# Proposer configurations, in table order. "llm_only" and "both" need an LLM endpoint.
+MODE_LABELS = {
+    "io_only": "(a) I/O-only enumeration",
+    "model_guided": "(b) model-guided",
+    "llm_only": "(c) LLM only",
+    "both": "(d) model-guided + LLM",
+}
+LLM_MODES = ("llm_only", "both")
+
+# The quick subset: targets that exercise every ground-truth shape the engine handles
+# (a select/aggregate pair, selector_width, a numerical mean, an MLP map feeding a head),
+# plus one trained network. Chosen for coverage, not for being easy.
+QUICK_TRACR = ("tracr:reverse", "tracr:hist", "tracr:frac_prevs", "tracr:sort_unique")
+# The first of these whose checkpoint loads here is the quick subset's trained target.
+QUICK_TRAINED = ("trained:reverse", "trained:sort", "trained:hist", "trained:induction")
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run or its results fall below the committed baseline."""
+
+
+# --- plan ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What one bench invocation measures. Built from the CLI flags by :func:`make_plan`."""
+
+    suites: tuple[str, ...]
+    quick: bool
+    targets: tuple[str, ...]
+    modes: tuple[str, ...]
+    budget_seconds: float
+    control_seeds: tuple[int, ...]
+    control_targets: tuple[str, ...]
+    control_budget_seconds: float
+    perf_batch: int
+    depths: tuple[int, ...] = (1, 2, 4)
+    program_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
+    with_acdc: bool = False
+    seed: int = 0
+    jobs: int = 1  # runs of the false-positive suite at once (worker processes)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def llm_configured(env: Mapping[str, str] | None = None) -> bool:
+    """Whether an LLM endpoint is configured (a key or a base URL), as the loop reads it."""
+    env = os.environ if env is None else env
+    return bool(env.get("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_BASE_URL"))
+
+
+def available_targets() -> tuple[list[str], list[str]]:
+    """(tracr specs, trained specs) known here, without building any network."""
+    try:
+        from models.registry import known_specs
+
+        names = list(known_specs())
+    except ImportError:  # an older models package: fall back to the (slower) full table
+        from models import list_targets
+
+        names = [str(getattr(r, "name", None) or dict(r)["name"]) for r in list_targets()]
+    tracr = [n for n in names if n.startswith("tracr:")]
+    trained = [n for n in names if n.startswith("trained:")]
+    return tracr, trained
+
+
+def _first_loadable(specs: list[str], *, check: bool) -> list[str]:
+    """The first spec that loads (a checkpoint may not be trained yet), as a 0/1-item list."""
+    if not check:
+        return specs[:1]
+    from models import load_target
+
+    for spec in specs:
+        try:
+            load_target(spec)
+        except Exception:  # noqa: BLE001 - any failure to load means "not available here"
+            continue
+        return [spec]
+    return []
+
+
+def _budget_from_env() -> float | None:
+    """``MECHSYNTH_BENCH_BUDGET_SECONDS`` as seconds, or None when it is unset or empty."""
+    if not os.environ.get(BUDGET_ENV):
+        return None
+    try:
+        return float(os.environ[BUDGET_ENV])
+    except ValueError:
+        raise BenchError(
+            f"{BUDGET_ENV} must be a number of seconds, got {os.environ[BUDGET_ENV]!r}"
+        ) from None
+
+
+def _chosen_targets(quick: bool, targets: tuple[list[str], list[str]] | None) -> list[str]:
+    """Every known target, or the quick subset (with the first trained target that loads)."""
+    tracr, trained = targets if targets is not None else available_targets()
+    if not quick:
+        return tracr + trained
+    return [t for t in QUICK_TRACR if t in tracr] + _first_loadable(
+        [t for t in QUICK_TRAINED if t in trained], check=targets is None
+    )
+
+
+def make_plan(
+    suite: str,
+    quick: bool,
+    *,
+    with_acdc: bool = False,
+    llm: bool | None = None,
+    targets: tuple[list[str], list[str]] | None = None,
+    budget: float | None = None,
+    jobs: int = 1,
+) -> BenchPlan:
+    """The plan for one invocation. ``budget`` (seconds per synthesis run) defaults to the
+    issue's bar (5 minutes per target) for the full suite and 30 s for --quick; the
+    environment variable ``MECHSYNTH_BENCH_BUDGET_SECONDS`` overrides it (recorded in the plan).
+    """
+    if budget is None:
+        budget = _budget_from_env()
+    suites = SUITES if suite == "all" else (suite,)
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        raise BenchError(f"unknown suite {unknown[0]!r} (known: {', '.join(SUITES)}, all)")
+    chosen = _chosen_targets(quick, targets)
+    modes = ["io_only", "model_guided"]
+    if llm if llm is not None else llm_configured():
+        modes += list(LLM_MODES)
+    control_budget = 15.0 if quick else 120.0
+    return BenchPlan(
+        suites=tuple(suites),
+        quick=quick,
+        targets=tuple(chosen),
+        modes=tuple(modes),
+        budget_seconds=budget if budget is not None else (30.0 if quick else 300.0),
+        control_seeds=(0,) if quick else (0, 1, 2),
+        control_targets=tuple(chosen[:1] if quick else chosen),
+        control_budget_seconds=min(budget, control_budget) if budget is not None else control_budget,
+        perf_batch=1024 if quick else 4096,
+        program_sizes=(1, 2, 4, 8) if quick else (1, 2, 4, 8, 16),  # units of 3 nodes
+        with_acdc=with_acdc,
+        jobs=jobs,
+    )
+
+
+# --- machine, versions, memory ------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def current_rss_mb() -> float:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        total_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
+        info["memory_gb"] = round(total_kb / 1024 / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        info["memory_gb"] = None
+    return info
+
+
+def versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("torch", "transformer_lens", "tracr-pypi", "mechsynth", "z3-solver", "anthropic"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def git_info(repo: Path | None = None) -> dict[str, Any]:
+    repo = repo or Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
