@@ -490,7 +490,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("synth.control.stage", "ControlError"),
         ("synth.control.statistics", "StatisticsError"),
         ("synth.control.edge_popup", "EdgePopupError"),
-        ("synth.bench.suite", "BenchError"),
+        ("synth.bench.plan", "BenchError"),
     ):
         try:
             mod = __import__(module, fromlist=[name])
