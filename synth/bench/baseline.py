@@ -98,7 +98,7 @@ def update_baseline(bench_json: Path, path: Path | None = None) -> dict[str, Any
         raise BenchError(f"{bench_json} is not a --quick run with the recovery suite")
     baseline = {
         "comment": "Floor for `mechsynth bench --quick` recovery counts; written by "
-        "synth.bench.suite.update_baseline "
+        "synth.bench.baseline.update_baseline "
         "from the run named below.",
         "from_commit": results.get("git", {}).get("commit"),
         "from_run": results.get("created"),

@@ -129,7 +129,7 @@ def _depth_growth(dg: Sequence[Row]) -> list[str]:
         "",
         "Fresh random networks of 1, 2 and 4 blocks with the reference target's width, task and inputs; "
         "the score is one full score of a fixed one-head hypothesis placed in the last block "
-        "(`synth.bench.suite.depth_probe_hypothesis`; fixed work, its scores on a random network are "
+        "(`synth.bench.perf.depth_probe_hypothesis`; fixed work, its scores on a random network are "
         "irrelevant).",
         "",
         table(
@@ -156,7 +156,7 @@ def _program_size_growth(pg: Sequence[Row]) -> list[str]:
         "### Growth with program size (interpreter, one batch)",
         "",
         "Programs of 1, 2, 4, ... identical units (`map`, `select`, `aggregate`; "
-        "`synth.bench.suite.chain_program_text`), so the time per unit is comparable across sizes.",
+        "`synth.bench.perf.chain_program_text`), so the time per unit is comparable across sizes.",
         "",
         table(
             ["nodes", "batch x positions", "seconds", "x smallest", "node·inputs/s"],
