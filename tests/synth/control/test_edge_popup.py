@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_control_support import COPY, EMBED, MLP0, copy_target, tiny_target
+from test_support import COPY, EMBED, MLP0, copy_target, tiny_target
 
 from synth.control.stage import ControlConfig, ControlStage, EdgePopup
 from synth.control.edge_popup import EdgePopupConfig, EdgePopupError, fit_edge_popup, maskable_parameters

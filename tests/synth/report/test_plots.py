@@ -2,7 +2,7 @@
 
 Nothing here runs a synthesis: the run store is written directly, the controls' result is
 built by hand and the attention plot uses a tiny random TransformerBridge, so the file
-stays fast. The notebooks (tests/test_notebooks.py) exercise the same helpers end to end.
+stays fast. The notebooks (tests/notebooks/test_notebooks.py) exercise the same helpers end to end.
 """
 
 from __future__ import annotations

@@ -24,10 +24,8 @@ WRONG = (
 
 
 @pytest.fixture(scope="module")
-def target():
-    from models import load_target
-
-    return load_target(TARGET)
+def target(target_named):
+    return target_named(TARGET)
 
 
 def fenced(*texts: str) -> str:

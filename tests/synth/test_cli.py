@@ -24,7 +24,7 @@ import pytest
 
 from synth.cli import main
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 REVERSE_HYP = DATA / "reverse_ground_truth.hyp"
 
 
@@ -138,7 +138,7 @@ def test_unknown_target_lists_closest_names(
 @pytest.fixture(scope="module")
 def bad_target_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("targets")
-    shipped = Path(__file__).parents[1] / "models" / "checkpoints" / "sort"
+    shipped = Path(__file__).parents[2] / "models" / "checkpoints" / "sort"
     # A checkpoint whose weights file is cut short, and one whose metadata is not JSON.
     (d / "cut.json").write_bytes(shipped.with_suffix(".json").read_bytes())
     (d / "cut.safetensors").write_bytes(shipped.with_suffix(".safetensors").read_bytes()[:1000])
@@ -263,10 +263,8 @@ def test_reverse_data_file_is_the_ground_truth() -> None:
 
 
 @pytest.fixture(scope="module")
-def reverse_target() -> object:
-    from models import load_target
-
-    return load_target("tracr:reverse")
+def reverse_target(target_named):
+    return target_named("tracr:reverse")
 
 
 def test_score_ground_truth_json(reverse_target: object, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_control_support import COPY, EMBED, MLP0, copy_target
+from test_support import COPY, EMBED, MLP0, copy_target
 
 from synth.control.stage import (
     ControlConfig,

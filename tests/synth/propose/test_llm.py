@@ -27,10 +27,8 @@ TARGET = "tracr:reverse"
 
 
 @pytest.fixture(scope="module")
-def target():
-    from models import load_target
-
-    return load_target(TARGET)
+def target(target_named):
+    return target_named(TARGET)
 
 
 @pytest.fixture(scope="module")

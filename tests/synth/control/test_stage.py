@@ -1,6 +1,6 @@
 """Frivolous-circuit controls and the acceptance rule (synth.control.stage).
 
-The network in these tests (tests/test_control_support.copy_target) copies each token to
+The network in these tests (tests/synth/control/test_support.copy_target) copies each token to
 the output through layer 0's MLP; its heads and layer 1 are present but do nothing. So we
 know exactly which claims are true, which are frivolous, and which control must say so.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_control_support import COPY, EMBED, MLP0, copy_target, tiny_target
+from test_support import COPY, EMBED, MLP0, copy_target, tiny_target
 
 import dsl
 from synth.control.stage import (

@@ -9,10 +9,8 @@ from dsl.location import Location
 
 
 @pytest.fixture(scope="module")
-def hist():
-    from models import load_target
-
-    return load_target("tracr:hist")
+def hist(target_named):
+    return target_named("tracr:hist")
 
 
 def test_ground_truth_recovers_itself(hist):

@@ -13,17 +13,13 @@ from synth.store import RunStore, RunStoreError, candidate_key, open_run
 
 
 @pytest.fixture(scope="module")
-def hist():
-    from models import load_target
-
-    return load_target("tracr:hist")
+def hist(target_named):
+    return target_named("tracr:hist")
 
 
 @pytest.fixture(scope="module")
-def reverse():
-    from models import load_target
-
-    return load_target("tracr:reverse")
+def reverse(target_named):
+    return target_named("tracr:reverse")
 
 
 def test_recovers_hist_and_stores_everything(hist, tmp_path):
