@@ -1,10 +1,13 @@
-"""mechsynth's synthesis engine, one module per stage of the loop:
+"""mechsynth's synthesis engine: one place per stage of the loop.
 
     observe -> propose -> localize -> check -> control -> accept/report
-    observe.py  enumerate.py  localize.py  behaviour.py  control.py  loop.py
-                model_guided.py            scrub.py      statistics.py store.py
-                propose_llm.py             interchange.py edge_popup.py report.py
-                                           scoring.py
+    observe.py propose/   localize.py check/   control/   loop.py, store.py, report/
+
+``propose/`` (model-guided walk, enumerator, LLM), ``check/`` (patching, behaviour, causal
+scrubbing, interchange, scoring), ``control/`` (the frivolous-circuit controls and their
+statistics), ``report/`` (report.md, ground-truth comparison, notebook tables and plots);
+the benchmark harness is ``bench/``, which the engine never imports; ``cli.py`` is the
+command line.
 
 ``synth.run(target)`` runs the loop; ``synth.score(target, hypothesis)`` runs the checks on
 one hypothesis; ``synth.compare(hypothesis, ground_truth, target)`` says whether a
