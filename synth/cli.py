@@ -209,7 +209,8 @@ def _controls(args: argparse.Namespace) -> Any:
         from synth.loop import NoControls
 
         return NoControls()
-    from synth.control.stage import ControlConfig, LoopControls, Thresholds
+    from synth.control.config import ControlConfig, Thresholds
+    from synth.control.stage import LoopControls
 
     thresholds = Thresholds(alpha=args.alpha)
     config = ControlConfig(thresholds=thresholds, edge_popup=args.edge_popup, seed=args.seed)
@@ -481,13 +482,13 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     for module, name in (
         ("dsl", "DSLError"),
         ("models", "TargetError"),
-        ("dsl.hypothesis", "HypothesisError"),
+        ("dsl.errors", "HypothesisError"),
         ("synth.check.patching", "CheckError"),
         ("synth.store", "RunStoreError"),
         ("synth.loop", "RunError"),
         ("synth.observe", "ObserveError"),
         ("synth.propose.enumerate", "EnumerationError"),
-        ("synth.control.stage", "ControlError"),
+        ("synth.control.config", "ControlError"),
         ("synth.control.statistics", "StatisticsError"),
         ("synth.control.edge_popup", "EdgePopupError"),
         ("synth.bench.plan", "BenchError"),

@@ -320,7 +320,8 @@ def run(
         target = load_target(target)
     out_dir = Path(out) if out is not None else default_out(target.name, opts.seed)
     if controls is None:
-        from synth.control.stage import ControlConfig, LoopControls
+        from synth.control.config import ControlConfig
+        from synth.control.stage import LoopControls
 
         controls = LoopControls(ControlConfig(seed=opts.seed))
     say = progress or (lambda _msg: None)

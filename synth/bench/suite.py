@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from synth.bench.false_positives import false_positive_suite
 from synth.bench.baseline import BASELINE_PATH, check_baseline, load_baseline, update_baseline
 from synth.bench.log import error_text
 from synth.bench.log import log as _log  # the name controls_suite's body uses
@@ -38,6 +39,7 @@ from synth.bench.plan import (
 )
 from synth.bench.recovery import recovery_suite
 from synth.bench.render import render_markdown
+from synth.control.config import Thresholds
 
 SCHEMA_VERSION = 1
 
@@ -67,12 +69,10 @@ def acdc_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Pat
 
 
 def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
-    """The controls helper's false-positive suite on the plan's control targets and seeds."""
-    from synth.control import stage as control
-
+    """The false-positive suite on the plan's control targets and seeds."""
     _log(f"controls: {len(plan.control_targets)} targets x seeds {list(plan.control_seeds)}")
     start = time.perf_counter()
-    result = control.false_positive_suite(
+    result = false_positive_suite(
         list(plan.control_targets),
         seeds=list(plan.control_seeds),
         budget_seconds=plan.control_budget_seconds,
@@ -87,7 +87,7 @@ def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
         "seeds": list(plan.control_seeds),
         "targets": list(plan.control_targets),
         "budget_seconds": plan.control_budget_seconds,
-        "statistic": list(getattr(control.Thresholds(), "statistic", ()) or ()),
+        "statistic": list(Thresholds().statistic),
         "result": data,
     }
 

@@ -2,7 +2,7 @@
 
 A run's record is its SQLite store (:mod:`synth.store`); a hypothesis's record is its
 :class:`~synth.check.scoring.Scores`; a candidate's controls are a
-:class:`~synth.control.stage.CandidateControls` (in memory) or the flattened ``controls.*``
+:class:`~synth.control.results.CandidateControls` (in memory) or the flattened ``controls.*``
 numbers the loop stores with it. The helpers here turn each into a ``pandas`` table so a
 notebook cell is one call, and into plain lists where a plot needs them
 (:mod:`synth.report.plots` draws from these, never from the database directly).
@@ -197,8 +197,8 @@ def scores_frame(scores: Mapping[str, Any], names: Sequence[str] | None = None) 
 def controls_frame(controls: Any, *, numbers: bool = False) -> pd.DataFrame:
     """One row per control: passed (True/False; None = did not apply), the reason, and its time.
 
-    ``controls`` is a :class:`~synth.control.stage.CandidateControls` (e.g.
-    ``LoopControls.candidates[i]``) or a :class:`~synth.control.stage.Decision`, which hold
+    ``controls`` is a :class:`~synth.control.results.CandidateControls` (e.g.
+    ``LoopControls.candidates[i]``) or a :class:`~synth.control.results.Decision`, which hold
     everything; ``numbers=True`` adds each control's scalar numbers as columns. The last
     row is the pooled significance test (its verdict is known from a Decision, which has
     the Holm-adjusted p). A stored candidate or accepted hypothesis has only the numbers
@@ -246,14 +246,14 @@ def controls_frame(controls: Any, *, numbers: bool = False) -> pd.DataFrame:
 
 
 def control_decision(loop_controls: Any, hypothesis: Any, run: Run | str | Path) -> Any:
-    """The controls' :class:`~synth.control.stage.Decision` on ``hypothesis`` in ``run`` (None if none).
+    """The controls' :class:`~synth.control.results.Decision` on ``hypothesis`` in ``run`` (None if none).
 
     ``loop_controls`` is the :class:`~synth.control.stage.LoopControls` the run was made with
     (the controls' full results live in that object, not in the store). The decision is
-    re-derived with :func:`synth.control.stage.decide` from what the controls already drew (no
+    re-derived with :func:`synth.control.results.decide` from what the controls already drew (no
     new draws), with Holm over every hypothesis the run scored.
     """
-    from synth.control.stage import decide
+    from synth.control.results import decide
 
     hyp = hypothesis_of(hypothesis)
     candidates = list(loop_controls.candidates)

@@ -116,8 +116,8 @@ def _null_rows(x: Any) -> tuple[float, list[tuple[str, list[float], int]], dict[
 def plot_null_distribution(x: Any, *, title: str | None = None) -> Figure:
     """The accepted hypothesis's statistic against its nulls and control networks.
 
-    ``x`` is the controls' full result — a :class:`~synth.control.stage.CandidateControls`
-    (``LoopControls.candidates[i]``) or :class:`~synth.control.stage.Decision` — which holds
+    ``x`` is the controls' full result — a :class:`~synth.control.results.CandidateControls`
+    (``LoopControls.candidates[i]``) or :class:`~synth.control.results.Decision` — which holds
     every null draw, or a stored run / accepted hypothesis / stored candidate, for which
     the store holds only summary numbers (mean, gate quantile and maximum of each null
     family, best control network), drawn as markers. The statistic is the one the

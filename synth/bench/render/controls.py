@@ -94,7 +94,7 @@ def _copy_acceptances(rows: Sequence[Row]) -> list[str]:
     return [
         "A copy is a network too: it can compute something simple that a hypothesis describes "
         "exactly. Each hypothesis accepted on a copy was checked again apart from the run "
-        "(`synth.control.stage.verify_on_fresh_inputs`: the program against the copy's own output on "
+        "(`synth.bench.false_positives.verify_on_fresh_inputs`: the program against the copy's own output on "
         "500 fresh inputs of every length, and the full checks on other inputs):",
         "",
         table(

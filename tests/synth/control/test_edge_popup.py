@@ -6,9 +6,11 @@ import json
 
 import pytest
 import torch
-from test_support import COPY, EMBED, MLP0, copy_target, tiny_target
+from tiny_targets import COPY, EMBED, MLP0, copy_target, tiny_target
 
-from synth.control.stage import ControlConfig, ControlStage, EdgePopup
+from synth.control.config import ControlConfig
+from synth.control.nulls import EdgePopup
+from synth.control.stage import ControlStage
 from synth.control.edge_popup import EdgePopupConfig, EdgePopupError, fit_edge_popup, maskable_parameters
 from dsl.hypothesis import Hypothesis
 

@@ -11,18 +11,12 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_support import COPY, EMBED, MLP0, copy_target
+from tiny_targets import COPY, EMBED, MLP0, copy_target
 
-from synth.control.stage import (
-    ControlConfig,
-    ControlStage,
-    NullCorrespondences,
-    NullPrograms,
-    Thresholds,
-    decide,
-    distinct_placements,
-    required_gap,
-)
+from synth.control.config import ControlConfig, Thresholds
+from synth.control.nulls import NullCorrespondences, NullPrograms, distinct_placements, required_gap
+from synth.control.results import decide
+from synth.control.stage import ControlStage
 from dsl.hypothesis import Hypothesis
 from dsl.location import Location
 
@@ -46,7 +40,7 @@ def stage():
 
 @pytest.fixture(scope="module")
 def ctx(stage):
-    from synth.control.stage import ControlContext
+    from synth.control.context import ControlContext
 
     return ControlContext(stage, copy_target(), Hypothesis(COPY, {"tokens": EMBED, "out": MLP0}))
 
@@ -81,7 +75,7 @@ def test_no_other_placement_passes_the_gate_vacuously():
     res = cc.result("null_correspondences")
     assert res.passed and res.numbers["n_same_as_real"] + len(res.numbers["draws"]) == res.numbers["n_draws"]
     # Force a space with a single placement: every draw equals the claim.
-    from synth.control.stage import ControlContext
+    from synth.control.context import ControlContext
 
     ctx = ControlContext(stage, target, hyp)
     ctx.null_correspondence = lambda i, testable_only=False: hyp  # type: ignore[method-assign]
@@ -125,7 +119,7 @@ def test_null_program_gate_checks_draws_that_only_agree_with_a_mostly_constant_o
     import torch
 
     from models import load_target
-    from synth.control.stage import ControlContext
+    from synth.control.context import ControlContext
 
     torch.set_num_threads(1)
     target = load_target("tracr:detect_pattern")
@@ -142,7 +136,7 @@ def test_null_program_gate_checks_draws_that_only_agree_with_a_mostly_constant_o
 @settings(max_examples=200, deadline=None)
 @given(st.floats(0, 1), st.floats(0, 1))
 def test_the_required_gap_never_lets_a_tie_or_a_worse_score_pass_and_never_exceeds_the_absolute_gap(q, real):
-    from synth.control.stage import _gate
+    from synth.control.nulls import _gate
 
     th = Thresholds()
     need = required_gap(q, th)
@@ -159,7 +153,7 @@ def test_the_required_gap_never_lets_a_tie_or_a_worse_score_pass_and_never_excee
 
 
 def test_a_perfect_hypothesis_over_a_null_at_0_91_passes_and_one_over_a_null_at_1_does_not():
-    from synth.control.stage import _gate
+    from synth.control.nulls import _gate
 
     class Ctx:
         thresholds = Thresholds()

@@ -1,0 +1,480 @@
+"""What the controls share about one target: cached behaviour, the location space, random nulls.
+
+A :class:`ControlContext` is built once per target and candidate: it caches the inputs and
+the network's outputs on which a program's behaviour is computed (:class:`BehaviourOracle`),
+knows every location of the model a variable could be placed at (:class:`LocationSpace`),
+and draws the nulls the controls compare against: random correspondences of the same
+shape, in layer order (:func:`random_correspondence`), and random programs of the same
+size and node types (:func:`random_program_like`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
+from dsl.hypothesis import Hypothesis
+from dsl.location import Location
+
+from synth.control.config import ControlError
+from synth.control.results import ControlResult, statistic_value
+
+if TYPE_CHECKING:
+    from synth.control.stage import ControlStage
+    from dsl import Program
+    from models import Target
+
+
+class ControlContext:
+    """What a control may use: the target, the hypothesis, memoised scoring and the nulls.
+
+    Scores are memoised per (network, hypothesis), so the effect-size gates and the
+    p-value's draws share work, and a finite null space is never scored twice.
+    """
+
+    def __init__(self, stage: ControlStage, target: Target, hypothesis: Hypothesis) -> None:
+        self.stage = stage
+        self.config = stage.config
+        self.thresholds = stage.config.thresholds
+        self.target = target
+        self.hypothesis = hypothesis
+        self._key = zlib.crc32(str(hypothesis).encode())
+        self._draws: dict[tuple[str, int], Hypothesis | None] = {}
+        self._programs: dict[tuple[str, int], Program | None] = {}
+        self.max_redraws = 100
+        self.n_redrawn = 0  # program draws rejected as the real program written differently
+        self.checked: set[int] = set()  # program draws that needed the full checks
+        self._testable: tuple[str, ...] | None = None
+        self.space = LocationSpace.of(target)
+        self.real_scores = self.score(target, hypothesis)
+        self.real = self.statistic(self.real_scores)
+
+    # scoring
+    def score(self, target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
+        return self.stage._score(target, hypothesis)
+
+    def statistic(self, scores: Mapping[str, Any] | None) -> float:
+        return statistic_value(scores, self.thresholds.statistic)
+
+    def statistic_of(self, target: Target, hypothesis: Hypothesis | None) -> float:
+        """The statistic of a hypothesis; -inf when there is none or the checks refuse it.
+
+        A hypothesis the checks reject outright (a CheckError: e.g. a variable read before
+        the layer that writes it) is what the loop would store as an error, not as an
+        explanation, so it never beats the real one. Undefined numbers stay NaN and count
+        against the real hypothesis.
+        """
+        if hypothesis is None:
+            return -math.inf
+        scores = self.score(target, hypothesis)
+        if "error" in scores:
+            return -math.inf
+        return self.statistic(scores)
+
+    @property
+    def behaviour(self) -> BehaviourOracle:
+        return self.stage._oracle(self.target)
+
+    def significance_real(self) -> float:
+        """The p-value's statistic of the real hypothesis: min(behaviour, checks statistic)."""
+        bound = self.behaviour.bound(self.hypothesis.program, self.hypothesis.program)
+        if math.isnan(bound):
+            return math.nan
+        return min(bound, self.statistic_of(self.target, self.hypothesis))
+
+    def significance_of_draw(
+        self, index: int, real: float, cutoff: float | None = None
+    ) -> tuple[float, bool]:
+        """The p-value's statistic of program draw ``index``, and whether the full checks ran.
+
+        The cheap bound (behaviour on the cached inputs) comes first: the statistic is a
+        minimum that includes it, so a bound below ``cutoff`` (default ``real``: then it cannot
+        be an exceedance) is returned as is (localisation and checks skipped). Otherwise the
+        program is localised (or, without a localiser, placed at the real hypothesis'
+        locations) and the full statistic is returned.
+        """
+        cutoff = real if cutoff is None else cutoff
+        draw = self.null_program_draw(index)
+        if draw is None:
+            return math.nan, False  # no program other than the real one: counts against it
+        bound = self.behaviour.bound(draw, self.hypothesis.program)
+        if math.isnan(bound):
+            return math.nan, False
+        if bound < cutoff:
+            return bound, False
+        self.checked.add(index)
+        return min(bound, self.statistic_of(self.target, self.place(draw))), True
+
+    def place(self, program: Program) -> Hypothesis | None:
+        """A null program's placement: the localiser's, or the real claims' when there is no localiser."""
+        if self.stage.localize_fn is not None:
+            return self.localize(self.target, program)
+        corr = {v: loc for v, loc in self.hypothesis.correspondence.items() if v in program.variables}
+        return Hypothesis(program, corr)
+
+    def localize(self, target: Target, program: Program) -> Hypothesis | None:
+        if self.stage.localize_fn is None:
+            return None
+        return self.stage._localize(target, program)
+
+    def network(self, kind: str, seed: int) -> Target:
+        return self.stage._network(self.target, kind, seed)
+
+    # null draws (deterministic in the stage seed, the hypothesis, the family and the index)
+    def rng(self, family: str, index: int) -> np.random.Generator:
+        fam = zlib.crc32(family.encode())
+        return np.random.default_rng([self.config.seed, self._key, fam, index])
+
+    def null_correspondence(self, index: int, testable_only: bool = False) -> Hypothesis | None:
+        """The program at a random placement (of every claim, or only of the testable ones)."""
+        key = ("correspondence-testable" if testable_only else "correspondence", index)
+        if key not in self._draws:
+            movable = self.testable if testable_only else self.located
+            self._draws[key] = random_correspondence(self.hypothesis, self.space, self.rng(*key), movable)
+        return self._draws[key]
+
+    def null_program_draw(self, index: int) -> Program | None:
+        """Random same-shape program ``index`` that computes something else than the real one.
+
+        Drawn from :func:`random_program_like` by rejection: a draw whose every variable
+        takes the real program's values on the cached inputs is the real hypothesis written
+        differently (identical text, or e.g. a query the predicate ignores) and is redrawn.
+        None when ``max_redraws`` draws in a row were all the real program.
+        """
+        key = ("program", index)
+        if key not in self._programs:
+            rng = self.rng(*key)
+            found = None
+            for _ in range(self.max_redraws):
+                try:
+                    program = random_program_like(self.hypothesis.program, rng)
+                except ControlError:
+                    break
+                if not self.behaviour.same_as(program, self.hypothesis.program):
+                    found = program
+                    break
+                self.n_redrawn += 1
+            self._programs[key] = found
+        return self._programs[key]
+
+    def null_program(self, index: int) -> Hypothesis | None:
+        """Program draw ``index``, placed like the real one (None if it cannot be)."""
+        program = self.null_program_draw(index)
+        return None if program is None else self.place(program)
+
+    @property
+    def located(self) -> tuple[str, ...]:
+        """Located variables that are claims (not primitive inputs)."""
+        return tuple(v for v in self.hypothesis.correspondence if v not in PRIMITIVES)
+
+    @property
+    def testable(self) -> tuple[str, ...]:
+        """Located variables that resampling can change.
+
+        The checks resample between inputs of the same length (the networks take no
+        padding), so a variable that is a function of length and position only (tracr's
+        ``length``, ``opp_index``, ...) has the same value in the source and the base
+        input: resampling it is a no-op and the causal checks cannot test its claim.
+        """
+        if self._testable is None:
+            oracle = self.behaviour
+            values = oracle.values(self.hypothesis.program)
+            lengths = [len(x) for x in oracle.inputs]
+            self._testable = tuple(v for v in self.located if _varies_within_length(values.get(v), lengths))
+        return self._testable
+
+    def ablation_for(self, variables: Sequence[str]) -> str:
+        """Resample ablation, unless none of ``variables`` can be changed by resampling (then zero)."""
+        return "resample" if any(v in self.testable for v in variables) else "zero"
+
+
+class Control(Protocol):
+    """A control stage: ``run`` returns a verdict with its numbers."""
+
+    name: str
+
+    def run(self, ctx: ControlContext) -> ControlResult: ...
+
+
+class BehaviourOracle:
+    """The p-value's cheap part: program output vs the network's output on cached inputs.
+
+    ``n_per_length`` inputs of every length and the network's decoded predictions on
+    them are computed once per target; after that a program's behaviour costs one run of
+    the DSL interpreter and no forward pass. ``bound(program)`` is the fraction of
+    readout positions where the program's output equals the network's; a position where
+    the program outputs None counts as a disagreement (a program cannot score by saying
+    nothing), and a program that does not evaluate gets -inf (the checks would refuse
+    it). It depends on the program only, never on a placement, and it is one of the terms
+    of the minimum that is the p-value's statistic, so it is an upper bound of it.
+    """
+
+    def __init__(self, target: Target, n_per_length: int, seed: int) -> None:
+        task = target.task
+        self.target = target
+        self.inputs: list[list] = []
+        for length in range(task.min_len, task.max_len + 1):
+            self.inputs += [list(x) for x in task.sample(n_per_length, seed + length, length=length)]
+        self.network = target.predict(self.inputs)
+        self.readout = [target.readout_positions(len(x)) for x in self.inputs]
+        self._values: dict[str, dict[str, list] | None] = {}
+        self._outputs: dict[str, list | None] = {}
+        self._batches: dict[tuple[str, ...], Any] = {}  # encoded inputs per set of program literals
+        self._bounds: dict[tuple[str, str], float] = {}
+
+    def values(self, program: Program) -> dict[str, list]:
+        """Every non-selector variable's values, flattened over inputs and positions ({} if it fails)."""
+        every = self._every(program)
+        if every is None:
+            return {}
+        return {
+            v: [x for row in rows for x in row]
+            for v, rows in every.items()
+            if program.kind(v) != "selector"
+        }
+
+    def _every(self, program: Program) -> dict[str, list] | None:
+        """Every variable's values (selectors included); None when the program does not evaluate."""
+        import dsl
+
+        return self._memo(self._values, program, lambda: dsl.evaluate_all(program, self.inputs))
+
+    def _output(self, program: Program) -> list | None:
+        """The output's values only (decoding every selector costs most of an evaluation).
+
+        Same result as ``dsl.evaluate``, with the encoded inputs reused across programs
+        that mention the same literals (encoding is most of what remains).
+        """
+        from dsl.interpret import decode, dtypes, encode, run
+
+        def compute() -> list:
+            symbols = tuple(sorted(set(map(repr, program.literals()))))
+            if symbols not in self._batches:
+                if len(self._batches) > 256:
+                    self._batches.clear()
+                self._batches[symbols] = encode(self.inputs, symbols=program.literals())
+            batch = self._batches[symbols]
+            values = run(program, batch)
+            return decode(values[program.output], dtypes(program)[program.output], batch)
+
+        return self._memo(self._outputs, program, compute)
+
+    @staticmethod
+    def _memo(cache: dict[str, Any], program: Program, compute: Callable[[], Any]) -> Any:
+        from dsl.errors import DSLError
+
+        key = str(program)
+        if key not in cache:
+            try:
+                cache[key] = compute()
+            except (DSLError, ValueError, TypeError, ZeroDivisionError):
+                cache[key] = None
+            if len(cache) > 4096:  # draws are rarely revisited: keep memory bounded
+                cache.pop(next(iter(cache)))
+        return cache[key]
+
+    def same_as(self, program: Program, real: Program) -> bool:
+        """Whether ``program`` is ``real`` written differently: every variable equal on the inputs."""
+        if program == real:
+            return True
+        if set(program.variables) != set(real.variables):
+            return False
+        out, real_out = self._output(program), self._output(real)
+        if out is None or real_out is None or out != real_out:
+            return False  # a different output already makes it a different hypothesis
+        a, b = self._every(program), self._every(real)
+        return a is not None and b is not None and all(a[v] == b[v] for v in real.variables)
+
+    def bound(self, program: Program, real: Program | None = None) -> float:
+        """Agreement with the network at the read positions where ``real``'s output is defined.
+
+        The positions are fixed by the hypothesis under test (as the checks compare only
+        where its program is defined, e.g. tracr's detect_pattern before a full pattern),
+        so the real hypothesis and every null draw are measured on the same positions;
+        there a draw's None still counts as a disagreement.
+        """
+        from models.target import outputs_equal
+
+        key = (str(program), str(real) if real is not None else "")
+        if key not in self._bounds:
+            out = self._output(program)
+            mask_out = self._output(real) if real is not None else None
+            if out is None:
+                self._bounds[key] = -math.inf
+            else:
+                kind = self.target.task.output_kind
+                agree = total = 0
+                for j, (net, prog, read) in enumerate(zip(self.network, out, self.readout)):
+                    if mask_out is not None:
+                        read = [i for i in read if mask_out[j][i] is not None]
+                    total += len(read)
+                    agree += sum(prog[i] is not None and outputs_equal(net[i], prog[i], kind) for i in read)
+                self._bounds[key] = agree / total if total else math.nan
+            if len(self._bounds) > 100_000:
+                self._bounds.pop(next(iter(self._bounds)))
+        return self._bounds[key]
+
+
+def _varies_within_length(values: Sequence[Any] | None, lengths: Sequence[int]) -> bool:
+    """Whether a variable takes two values at the same position of two inputs of the same length."""
+    if values is None:
+        return True  # unknown: assume the checks can test it
+    seen: dict[tuple[int, int], Any] = {}
+    i = 0
+    for length in lengths:
+        for pos in range(length):
+            v = values[i]
+            i += 1
+            key = (length, pos)
+            if key in seen and seen[key] != v:
+                return True
+            seen.setdefault(key, v)
+    return False
+
+
+@dataclass(frozen=True)
+class LocationSpace:
+    """The locations a model offers, by kind: heads per layer, MLP outputs, residual width."""
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    has_mlp: bool = True
+
+    @classmethod
+    def of(cls, target: Target) -> LocationSpace:
+        cfg = target.model.cfg
+        return cls(
+            int(cfg.n_layers), int(cfg.n_heads), int(cfg.d_model), not getattr(cfg, "attn_only", False)
+        )
+
+    def random_like(self, loc: Location, rng: np.random.Generator) -> Location:
+        """A random location of the same kind (same hook type, random layer/head/dims of equal size)."""
+        comp = loc.component
+        hook = loc.hook
+        if comp in ("attn", "mlp") and loc.layer is not None:
+            hook = re.sub(r"^blocks\.\d+\.", f"blocks.{int(rng.integers(self.n_layers))}.", hook)
+        head = int(rng.integers(self.n_heads)) if loc.head is not None else None
+        dims = None
+        if loc.dims is not None:
+            dims = tuple(sorted(int(d) for d in rng.choice(self.d_model, size=len(loc.dims), replace=False)))
+        return Location(hook, head, dims)
+
+
+def _located_parents(program: Program, located: Sequence[str]) -> dict[str, set[str]]:
+    """For each located variable, the nearest located variables it is computed from."""
+    return {v: set(program.nearest_ancestors(v, located)) for v in located}
+
+
+def random_correspondence(
+    hypothesis: Hypothesis,
+    space: LocationSpace,
+    rng: np.random.Generator,
+    movable: Sequence[str] | None = None,
+    tries: int = 2000,
+) -> Hypothesis | None:
+    """The program with each ``movable`` variable (default: every located non-primitive one)
+    at a random location of its kind, in an order the network can compute.
+
+    Rejection sampling, so the draw is uniform over the layer-ordered placements; None
+    when there is nothing to move or no layer-ordered placement turned up in ``tries``.
+    """
+    corr = dict(hypothesis.correspondence)
+    movable = [v for v in (movable if movable is not None else corr) if v in corr and v not in PRIMITIVES]
+    if not movable:
+        return None
+    parents = _located_parents(hypothesis.program, list(corr))
+    for _ in range(tries):
+        candidate = dict(corr)
+        for v in movable:
+            candidate[v] = space.random_like(corr[v], rng)
+        if _respects_order(candidate, parents):
+            return hypothesis.with_correspondence(candidate)
+    return None
+
+
+def _respects_order(corr: Mapping[str, Location], parents: Mapping[str, set[str]]) -> bool:
+    for v, ps in parents.items():
+        ov = corr[v].order
+        for p in ps:
+            op = corr[p].order
+            if ov is not None and op is not None and not op < ov:
+                return False
+    return True
+
+
+def random_program_like(program: Program, rng: np.random.Generator, tries: int = 200) -> Program:
+    """A random program with the same number of nodes and the same primitive at each node.
+
+    Each node keeps its primitive and encoding; its variable arguments are redrawn from
+    the variables defined before it (sequences for sequence slots, preferring the
+    original argument's encoding; selectors for selector slots), its functions from the
+    registry (parameter-free families, one-parameter families with a parameter drawn
+    from small integers and the program's own literals, and the program's own
+    functions), its comparisons from the comparison names. Literal values are kept.
+    Draws that do not type-check are redrawn.
+    """
+    from dsl import registry
+    from dsl.errors import DSLError
+    from dsl.program import COMPARISONS, Fn, Node, Program
+
+    literals = {0, 1, 2, 3}
+    own_fns: dict[int, list[Any]] = {1: [], 2: []}
+    for _, node in program.assignments:
+        for arg in node.args:
+            if isinstance(arg, Fn):
+                own_fns.setdefault(arg.arity, []).append(arg)
+                literals.update(
+                    p for p in arg.params if isinstance(p, (int, str)) and not isinstance(p, bool)
+                )
+    pools: dict[int, list[Any]] = {}
+    for arity in (1, 2):
+        pool: list[Any] = list(own_fns.get(arity, []))
+        for fam in registry.functions(arity):
+            if fam.name in ("table", "expr"):
+                continue  # open-ended families: parameters cannot be drawn meaningfully
+            if not fam.params:
+                pool.append(Fn(fam.name, arity, ()))
+            elif len(fam.params) == 1:
+                pool.extend(Fn(fam.name, arity, (c,)) for c in sorted(literals, key=str))
+        pools[arity] = pool
+
+    def pick(items: Sequence[Any]) -> Any:
+        return items[int(rng.integers(len(items)))]
+
+    last: Exception | None = None
+    for _ in range(tries):
+        kinds: dict[str, str] = {p: "categorical" for p in PRIMITIVES}
+        assignments = []
+        try:
+            for name, node in program.assignments:
+                args = []
+                for arg, param in zip(node.args, node.primitive.signature):
+                    if param.kind == "sop":
+                        want = program.kind(arg) if arg in program.variables else "categorical"
+                        seqs = [v for v, k in kinds.items() if k != "selector"]
+                        same = [v for v in seqs if kinds[v] == want]
+                        args.append(pick(same or seqs))
+                    elif param.kind == "selector":
+                        sels = [v for v, k in kinds.items() if k == "selector"]
+                        args.append(pick(sels) if sels else arg)
+                    elif param.kind in ("fn1", "fn2"):
+                        args.append(pick(pools[1 if param.kind == "fn1" else 2]))
+                    elif param.kind == "pred" and isinstance(arg, str):
+                        args.append(pick(COMPARISONS))
+                    else:
+                        args.append(arg)
+                new = Node(node.op, tuple(args), node.encoding)
+                assignments.append((name, new))
+                kinds[name] = "selector" if new.is_selector else (node.encoding or "categorical")
+            return Program(tuple(assignments))
+        except (DSLError, ValueError, TypeError) as e:
+            last = e
+    raise ControlError(f"could not draw a random program shaped like this one in {tries} tries: {last}")
