@@ -17,14 +17,15 @@ hypothesis recovers a known program and its locations.
 from dsl.errors import HypothesisError
 from dsl.hypothesis import Hypothesis
 from dsl.location import Location
-from synth.loop import AcceptThresholds, Run, RunError, RunOptions, load_run, run
+from synth.accept import Thresholds
+from synth.loop import Run, RunError, RunOptions, load_run, run
 from synth.check.patching import CheckError
 from synth.report.recovery import Recovery, compare
 from synth.check.scoring import Scores, format_scores, resample_ablation_score, score
 from synth.store import RunStoreError
 
 __all__ = [
-    "AcceptThresholds", "CheckError", "Hypothesis", "HypothesisError", "Location", "Recovery", "Run",
+    "CheckError", "Hypothesis", "HypothesisError", "Location", "Recovery", "Run",
     "RunError", "RunOptions", "RunStoreError", "Scores", "compare", "format_scores", "load_run",
-    "resample_ablation_score", "run", "score",
+    "resample_ablation_score", "run", "score", "Thresholds",
 ]

@@ -209,12 +209,10 @@ def _controls(args: argparse.Namespace) -> Any:
         from synth.loop import NoControls
 
         return NoControls()
-    from synth.control.config import ControlConfig, Thresholds
-    from synth.control.stage import LoopControls
+    from synth.accept import Thresholds
+    from synth.control.stage import loop_controls
 
-    thresholds = Thresholds(alpha=args.alpha)
-    config = ControlConfig(thresholds=thresholds, edge_popup=args.edge_popup, seed=args.seed)
-    return LoopControls(config)
+    return loop_controls(args.seed, Thresholds(alpha=args.alpha), edge_popup=args.edge_popup)
 
 
 def _prepare_run_dir(out: Path) -> list[Path]:

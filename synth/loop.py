@@ -18,14 +18,14 @@ One *run* explains one target. The stages are plain objects passed in (or defaul
   frivolous-circuit controls (:class:`synth.control.stage.LoopControls` seeded with the run's
   seed); :class:`NoControls` (opt-in, for exploration) passes everything through and says
   so in the report;
-* **accept** — every named threshold in :class:`AcceptThresholds` must hold.
+* **accept** — every named threshold in :class:`synth.accept.Thresholds` must hold.
 
 Every candidate, whatever happens to it, is a row of the run store (:mod:`synth.store`)
 with its source, status and reason, and every number is stored with it, committed as
 soon as it exists. The loop stops at the first accepted hypothesis (``stop_on_accept``)
 or when the time budget runs out. Rerunning with the same arguments resumes: stored
-candidates are not scored again. Ctrl-C leaves the store consistent; ``cmd_run`` turns it
-into one line and exit code 130.
+candidates are not scored again. Ctrl-C leaves the store consistent; the CLI's ``run``
+turns it into one line and exit code 130.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 
 from dsl.hypothesis import Hypothesis
+from synth.accept import SCORED, CandidateStatus, ControlVerdict, Thresholds, number, strength
 from synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
 from synth.store import RunStore, RunStoreError, StoredCandidate, candidate_key, config_hash, open_run
 
@@ -57,38 +57,7 @@ class RunError(ValueError):
     """A run that cannot start (bad options)."""
 
 
-# --- thresholds and options ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class AcceptThresholds:
-    """Named acceptance thresholds (all must hold). Shown in every report.
-
-    ``behaviour``: fraction of read positions where the program's output equals the
-    network's (not the labels') on fresh inputs. ``loss_recovered``: causal scrubbing.
-    ``iia``: the weakest interchange intervention's accuracy. ``prefilter_behaviour``: the
-    same agreement on the observed inputs, below which a candidate is not fully scored.
-    ``prefilter_ablation``: loss recovered when only the claimed locations are kept and
-    everything else is resampled (the checks' node-level ablation), below which causal
-    scrubbing cannot succeed either.
-    """
-
-    behaviour: float = 0.98
-    loss_recovered: float = 0.8
-    iia: float = 0.8
-    prefilter_behaviour: float = 0.9
-    prefilter_ablation: float = 0.5
-
-    def failures(self, scores: Mapping[str, Any]) -> list[str]:
-        out = []
-        for name in ("behaviour", "loss_recovered", "iia"):
-            value = _number(scores.get(name))
-            if not value >= getattr(self, name):
-                out.append(f"{name} {_fmt(value)} < {getattr(self, name)}")
-        return out
-
-    def to_json(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
+# --- options ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunOptions:
     """Everything that determines what a run proposes and how it scores (stored with the run)."""
@@ -102,7 +71,7 @@ class RunOptions:
     rounds: int = 4  # rounds for proposers that take feedback (the LLM)
     stop_on_accept: bool = True
     threads: int = 1  # torch threads for the synthesis stages (small tensors: 1 is fastest)
-    thresholds: AcceptThresholds = field(default_factory=AcceptThresholds)
+    thresholds: Thresholds = field(default_factory=Thresholds)
     llm_model: str | None = None
     llm_base_url: str | None = None
     llm_max_calls: int = 8
@@ -110,7 +79,7 @@ class RunOptions:
 
     def to_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "thresholds"}
-        out["thresholds"] = self.thresholds.to_json()
+        out["thresholds"] = _thresholds_json(self.thresholds)
         return out
 
     def check_config(self) -> str:
@@ -119,20 +88,13 @@ class RunOptions:
             {
                 "n_score": self.n_score,
                 "seed": self.seed,
-                "thresholds": self.thresholds.to_json(),
+                "thresholds": self.thresholds.check_json(),
                 "per_length": self.per_length,
             }
         )
 
 
 # --- controls (pluggable) ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ControlVerdict:
-    passed: bool
-    reason: str
-    numbers: Mapping[str, float] = field(default_factory=dict)
-
-
 class Controls(Protocol):
     """The controls stage: every candidate that meets the thresholds goes through it."""
 
@@ -211,8 +173,9 @@ class Run:
 
     def best(self, k: int = 5) -> list[StoredCandidate]:
         """The k best scored candidates (by the weakest of behaviour, loss recovered and IIA)."""
-        scored = [c for c in self.candidates() if c.status in ("failed", "accepted")]
-        return sorted(scored, key=lambda c: -_strength(c.flat_scores()))[:k]
+        done = (CandidateStatus.FAILED, CandidateStatus.ACCEPTED)
+        scored = [c for c in self.candidates() if c.status in done]
+        return sorted(scored, key=lambda c: -strength(c.flat_scores()))[:k]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -228,19 +191,6 @@ class Run:
             "thresholds": dict(self.args.get("options", {}).get("thresholds", {})),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
-
-
-def _strength(scores: Mapping[str, Any]) -> float:
-    vals = [_number(scores.get(k)) for k in ("behaviour", "loss_recovered", "iia")]
-    vals = [v if not math.isnan(v) else -1.0 for v in vals]
-    return min(vals)
-
-
-def _number(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def _fmt(v: Any) -> str:
@@ -320,10 +270,9 @@ def run(
         target = load_target(target)
     out_dir = Path(out) if out is not None else default_out(target.name, opts.seed)
     if controls is None:
-        from synth.control.config import ControlConfig
-        from synth.control.stage import LoopControls
+        from synth.control.stage import loop_controls
 
-        controls = LoopControls(ControlConfig(seed=opts.seed))
+        controls = loop_controls(opts.seed, opts.thresholds)
     say = progress or (lambda _msg: None)
     store = RunStore(out_dir)
     try:
@@ -462,7 +411,7 @@ class _Loop:
                     program=text,
                     correspondence={},
                     source=proposal.source,
-                    status="rejected",
+                    status=CandidateStatus.REJECTED,
                     reason=proposal.error or "no hypothesis",
                     round=rnd,
                     meta=_json_meta(proposal.meta),
@@ -477,12 +426,12 @@ class _Loop:
         stored = store.lookup(key)
         if stored is not None:
             self.remember(hyp, stored.source, stored.flat_scores(), stored.status, stored.reason)
-            if stored.status == "accepted":
+            if stored.status == CandidateStatus.ACCEPTED:
                 self.accepted += 1
             return 1
         t0 = time.monotonic()
         status, reason, scores = self.check(hyp)
-        if status == "passed":
+        if status == CandidateStatus.PASSED:
             verdict = self.controls.check(
                 self.target,
                 hyp,
@@ -491,7 +440,7 @@ class _Loop:
                 deadline=self.deadline,
             )
             scores["controls"] = dict(verdict.numbers)
-            status = "accepted" if verdict.passed else "failed"
+            status = CandidateStatus.ACCEPTED if verdict.passed else CandidateStatus.FAILED
             reason = verdict.reason
         store.add_candidate(
             key,
@@ -507,24 +456,24 @@ class _Loop:
         )
         flat = {**scores.get("prefilter", {}), **scores.get("check", {})}
         self.remember(hyp, proposal.source, flat, status, reason)
-        if status == "accepted":
+        if status == CandidateStatus.ACCEPTED:
             self.accepted += 1
         self.say(
             f"[{self.n_tested()} scored] {proposal.source}: {status} ({reason}); "
-            f"best {_fmt(self.best[0].scores.get('_strength')) if self.best else '-'}"
+            f"best {_fmt(self.best[0].scores.get('strength')) if self.best else '-'}"
         )
         return 1
 
     def n_tested(self) -> int:
-        return self.store.count("filtered", "failed", "accepted")
+        return self.store.count(*SCORED)
 
     def remember(
         self, hyp: Hypothesis, source: str, scores: Mapping[str, Any], status: str, reason: str
     ) -> None:
         s = {k: v for k, v in scores.items() if isinstance(v, (int, float))}
-        s["_strength"] = _strength(s)
-        self.best.append(ScoredCandidate(hyp, source, s, status == "accepted", reason or None))
-        self.best.sort(key=lambda c: -c.scores["_strength"])
+        s["strength"] = strength(s)
+        self.best.append(ScoredCandidate(hyp, source, s, status == CandidateStatus.ACCEPTED, reason or None))
+        self.best.sort(key=lambda c: -c.scores["strength"])
         del self.best[16:]
 
     def localize(self, hyp: Hypothesis) -> Hypothesis:
@@ -543,12 +492,12 @@ class _Loop:
         try:
             agreement = self.observed_behaviour(hyp)
         except ValueError as e:
-            return "rejected", f"cannot evaluate the program: {_one_line(e)}", scores
+            return CandidateStatus.REJECTED, f"cannot evaluate the program: {_one_line(e)}", scores
         scores["prefilter"] = {"behaviour_observed": agreement}
         if agreement < th.prefilter_behaviour:
             self.store.add_timing("prefilter", time.monotonic() - t0)
             return (
-                "filtered",
+                CandidateStatus.FILTERED,
                 f"behaviour on observed inputs {agreement:.3f} < {th.prefilter_behaviour}",
                 scores,
             )
@@ -559,31 +508,31 @@ class _Loop:
                 pre = resample_ablation_score(
                     self.target, hyp, n=min(128, self.opts.n_score), seed=self.opts.seed
                 )
-                ablation = _number(pre.get("ablation_loss_recovered"))
+                ablation = number(pre.get("ablation_loss_recovered"))
                 scores["prefilter"]["ablation_loss_recovered"] = ablation
                 if ablation < th.prefilter_ablation:
                     self.store.add_timing("prefilter", time.monotonic() - t0)
                     return (
-                        "filtered",
+                        CandidateStatus.FILTERED,
                         f"ablation loss recovered {_fmt(ablation)} < {th.prefilter_ablation}",
                         scores,
                     )
             except ValueError as e:
                 self.store.add_timing("prefilter", time.monotonic() - t0)
-                return "error", f"prefilter failed: {_one_line(e)}", scores
+                return CandidateStatus.ERROR, f"prefilter failed: {_one_line(e)}", scores
         self.store.add_timing("prefilter", time.monotonic() - t0)
         t0 = time.monotonic()
         try:
             full = self.score(hyp)
         except ValueError as e:
             self.store.add_timing("check", time.monotonic() - t0)
-            return "error", f"check failed: {_one_line(e)}", scores
+            return CandidateStatus.ERROR, f"check failed: {_one_line(e)}", scores
         self.store.add_timing("check", time.monotonic() - t0)
         scores["check"] = _numeric_scores(full)
         failures = th.failures(scores["check"])
         if failures:
-            return "failed", "; ".join(failures), scores
-        return "passed", "every threshold holds", scores
+            return CandidateStatus.FAILED, "; ".join(failures), scores
+        return CandidateStatus.PASSED, "every threshold holds", scores
 
     def score(self, hyp: Hypothesis) -> Mapping[str, Any]:
         if self._score_fn is not None:
@@ -657,7 +606,7 @@ def load_run(path: str | Path) -> Run:
     with open_run(path) as store:
         meta = store.meta()
         accepted = []
-        for c in store.candidates("accepted"):
+        for c in store.candidates(CandidateStatus.ACCEPTED):
             try:
                 hyp = Hypothesis.from_json(c.hypothesis_json())
             except (HypothesisError, ValueError) as e:
@@ -671,7 +620,7 @@ def load_run(path: str | Path) -> Run:
             target=meta["args"].get("target", "?"),
             dir=Path(path),
             accepted=tuple(accepted),
-            n_scored=sum(counts.get(s, 0) for s in ("filtered", "failed", "accepted")),
+            n_scored=sum(counts.get(s, 0) for s in SCORED),
             n_candidates=sum(counts.values()),
             seconds=float(timings.get("total", 0.0)),
             stopped=str(meta.get("stopped", "running or killed")),
@@ -690,60 +639,6 @@ def write_report(store: RunStore) -> Path:
     return path
 
 
-# --- CLI entry points (wired by synth/cli.py) -----------------------------------------------------
-def cmd_run(args: Any) -> int:
-    """``mechsynth run TARGET [--seed S] [--budget-seconds N] [--out DIR] [--no-llm] [--json]``."""
-    quiet = bool(getattr(args, "json", False))
-
-    def progress(msg: str) -> None:
-        if not quiet:
-            print(f"mechsynth run: {msg}", file=sys.stderr, flush=True)
-
-    out = getattr(args, "out", None)
-    options: dict[str, Any] = {
-        "seed": int(getattr(args, "seed", 0)),
-        "budget_seconds": float(getattr(args, "budget_seconds", 300.0)),
-        "no_llm": bool(getattr(args, "no_llm", False)),
-    }
-    for name in ("llm_model", "llm_base_url", "llm_max_calls", "llm_max_tokens"):
-        value = getattr(args, name, None)
-        if value is not None:
-            options[name] = value
-    from models import load_target
-
-    target = load_target(args.target)
-    if out is None:
-        out = default_out(target.name, options["seed"])
-    try:
-        result = run(target, out=out, progress=progress, **options)
-    except KeyboardInterrupt:
-        print(
-            f"mechsynth run: interrupted; everything scored so far is stored in {out} "
-            f"(rerun the same command to resume)",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    if quiet:
-        print(json.dumps(result.to_json(), indent=2, default=str))
-    else:
-        print(summary_text(result))
-    return 0
-
-
-def cmd_show(args: Any) -> int:
-    """``mechsynth show RUN [--json]``."""
-    result = load_run(args.run)
-    if getattr(args, "json", False):
-        print(json.dumps(result.to_json(), indent=2, default=str))
-    else:
-        print(
-            (Path(args.run) / "report.md").read_text()
-            if (Path(args.run) / "report.md").exists()
-            else summary_text(result)
-        )
-    return 0
-
-
 def summary_text(result: Run) -> str:
     lines = [
         f"target {result.target}: {len(result.accepted)} accepted, {result.n_scored} scored "
@@ -758,3 +653,14 @@ def summary_text(result: Run) -> str:
         )
         lines += ["    " + line for line in str(a.hypothesis).splitlines()]
     return "\n".join(lines)
+
+
+def _thresholds_json(thresholds: Thresholds) -> dict[str, Any]:
+    """The check thresholds, and every other threshold the run changed from its default.
+
+    What a run records (and must match on resume): the defaults add nothing, so a run made
+    before the thresholds were one type resumes unchanged.
+    """
+    default = Thresholds().to_json()
+    changed = {k: v for k, v in thresholds.to_json().items() if v != default[k]}
+    return thresholds.check_json() | changed

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterator, Mapping
 
+from synth.accept import CandidateStatus
+
 DB_NAME = "run.sqlite"
 REPORT_NAME = "report.md"
 SCHEMA_VERSION = 1
 
-# Candidate statuses. "rejected": never scored (malformed, ill-typed, no correspondence);
-# "filtered": failed the cheap prefilter; "failed": scored, below a threshold or a control;
-# "accepted": every threshold and control held; "error": a check raised.
-STATUSES = ("rejected", "filtered", "failed", "accepted", "error")
+# Candidate statuses a row may have (synth.accept.CandidateStatus; "passed" is never stored).
+STATUSES = tuple(s.value for s in CandidateStatus if s is not CandidateStatus.PASSED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -214,7 +214,7 @@ class RunStore:
         program: str,
         correspondence: Mapping[str, str],
         source: str,
-        status: str,
+        status: str | CandidateStatus,
         reason: str = "",
         round: int = 0,
         seconds: float = 0.0,
@@ -224,6 +224,7 @@ class RunStore:
         """Store one candidate and its scores in one transaction (committed before returning)."""
         if status not in STATUSES:
             raise ValueError(f"unknown candidate status {status!r}")
+        status = str(status)  # a CandidateStatus is stored as its value
         with self._db:
             cur = self._db.execute(
                 "INSERT INTO candidates(key, program, correspondence, source, status, reason, round, meta, "

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
 from dsl.hypothesis import Hypothesis
 
-from synth.control.config import ControlError, NetworkFactory, Thresholds
+from synth.accept import ControlError, Thresholds
+from synth.control.config import NetworkFactory
 from synth.control.numbers import json_float, nanmax, number
-from synth.control.results import finite_or_none, statistic_value
+from synth.accept import statistic
+from synth.control.results import finite_or_none
 from synth.control.stage import default_networks
 
 if TYPE_CHECKING:
@@ -410,7 +412,7 @@ def run_outcome(result: Any, seconds: float) -> RunOutcome:
             continue  # filtered and rejected candidates never reached the full checks
         if all(v in PRIMITIVES for v in cand.correspondence):
             continue
-        value = statistic_value(flat, keys)
+        value = statistic(flat, keys)
         if value > best:
             best, best_h = value, f"{cand.program} @ {dict(cand.correspondence)}"
     accepted = tuple(str(a.hypothesis) for a in result.accepted)

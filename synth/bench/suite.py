@@ -39,7 +39,7 @@ from synth.bench.plan import (
 )
 from synth.bench.recovery import recovery_suite
 from synth.bench.render import render_markdown
-from synth.control.config import Thresholds
+from synth.accept import Thresholds
 
 SCHEMA_VERSION = 1
 

@@ -1,15 +1,18 @@
-"""Control configuration: which controls run, how many null draws they take, and their thresholds."""
+"""Control configuration: which controls run and how many null draws they take.
+
+The thresholds they must clear are the acceptance rule's (:class:`synth.accept.Thresholds`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 
 from dsl.hypothesis import Hypothesis
+from synth.accept import ControlError, Thresholds
 
 if TYPE_CHECKING:
     from dsl import Program
@@ -27,46 +30,6 @@ NetworkFactory = Callable[["Target", int], "Target"]
 
 
 NecessityFn = Callable[["Target", Hypothesis, str], Mapping[str, Any]]  # (target, hypothesis, ablation)
-
-
-class ControlError(ValueError):
-    """A control cannot run on this hypothesis or target (one-line message)."""
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Every named threshold of the acceptance rule, with its default."""
-
-    alpha: float = 0.01  # familywise error rate, after Holm over every hypothesis scored
-    statistic: tuple[str, ...] = ("loss_recovered", "iia")  # compared statistic = min of these scores
-    checks: Mapping[str, float] = field(
-        default_factory=lambda: {"behaviour": 0.95, "loss_recovered": 0.8, "iia": 0.8}
-    )  # minimum value of each named check score on the real network
-    min_gap_random_networks: float = 0.3  # real statistic - best random/shuffled copy
-    null_quantile: float = 0.95  # the null quantile the real statistic must clear ...
-    min_gap_null: float = 0.1  # ... by this much (null correspondences, null programs), or by
-    null_gap_share: float = 0.5  # ... this share of what the quantile leaves short of 1, if smaller
-    min_necessity: float = 0.5  # share of full-resampling damage caused by ablating the claims
-    min_node_cost: float = 0.02  # cost of dropping one located node (see Minimality)
-    min_behaviour_broader: float = 0.95  # behaviour on the broader distribution
-    min_network_accuracy: float = 0.9  # a broader-distribution part counts if the network handles it
-    min_gap_edge_popup: float = 0.3  # real statistic - masked random network
-
-    def __post_init__(self) -> None:
-        if not 0 < self.alpha < 1:
-            raise ControlError(f"alpha must be in (0, 1), got {self.alpha}")
-        if not self.statistic:
-            raise ControlError("the statistic needs at least one score name")
-        if not 0 < self.null_quantile <= 1:
-            raise ControlError(f"null_quantile must be in (0, 1], got {self.null_quantile}")
-        if not 0 <= self.null_gap_share <= 1:
-            raise ControlError(f"null_gap_share must be in [0, 1], got {self.null_gap_share}")
-        object.__setattr__(self, "statistic", tuple(self.statistic))
-        object.__setattr__(self, "checks", MappingProxyType(dict(self.checks)))
-
-    def to_json(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return data | {"checks": dict(self.checks), "statistic": list(self.statistic)}
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
 from dsl.hypothesis import Hypothesis
 from dsl.location import Location
 
-from synth.control.config import ControlError
-from synth.control.results import ControlResult, statistic_value
+from synth.accept import ControlError
+from synth.accept import statistic as min_of_scores
+from synth.control.results import ControlResult
 
 if TYPE_CHECKING:
     from synth.control.stage import ControlStage
@@ -61,7 +62,7 @@ class ControlContext:
         return self.stage._score(target, hypothesis)
 
     def statistic(self, scores: Mapping[str, Any] | None) -> float:
-        return statistic_value(scores, self.thresholds.statistic)
+        return min_of_scores(scores, self.thresholds.statistic)
 
     def statistic_of(self, target: Target, hypothesis: Hypothesis | None) -> float:
         """The statistic of a hypothesis; -inf when there is none or the checks refuse it.

@@ -19,7 +19,7 @@ from synth.control.statistics import (
     empirical_p_value,
 )
 
-from synth.control.config import Thresholds
+from synth.accept import Thresholds
 from synth.control.context import ControlContext
 from synth.control.numbers import mean, nanmax, quantile
 from synth.control.results import ControlResult

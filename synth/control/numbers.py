@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from synth.accept import number
 
-
-if TYPE_CHECKING:
-    pass
-
-
-def number(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
+__all__ = ["is_number", "json_float", "jsonable", "mean", "nanmax", "number", "quantile"]
 
 
 def is_number(x: Any) -> bool:

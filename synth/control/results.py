@@ -26,7 +26,7 @@ from synth.control.statistics import (
     holm,
 )
 
-from synth.control.config import ControlError, Thresholds
+from synth.accept import ControlError, Thresholds
 from synth.control.numbers import is_number, json_float, jsonable, number
 
 if TYPE_CHECKING:
@@ -230,17 +230,3 @@ def flat_numbers(decision: Decision) -> dict[str, float | None]:
 
 def finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
-
-
-def statistic_value(scores: Mapping[str, Any] | None, keys: Sequence[str]) -> float:
-    """The minimum of the named scores; NaN if any is missing or undefined.
-
-    A hypothesis that could not be scored (``{"error": ...}``) has statistic NaN, which
-    the p-value counts against the real hypothesis (conservative).
-    """
-    if scores is None:
-        return math.nan
-    values = [number(scores.get(k)) for k in keys]
-    if any(not math.isfinite(v) for v in values):
-        return math.nan
-    return min(values)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 
 from dsl.hypothesis import Hypothesis
+from synth.accept import ControlVerdict, Thresholds
 from synth.control.statistics import (
     MonteCarloTest,
     required_null_draws,
@@ -53,7 +54,8 @@ from synth.control.statistics import (
     stopping_exceedances,
 )
 
-from synth.control.config import ControlConfig, ControlError, LocalizeFn, NecessityFn, NetworkFactory, ScoreFn
+from synth.accept import ControlError
+from synth.control.config import ControlConfig, LocalizeFn, NecessityFn, NetworkFactory, ScoreFn
 from synth.control.context import BehaviourOracle, Control, ControlContext
 from synth.control.in_network import BroaderDistribution, Minimality, Necessity
 from synth.control.nulls import EdgePopup, NullCorrespondences, NullPrograms, RandomNetworks
@@ -274,9 +276,10 @@ class LoopControls:
 
     ``check`` runs every control on a candidate that passed the checks and decides with
     Holm over every hypothesis the run has scored so far (``n_tested``) and over every
-    candidate controlled so far. ``finalize(n_tested)`` re-decides all of them at the end
-    of the run (topping up null draws) when the loop goes on after an acceptance.
-    ``results()`` / ``to_json()`` give every control's numbers for the report.
+    candidate controlled so far (each verdict is final when it is given: a candidate's draws
+    are sized for the hypotheses scored by then; ``stage.finalize(candidates, n_tested)``
+    re-decides them all with their draws topped up, for analyses after a run).
+    ``to_json()`` gives every control's numbers for the report.
     """
 
     def __init__(
@@ -311,9 +314,7 @@ class LoopControls:
         *,
         n_tested: int,
         deadline: float | None,
-    ) -> Any:
-        from synth.loop import ControlVerdict
-
+    ) -> ControlVerdict:
         floor = time.monotonic() + self.min_seconds
         deadline = None if deadline is None else max(deadline, floor)
         cc = self.stage.run(target, hypothesis, n_tested=n_tested, real_scores=scores, deadline=deadline)
@@ -322,11 +323,16 @@ class LoopControls:
         decision = decide(self.candidates, n, self.stage.config.thresholds).decisions[-1]
         return ControlVerdict(decision.accepted, verdict_reason(decision), flat_numbers(decision))
 
-    def finalize(self, n_tested: int, *, deadline: float | None = None) -> Acceptance:
-        return self.stage.finalize(self.candidates, max(n_tested, len(self.candidates)), deadline=deadline)
-
     def to_json(self) -> dict[str, Any]:
         return {"config": self.stage.config.to_json(), "candidates": [c.to_json() for c in self.candidates]}
+
+
+def loop_controls(
+    seed: int, thresholds: Thresholds | None = None, *, edge_popup: bool = False
+) -> LoopControls:
+    """The frivolous-circuit controls of a run (the one place the CLI and ``synth.run`` build them)."""
+    config = ControlConfig(thresholds=thresholds or Thresholds(), edge_popup=edge_popup, seed=seed)
+    return LoopControls(config)
 
 
 def default_score_fn(n: int, seed: int) -> ScoreFn:

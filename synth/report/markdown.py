@@ -14,6 +14,7 @@ import math
 from typing import Any
 from collections.abc import Mapping, Sequence
 
+from synth.accept import SCORED, CandidateStatus, strength
 from synth.store import RunStore, StoredCandidate
 
 HEADLINE = (
@@ -34,15 +35,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.3f}"
     return str(v)
-
-
-def _strength(c: StoredCandidate) -> float:
-    s = c.flat_scores()
-    vals = []
-    for k in ("behaviour", "loss_recovered", "iia"):
-        v = s.get(k)
-        vals.append(-1.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v))
-    return min(vals)
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -84,8 +76,8 @@ def render_report(store: RunStore) -> str:
         ["threshold", "minimum"], [[k, _fmt(v)] for k, v in options.get("thresholds", {}).items()]
     )
     lines.append("")
-    accepted = [c for c in candidates if c.status == "accepted"]
-    n_scored = sum(counts.get(s, 0) for s in ("filtered", "failed", "accepted"))
+    accepted = [c for c in candidates if c.status == CandidateStatus.ACCEPTED]
+    n_scored = sum(counts.get(s, 0) for s in SCORED)
     lines.append("## Verdict")
     lines.append("")
     lines.append(
@@ -118,7 +110,8 @@ def render_report(store: RunStore) -> str:
         ["source", *statuses], [[s, *[str(by.get((s, st), 0)) for st in statuses]] for s in sources]
     )
     lines.append("")
-    others = sorted((c for c in candidates if c.status == "failed"), key=lambda c: -_strength(c))[:3]
+    failed = (c for c in candidates if c.status == CandidateStatus.FAILED)
+    others = sorted(failed, key=lambda c: -strength(c.flat_scores()))[:3]
     if others:
         lines.append("## Best candidates not accepted")
         lines.append("")
@@ -129,7 +122,8 @@ def render_report(store: RunStore) -> str:
             lines.append("")
             lines.append(_scores_line(c.flat_scores()))
             lines.append("")
-    rejected = [c for c in candidates if c.status in ("rejected", "filtered", "error")][:10]
+    not_scored = (CandidateStatus.REJECTED, CandidateStatus.FILTERED, CandidateStatus.ERROR)
+    rejected = [c for c in candidates if c.status in not_scored][:10]
     if rejected:
         lines.append("## Rejected before full scoring (first 10)")
         lines.append("")

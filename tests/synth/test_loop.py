@@ -7,7 +7,8 @@ import sqlite3
 import pytest
 
 from dsl.hypothesis import Hypothesis
-from synth.loop import AcceptThresholds, RunError, load_run, run
+from synth.accept import Thresholds
+from synth.loop import RunError, load_run, run
 from synth.propose.interface import Proposal
 from synth.store import RunStore, RunStoreError, candidate_key, open_run
 
@@ -90,7 +91,7 @@ def test_interrupt_then_resume_does_not_rescore(hist, tmp_path):
         return {"behaviour": 0.5, "loss_recovered": 0.1, "iia": 0.2}
 
     hyps = _wrong_hypotheses(4)
-    strict = AcceptThresholds(prefilter_behaviour=0.0)
+    strict = Thresholds(prefilter_behaviour=0.0)
     with pytest.raises(KeyboardInterrupt):
         run(
             hist,
@@ -168,23 +169,20 @@ def test_store_round_trip(tmp_path):
         assert [c.status for c in store.candidates()] == ["failed"]
 
 
-def test_cmd_run_json(hist, tmp_path, capsys, monkeypatch):
-    import argparse
+def test_cli_run_and_show_json(hist, tmp_path, capsys, monkeypatch):
     import json
 
-    from synth.loop import cmd_run, cmd_show
-
     import models
+    from synth.cli import main
 
     monkeypatch.setattr(models, "load_target", lambda spec: hist)
-    args = argparse.Namespace(
-        target="tracr:hist", seed=0, budget_seconds=120.0, out=str(tmp_path / "c"), no_llm=True, json=True
-    )
-    assert cmd_run(args) == 0
+    out = str(tmp_path / "c")
+    assert main(["run", "tracr:hist", "--seed", "0", "--budget-seconds", "120", "--out", out, "--no-llm",
+                 "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["target"] == "tracr:hist" and data["accepted"] and data["n_scored"] >= 1
     assert set(data["accepted"][0]) >= {"program", "correspondence", "scores"}
-    assert cmd_show(argparse.Namespace(run=str(tmp_path / "c"), json=True)) == 0
+    assert main(["show", out, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n_scored"] == data["n_scored"]
 
 

@@ -13,7 +13,7 @@ import pytest
 from tiny_targets import copy_target, tiny_target
 
 from synth.bench.false_positives import RunOutcome, false_positive_suite, run_outcome, verify_on_fresh_inputs
-from synth.control.config import ControlError
+from synth.accept import ControlError
 
 def test_false_positive_suite_reports_gaps_and_accepted_counts():
     def run_fn(target, seed, budget, out):

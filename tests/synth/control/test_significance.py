@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_targets import COPY, EMBED, MLP0, copy_target
 
-from synth.control.config import ControlConfig, Thresholds
+from synth.accept import Thresholds
+from synth.control.config import ControlConfig
 from synth.control.nulls import NullCorrespondences, NullPrograms, distinct_placements, required_gap
 from synth.control.results import decide
 from synth.control.stage import ControlStage

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from tiny_targets import COPY, EMBED, MLP0, copy_target, tiny_target
 
 import dsl
-from synth.control.config import ControlConfig, ControlError, Thresholds
+from synth.accept import ControlError, Thresholds
+from synth.control.config import ControlConfig
 from synth.control.context import LocationSpace, random_correspondence, random_program_like
 from synth.control.in_network import Minimality, Necessity
 from synth.control.nulls import NullCorrespondences, RandomNetworks
@@ -308,5 +309,5 @@ def test_loop_controls_give_a_verdict_with_flat_numbers(target):
     assert not bad.passed and "necessity:" in bad.reason
     data = json.loads(json.dumps(controls.to_json()))
     assert len(data["candidates"]) == 2
-    final = controls.finalize(n_tested=2)
+    final = controls.stage.finalize(controls.candidates, n_tested=2)
     assert [d.accepted for d in final.decisions] == [True, False]

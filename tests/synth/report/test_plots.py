@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 
 import dsl  # noqa: E402
 from synth.report import inspection, plots  # noqa: E402
-from synth.control.config import Thresholds
+from synth.accept import Thresholds
 from synth.control.results import CandidateControls, ControlResult, decide  # noqa: E402
 from dsl.hypothesis import Hypothesis
 from dsl.location import Location  # noqa: E402
