@@ -543,33 +543,22 @@ class _Loop:
 
     def observed_behaviour(self, hyp: Hypothesis) -> float:
         """Agreement of the program's output with the network's on the observed inputs."""
-        from dsl.interpret import encode, run as run_program
-
-        from models.target import outputs_equal
+        from dsl.interpret import decode, dtypes, encode
+        from dsl.interpret import run as run_program
+        from synth.check.behaviour import compare_outputs
 
         obs = self.observations
-        inputs = obs.all_inputs()
-        batch = encode(inputs, symbols=hyp.program.literals())
+        batch = encode(obs.all_inputs(), symbols=hyp.program.literals())
         values = run_program(hyp.program, batch)
-        from dsl.interpret import decode, dtypes
-
         got = decode(values[hyp.program.output], dtypes(hyp.program)[hyp.program.output], batch)
-        kind = obs.output_kind
-        right = total = 0
         net = [list(row) for g in obs.groups for row in g.outputs]
-        read = 0
-        for g_row, n_row in zip(got, net):
-            for gv, nv in zip(g_row, n_row):
-                if nv is None:
-                    continue
-                read += 1
-                if gv is None:
-                    continue  # undefined program output: not compared (as in the behaviour check)
-                total += 1
-                right += outputs_equal(gv, nv, kind)
+        # The observations hold the network's output at the read positions only (None elsewhere).
+        readouts = [[i for i, v in enumerate(row) if v is not None] for row in net]
+        c = compare_outputs(net, got, readouts, obs.output_kind)
+        read, total = sum(c.read), sum(c.compared)
         if not read or total < 0.5 * read:
             return 0.0
-        return right / total
+        return sum(c.agree) / total
 
 
 def _one_line(e: BaseException) -> str:

@@ -39,35 +39,68 @@ class Behaviour:
     n: int
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Per input: read positions, positions compared, positions where program and network agree."""
+
+    read: tuple[int, ...]
+    compared: tuple[int, ...]
+    agree: tuple[int, ...]
+
+    @property
+    def agreement(self) -> float:
+        """Fraction of compared positions that agree (NaN when nothing was compared)."""
+        total = sum(self.compared)
+        return sum(self.agree) / total if total else float("nan")
+
+
+def compare_outputs(
+    network: Sequence[Sequence[Any]],
+    predicted: Sequence[Sequence[Any]],
+    readouts: Sequence[Sequence[int]],
+    kind: str,
+    *,
+    defined_by: Sequence[Sequence[Any]] | None = None,
+) -> Comparison:
+    """The one comparison of a program's outputs with the network's, input by input.
+
+    ``readouts[j]`` are input j's read positions. A position is compared where the program's
+    output is defined (not None) or, with ``defined_by``, where that other program's output
+    is (then a None prediction there counts as a disagreement: the null draws of the p-value
+    are measured on the real hypothesis' positions).
+    """
+    from models.target import outputs_equal
+
+    reference = predicted if defined_by is None else defined_by
+    read, compared, agree = [], [], []
+    for net, prog, ref, positions in zip(network, predicted, reference, readouts):
+        where = [i for i in positions if ref[i] is not None]
+        read.append(len(positions))
+        compared.append(len(where))
+        agree.append(sum(prog[i] is not None and outputs_equal(net[i], prog[i], kind) for i in where))
+    return Comparison(tuple(read), tuple(compared), tuple(agree))
+
+
 def behaviour(target: Target, program: Any, inputs: Sequence[Sequence[Any]]) -> Behaviour:
     """Program output vs the network's decoded output at the readout positions."""
     from dsl import evaluate
     from dsl.errors import DSLError
-    from models.target import outputs_equal
 
     inputs = [list(x) for x in inputs]
     try:
         predicted = evaluate(program, inputs)
     except DSLError as e:
         raise CheckError(f"the program does not evaluate on the target's inputs: {e}") from None
-    network = target.predict(inputs)
-    kind = target.task.output_kind
-    per_input = []
-    agree = total = read_total = 0
-    for x, net, prog in zip(inputs, network, predicted):
-        read = target.readout_positions(len(x))
-        compared = [i for i in read if prog[i] is not None]
-        ok = sum(outputs_equal(net[i], prog[i], kind) for i in compared)
-        per_input.append(ok / len(compared) if compared else float("nan"))
-        agree += ok
-        total += len(compared)
-        read_total += len(read)
+    readouts = [target.readout_positions(len(x)) for x in inputs]
+    c = compare_outputs(target.predict(inputs), predicted, readouts, target.task.output_kind)
+    per_input = [a / n if n else float("nan") for a, n in zip(c.agree, c.compared)]
     scored = [p for p in per_input if p == p]
+    read_total = sum(c.read)
     return Behaviour(
-        positions=agree / total if total else float("nan"),
+        positions=c.agreement,
         exact=sum(p == 1.0 for p in scored) / len(scored) if scored else float("nan"),
         per_input=tuple(per_input),
-        defined=total / read_total if read_total else float("nan"),
+        defined=sum(c.compared) / read_total if read_total else float("nan"),
         n=len(inputs),
     )
 

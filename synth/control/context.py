@@ -301,23 +301,21 @@ class BehaviourOracle:
         so the real hypothesis and every null draw are measured on the same positions;
         there a draw's None still counts as a disagreement.
         """
-        from models.target import outputs_equal
+        from synth.check.behaviour import compare_outputs
 
         key = (str(program), str(real) if real is not None else "")
         if key not in self._bounds:
             out = self._output(program)
-            mask_out = self._output(real) if real is not None else None
             if out is None:
                 self._bounds[key] = -math.inf
             else:
+                mask_out = self._output(real) if real is not None else None
                 kind = self.target.task.output_kind
-                agree = total = 0
-                for j, (net, prog, read) in enumerate(zip(self.network, out, self.readout)):
-                    if mask_out is not None:
-                        read = [i for i in read if mask_out[j][i] is not None]
-                    total += len(read)
-                    agree += sum(prog[i] is not None and outputs_equal(net[i], prog[i], kind) for i in read)
-                self._bounds[key] = agree / total if total else math.nan
+                # Without a real program every read position is compared (None disagrees).
+                everywhere = [[0] * len(row) for row in out]
+                self._bounds[key] = compare_outputs(
+                    self.network, out, self.readout, kind, defined_by=mask_out or everywhere
+                ).agreement
             if len(self._bounds) > 100_000:
                 self._bounds.pop(next(iter(self._bounds)))
         return self._bounds[key]
