@@ -64,6 +64,14 @@ def act_name(name: str, layer: int | None = None) -> str:
 _LOCATION_RE = re.compile(r"^\s*(?P<hook>[A-Za-z_][\w.]*)\s*(?:\[(?P<args>[^\]]*)\])?\s*$")
 
 
+def hook_in_layer(hook: str, layer: int) -> str:
+    """The same block hook in another layer (``blocks.1.attn.hook_z`` -> ``blocks.3.attn.hook_z``)."""
+    m = re.match(r"blocks\.\d+\.(.+)$", hook)
+    if m is None:
+        raise HypothesisError(f"{hook!r} is not a block hook")
+    return f"blocks.{int(layer)}.{m.group(1)}"
+
+
 @dataclass(frozen=True, order=True)
 class Location:
     """Where a variable lives: a TransformerLens hook name, an optional head, optional dims."""

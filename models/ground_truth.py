@@ -15,8 +15,8 @@ ground truth a property of the network we actually run, and works for any progra
 that follows its helper head).
 
 Location conventions (dsl.hypothesis):
-- `tokens` -> `Location("hook_embed", dims=<dims of tokens:*>)`
-- `indices` -> `Location("hook_pos_embed", dims=<dims of indices:*>)`
+- `tokens` -> `Location(act_name("embed"), dims=<dims of tokens:*>)`
+- `indices` -> `Location(act_name("pos_embed"), dims=<dims of indices:*>)`
 - written by head h of layer L -> `Location("blocks.L.attn.hook_z", head=h)`
 - written by the MLP of layer L -> `Location("blocks.L.hook_mlp_out", dims=<the variable's dims>)`
 - selectors get no location (their head is the location of the aggregate using them).
@@ -34,7 +34,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from models.target import TargetError
-from dsl.location import Location
+from dsl.location import Location, act_name
 
 if TYPE_CHECKING:
     from dsl.hypothesis import Hypothesis
@@ -97,10 +97,10 @@ def variable_locations(compiled: CompiledRasp, sd: Mapping[str, np.ndarray]) -> 
         expr = compiled.graph.nodes[label]["EXPR"]
         name = variable_name(expr)
         if label == rasp.tokens.label:
-            locations[name] = Location("hook_embed", dims=dims)
+            locations[name] = Location(act_name("embed"), dims=dims)
             continue
         if label == rasp.indices.label:
-            locations[name] = Location("hook_pos_embed", dims=dims)
+            locations[name] = Location(act_name("pos_embed"), dims=dims)
             continue
         found = writers(sd, n_layers, dims)
         if len(found) != 1:
@@ -110,9 +110,9 @@ def variable_locations(compiled: CompiledRasp, sd: Mapping[str, np.ndarray]) -> 
             )
         kind, layer, head = found[0]
         if kind == "attn":
-            locations[name] = Location(f"blocks.{layer}.attn.hook_z", head=head)
+            locations[name] = Location(act_name("z", layer), head=head)
         else:
-            locations[name] = Location(f"blocks.{layer}.hook_mlp_out", dims=dims)
+            locations[name] = Location(act_name("mlp_out", layer), dims=dims)
     return locations
 
 

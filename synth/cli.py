@@ -241,14 +241,16 @@ def _remove_empty(directories: list[Path]) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from synth.loop import load_run
+    """A run's report.md (or, before the run wrote one, its summary); ``--json``: the run as JSON."""
+    from synth.loop import load_run, summary_text
 
+    result = load_run(args.run)
     if args.json:
-        _print_json(load_run(args.run).to_json())
+        _print_json(result.to_json())
         return 0
-    from synth.loop import cmd_show as show_command
-
-    return show_command(args)
+    report = Path(args.run) / "report.md"
+    print(report.read_text() if report.exists() else summary_text(result))
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ we score every component that could have written it and keep the best one above 
 match thresholds:
 
 * an ``aggregate`` is looked for in attention heads: the head's pattern must agree with
-  the aggregate's selector (:func:`~synth.propose.model_guided.selector_agreement`) and the
+  the aggregate's selector (:func:`~synth.propose.match_stats.selector_agreement`) and the
   aggregate's values must be decodable from, and explain, the head's output ``hook_z``;
 * any other SOp (``map``, ``seqmap``, ``selector_width``, ...) is looked for in MLP
   outputs, restricted to the residual dimensions it explains (an MLP may write several
@@ -28,16 +28,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dsl.hypothesis import Hypothesis
-from dsl.location import Location
-from synth.propose.model_guided import (
-    MatchThresholds,
-    padded_patterns,
-    decode_accuracy,
-    explain_stats,
-    explains,
-    make_batch,
-    selector_agreement,
-)
+from dsl.location import Location, act_name
+from synth.propose.explain_heads import padded_patterns
+from synth.propose.guided_state import MatchThresholds
+from synth.propose.match_stats import decode_accuracy, explain_stats, explains, selector_agreement
+from synth.propose.model_guided import make_batch
 
 if TYPE_CHECKING:
     from dsl import Program
@@ -74,7 +69,7 @@ def localize(
     used_heads: set[tuple[int, int]] = set()
     for name in program.variables:
         if name in ("tokens", "indices") and name not in dict(program.assignments):
-            loc = Location("hook_embed" if name == "tokens" else "hook_pos_embed")
+            loc = Location(act_name("embed") if name == "tokens" else act_name("pos_embed"))
             corr[name] = loc
             order[name] = -1.0
             continue
@@ -101,7 +96,7 @@ def localize(
                 for head in range(obs.n_heads):
                     if (layer, head) in used_heads:
                         continue
-                    z = obs.flat(f"blocks.{layer}.attn.hook_z", head)
+                    z = obs.flat(act_name("z", layer), head)
                     if float(z.double().var(0).sum()) < 1e-10:
                         continue
                     agreement = selector_agreement(sel, pattern[:, head], bos[:, head], mask)
@@ -110,14 +105,14 @@ def localize(
                     acc, r2 = explains(z, codes)
                     score = min(agreement, acc, r2)
                     if score >= min(th.decode, th.explain) and (best is None or score > best[0] + 1e-9):
-                        best = (score, Location(f"blocks.{layer}.attn.hook_z", head=head))
+                        best = (score, Location(act_name("z", layer), head=head))
         else:
             for layer in range(obs.n_layers):
                 if layer + 0.5 <= after:
                     continue
-                if not obs.has(f"blocks.{layer}.hook_mlp_out"):
+                if not obs.has(act_name("mlp_out", layer)):
                     continue
-                act = obs.flat(f"blocks.{layer}.hook_mlp_out").double()
+                act = obs.flat(act_name("mlp_out", layer)).double()
                 var = act.var(0)
                 active = (var > max(1e-8, 1e-6 * float(var.max()))).nonzero().reshape(-1)
                 if active.numel() == 0:
@@ -132,7 +127,7 @@ def localize(
                 score = acc
                 exact_dims = tuple(int(d) for d in dims.tolist())
                 loc = Location(
-                    f"blocks.{layer}.hook_mlp_out",
+                    act_name("mlp_out", layer),
                     dims=exact_dims if len(exact_dims) < act.shape[1] else None,
                 )
                 if best is None or score > best[0] + 1e-9:

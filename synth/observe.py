@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from dsl.location import act_name
+
 if TYPE_CHECKING:
     from models import Target
 
@@ -108,15 +110,15 @@ class Observations:
 
 
 def hook_names(n_layers: int) -> list[str]:
-    names = ["hook_embed", "hook_pos_embed"]
+    names = [act_name("embed"), act_name("pos_embed")]
     for layer in range(n_layers):
         names += [
-            f"blocks.{layer}.hook_resid_pre",
-            f"blocks.{layer}.attn.hook_z",
-            f"blocks.{layer}.attn.hook_pattern",
-            f"blocks.{layer}.hook_mlp_out",
+            act_name("resid_pre", layer),
+            act_name("z", layer),
+            act_name("pattern", layer),
+            act_name("mlp_out", layer),
         ]
-    names.append(f"blocks.{n_layers - 1}.hook_resid_post")
+    names.append(act_name("resid_post", n_layers - 1))
     return names
 
 
@@ -166,14 +168,14 @@ def observe(target: Target, *, per_length: int = 256, seed: int = 0) -> Observat
                     a = cache[name].float()
                 except KeyError:  # attention-only models have no MLP hooks
                     continue
-                if name == "hook_embed" or name == "hook_pos_embed" or a.dim() >= 3:
+                if name == act_name("embed") or name == act_name("pos_embed") or a.dim() >= 3:
                     a = a[:, sl] if a.dim() >= 2 and a.shape[1] >= offset + length else a
-                if name == "hook_pos_embed" and a.shape[0] != len(inputs):
+                if name == act_name("pos_embed") and a.shape[0] != len(inputs):
                     a = a.expand(len(inputs), *a.shape[1:])
                 acts[name] = a.contiguous()
             patterns, bos = [], []
             for layer in range(n_layers):
-                p = cache[f"blocks.{layer}.attn.hook_pattern"].float()  # [batch, head, q, k]
+                p = cache[act_name("pattern", layer)].float()  # [batch, head, q, k]
                 patterns.append(p[:, :, sl, sl].contiguous())
                 bos.append(p[:, :, sl, 0].contiguous() if offset else torch.zeros_like(p[:, :, sl, 0]))
             groups.append(

@@ -118,10 +118,10 @@ def depth_probe_hypothesis(n_layers: int) -> Any:
     """
     from dsl import parse
     from dsl.hypothesis import Hypothesis
-    from dsl.location import Location
+    from dsl.location import Location, act_name
 
     program = parse("out = aggregate(select(indices, indices, EQ), tokens)")
-    return Hypothesis(program, {program.output: Location(f"blocks.{n_layers - 1}.attn.hook_z", head=0)})
+    return Hypothesis(program, {program.output: Location(act_name("z", n_layers - 1), head=0)})
 
 
 def _interpreter(reference: Any, inputs: list[list[Any]], forward_s: float | None) -> dict[str, Any]:

@@ -39,7 +39,7 @@ import torch
 
 from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
 from dsl.hypothesis import Hypothesis
-from dsl.location import Location
+from dsl.location import Location, act_name
 from synth.check.patching import CheckError, HookInfo, PassCounter, Site, probe, resolve, run
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def resolve_claims(target: Target, hypothesis: Hypothesis) -> Claims:
         claims[name] = Claim(name, sites[name], parents)
     out = program.output
     root_parents = (out,) if out in sites else located_ancestors(out)
-    embed_sites = tuple(resolve(model, Location(h), info) for h in ("hook_embed", "hook_pos_embed"))
+    embed_sites = tuple(resolve(model, Location(h), info) for h in (act_name("embed"), act_name("pos_embed")))
     return Claims(hypothesis, claims, root_parents, info, embed_sites)
 
 

@@ -11,7 +11,6 @@ size and node types (:func:`random_program_like`).
 from __future__ import annotations
 
 import math
-import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import numpy as np
 
 from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
 from dsl.hypothesis import Hypothesis
-from dsl.location import Location
+from dsl.location import Location, hook_in_layer
 
 from synth.accept import ControlError
 from synth.accept import statistic as min_of_scores
@@ -359,7 +358,7 @@ class LocationSpace:
         comp = loc.component
         hook = loc.hook
         if comp in ("attn", "mlp") and loc.layer is not None:
-            hook = re.sub(r"^blocks\.\d+\.", f"blocks.{int(rng.integers(self.n_layers))}.", hook)
+            hook = hook_in_layer(hook, int(rng.integers(self.n_layers)))
         head = int(rng.integers(self.n_heads)) if loc.head is not None else None
         dims = None
         if loc.dims is not None:

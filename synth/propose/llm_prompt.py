@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Iterable, Mapping, Sequence
+from dsl.location import act_name
 
 if TYPE_CHECKING:
     from models import Target
@@ -212,8 +213,8 @@ def architecture_lines(target: Target) -> list[str]:
     lines.append("- Locations a correspondence may use:")
     lines.append("  hook_embed (tokens), hook_pos_embed (indices)")
     for layer in range(n_layers):
-        heads = ", ".join(f"blocks.{layer}.attn.hook_z[{h}]" for h in range(n_heads))
-        lines.append(f"  layer {layer}: {heads}; blocks.{layer}.hook_mlp_out")
+        heads = ", ".join(f"{act_name('z', layer)}[{h}]" for h in range(n_heads))
+        lines.append(f"  layer {layer}: {heads}; {act_name('mlp_out', layer)}")
     return lines
 
 
@@ -230,9 +231,9 @@ def _unused_components(target: Target) -> list[str]:
                 w_o = block.attn.W_O  # [head, d_head, d_model]
                 for h in range(w_o.shape[0]):
                     if float(w_o[h].abs().max()) == 0.0:
-                        out.append(f"blocks.{layer}.attn.hook_z[{h}]")
+                        out.append(f"{act_name('z', layer)}[{h}]")
                 if float(block.mlp.W_out.abs().max()) == 0.0:
-                    out.append(f"blocks.{layer}.hook_mlp_out")
+                    out.append(act_name("mlp_out", layer))
     except Exception:  # noqa: BLE001 - architecture notes are a hint, never a failure
         return []
     return out
@@ -332,7 +333,7 @@ def _attention_lines(obs: Any, *, max_heads: int, skip: set[str]) -> list[str]:
     shown = 0
     for layer in range(n_layers):
         for head in range(n_heads):
-            if f"blocks.{layer}.attn.hook_z[{head}]" in skip:
+            if f"{act_name('z', layer)}[{head}]" in skip:
                 continue  # all-zero head: its pattern is meaningless
             if shown >= max_heads:
                 lines.append("  (more heads omitted)")

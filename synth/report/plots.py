@@ -29,6 +29,7 @@ import math
 from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
 
+from dsl.location import act_name
 from dsl.hypothesis import Hypothesis
 from synth.report.inspection import InspectError, as_run, hypothesis_of, per_input_frame, scores_of
 
@@ -194,7 +195,7 @@ def plot_attention_vs_selector(
     rows = [(x_i, h) for x_i in range(len(inputs)) for h in heads]
     fig = _figure(7.0, 2.9 * len(rows))
     axes = fig.subplots(len(rows), 2, squeeze=False)
-    names = {f"blocks.{loc.layer}.attn.hook_pattern" for _, _, loc in heads}
+    names = {act_name("pattern", loc.layer) for _, _, loc in heads}
     for x_i, x in enumerate(inputs):
         with torch.no_grad():
             _, cache = target.model.run_with_cache(
@@ -203,7 +204,7 @@ def plot_attention_vs_selector(
         for r, (xi, (var, sel, loc)) in enumerate(rows):
             if xi != x_i:
                 continue
-            pattern = cache[f"blocks.{loc.layer}.attn.hook_pattern"][0, loc.head].float().numpy()
+            pattern = cache[act_name("pattern", loc.layer)][0, loc.head].float().numpy()
             pattern = pattern[off:]  # queries at input positions; keys keep BOS
             matrix = np.array([[1.0 if v else 0.0 for v in row] for row in values[sel][x_i]])
             if off:

@@ -50,3 +50,26 @@ def test_bad_location_text(text):
 def test_negative_head_rejected():
     with pytest.raises(HypothesisError, match="head index"):
         Location("blocks.0.attn.hook_z", -1)
+
+
+def test_act_name_is_transformer_lens_get_act_name():
+    from transformer_lens.utilities.components_utils import get_act_name
+
+    from dsl.location import act_name, hook_in_layer
+
+    for name in ("z", "pattern", "q", "k", "v", "result", "attn_scores", "mlp_out", "pre", "post",
+                 "resid_pre", "resid_mid", "resid_post", "attn_out"):
+        assert act_name(name, 2) == get_act_name(name, 2)
+    assert act_name("embed") == get_act_name("embed")
+    assert act_name("pos_embed") == get_act_name("pos_embed")
+    assert hook_in_layer(act_name("z", 1), 3) == act_name("z", 3)
+    with pytest.raises(HypothesisError):
+        act_name("z")
+    with pytest.raises(HypothesisError):
+        act_name("nonsense", 0)
+
+
+def test_forward_pass_order():
+    assert Location("hook_embed").order == -1.0 and Location("blocks.2.attn.hook_z", 0).order == 2.0
+    assert Location("blocks.2.hook_mlp_out").order == 2.5
+    assert Location("blocks.2.hook_resid_pre").order is None

@@ -8,7 +8,9 @@ import torch
 
 import dsl
 from synth.propose.enumerate import Pool
-from synth.propose.model_guided import GuidedState, _functional_selectors, _is_causal, selector_agreement
+from synth.propose.explain_heads import _functional_selectors, _is_causal
+from synth.propose.guided_state import GuidedState
+from synth.propose.match_stats import selector_agreement
 
 
 def _pool(length: int = 4) -> Pool:

@@ -50,7 +50,8 @@ def test_relabelled_variable_counts_as_equivalent(hist):
 
 
 def test_walk_explains_every_component_of_hist(hist):
-    from synth.propose.model_guided import MatchThresholds, compose, walk
+    from synth.propose.guided_state import MatchThresholds
+    from synth.propose.model_guided import compose, walk
     from synth.observe import observe
 
     obs = observe(hist, per_length=64)

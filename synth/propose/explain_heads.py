@@ -1,0 +1,595 @@
+"""Explaining one attention head: a ``select`` that matches its pattern, an ``aggregate`` its output.
+
+For a pair of available variables ``(k, q)`` the pattern says, for each observed pair of values
+``(k=a, q=b)``, whether the head attends; if the answer is the same every time the pair occurs
+the pattern is a function of ``(k, q)`` and the relation is named: a DSL comparison when one
+agrees on every observed pair (:func:`_name_relation`), a shifted comparison, or a fitted
+relabelling of a variable. Trained heads are soft: :func:`explain_head_soft` ranks candidate
+selectors by where the head looks instead. The head's output (``hook_z``) is then matched with
+``aggregate(selector, x)`` for an available ``x``. A matched selector whose head writes no
+aggregate is offered to the MLP of the same layer as ``selector_width`` (counting).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from synth.propose.enumerate import Pool, fit_map, try_add
+from dsl.location import Location, act_name
+
+from synth.propose.guided_state import GuidedState, Located, MatchThresholds, layer_of, representatives
+from synth.propose.match_stats import (
+    argmax_agreement, class_ids, decode_accuracy, explains, selector_agreement,
+)
+
+if TYPE_CHECKING:
+    from synth.observe import Observations
+
+
+COMPARISON_ORDER = ("EQ", "LT", "GT", "LEQ", "GEQ", "NEQ", "TRUE")
+
+
+def padded_patterns(obs: Observations, layer: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention patterns of one layer over all inputs: [N, H, T, T] over input positions, [N, H, T] BOS."""
+    pats, boss = [], []
+    for g in obs.groups:
+        p = g.patterns[layer]
+        b = g.bos[layer]
+        pad = width - g.length
+        pats.append(torch.nn.functional.pad(p, (0, pad, 0, pad)))
+        boss.append(torch.nn.functional.pad(b, (0, pad)))
+    return torch.cat(pats, 0).double(), torch.cat(boss, 0).double()
+
+
+def explain_head(
+    pool: Pool,
+    state: GuidedState,
+    obs: Observations,
+    layer: int,
+    head: int,
+    z: torch.Tensor,
+    pattern: torch.Tensor,
+    bos: torch.Tensor,
+    avail: list[str],
+    th: MatchThresholds,
+) -> dict[str, Any]:
+    from dsl.program import Node
+
+    batch = pool.batch
+    mask = batch.mask
+    pm = batch.pair_mask
+    rowmax = pattern.amax(-1, keepdim=True)
+    attended = (pattern >= 0.5 * rowmax) & (rowmax > 0.25 / (batch.width + 1)) & pm
+    info: dict[str, Any] = {"selectors": [], "aggregates": [], "agreement": 0.0}
+    ids = {n: class_ids(pool.values[n])[0].reshape(pool.values[n].shape) for n in avail}
+    sizes = {n: int(ids[n].max()) + 1 for n in avail}
+    pm_flat = pm.reshape(-1)
+    att_flat = attended.reshape(-1)
+    found: list[tuple[tuple, Any, float]] = []
+    reps = representatives(state, avail)
+    for k, q in itertools.product(reps, reps):
+        nk, nq = sizes[k], sizes[q]
+        pair = (ids[k][:, None, :] * nq + ids[q][:, :, None]).reshape(-1)
+        pair_all = torch.bincount(pair[pm_flat], minlength=nk * nq)
+        pair_att = torch.bincount(pair[pm_flat & att_flat], minlength=nk * nq)
+        conflict = torch.minimum(pair_att, pair_all - pair_att).sum().item() / max(1, int(pm_flat.sum()))
+        if conflict > th.conflict:
+            continue
+        seen = pair_all > 0
+        rel = (pair_att * 2 > pair_all)[seen]
+        if bool(rel.all()) and (k, q) != (avail[0], avail[0]):
+            continue  # TRUE on every pair: one canonical selector is enough
+        kv, qv = _pair_codes(pool, k, q, seen, nk, nq)
+        recency = -(layer_of(state, k) + layer_of(state, q))
+        base = pool.items[k].cost + pool.items[q].cost
+        for pred, relabel, pred_cost in _name_relation(
+            kv, qv, rel, _relabelable(pool, state, k), _relabelable(pool, state, q), same=(k == q)
+        ):
+            found.append(((pred_cost, recency, base), (k, q, pred, relabel), conflict))
+            break
+    found.sort(key=lambda t: t[0])
+    best_sel = []
+    for _, (k, q, pred, relabel), _ in found[:3]:
+        if relabel is not None:
+            side, how = relabel
+            var = k if side in ("k", "order") else q
+            new = _relabel(pool, state, var, _relabelled_values(pool.values[var], how))
+            if new is None:
+                continue
+            if side == "order":
+                k = q = new
+            else:
+                k, q = (new, q) if side == "k" else (k, new)
+        pred = _decoded_predicate(pool, k, q, pred)
+        node = Node("select", (k, q, pred), None)
+        try:
+            values = pool.evaluate(node)
+        except ValueError:  # a DSL error: this predicate cannot run on the batch
+            continue
+        agreement = selector_agreement(values, pattern, bos, mask)
+        if agreement < th.selector:
+            continue
+        name = pool.add(node, prefix=f"sel{layer}_{head}_", values=values, dedupe=False)
+        if name is not None:
+            best_sel.append((agreement, name))
+        if len(best_sel) >= 1:
+            break
+    if not best_sel:
+        return info
+    info["agreement"] = best_sel[0][0]
+    info["selectors"] = [n for _, n in best_sel]
+    sel = best_sel[0][1]
+    # Match the head's output with aggregates of available variables.
+    zf = z.double()
+    matches_: list[tuple[float, str]] = []
+    for x in avail:
+        defaults: list[Any] = [None]
+        if pool.items[x].dtype in ("number", "bool"):
+            defaults.append(0)
+        for default in defaults:
+            node = Node("aggregate", (sel, x, default), "categorical")
+            try:
+                values = pool.evaluate(node)
+            except (ValueError, RuntimeError):
+                continue
+            codes = values[mask]
+            if bool(torch.isnan(codes).all()):
+                continue
+            acc, r2 = explains(zf, codes)
+            if acc >= th.decode and r2 >= th.explain:
+                numerical = _is_mean(pool, sel, x)
+                node = Node("aggregate", (sel, x, default), "numerical" if numerical else "categorical")
+                matches_.append((pool.items[x].cost + (0.1 if default is not None else 0.0), node, acc, r2))
+    matches_.sort(key=lambda t: t[0])
+    seen_keys: set[str] = set()
+    for _, node, acc, r2 in matches_:
+        values = pool.evaluate(node)
+        key = pool.key(values)
+        if key in seen_keys:
+            continue
+        seen_keys.add(key)
+        name = pool.add(node, prefix=f"attn{layer}_{head}_", values=values, dedupe=False)
+        if name is None:
+            continue
+        state.located[name] = Located(
+            name, Location(act_name("z", layer), head=head), float(layer), min(acc, r2)
+        )
+        info["aggregates"].append(name)
+        if len(info["aggregates"]) >= 2:
+            break
+    return info
+
+
+def read_mask(pool: Pool, obs: Observations) -> torch.Tensor:
+    """[batch, pos] True at the positions the task reads (every position, or the last one)."""
+    mask = pool.batch.mask
+    if obs.readout != "last":
+        return mask
+    last = torch.zeros_like(mask)
+    last[torch.arange(mask.shape[0]), pool.batch.lengths - 1] = True
+    return last
+
+
+def explain_head_soft(
+    pool: Pool,
+    state: GuidedState,
+    obs: Observations,
+    layer: int,
+    head: int,
+    z: torch.Tensor,
+    pattern: torch.Tensor,
+    bos: torch.Tensor,
+    avail: list[str],
+    th: MatchThresholds,
+) -> dict[str, Any]:
+    """Head matching for trained networks: score candidate selectors by where the head looks.
+
+    Candidates are ``select(k, q, pred)`` over available variables with the named comparisons
+    and small shifts (``q == k + c``). A head matters either at every position (its output
+    feeds later layers) or only where the task reads the output, so agreement is the better
+    of the two; the head's output must then decode the aggregate at those same positions.
+    """
+    from dsl.program import Node
+
+    mask = pool.batch.mask
+    read = read_mask(pool, obs) & mask
+    info: dict[str, Any] = {"selectors": [], "aggregates": [], "agreement": 0.0}
+    preds: list[Any] = [c for c in COMPARISON_ORDER if c != "TRUE"]
+    preds += [_shifted_predicate(torch.eq, c) for c in (1, -1, 2, -2)]
+    reps = representatives(state, avail)
+    # A causal head never looks ahead: its selectors are the candidates restricted to keys at
+    # or before the query (``selector_and(s, select(indices, indices, LEQ))``).
+    causal_node = Node("select", ("indices", "indices", "LEQ"), None)
+    causal = _is_causal(pattern, pool.batch.pair_mask) and "indices" in pool.items
+    causal_values = pool.evaluate(causal_node) if causal else None
+
+    # Candidates are ranked on a subsample of inputs (the batch can hold thousands).
+    step = max(1, pattern.shape[0] // SELECTOR_SAMPLE)
+    sub_p, sub_b, sub_m, sub_r = pattern[::step], bos[::step], mask[::step], read[::step]
+
+    def agreements_of(values: torch.Tensor) -> list[tuple[str, float]]:
+        # Argmax agreement suits one-key heads; total variation suits heads spreading their
+        # weight evenly over several keys (counting), where the argmax charge is too harsh.
+        # Each metric nominates its own best selector: a single max over both lets a
+        # spread-out selector outrank the one-key selector an induction head implements.
+        v = values[::step]
+        out = []
+        for metric in (argmax_agreement, selector_agreement):
+            a_all, a_read = metric(v, sub_p, sub_b, sub_m), metric(v, sub_p, sub_b, sub_r)
+            out.append(("all", a_all) if a_all >= a_read else ("read", a_read))
+        return out
+
+    rankings: tuple[list, list] = ([], [])
+    candidates: list[tuple[float, Any]] = []
+    for k, q in itertools.product(reps, reps):
+        for pred in preds:
+            cost = pool.items[k].cost + pool.items[q].cost + (0.0 if isinstance(pred, str) else 1.0)
+            candidates.append((cost, Node("select", (k, q, pred), None)))
+    for k, q, node in _functional_selectors(pool, state, pattern, mask, reps):
+        candidates.append((pool.items[k].cost + pool.items[q].cost + 2.0, node))
+    for cost, node in candidates:
+        try:
+            values = pool.evaluate(node)
+        except ValueError:
+            continue
+        if causal_values is not None:
+            values = values & causal_values
+            cost += 1.0
+        if not bool(values.any()):
+            continue
+        for ranking, (rows_name, agreement) in zip(rankings, agreements_of(values)):
+            ranking.append((agreement, -cost, rows_name, node, values))
+    nominated: list[tuple[float, str, Any, torch.Tensor]] = []
+    for ranking in rankings:
+        if not ranking:
+            continue
+        agreement, _, rows_name, node, values = max(ranking, key=lambda t: (t[0], t[1]))
+        if agreement >= th.selector and all(node != n[2] for n in nominated):
+            nominated.append((agreement, rows_name, node, values))
+    for agreement, rows_name, node, values in sorted(nominated, key=lambda n: -n[0]):
+        if causal_values is not None:
+            base = try_add(pool, node, prefix=f"sel{layer}_{head}_base", dedupe=False)
+            mask_name = try_add(pool, causal_node, prefix="causal", dedupe=False)
+            if base is None or mask_name is None:
+                continue
+            node = Node("selector_and", (base, mask_name), None)
+        sel = pool.add(node, prefix=f"sel{layer}_{head}_", values=values, dedupe=False)
+        if sel is None:
+            continue
+        info["selectors"].append(sel)
+        if agreement > info["agreement"]:
+            info["agreement"], info["rows"] = agreement, rows_name
+        rows = mask if rows_name == "all" else read
+        for name in _head_aggregates(pool, state, layer, head, z, avail, th, sel, rows):
+            info["aggregates"].append(name)
+    return info
+
+
+def _head_aggregates(
+    pool: Pool,
+    state: GuidedState,
+    layer: int,
+    head: int,
+    z: torch.Tensor,
+    avail: list[str],
+    th: MatchThresholds,
+    sel: str,
+    rows: torch.Tensor,
+) -> list[str]:
+    """The (at most two) aggregates through selector ``sel`` that the head's output decodes."""
+    from dsl.program import Node
+
+    zr = z.double()[rows[pool.batch.mask]]
+    best: list[tuple[float, Any, torch.Tensor]] = []
+    for x in avail:
+        agg = Node("aggregate", (sel, x, None), "categorical")
+        try:
+            vals = pool.evaluate(agg)
+        except ValueError:
+            continue
+        codes = vals[rows]
+        defined = ~torch.isnan(codes)
+        if float(defined.double().mean()) < 0.5:
+            continue
+        acc = decode_accuracy(zr[defined], codes[defined])
+        if acc >= th.decode:
+            numerical = _is_mean(pool, sel, x) and pool.items[x].dtype != "value"
+            node = Node("aggregate", (sel, x, None), "numerical" if numerical else "categorical")
+            best.append((acc - 0.001 * pool.items[x].cost, node, vals))
+    best.sort(key=lambda t: -t[0])
+    names = []
+    for acc, node, vals in best[:2]:
+        name = pool.add(node, prefix=f"attn{layer}_{head}_", values=vals, dedupe=False)
+        if name is None:
+            continue
+        state.located[name] = Located(
+            name, Location(act_name("z", layer), head=head), float(layer), acc
+        )
+        names.append(name)
+    return names
+
+
+def _functional_selectors(
+    pool: Pool, state: GuidedState, pattern: torch.Tensor, mask: torch.Tensor, reps: Sequence[str]
+) -> Iterator[tuple[str, str, Any]]:
+    """``select(k, map(f, q), EQ)`` for heads whose most-attended key is a function of the query.
+
+    A trained head that looks at one key per query (a mirror, a fixed offset) names that key
+    by a function of the query's value; the key's value at the argmax is read off the pattern,
+    the majority value per query value gives a table, and the DSL fits the cheapest map to it.
+    Only tables that hold on nearly every query (``FUNCTIONAL``) and that are not the identity
+    (plain ``EQ`` covers it) are offered.
+    """
+    from dsl.program import Node
+
+    top = pattern.argmax(-1)
+    for k, q in itertools.product(reps, reps):
+        kv, qv = pool.values[k], pool.values[q]
+        at_top = torch.gather(torch.nan_to_num(kv, nan=-1e18), 1, top)[mask]
+        qm = qv[mask]
+        defined = ~torch.isnan(qm) & (at_top > -1e17)
+        if float(defined.double().mean()) < 0.9:
+            continue
+        q_ids, nq = class_ids(qm[defined])
+        if nq < 2 or nq > 64:
+            continue
+        k_ids, nk = class_ids(at_top[defined])
+        joint = torch.bincount(q_ids * nk + k_ids, minlength=nq * nk).reshape(nq, nk)
+        if float(joint.amax(1).sum()) < FUNCTIONAL * float(defined.sum()):
+            continue
+        k_codes = torch.unique(torch.nan_to_num(torch.round(at_top[defined] * 1e6), nan=-7e15)) / 1e6
+        best_k = k_codes[joint.argmax(1)]
+        target = torch.full_like(qv, float("nan"))
+        q_codes = torch.unique(torch.round(qm[defined] * 1e6)) / 1e6
+        for code, val in zip(q_codes.tolist(), best_k.tolist()):
+            target = torch.where(torch.isclose(qv, torch.tensor(code, dtype=qv.dtype)), val, target)
+        if bool(torch.allclose(torch.nan_to_num(target[mask], nan=0.0), torch.nan_to_num(qv[mask], nan=0.0))):
+            continue  # the identity: EQ already covers it
+        node = fit_map(pool, [q], target)
+        if node is None:
+            continue
+        name = try_add(pool, node, prefix=f"{q}_key", dedupe=False)
+        if name is None:
+            continue
+        yield k, q, Node("select", (k, name, "EQ"), None)
+
+
+FUNCTIONAL = 0.9
+
+
+SELECTOR_SAMPLE = 256
+
+
+def _is_causal(pattern: torch.Tensor, pair_mask: torch.Tensor) -> bool:
+    """Whether a head puts (numerically) no weight on any key after its query."""
+    width = pattern.shape[-1]
+    ahead = torch.triu(torch.ones(width, width, dtype=torch.bool), diagonal=1)
+    return float(pattern[:, ahead].abs().max()) < 1e-6 if bool(ahead.any()) else False
+
+
+def _is_mean(pool: Pool, sel: str, x: str) -> bool:
+    """Whether aggregate(sel, x) ever averages several different values (a numerical aggregate)."""
+    s = pool.values[sel]
+    xv = torch.nan_to_num(pool.values[x], nan=0.0)
+    width = s.sum(-1)
+    if bool((width <= 1).all()):
+        return False
+    hi = torch.where(s, xv[:, None, :], torch.full_like(s, -1e18, dtype=torch.float64)).amax(-1)
+    lo = torch.where(s, xv[:, None, :], torch.full_like(s, 1e18, dtype=torch.float64)).amin(-1)
+    return bool(((hi != lo) & (width > 1)).any())
+
+
+def _pair_codes(pool: Pool, k: str, q: str, seen: torch.Tensor, nk: int, nq: int) -> tuple[list, list]:
+    kc = _sorted_codes(pool.values[k])
+    qc = _sorted_codes(pool.values[q])
+    idx = torch.nonzero(seen).reshape(-1).tolist()
+    return [kc[i // nq] for i in idx], [qc[i % nq] for i in idx]
+
+
+def _sorted_codes(codes: torch.Tensor) -> list[float]:
+    c = torch.nan_to_num(torch.round(codes * 1e6), nan=-7.0e15)
+    u = torch.unique(c)
+    return [float("nan") if v == -7.0e15 else v / 1e6 for v in u.tolist()]
+
+
+SHIFTS = (1, -1, 2, -2, 3, -3)
+
+
+def _name_relation(
+    kv: list[float], qv: list[float], rel: torch.Tensor, k_relabel: bool, q_relabel: bool, same: bool = False
+) -> Iterator[tuple[Any, tuple[str, Any] | None, float]]:
+    """DSL predicates agreeing with ``rel`` on the observed (key, query) code pairs, best first.
+
+    Yields ``(predicate, relabel, cost)``: a named comparison on the variables as they are; a
+    comparison after shifting the values of a relabelable (MLP-written) key or query variable
+    (``relabel`` = (side, shift): the MLP's output fixes the variable only up to its labels,
+    and the head that reads it fixes the labels); else a fitted two-argument predicate.
+    """
+    from dsl.interpret import comparison
+
+    if any(v != v for v in kv + qv):
+        return
+    kt = torch.tensor(kv, dtype=torch.float64)
+    qt = torch.tensor(qv, dtype=torch.float64)
+    for name in COMPARISON_ORDER:
+        if bool((comparison(name, kt, qt) == rel).all()):
+            yield name, None, 0.0
+            return
+    for side, ok in (("q", q_relabel), ("k", k_relabel)):
+        if not ok:
+            continue
+        for c in SHIFTS:
+            k2, q2 = (kt, qt + c) if side == "q" else (kt + c, qt)
+            for name in COMPARISON_ORDER[:-1]:
+                if bool((comparison(name, k2, q2) == rel).all()):
+                    yield name, (side, c), 0.5
+                    return
+    if same and k_relabel:
+        ranks = _order_labels(kt, qt, rel)
+        if ranks is not None:
+            name, mapping = ranks
+            yield name, ("order", mapping), 0.75
+            return
+    pred = _fit_predicate(kt, qt, rel)
+    if pred is not None:
+        yield pred, None, float(pred.family.cost)
+
+
+def _order_labels(
+    kt: torch.Tensor, qt: torch.Tensor, rel: torch.Tensor
+) -> tuple[str, dict[float, float]] | None:
+    """Labels under which ``rel`` (a relation of a variable with itself) is a named order.
+
+    A head comparing a variable with itself (``select(keys, keys, LT)`` in a sort) fixes the
+    order of the variable's values, not their names: the number of values each query value
+    selects ranks it. Returns the comparison and the code -> rank map, or None.
+    """
+    from dsl.interpret import comparison
+
+    values = sorted(set(kt.tolist()) | set(qt.tolist()))
+    index = {v: i for i, v in enumerate(values)}
+    pairs = [(index[k], index[q], bool(r)) for k, q, r in zip(kt.tolist(), qt.tolist(), rel.tolist())]
+    # Each comparison turns every observed pair into a difference constraint on the labels
+    # (edge a -> b with weight w: label[b] >= label[a] + w); the smallest labels meeting them
+    # are longest-path lengths, and a positive cycle means the relation is no such order.
+    for name, true_edge, false_edge in (
+        ("LT", (0, 1, 1), (1, 0, 0)),
+        ("LEQ", (0, 1, 0), (1, 0, 1)),
+        ("GT", (1, 0, 1), (0, 1, 0)),
+        ("GEQ", (1, 0, 0), (0, 1, 1)),
+    ):
+        edges = []
+        for k, q, r in pairs:
+            src, dst, w = true_edge if r else false_edge
+            ends = (k, q)
+            edges.append((ends[src], ends[dst], w))
+        labels = _longest_paths(len(values), edges)
+        if labels is None:
+            continue
+        # Values never compared on one input get the same rank; keep them apart (a relabelling
+        # must not merge values) with a tie-break in their old order when that stays consistent.
+        distinct = sorted(values, key=lambda v: (labels[index[v]], v))
+        for mapping in (
+            {v: float(i) for i, v in enumerate(distinct)},
+            {v: float(labels[index[v]]) for v in values},
+        ):
+            k2 = torch.tensor([mapping[v] for v in kt.tolist()], dtype=torch.float64)
+            q2 = torch.tensor([mapping[v] for v in qt.tolist()], dtype=torch.float64)
+            if bool((comparison(name, k2, q2) == rel).all()):
+                return name, mapping
+    return None
+
+
+def _longest_paths(n: int, edges: list[tuple[int, int, int]]) -> list[int] | None:
+    labels = [0] * n
+    for _ in range(n + 1):
+        changed = False
+        for a, b, w in edges:
+            if labels[b] < labels[a] + w:
+                labels[b] = labels[a] + w
+                changed = True
+        if not changed:
+            return labels
+    return None
+
+
+def _relabelable(pool: Pool, state: GuidedState, name: str) -> bool:
+    """Whether a variable's value labels are free: an MLP-written map fixes only its partition."""
+    item = pool.items[name]
+    loc = state.located.get(name)
+    return (
+        item.node is not None
+        and item.node.op in ("map", "seqmap")
+        and loc is not None
+        and loc.location.component == "mlp"
+    )
+
+
+def _relabelled_values(values: torch.Tensor, how: Any) -> torch.Tensor:
+    if isinstance(how, dict):
+        out = torch.full_like(values, float("nan"))
+        for code, label in how.items():
+            out = torch.where(torch.isclose(values, torch.tensor(code, dtype=values.dtype)), label, out)
+        return out
+    return values + how
+
+
+def _relabel(pool: Pool, state: GuidedState, name: str, target: torch.Tensor) -> str | None:
+    """The same MLP variable with new value labels ``target`` (a refitted map of its inputs)."""
+    from synth.propose.enumerate import fit_map
+
+    item = pool.items[name]
+    defined = ~torch.isnan(pool.values[name])
+    if bool(torch.isnan(target[defined & pool.batch.mask]).any()):
+        return None
+    node = fit_map(pool, item.node.inputs, target)
+    if node is None:
+        return None
+    node = type(node)(node.op, node.args, item.node.encoding)
+    new = try_add(pool, node, prefix=f"{name}_relabel", dedupe=False)
+    if new is None:
+        return None
+    m = pool.batch.mask
+    got, want = torch.nan_to_num(pool.values[new][m], nan=-1e9), torch.nan_to_num(target[m], nan=-1e9)
+    if not bool(torch.allclose(got, want)):
+        return None
+    loc = state.located[name]
+    state.located[new] = Located(new, loc.location, loc.layer, loc.score)
+    return new
+
+
+def _fit_predicate(kt: torch.Tensor, qt: torch.Tensor, rel: torch.Tensor) -> Any:
+    """A two-argument function of (key, query) giving the relation: a shifted comparison, else a table."""
+    from dsl import registry
+    from dsl.program import Fn
+
+    from dsl.values import SYMBOL_BASE
+
+    numeric = bool((kt < SYMBOL_BASE).all() and (qt < SYMBOL_BASE).all())
+    for op in (torch.eq, torch.lt, torch.le, torch.gt, torch.ge) if numeric else ():
+        for c in SHIFTS:
+            if bool((op(kt + c, qt) == rel).all()):
+                return _shifted_predicate(op, c)
+    if kt.numel() > 64 or not registry.has_function("table", 2):
+        return None
+    entries = tuple(
+        sorted(((_num(k), _num(q)), bool(r)) for k, q, r in zip(kt.tolist(), qt.tolist(), rel.tolist()))
+    )
+    return Fn("table", 2, (entries,))
+
+
+def _decoded_predicate(pool: Pool, k: str, q: str, pred: Any) -> Any:
+    """A fitted table predicate holds value codes; the program must hold the values."""
+    from dsl.program import Fn
+
+    if not isinstance(pred, Fn) or pred.name != "table":
+        return pred
+    cb = pool.batch.codebook
+    dk, dq = pool.items[k].dtype, pool.items[q].dtype
+    entries = tuple(((cb.decode(a, dk), cb.decode(b, dq)), r) for (a, b), r in pred.params[0])
+    return Fn("table", 2, (entries,))
+
+
+def _num(v: float) -> Any:
+    return int(v) if v == int(v) else v
+
+
+def _shifted_predicate(op: Any, c: int) -> Any:
+    """``k + c OP q`` as a DSL two-argument ``expr`` function of (x=key, y=query)."""
+    import sympy
+
+    from dsl.program import Fn
+
+    x, y = sympy.symbols("x y")
+    rel = {
+        torch.eq: sympy.Eq,
+        torch.lt: sympy.Lt,
+        torch.le: sympy.Le,
+        torch.gt: sympy.Gt,
+        torch.ge: sympy.Ge,
+    }[op]
+    return Fn("expr", 2, (rel(x + c, y),))

@@ -1,0 +1,237 @@
+"""Explaining one MLP: ``map``/``seqmap``/``selector_width`` candidates that cover its output.
+
+Candidates are built by the enumerator from the available variables and the function
+library, cheapest first; each claims the output dimensions it explains (R^2 per dimension).
+An MLP may compute several variables side by side in different residual directions, so
+blocks are chosen to cover every active dimension and split where their subspaces are
+independent. Dimensions no library function explains get a fitted lookup map
+(:func:`_fit_block`), which the DSL simplifies to a closed form when one fits.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+
+import torch
+
+from synth.propose.enumerate import Pool, function_instances, matches, try_add
+from dsl.location import Location, act_name
+
+from synth.propose.guided_state import GuidedState, Located, MatchThresholds, layer_of, representatives
+from synth.propose.match_stats import class_ids, decode_accuracy, explain_stats
+
+if TYPE_CHECKING:
+    pass
+
+
+def explain_mlp(
+    pool: Pool,
+    state: GuidedState,
+    layer: int,
+    act: torch.Tensor,
+    avail: list[str],
+    counting: list[str],
+    th: MatchThresholds,
+    labellings: int,
+    network_out: tuple[torch.Tensor, torch.Tensor, float],
+) -> dict[str, Any]:
+    from dsl.program import Node
+
+    mask = pool.batch.mask
+    act = act.double()
+    var = act.var(0)
+    active = var > max(1e-8, 1e-6 * float(var.max()))
+    info: dict[str, Any] = {"active": int(active.sum()), "blocks": []}
+    candidates: list[tuple[float, Any]] = []
+    for s in counting:
+        candidates.append((0.0, Node("selector_width", (s,), "categorical")))
+    reps = representatives(state, avail)
+    for x in reps:
+        for fn in function_instances(pool, 1, [x]):
+            candidates.append((float(fn.family.cost), Node("map", (fn, x), "categorical")))
+    for x, y in itertools.permutations(reps, 2):
+        lx, ly = state.located.get(x), state.located.get(y)
+        if lx is not None and ly is not None and lx.location == ly.location:
+            continue  # two labellings of one component's variable, not two variables
+        for fn in function_instances(pool, 2, [x, y]):
+            candidates.append((float(fn.family.cost) + 0.5, Node("seqmap", (fn, x, y), "categorical")))
+    # Cheapest function first; among equals, read the most recently written variables (a network
+    # computes a variable in order to read it) and the cheapest ones.
+    candidates.sort(
+        key=lambda t: (
+            t[0],
+            -max((layer_of(state, i) for i in t[1].inputs), default=-1.0),
+            sum(pool.items[i].cost for i in t[1].inputs),
+        )
+    )
+    blocks: dict[tuple[int, ...], list[tuple[float, Any, torch.Tensor, float]]] = {}
+    seen: set[str] = set()
+    active_idx = torch.nonzero(active).reshape(-1)
+    sub = act[:, active_idx]
+    for cost, node in candidates:
+        try:
+            values = pool.evaluate(node)
+        except (ValueError, RuntimeError, TypeError, ZeroDivisionError):
+            continue
+        codes = values[mask]
+        if float(torch.isnan(codes).double().mean()) > 0.5:
+            continue  # None (undefined) is a value of its own here, but not most of the time
+        key = pool.key(values)
+        if key in seen:
+            continue
+        seen.add(key)
+        _, r2, _ = explain_stats(sub, codes)
+        dims = (r2 >= th.explain).nonzero().reshape(-1)
+        if dims.numel() == 0:
+            continue
+        block = tuple(int(active_idx[d]) for d in dims.tolist())
+        entries = blocks.setdefault(block, [])
+        # The labelling that reproduces the network's outputs is always kept: it is the one the
+        # unembedding reads, whatever the cap on alternatives.
+        if len(entries) >= labellings and not matches(values, *network_out):
+            continue
+        acc = decode_accuracy(act[:, list(block)], codes)
+        if acc < th.decode:
+            continue
+        entries.append((cost, node, values, acc))
+    # Cover the active dimensions with as few variables as possible (largest blocks first), then split
+    # a block into smaller explained blocks when their subspaces are independent (ranks add up):
+    # side-by-side variables live in independent directions, while the one-hot directions of a
+    # single categorical variable are linearly tied (they sum to one) and stay together.
+    found = {b: e for b, e in blocks.items() if e}
+    uncovered = set(active_idx.tolist())
+    chosen: list[tuple[int, ...]] = []
+    for block in sorted(found, key=lambda b: (-len(b), found[b][0][0])):
+        if not uncovered & set(block):
+            continue
+        uncovered -= set(block)
+        chosen += _split_block(block, found, act)
+    chosen = list(dict.fromkeys(chosen))
+    for block in chosen:
+        names = []
+        for _cost, node, values, acc in blocks[block]:
+            numerical = len(block) == 1 and pool.items[node.inputs[0]].dtype != "value"
+            node = Node(node.op, node.args, "numerical" if numerical else "categorical")
+            name = pool.add(node, prefix=f"mlp{layer}_", values=values, dedupe=False)
+            if name is None:
+                continue
+            where = Location(act_name("mlp_out", layer), dims=None if th.whole_mlp else block)
+            state.located[name] = Located(name, where, layer + 0.5, acc)
+            names.append(name)
+        info["blocks"].append({"dims": block, "variables": names})
+    if uncovered and th.whole_mlp and chosen:
+        uncovered = set()  # the matched variable is claimed at the whole output
+    if uncovered:
+        fitted = _fit_block(pool, state, layer, act, sorted(uncovered), avail)
+        if fitted is not None:
+            info["blocks"].append({"dims": tuple(sorted(uncovered)), "variables": [fitted], "fitted": True})
+            uncovered = set()
+    if uncovered:
+        info["unexplained_dims"] = sorted(uncovered)
+        state.notes.append(f"MLP {layer}: {len(uncovered)} active dims not explained by any candidate")
+    return info
+
+
+def _fit_block(
+    pool: Pool, state: GuidedState, layer: int, act: torch.Tensor, dims: list[int], avail: list[str]
+) -> str | None:
+    """A lookup map for MLP dimensions no library function explains.
+
+    The rows of the block are clustered (it is a function of its inputs, so it takes finitely
+    many values on the batch); if the cluster is a function of one available variable, or of a
+    pair, a table from those variables to cluster labels is fitted (the DSL simplifies it to a
+    closed form when one fits). Labels are provisional (ordered along the block's main
+    direction); a head that reads the variable may relabel it (see ``_relabel``).
+    """
+    from dsl.program import Node
+
+    mask = pool.batch.mask
+    block = act[:, dims]
+    scale = float(block.abs().max()) or 1.0
+    rounded = torch.round(block / (1e-2 * scale))
+    uniq, ids = torch.unique(rounded, dim=0, return_inverse=True)
+    n = uniq.shape[0]
+    if n < 2 or n > 64:
+        return None
+    centred = uniq - uniq.mean(0)
+    direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+    order = torch.argsort(centred @ direction)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(n)
+    labels = torch.full(mask.shape, float("nan"), dtype=torch.float64)
+    labels[mask] = rank[ids].double()
+    options: list[tuple[int, float, tuple[str, ...]]] = []
+    for args in [(x,) for x in avail] + list(itertools.permutations(avail, 2)):
+        if len(args) == 2 and args[0] > args[1]:
+            continue
+        joint = torch.zeros(int(mask.sum()), dtype=torch.long)
+        for a in args:
+            a_ids, na = class_ids(pool.values[a][mask])
+            joint = joint * na + a_ids
+        _, j_ids = torch.unique(joint, return_inverse=True)
+        nj = int(j_ids.max()) + 1
+        if int(torch.unique(j_ids * n + ids).numel()) != nj:
+            continue  # the block is not a function of these arguments
+        recency = -max(layer_of(state, a) for a in args)
+        options.append((len(args), nj, recency, args))
+    for *_, args in sorted(options)[:3]:
+        node = _fit_node(pool, args, labels)
+        if node is None:
+            continue
+        name = try_add(pool, node, prefix=f"mlp{layer}_fit", dedupe=False)
+        if name is None:
+            continue
+        state.located[name] = Located(
+            name, Location(act_name("mlp_out", layer), dims=tuple(dims)), layer + 0.5, 1.0
+        )
+        return name
+    del Node
+    return None
+
+
+def _fit_node(pool: Pool, args: tuple[str, ...], labels: torch.Tensor) -> Any:
+    from synth.propose.enumerate import fit_map
+
+    return fit_map(pool, list(args), labels)
+
+
+def _rank(act: torch.Tensor, dims: Sequence[int]) -> int:
+    x = act[:, list(dims)]
+    x = x - x.mean(0)
+    return int(torch.linalg.matrix_rank(x, atol=1e-4 * max(1.0, float(x.abs().max()))))
+
+
+def _complete_one_hot(act: torch.Tensor, dims: Sequence[int]) -> bool:
+    """Whether ``dims`` hold a whole categorical encoding: several directions with a constant sum.
+
+    Side-by-side categorical variables that are functions of one input (``tokens == "a"``,
+    ``tokens == "b"``) are linearly dependent as a whole, but each keeps its own complete
+    one-hot group; a piece of a single variable's one-hot code does not sum to a constant.
+    """
+    if len(dims) < 2:
+        return False
+    total = act[:, list(dims)].sum(1)
+    return float(total.std()) <= 1e-3 * max(1.0, float(act[:, list(dims)].abs().max()))
+
+
+def _split_block(
+    block: tuple[int, ...], found: dict[tuple[int, ...], list], act: torch.Tensor
+) -> list[tuple[int, ...]]:
+    inner = sorted((b for b in found if b != block and set(b) < set(block)), key=lambda b: (-len(b), b))
+    parts: list[tuple[int, ...]] = []
+    left = set(block)
+    for b in inner:
+        if set(b) <= left:
+            parts.append(b)
+            left -= set(b)
+    if left or len(parts) < 2:
+        return [block]
+    independent = sum(_rank(act, b) for b in parts) == _rank(act, block)
+    if not independent and not all(_complete_one_hot(act, b) for b in parts):
+        return [block]
+    out: list[tuple[int, ...]] = []
+    for b in parts:
+        out += _split_block(b, found, act)
+    return out
