@@ -18,11 +18,11 @@ from dsl.errors import HypothesisError
 from dsl.hypothesis import Hypothesis
 from dsl.location import Location
 from synth.accept import Thresholds
-from synth.loop import Run, RunError, RunOptions, load_run, run
+from synth.loop import RunError, RunOptions, run
 from synth.check.patching import CheckError
 from synth.report.recovery import Recovery, compare
 from synth.check.scoring import Scores, format_scores, resample_ablation_score, score
-from synth.store import RunStoreError
+from synth.store import Run, RunStoreError, load_run
 
 __all__ = [
     "CheckError", "Hypothesis", "HypothesisError", "Location", "Recovery", "Run",

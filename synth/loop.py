@@ -45,7 +45,9 @@ import torch
 from dsl.hypothesis import Hypothesis
 from synth.accept import SCORED, CandidateStatus, ControlVerdict, Thresholds, number, strength
 from synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
-from synth.store import RunStore, RunStoreError, StoredCandidate, candidate_key, config_hash, open_run
+from synth.store import (
+    Run, RunStore, candidate_key, config_hash, load_run,
+)
 
 if TYPE_CHECKING:
     from models import Target
@@ -127,76 +129,6 @@ class NoControls:
         deadline: float | None,
     ) -> ControlVerdict:
         return ControlVerdict(True, "no controls configured: pass-through")
-
-
-# --- results ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AcceptedHypothesis:
-    hypothesis: Hypothesis
-    scores: Mapping[str, float | None]
-    source: str
-    candidate_id: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "program": str(self.hypothesis.program),
-            "correspondence": {k: str(v) for k, v in self.hypothesis.correspondence.items()},
-            "scores": {k: v for k, v in self.scores.items() if "." not in k},
-            # The controls' numbers: raw and Holm-adjusted p, null draws, each control's gate.
-            "controls": {
-                k.removeprefix("controls."): v for k, v in self.scores.items() if k.startswith("controls.")
-            },
-            "source": self.source,
-            "candidate": self.candidate_id,
-        }
-
-
-@dataclass(frozen=True)
-class Run:
-    """A run as stored: its directory, accepted hypotheses and counts (see :func:`load_run`)."""
-
-    target: str
-    dir: Path
-    accepted: tuple[AcceptedHypothesis, ...]
-    n_scored: int
-    n_candidates: int
-    seconds: float
-    stopped: str
-    args: Mapping[str, Any]
-    counts: Mapping[str, int]
-    sources: Mapping[str, int]
-    timings: Mapping[str, float]
-
-    def candidates(self) -> list[StoredCandidate]:
-        with open_run(self.dir) as store:
-            return list(store.candidates())
-
-    def best(self, k: int = 5) -> list[StoredCandidate]:
-        """The k best scored candidates (by the weakest of behaviour, loss recovered and IIA)."""
-        done = (CandidateStatus.FAILED, CandidateStatus.ACCEPTED)
-        scored = [c for c in self.candidates() if c.status in done]
-        return sorted(scored, key=lambda c: -strength(c.flat_scores()))[:k]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "accepted": [a.to_json() for a in self.accepted],
-            "n_scored": self.n_scored,
-            "n_candidates": self.n_candidates,
-            "seconds": round(self.seconds, 3),
-            "stopped": self.stopped,
-            "dir": str(self.dir),
-            "counts": dict(self.counts),
-            "sources": dict(self.sources),
-            "thresholds": dict(self.args.get("options", {}).get("thresholds", {})),
-            "timings": {k: round(v, 3) for k, v in self.timings.items()},
-        }
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.3f}"
-    return str(v)
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -565,6 +497,11 @@ def _one_line(e: BaseException) -> str:
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     return text[:200]
 
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
 
 def _numeric_scores(scores: Mapping[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
@@ -587,39 +524,7 @@ def _json_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
         return {}
 
 
-# --- loading and reporting ------------------------------------------------------------------------
-def load_run(path: str | Path) -> Run:
-    """A stored run (finished, interrupted or still running)."""
-    from dsl.errors import HypothesisError
-
-    with open_run(path) as store:
-        meta = store.meta()
-        accepted = []
-        for c in store.candidates(CandidateStatus.ACCEPTED):
-            try:
-                hyp = Hypothesis.from_json(c.hypothesis_json())
-            except (HypothesisError, ValueError) as e:
-                raise RunStoreError(
-                    f"{path}: stored candidate {c.id} does not parse: {_one_line(e)}"
-                ) from None
-            accepted.append(AcceptedHypothesis(hyp, c.flat_scores(), c.source, c.id))
-        counts = store.counts_by("status")
-        timings = store.timings()
-        return Run(
-            target=meta["args"].get("target", "?"),
-            dir=Path(path),
-            accepted=tuple(accepted),
-            n_scored=sum(counts.get(s, 0) for s in SCORED),
-            n_candidates=sum(counts.values()),
-            seconds=float(timings.get("total", 0.0)),
-            stopped=str(meta.get("stopped", "running or killed")),
-            args=meta["args"],
-            counts=counts,
-            sources=store.counts_by("source"),
-            timings=timings,
-        )
-
-
+# --- reporting ------------------------------------------------------------------------------------
 def write_report(store: RunStore) -> Path:
     from synth.report.markdown import render_report
 

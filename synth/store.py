@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterator, Mapping
 
-from synth.accept import CandidateStatus
+from dsl.hypothesis import Hypothesis
+from synth.accept import SCORED, CandidateStatus, strength
 
 DB_NAME = "run.sqlite"
 REPORT_NAME = "report.md"
@@ -356,3 +357,106 @@ def _identity(args: Mapping[str, Any]) -> dict[str, Any]:
             value = {k: v for k, v in value.items() if k not in _VOLATILE_ARGS}
         out[key] = value
     return out
+
+
+# --- a run as stored ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AcceptedHypothesis:
+    hypothesis: Hypothesis
+    scores: Mapping[str, float | None]
+    source: str
+    candidate_id: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "program": str(self.hypothesis.program),
+            "correspondence": {k: str(v) for k, v in self.hypothesis.correspondence.items()},
+            "scores": {k: v for k, v in self.scores.items() if "." not in k},
+            # The controls' numbers: raw and Holm-adjusted p, null draws, each control's gate.
+            "controls": {
+                k.removeprefix("controls."): v for k, v in self.scores.items() if k.startswith("controls.")
+            },
+            "source": self.source,
+            "candidate": self.candidate_id,
+        }
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run as stored: its directory, accepted hypotheses and counts (see :func:`load_run`)."""
+
+    target: str
+    dir: Path
+    accepted: tuple[AcceptedHypothesis, ...]
+    n_scored: int
+    n_candidates: int
+    seconds: float
+    stopped: str
+    args: Mapping[str, Any]
+    counts: Mapping[str, int]
+    sources: Mapping[str, int]
+    timings: Mapping[str, float]
+
+    def candidates(self) -> list[StoredCandidate]:
+        with open_run(self.dir) as store:
+            return list(store.candidates())
+
+    def best(self, k: int = 5) -> list[StoredCandidate]:
+        """The k best scored candidates (by the weakest of behaviour, loss recovered and IIA)."""
+        done = (CandidateStatus.FAILED, CandidateStatus.ACCEPTED)
+        scored = [c for c in self.candidates() if c.status in done]
+        return sorted(scored, key=lambda c: -strength(c.flat_scores()))[:k]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "accepted": [a.to_json() for a in self.accepted],
+            "n_scored": self.n_scored,
+            "n_candidates": self.n_candidates,
+            "seconds": round(self.seconds, 3),
+            "stopped": self.stopped,
+            "dir": str(self.dir),
+            "counts": dict(self.counts),
+            "sources": dict(self.sources),
+            "thresholds": dict(self.args.get("options", {}).get("thresholds", {})),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+
+
+
+def load_run(path: str | Path) -> Run:
+    """A stored run (finished, interrupted or still running)."""
+    from dsl.errors import HypothesisError
+
+    with open_run(path) as store:
+        meta = store.meta()
+        accepted = []
+        for c in store.candidates(CandidateStatus.ACCEPTED):
+            try:
+                hyp = Hypothesis.from_json(c.hypothesis_json())
+            except (HypothesisError, ValueError) as e:
+                raise RunStoreError(
+                    f"{path}: stored candidate {c.id} does not parse: {_first_line(e)}"
+                ) from None
+            accepted.append(AcceptedHypothesis(hyp, c.flat_scores(), c.source, c.id))
+        counts = store.counts_by("status")
+        timings = store.timings()
+        return Run(
+            target=meta["args"].get("target", "?"),
+            dir=Path(path),
+            accepted=tuple(accepted),
+            n_scored=sum(counts.get(s, 0) for s in SCORED),
+            n_candidates=sum(counts.values()),
+            seconds=float(timings.get("total", 0.0)),
+            stopped=str(meta.get("stopped", "running or killed")),
+            args=meta["args"],
+            counts=counts,
+            sources=store.counts_by("source"),
+            timings=timings,
+        )
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines()[0] if str(e) else type(e).__name__)[:200]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from models import Target
-    from synth.loop import AcceptedHypothesis, Run
+    from synth.store import AcceptedHypothesis, Run
 
 # Columns shown first in a candidates table, in this order (the rest follow alphabetically):
 # the prefilter's numbers, the report's headline checks, then the controls' p-values.
@@ -45,8 +45,8 @@ class InspectError(ValueError):
 
 # --- runs --------------------------------------------------------------------------------------
 def as_run(run: Run | str | Path) -> Run:
-    """A :class:`~synth.loop.Run`, loading it when given its directory."""
-    from synth.loop import Run, load_run
+    """A :class:`~synth.store.Run`, loading it when given its directory."""
+    from synth.store import Run, load_run
 
     return run if isinstance(run, Run) else load_run(run)
 
