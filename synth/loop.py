@@ -45,9 +45,7 @@ import torch
 from dsl.hypothesis import Hypothesis
 from synth.accept import SCORED, CandidateStatus, ControlVerdict, Thresholds, number, strength
 from synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
-from synth.store import (
-    Run, RunStore, candidate_key, config_hash, load_run,
-)
+from synth.store import EXPLANATION_PREFIX, Run, RunStore, candidate_key, config_hash, load_run
 
 if TYPE_CHECKING:
     from models import Target
@@ -292,6 +290,7 @@ class _Loop:
                             break
                     store.add_timing(f"propose:{proposer.name}", time.monotonic() - t0, f"round {rnd}")
                     self.record_usage(proposer)
+                    self.record_explanation(proposer)
                     if self.done():
                         break
                 if self.done() or new == 0:
@@ -321,6 +320,17 @@ class _Loop:
         if key not in self.usage_before:
             self.usage_before[key] = list(self.store.meta().get(key) or []) if self.resumed else []
         self.store.set_meta(**{key: [*self.usage_before[key], usage()]})
+
+    def record_explanation(self, proposer: Any) -> None:
+        """Store a proposer's partial explanation (``explanation()``), component by component.
+
+        It is what a run reports when no whole hypothesis is accepted: which components the
+        proposer explained, with what and how well, and why the others are not.
+        """
+        explain = getattr(proposer, "explanation", None)
+        parts = explain() if explain is not None else None
+        if parts:
+            self.store.set_meta(**{EXPLANATION_PREFIX + proposer.name: [p.to_json() for p in parts]})
 
     def done(self) -> bool:
         if self.accepted and self.opts.stop_on_accept:
@@ -546,6 +556,14 @@ def summary_text(result: Run) -> str:
             f"{_fmt(s.get('loss_recovered'))}, iia {_fmt(s.get('iia'))}"
         )
         lines += ["    " + line for line in str(a.hypothesis).splitlines()]
+    if not result.accepted:
+        for source, parts in result.explanations.items():
+            unexplained = [p for p in parts if p.get("status") != "explained"]
+            lines.append(
+                f"partial explanation ({source}): {len(parts) - len(unexplained)} of {len(parts)} "
+                "components explained (report.md lists each)"
+                + "".join(f"\n    {p.get('component')}: {p.get('reason')}" for p in unexplained[:4])
+            )
     return "\n".join(lines)
 
 

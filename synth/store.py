@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from dsl.hypothesis import Hypothesis
 from synth.accept import SCORED, CandidateStatus, strength
@@ -396,6 +396,8 @@ class Run:
     counts: Mapping[str, int]
     sources: Mapping[str, int]
     timings: Mapping[str, float]
+    # proposer -> its component-by-component explanation (dicts of ComponentExplanation.to_json)
+    explanations: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
 
     def candidates(self) -> list[StoredCandidate]:
         with open_run(self.dir) as store:
@@ -420,7 +422,20 @@ class Run:
             "sources": dict(self.sources),
             "thresholds": dict(self.args.get("options", {}).get("thresholds", {})),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "explanations": {k: [dict(c) for c in v] for k, v in self.explanations.items()},
         }
+
+
+EXPLANATION_PREFIX = "explanation:"
+
+
+def explanations(meta: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each proposer's stored partial explanation (see ``synth.loop``'s ``record_explanation``)."""
+    return {
+        k.removeprefix(EXPLANATION_PREFIX): list(v or [])
+        for k, v in sorted(meta.items())
+        if k.startswith(EXPLANATION_PREFIX)
+    }
 
 
 
@@ -455,6 +470,7 @@ def load_run(path: str | Path) -> Run:
             counts=counts,
             sources=store.counts_by("source"),
             timings=timings,
+            explanations=explanations(meta),
         )
 
 

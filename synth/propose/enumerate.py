@@ -252,28 +252,33 @@ def try_add(pool: Pool, node: Any, **kw: Any) -> str | None:
 
 
 # --- fitting maps on finite domains ------------------------------------------------------------
-def fit_map(pool: Pool, args: Sequence[str], target: torch.Tensor, where: torch.Tensor | None = None) -> Any:
+def fit_map(
+    pool: Pool,
+    args: Sequence[str],
+    target: torch.Tensor,
+    where: torch.Tensor | None = None,
+    *,
+    min_agreement: float = 1.0,
+) -> Any:
     """A ``map``/``seqmap`` node over ``args`` reproducing ``target`` codes where ``where`` holds.
 
     The function is fitted as a lookup table over the observed (finite) argument values and
     handed to the DSL's fitter, which returns the cheapest registered closed form that agrees
-    with the table (or the table itself). Returns None when ``target`` is not a function of
-    ``args`` on the batch.
+    with the table (or the table itself). With ``min_agreement`` 1 the target must be a
+    function of ``args`` on the batch (else None). Below 1 the network may err: each argument
+    value gets its most frequent target, and the table is kept when it agrees with the target
+    on at least ``min_agreement`` of the positions (a trained network that is wrong on a few
+    inputs still has the function it means).
     """
     from dsl.program import Node
 
     mask = pool.batch.mask if where is None else where
     cols = [pool.values[a][mask] for a in args]
     y = target[mask]
-    table: dict[tuple, float] = {}
-    for key, val in zip(zip(*[c.tolist() for c in cols]), y.tolist()):
-        if any(k != k for k in key):
-            continue
-        if val != val:
-            continue
-        old = table.setdefault(key, val)
-        if abs(old - val) > 1e-6:
-            return None
+    if min_agreement >= 1.0:
+        table = _exact_table(cols, y)
+    else:
+        table = _majority_table(cols, y, min_agreement)
     if not table:
         return None
     fn = fit_function(pool, args, table)
@@ -281,6 +286,35 @@ def fit_map(pool: Pool, args: Sequence[str], target: torch.Tensor, where: torch.
         return None
     op = "map" if len(args) == 1 else "seqmap"
     return Node(op, (fn, *args), "categorical")
+
+
+def _exact_table(cols: Sequence[torch.Tensor], y: torch.Tensor) -> dict[tuple, float] | None:
+    table: dict[tuple, float] = {}
+    for key, val in zip(zip(*[c.tolist() for c in cols]), y.tolist()):
+        if any(k != k for k in key) or val != val:
+            continue
+        old = table.setdefault(key, val)
+        if abs(old - val) > 1e-6:
+            return None
+    return table
+
+
+def _majority_table(
+    cols: Sequence[torch.Tensor], y: torch.Tensor, min_agreement: float
+) -> dict[tuple, float] | None:
+    counts: dict[tuple, dict[float, int]] = {}
+    for key, val in zip(zip(*[c.tolist() for c in cols]), y.tolist()):
+        if any(k != k for k in key) or val != val:
+            continue
+        votes = counts.setdefault(key, {})
+        val = round(val, 6)
+        votes[val] = votes.get(val, 0) + 1
+    total = sum(n for votes in counts.values() for n in votes.values())
+    if not total:
+        return None
+    table = {key: max(votes, key=lambda v: (votes[v], -v)) for key, votes in counts.items()}
+    agreed = sum(votes[table[key]] for key, votes in counts.items())
+    return table if agreed / total >= min_agreement else None
 
 
 def fit_function(pool: Pool, args: Sequence[str], table: dict[tuple, float]) -> Any:
@@ -467,18 +501,25 @@ def encode_outputs(batch: Any, outputs: Sequence[Sequence[Any]]) -> tuple[torch.
 MIN_DEFINED = 0.5  # a program undefined (None) on more of the read positions explains too little
 
 
-def matches(values: torch.Tensor, target: torch.Tensor, read: torch.Tensor, atol: float = 1e-2) -> bool:
-    """Whether ``values`` equal ``target`` at every read position where they are defined.
+def agreement(values: torch.Tensor, target: torch.Tensor, read: torch.Tensor, atol: float = 1e-2) -> float:
+    """Fraction of read positions, where ``values`` is defined, on which it equals ``target``.
 
     Where a program's output is None (RASP's "undefined", e.g. a shift at the first position)
     the network still emits something; like the behaviour check, those positions are not
-    compared, but the program must be defined on at least ``MIN_DEFINED`` of them.
+    compared, but the program must be defined on at least ``MIN_DEFINED`` of them (else 0).
+    A trained network errs on a few inputs, so a proposer ranks by this score instead of
+    demanding equality; the checks decide acceptance.
     """
     v, t = values[read], target[read]
     defined = ~torch.isnan(v)
     if v.numel() == 0 or float(defined.double().mean()) < MIN_DEFINED:
-        return False
-    return bool((torch.abs(v[defined] - t[defined]) <= atol).all())
+        return 0.0
+    return float((torch.abs(v[defined] - t[defined]) <= atol).double().mean())
+
+
+def matches(values: torch.Tensor, target: torch.Tensor, read: torch.Tensor, atol: float = 1e-2) -> bool:
+    """Whether ``values`` equal ``target`` at every read position where they are defined."""
+    return agreement(values, target, read, atol) == 1.0
 
 
 def throughput(

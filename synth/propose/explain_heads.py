@@ -111,6 +111,8 @@ def explain_head(
         except ValueError:  # a DSL error: this predicate cannot run on the batch
             continue
         agreement = selector_agreement(values, pattern, bos, mask)
+        if agreement > info.get("best_agreement", -1.0):
+            info["best_agreement"], info["best_selector"] = agreement, str(node)
         if agreement < th.selector:
             continue
         name = pool.add(node, prefix=f"sel{layer}_{head}_", values=values, dedupe=False)
@@ -244,6 +246,10 @@ def explain_head_soft(
         for ranking, (rows_name, agreement) in zip(rankings, agreements_of(values)):
             ranking.append((agreement, -cost, rows_name, node, values))
     nominated: list[tuple[float, str, Any, torch.Tensor]] = []
+    ranked = [t for ranking in rankings for t in ranking]
+    if ranked:  # the closest selector, kept for the run's partial explanation
+        top = max(ranked, key=lambda t: (t[0], t[1]))
+        info["best_agreement"], info["best_selector"] = top[0], str(top[3])
     for ranking in rankings:
         if not ranking:
             continue

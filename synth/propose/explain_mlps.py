@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from synth.propose.enumerate import Pool, function_instances, matches, try_add
+from synth.propose.enumerate import Pool, agreement, function_instances, try_add
 from dsl.location import Location, act_name
 
 from synth.propose.guided_state import GuidedState, Located, MatchThresholds, layer_of, representatives
@@ -82,7 +82,10 @@ def explain_mlp(
         if key in seen:
             continue
         seen.add(key)
-        _, r2, _ = explain_stats(sub, codes)
+        _, r2, total = explain_stats(sub, codes)
+        overall = float((r2 * total).sum() / total.sum().clamp(min=1e-12))
+        if overall > info.get("best_r2", -1.0):  # the closest candidate, for the partial explanation
+            info["best_r2"], info["best_candidate"] = overall, str(node)
         dims = (r2 >= th.explain).nonzero().reshape(-1)
         if dims.numel() == 0:
             continue
@@ -90,7 +93,7 @@ def explain_mlp(
         entries = blocks.setdefault(block, [])
         # The labelling that reproduces the network's outputs is always kept: it is the one the
         # unembedding reads, whatever the cap on alternatives.
-        if len(entries) >= labellings and not matches(values, *network_out):
+        if len(entries) >= labellings and agreement(values, *network_out) < th.output:
             continue
         acc = decode_accuracy(act[:, list(block)], codes)
         if acc < th.decode:

@@ -52,14 +52,20 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from synth.propose.enumerate import Pool, encode_outputs, matches, try_add
+from synth.propose.enumerate import Pool, agreement, encode_outputs, try_add
 from dsl.hypothesis import Hypothesis
 from dsl.location import Location, act_name
 from synth.propose.interface import Proposal, ProposalContext
 
 from synth.propose.explain_heads import explain_head, explain_head_soft, padded_patterns
 from synth.propose.explain_mlps import explain_mlp
-from synth.propose.guided_state import GuidedState, Located, MatchThresholds
+from synth.propose.guided_state import (
+    ComponentExplanation,
+    GuidedState,
+    Located,
+    MatchThresholds,
+    explanation,
+)
 from synth.propose.match_stats import bijective, decode_accuracy
 
 if TYPE_CHECKING:
@@ -94,6 +100,11 @@ class ModelGuidedProposer:
                 return
 
 
+    def explanation(self) -> tuple[ComponentExplanation, ...]:
+        """The last walk's component-by-component explanation (empty before the first walk)."""
+        return explanation(self.last_state) if self.last_state is not None else ()
+
+
 def _is_exact(target: Any) -> bool:
     info = getattr(target, "info", {}) or {}
     return info.get("kind") == "tracr"
@@ -117,7 +128,7 @@ def walk(
     """Explain every component, layer by layer; returns the pool of located variables."""
     batch = batch if batch is not None else make_batch(obs)
     pool = Pool(batch)
-    state = GuidedState(pool)
+    state = GuidedState(pool, thresholds=thresholds)
     mask = batch.mask
     width = batch.width
     state.located["tokens"] = Located("tokens", Location(act_name("embed")), -1.0)
@@ -192,7 +203,7 @@ def walk(
             state.mlps[layer] = explain_mlp(
                 pool, state, layer, act, mlp_avail, counting, thresholds, labellings, network_out
             )
-    _match_outputs(state, obs)
+    _match_outputs(state, obs, thresholds)
     return state
 
 
@@ -210,37 +221,76 @@ def network_outputs(pool: Pool, obs: Observations) -> tuple[torch.Tensor, torch.
     return target, read, 1e-6
 
 
-def _match_outputs(state: GuidedState, obs: Observations) -> None:
-    """Find located variables equal to the network's outputs (or relabel one to them)."""
+def _match_outputs(state: GuidedState, obs: Observations, th: MatchThresholds) -> None:
+    """Located variables that reproduce the network's outputs, best agreement first.
+
+    A variable is an output when it agrees with the network's decoded outputs on at least
+    ``th.output`` of the read positions (exactly, for exact networks); failing that, a located
+    map/seqmap whose information is the output's is relabelled to the output's values
+    (a majority table where the network errs). When nothing qualifies, a note names the
+    closest variable and its agreement, so a run that proposes nothing says why.
+    """
     pool = state.pool
     target, read, atol = network_outputs(pool, obs)
     located = sorted(state.located.values(), key=lambda v: -v.layer)
-    for loc in located:
-        if matches(pool.values[loc.name], target, read, atol):
-            state.outputs.append(loc.name)
+    scored = [(agreement(pool.values[loc.name], target, read, atol), loc) for loc in located]
+    good = [(a, loc) for a, loc in scored if a >= th.output]
+    # Best agreement first; among equals the latest writer (a network outputs what it computes last).
+    for a, loc in sorted(good, key=lambda t: (-t[0], -t[1].layer)):
+        state.outputs.append(loc.name)
+        state.output_agreement[loc.name] = round(a, 6)
     if state.outputs:
         return
-    # Relabel: a located map/seqmap whose information equals the output's gets the output's values.
+    relabelled = _relabel_output(state, located, target, read, atol, th)
+    if relabelled is not None:
+        return
+    if scored:
+        a, loc = max(scored, key=lambda t: (t[0], t[1].layer))
+        node = pool.items[loc.name].node
+        what = f"{loc.name} = {node}" if node is not None else loc.name
+        state.notes.append(
+            f"output: no located variable agrees with the network's outputs on >= {th.output:g} of "
+            f"the read positions; closest {what} (written by {loc.location}) agrees on {a:.3f}"
+        )
+
+
+def _relabel_output(
+    state: GuidedState,
+    located: Sequence[Located],
+    target: torch.Tensor,
+    read: torch.Tensor,
+    atol: float,
+    th: MatchThresholds,
+) -> str | None:
+    """A located map/seqmap whose information equals the output's, given the output's values."""
     from synth.propose.enumerate import fit_map
 
+    pool = state.pool
     for loc in located:
         item = pool.items[loc.name]
         if item.node is None or item.node.op not in ("map", "seqmap"):
             continue
         codes, tcodes = pool.values[loc.name][read], target[read]
         defined = ~torch.isnan(codes)
-        if float(defined.double().mean()) < 0.5 or not bijective(codes[defined], tcodes[defined]):
+        if float(defined.double().mean()) < 0.5:
+            continue
+        if th.output >= 1.0 and not bijective(codes[defined], tcodes[defined]):
             continue
         where = read & ~torch.isnan(pool.values[loc.name])
-        node = fit_map(pool, item.node.inputs, target, where)
+        node = fit_map(pool, item.node.inputs, target, where, min_agreement=th.output)
         if node is None:
             continue
         node = type(node)(node.op, node.args, item.node.encoding)
         name = try_add(pool, node, prefix=f"{loc.name}_relabel", dedupe=False)
-        if name is not None and matches(pool.values[name], target, read, atol):
+        if name is None:
+            continue
+        a = agreement(pool.values[name], target, read, atol)
+        if a >= th.output:
             state.located[name] = Located(name, loc.location, loc.layer, loc.score)
             state.outputs.append(name)
-            return
+            state.output_agreement[name] = round(a, 6)
+            return name
+    return None
 
 
 def compose(state: GuidedState, obs: Observations) -> Iterator[tuple[Hypothesis, dict[str, Any]]]:

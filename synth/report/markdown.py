@@ -15,7 +15,7 @@ from typing import Any
 from collections.abc import Mapping, Sequence
 
 from synth.accept import SCORED, CandidateStatus, strength
-from synth.store import RunStore, StoredCandidate
+from synth.store import RunStore, StoredCandidate, explanations
 
 HEADLINE = (
     "behaviour",
@@ -99,6 +99,8 @@ def render_report(store: RunStore) -> str:
             )
         lines += _controls_block(c.scores.get("controls", {}), c.reason)
         lines.append("")
+    if not accepted:
+        lines += _explanation_block(meta)
     lines.append("## Candidates by source and status")
     lines.append("")
     by: dict[tuple[str, str], int] = {}
@@ -138,6 +140,34 @@ def render_report(store: RunStore) -> str:
     lines += _table(["stage", "seconds"], [[k, _fmt(v)] for k, v in store.timings().items()])
     lines.append("")
     return "\n".join(lines)
+
+
+def _explanation_block(meta: Mapping[str, Any]) -> list[str]:
+    """Each proposer's partial explanation: what it explained, with what, and why not the rest."""
+    lines: list[str] = []
+    for source, parts in explanations(meta).items():
+        if not parts:
+            continue
+        done = sum(1 for p in parts if p.get("status") == "explained")
+        lines += [f"## Partial explanation (no whole hypothesis accepted): {source}", ""]
+        lines.append(f"{done} of {len(parts)} components explained.")
+        lines.append("")
+        rows = [
+            [
+                str(p.get("component", "?")),
+                str(p.get("status", "?")),
+                _fmt(p.get("score")),
+                f"`{p['explanation']}`" if p.get("explanation") else "-",
+                str(p.get("reason", "")),
+            ]
+            for p in parts
+        ]
+        lines += _table(
+            ["component", "status", "score", "best explanation", "why"],
+            [[cell.replace("|", "/") for cell in row] for row in rows],
+        )
+        lines.append("")
+    return lines
 
 
 USAGE_CALL_COLUMNS = (

@@ -8,7 +8,7 @@ import pytest
 
 from dsl.hypothesis import Hypothesis
 from synth.accept import Thresholds
-from synth.loop import RunError, load_run, run
+from synth.loop import NoControls, RunError, load_run, run, summary_text
 from synth.propose.interface import Proposal
 from synth.store import RunStore, RunStoreError, candidate_key, open_run
 
@@ -194,3 +194,27 @@ def test_report_shows_a_control_that_could_not_apply_as_not_applicable():
     table = "\n".join(_controls_block(numbers, "rejected by null_programs"))
     assert "| broader_distribution | n/a |" in table
     assert "| necessity | pass |" in table and "| null_programs | FAIL | gap 0.05 |" in table
+
+
+def test_a_run_that_accepts_nothing_reports_its_partial_explanation(hist, tmp_path):
+    """No whole hypothesis: the run still says which components are explained, how well, and why not."""
+    from synth.propose.guided_state import MatchThresholds
+    from synth.propose.model_guided import ModelGuidedProposer
+
+    # An R^2 bar no candidate can reach leaves hist's MLP (the counter) unexplained.
+    walker = ModelGuidedProposer(thresholds=MatchThresholds(explain=1.01))
+    result = run(hist, out=tmp_path / "p", proposers=[walker], controls=NoControls(), budget_seconds=30)
+    assert result.n_candidates == 0 and not result.accepted
+    parts = {p["component"]: p for p in result.explanations["model-guided"]}
+    assert parts["head 0.0"]["explanation"].endswith("select(tokens, tokens, EQ)")
+    mlp = parts["MLP 0"]
+    assert mlp["status"] == "unexplained"
+    assert mlp["explanation"].startswith("selector_width(") and mlp["score"] > 0.99
+    assert "bar 1.01" in mlp["reason"]
+    assert parts["output"]["status"] == "unexplained" and "closest" in parts["output"]["reason"]
+    # ... in the store (load_run, --json), the summary line and report.md.
+    assert load_run(tmp_path / "p").to_json()["explanations"] == result.to_json()["explanations"]
+    assert "partial explanation (model-guided): 0 of 3 components explained" in summary_text(result)
+    report = (tmp_path / "p" / "report.md").read_text()
+    assert "## Partial explanation (no whole hypothesis accepted): model-guided" in report
+    assert "| MLP 0 | unexplained |" in report

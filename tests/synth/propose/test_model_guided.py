@@ -60,3 +60,52 @@ def test_spread_head_agrees_with_its_uniform_selector():
     bos = torch.zeros(2, t, dtype=torch.float64)
     assert selector_agreement(sel, pattern, bos, mask) > 0.999
     assert selector_agreement(torch.ones_like(sel), pattern, bos, mask) < 0.9
+
+
+def _with_network_errors(obs, every: int):
+    """The same observations with the network's output changed at every ``every``-th read position."""
+    import dataclasses
+
+    values = sorted({v for v in obs.network_outputs() if v is not None})
+    k = 0
+    groups = []
+    for g in obs.groups:
+        rows = []
+        for row in g.outputs:
+            out = []
+            for v in row:
+                if v is not None:
+                    k += 1
+                    if k % every == 0:
+                        v = values[(values.index(v) + 1) % len(values)]
+                out.append(v)
+            rows.append(tuple(out))
+        groups.append(dataclasses.replace(g, outputs=tuple(rows)))
+    return dataclasses.replace(obs, groups=tuple(groups))
+
+
+def test_a_network_that_errs_on_a_few_inputs_still_gets_its_program_proposed(target_named):
+    import dataclasses
+
+    from synth.accept import Thresholds
+    from synth.observe import observe
+    from synth.propose.enumerate import agreement
+    from synth.propose.guided_state import MatchThresholds
+    from synth.propose.model_guided import compose, network_outputs, walk
+
+    clean = observe(target_named("tracr:hist"), per_length=64)
+    noisy = _with_network_errors(clean, every=50)  # 2% of the read positions wrong
+
+    exact = walk(noisy, MatchThresholds())
+    assert exact.outputs == []
+    assert any(n.startswith("output: no located variable") and "agrees on 0.98" in n for n in exact.notes)
+
+    scored = walk(noisy, dataclasses.replace(MatchThresholds(), output=Thresholds().prefilter_behaviour))
+    assert scored.outputs, scored.notes
+    out = scored.outputs[0]
+    assert 0.97 <= scored.output_agreement[out] < 1.0
+    # What is proposed is the network's real program: it agrees with the clean outputs everywhere.
+    target_codes, read, atol = network_outputs(scored.pool, clean)
+    assert agreement(scored.pool.values[out], target_codes, read, atol) == 1.0
+    hyp, meta = next(compose(scored, noisy))
+    assert meta["output"] == out and hyp.correspondence
