@@ -7,8 +7,10 @@ One *run* explains one target. The stages are plain objects passed in (or defaul
 * **propose** — a list of proposers (:mod:`synth.propose.interface` interface): the model-guided
   proposer (:mod:`synth.propose.model_guided`), the I/O-only enumerator
   (:class:`synth.propose.enumerate.EnumerativeProposer`) and, unless ``no_llm``, the LLM proposer
-  (:mod:`synth.propose.llm`). Deterministic proposers run once; the others are asked
-  again each round with the best candidates so far, until the budget runs out;
+  (:mod:`synth.propose.llm`). Exhaustive proposers (the enumerator) run once; the others
+  are asked again each round with the best candidates so far (the model-guided walk widens
+  its match bars each round), until a round in which no proposer offers anything, the
+  round limit or the budget;
 * **localize** (:mod:`synth.localize`): proposals without a correspondence get one;
 * **check** — first a cheap *prefilter* (the program's output against the network's on
   the observed inputs, then the checks' node-level resample ablation), then the full
@@ -68,7 +70,7 @@ class RunOptions:
     per_length: int = 256  # observed inputs per length (all of them when fewer exist)
     n_score: int = 256  # inputs per full check
     max_candidates: int = 500  # candidates (of all proposers) per run
-    rounds: int = 4  # rounds for proposers that take feedback (the LLM)
+    rounds: int = 4  # rounds for proposers that are not exhaustive (the LLM, the widening walk)
     stop_on_accept: bool = True
     threads: int = 1  # torch threads for the synthesis stages (small tensors: 1 is fastest)
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -278,14 +280,15 @@ class _Loop:
                 active = [p for p in proposers if rnd == 0 or not getattr(p, "exhaustive", False)]
                 if not active:
                     break
-                new = 0
+                offered = 0  # proposals made this round, new or already seen
                 for proposer in active:
                     ctx = ProposalContext(
                         self.target, self.observations, tuple(self.best[:8]), self.deadline, opts.seed, rnd
                     )
                     t0 = time.monotonic()
                     for proposal in proposer.propose(ctx):
-                        new += self.handle(proposal, rnd)
+                        offered += 1
+                        self.handle(proposal, rnd)
                         if self.done():
                             break
                     store.add_timing(f"propose:{proposer.name}", time.monotonic() - t0, f"round {rnd}")
@@ -293,7 +296,8 @@ class _Loop:
                     self.record_explanation(proposer)
                     if self.done():
                         break
-                if self.done() or new == 0:
+                # A round that repeats earlier proposals is no reason to stop: the next may widen.
+                if self.done() or offered == 0:
                     break
             if self.accepted and opts.stop_on_accept:
                 stopped = "accepted"

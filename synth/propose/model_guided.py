@@ -45,6 +45,7 @@ statistics of :mod:`synth.propose.match_stats`; what the walk found is a
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,7 @@ from synth.propose.explain_heads import explain_head, explain_head_soft, padded_
 from synth.propose.explain_mlps import explain_mlp
 from synth.propose.guided_state import (
     ComponentExplanation,
+    ComponentStatus,
     GuidedState,
     Located,
     MatchThresholds,
@@ -74,35 +76,68 @@ if TYPE_CHECKING:
 
 @dataclass
 class ModelGuidedProposer:
-    """Layer-by-layer proposer (see the module docstring). ``soft`` None: decided per target."""
+    """Layer-by-layer proposer (see the module docstring), widening its match bars round by round.
+
+    Round 0 walks with the bars for the target (exact for tracr-compiled networks, soft for
+    trained ones); every later round of the loop walks again with the next, looser bars of
+    :func:`widening`, so a network whose components miss one bar by a little still gets
+    proposals while budget remains; the checks and controls decide what is accepted. Given
+    ``thresholds``, it walks once with them.
+    """
 
     name: str = "model-guided"
     thresholds: MatchThresholds | None = None
     labellings: int = 3  # value labellings kept per MLP block
     max_candidates: int = 12
-    exhaustive: bool = True  # deterministic: a second round would repeat the first
+    exhaustive: bool = False  # each round walks with looser bars
     last_state: GuidedState | None = None
+    best_state: GuidedState | None = None  # the walk that explained the most components
+
+    def schedule(self, target: Any) -> tuple[MatchThresholds, ...]:
+        """The bars of each round, strictest first."""
+        if self.thresholds is not None:
+            return (self.thresholds,)
+        return widening(_is_exact(target))
 
     def propose(self, context: ProposalContext) -> Iterator[Proposal]:
         obs = context.observations
-        thresholds = self.thresholds or (
-            MatchThresholds() if _is_exact(context.target) else MatchThresholds.soft()
-        )
+        bars = self.schedule(context.target)
+        if context.round >= len(bars):
+            return
+        thresholds = bars[context.round]
         start = time.monotonic()
         state = walk(obs, thresholds, labellings=self.labellings, deadline=context.deadline)
         self.last_state = state
+        if self.best_state is None or _n_explained(state) > _n_explained(self.best_state):
+            self.best_state = state
         n = 0
         for hyp, meta in compose(state, obs):
-            meta = {**meta, "walk_seconds": round(time.monotonic() - start, 3)}
+            meta = {**meta, "walk_round": context.round, "walk_seconds": round(time.monotonic() - start, 3)}
             yield Proposal(source=self.name, hypothesis=hyp, meta=meta)
             n += 1
             if n >= self.max_candidates:
                 return
 
-
     def explanation(self) -> tuple[ComponentExplanation, ...]:
-        """The last walk's component-by-component explanation (empty before the first walk)."""
-        return explanation(self.last_state) if self.last_state is not None else ()
+        """The best walk's component-by-component explanation (empty before the first walk)."""
+        return explanation(self.best_state) if self.best_state is not None else ()
+
+
+def widening(exact: bool) -> tuple[MatchThresholds, ...]:
+    """The match bars of successive rounds: exact (tracr only), soft, then two looser steps.
+
+    Looser bars let a component that a trained network implements imprecisely (a head that
+    puts 40% of its weight elsewhere, an MLP variable with R^2 0.6) be proposed at all. The
+    output bar never drops below the prefilter's: a proposal below it would be filtered.
+    """
+    soft = MatchThresholds.soft()
+    wider = dataclasses.replace(soft, selector=0.45, decode=0.8, explain=0.6, conflict=0.1, available=0.8)
+    widest = dataclasses.replace(soft, selector=0.3, decode=0.7, explain=0.4, conflict=0.2, available=0.7)
+    return ((MatchThresholds(),) if exact else ()) + (soft, wider, widest)
+
+
+def _n_explained(state: GuidedState) -> int:
+    return sum(1 for part in explanation(state) if part.status == ComponentStatus.EXPLAINED)
 
 
 def _is_exact(target: Any) -> bool:

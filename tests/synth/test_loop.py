@@ -218,3 +218,43 @@ def test_a_run_that_accepts_nothing_reports_its_partial_explanation(hist, tmp_pa
     report = (tmp_path / "p" / "report.md").read_text()
     assert "## Partial explanation (no whole hypothesis accepted): model-guided" in report
     assert "| MLP 0 | unexplained |" in report
+
+
+def test_the_walk_widens_round_by_round_then_stops(hist, tmp_path):
+    """While nothing is accepted the walk is asked again with looser bars; out of bars, the run ends."""
+    from synth.propose.model_guided import ModelGuidedProposer, widening
+
+    class Recording(ModelGuidedProposer):
+        def __init__(self):
+            super().__init__()
+            self.asked: list[int] = []
+            self.walked: list[float] = []
+
+        def propose(self, context):
+            self.asked.append(context.round)
+            for proposal in super().propose(context):
+                self.walked.append(self.last_state.thresholds.selector)
+                yield proposal
+
+    def failing_score(target, hypothesis):
+        return {"behaviour": 0.5, "loss_recovered": 0.1, "iia": 0.2}
+
+    walker = Recording()
+    result = run(
+        hist, out=tmp_path / "w", proposers=[walker], score_fn=failing_score, controls=NoControls(),
+        thresholds=Thresholds(prefilter_behaviour=0.0), rounds=6, budget_seconds=120,
+    )
+    bars = widening(exact=True)
+    assert walker.asked == [0, 1, 2, 3, 4]  # round 4: no bars left, nothing offered, the run ends
+    assert sorted(set(walker.walked), reverse=True) == [b.selector for b in bars]
+    assert result.stopped == "proposers exhausted" and not result.accepted
+    with open_run(tmp_path / "w") as store:
+        rounds = [c.meta.get("walk_round") for c in store.candidates()]
+        programs = [(c.program, str(c.correspondence)) for c in store.candidates()]
+    assert rounds[0] == 0 and set(rounds) <= {0, 1, 2, 3}
+    assert len(programs) == len(set(programs))  # a proposal repeated by a later round is not stored twice
+    # Every round's bars are no stricter than the last's.
+    for strict, loose in zip(bars, bars[1:]):
+        for f in ("selector", "decode", "explain", "available", "output"):
+            assert getattr(loose, f) <= getattr(strict, f)
+        assert loose.conflict >= strict.conflict
