@@ -203,6 +203,13 @@ def _abs1(x: Tensor) -> Tensor:
     return torch.abs(x)
 
 
+@register.function("sign", 1, nan_safe=True, cost=1.1, sympy=lambda x: sympy.sign(x),
+                   z3=lambda a, p, c: z3.If(a[0] > 0, 1, z3.If(a[0] < 0, -1, 0)),
+                   doc="sign(x): -1, 0 or 1 (a trained network's threshold on a signed mean)")
+def _sign1(x: Tensor) -> Tensor:
+    return torch.sign(x)
+
+
 @register.function("min", 1, ("c",), cost=1.2, output="same", symbols=True, nan_safe=True,
                    sympy=lambda x, c: sympy.Min(x, c),
                    z3=lambda a, p, c: z3.If(a[0] <= c(p[0]), a[0], c(p[0])), propose=_propose_outputs,

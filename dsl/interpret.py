@@ -161,9 +161,10 @@ def node_dtype(node: Node, child_dtypes: Sequence[str]) -> str:
     prim = registry.primitive(node.op)
     if prim.result == "selector":
         return "bool"
-    if callable(prim.dtype):
-        return prim.dtype(node.args, tuple(child_dtypes))
-    return prim.dtype
+    dtype = prim.dtype(node.args, tuple(child_dtypes)) if callable(prim.dtype) else prim.dtype
+    if node.op == "aggregate" and node.encoding == "numerical" and dtype == "bool":
+        return "number"  # a numerical mean of bools is a fraction (0.0 and 1.0 are numbers too)
+    return dtype
 
 
 def dtypes(program: Program) -> dict[str, str]:

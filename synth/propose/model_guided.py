@@ -46,6 +46,7 @@ statistics of :mod:`synth.propose.match_stats`; what the walk found is a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from synth.propose.enumerate import Pool, agreement, encode_outputs, try_add
+from synth.propose.enumerate import MIN_DEFINED, Pool, agreement, encode_outputs, try_add
 from dsl.hypothesis import Hypothesis
 from dsl.location import Location, act_name
 from synth.propose.interface import Proposal, ProposalContext
@@ -279,6 +280,8 @@ def _match_outputs(state: GuidedState, obs: Observations, th: MatchThresholds) -
     relabelled = _relabel_output(state, located, target, read, atol, th)
     if relabelled is not None:
         return
+    if _output_functions(state, located, target, read, atol, th):
+        return
     if scored:
         a, loc = max(scored, key=lambda t: (t[0], t[1].layer))
         node = pool.items[loc.name].node
@@ -326,6 +329,66 @@ def _relabel_output(
             state.output_agreement[name] = round(a, 6)
             return name
     return None
+
+
+TABLE_SUPPORT = 20  # read positions per table entry an output function needs at least
+FUNCTION_ARGS = 6  # the latest-written variables an output function may read (pairs among them)
+MAX_OUTPUTS = 3
+
+
+def _output_functions(
+    state: GuidedState,
+    located: Sequence[Located],
+    target: torch.Tensor,
+    read: torch.Tensor,
+    atol: float,
+    th: MatchThresholds,
+) -> list[str]:
+    """The output as a function of one or two variables that components write.
+
+    Where the components after the last explained one (an MLP no candidate explains, the
+    unembedding) turn a located variable into the output (the sign of a prefix mean, a
+    vote between two heads), the output is ``map(f, v)`` or ``seqmap(g, v, w)`` with ``f``
+    fitted on the observed values (a closed form when one agrees, else a table); the new
+    node is claimed nowhere, the variables it reads keep their components. A table must be
+    small against the data (at most one entry per ``TABLE_SUPPORT`` read positions), so it
+    cannot memorise the outputs.
+    """
+    from synth.propose.enumerate import fit_map
+
+    pool = state.pool
+    n_read = int(read.sum())
+    max_keys = max(2, n_read // TABLE_SUPPORT)
+    written = [loc for loc in located if loc.layer >= 0 and pool.items[loc.name].kind == "sop"]
+    written = written[:FUNCTION_ARGS]
+    argsets = [(loc.name,) for loc in written] + [
+        (a.name, b.name) for a, b in itertools.combinations(written, 2) if a.location != b.location
+    ]
+    found: list[tuple[float, str]] = []
+    for args in argsets:
+        cols = [pool.values[a] for a in args]
+        where = read.clone()
+        for c in cols:
+            where &= ~torch.isnan(c)
+        if float(where.sum()) < MIN_DEFINED * n_read:
+            continue
+        keys = torch.unique(torch.stack([torch.round(c[where] * 1e6) for c in cols], 1), dim=0)
+        if keys.shape[0] > max_keys:
+            continue
+        node = fit_map(pool, list(args), target, where, min_agreement=th.output)
+        if node is None:
+            continue
+        name = try_add(pool, node, prefix="out_fn", dedupe=False)
+        if name is None:
+            continue
+        a = agreement(pool.values[name], target, read, atol)
+        if a >= th.output:
+            found.append((a, name))
+    found.sort(key=lambda t: -t[0])
+    for a, name in found[:MAX_OUTPUTS]:
+        state.outputs.append(name)
+        state.output_agreement[name] = round(a, 6)
+    return [name for _, name in found[:MAX_OUTPUTS]]
 
 
 def compose(state: GuidedState, obs: Observations) -> Iterator[tuple[Hypothesis, dict[str, Any]]]:

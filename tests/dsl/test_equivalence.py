@@ -74,3 +74,20 @@ def test_fallback_to_exhaustive_names_the_reason():
             check_equivalence(a, b, [1, 2], 3, method="z3")
         with pytest.raises(EquivalenceError):
             check_equivalence(a, b, list(range(10)), 6, exhaustive_limit=1000)
+
+
+def test_sign_is_a_clip_on_integers_and_z3_and_exhaustive_agree():
+    sign = P("out = map(sign, tokens)")
+    clipped = P("c = map(min(1), tokens)\nout = map(max(-1), c)")
+    vocab = [-3, -1, 0, 2, 5]
+    for method in ("z3", "exhaustive"):
+        result = check_equivalence(sign, clipped, vocab=vocab, max_len=3, method=method)
+        assert result.equivalent and result.method == method
+    # Not a clip of fractions: a counterexample, found by both methods.
+    halves = [-0.5, 0.0, 0.5]
+    for method in ("z3", "exhaustive"):
+        assert not check_equivalence(sign, clipped, vocab=halves, max_len=2, method=method).equivalent
+    assert str(P(str(sign))) == str(sign)
+    inputs = [[-2.5, 0, 0.1], [3, -7]]
+    want = [[(v > 0) - (v < 0) for v in x] for x in inputs]  # the reference: Python's sign
+    assert dsl.evaluate(sign, inputs) == want

@@ -109,3 +109,35 @@ def test_a_network_that_errs_on_a_few_inputs_still_gets_its_program_proposed(tar
     assert agreement(scored.pool.values[out], target_codes, read, atol) == 1.0
     hyp, meta = next(compose(scored, noisy))
     assert meta["output"] == out and hyp.correspondence
+
+
+def test_an_output_computed_after_the_last_explained_component_is_a_fitted_function(target_named):
+    """frac_prevs's head computes the prefix fraction; a readout thresholding it is map(f, fraction)."""
+    import dataclasses
+
+    from synth.observe import observe
+    from synth.propose.guided_state import MatchThresholds
+    from synth.propose.model_guided import compose, walk
+
+    obs = observe(target_named("tracr:frac_prevs"), per_length=64)
+
+    def threshold(v):
+        return None if v is None else (1.0 if v > 0.5 else 0.0)
+
+    groups = [
+        dataclasses.replace(g, outputs=tuple(tuple(threshold(v) for v in row) for row in g.outputs))
+        for g in obs.groups
+    ]
+    thresholded = dataclasses.replace(obs, groups=tuple(groups))
+    state = walk(thresholded, MatchThresholds())
+    assert state.outputs, state.notes
+    hyp, _ = next(compose(state, thresholded))
+    program = hyp.program
+    out_node = dict(program.assignments)[program.output]
+    assert out_node.op == "map"
+    (arg,) = out_node.inputs
+    assert dict(program.assignments)[arg].op == "aggregate"
+    assert program.output not in hyp.correspondence and arg in hyp.correspondence
+    inputs = [list(x) for g in thresholded.groups for x in g.inputs]
+    want = [list(row) for g in thresholded.groups for row in g.outputs]
+    assert dsl.evaluate(program, inputs) == want
