@@ -40,7 +40,7 @@ import torch
 from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
 from dsl.hypothesis import Hypothesis
 from dsl.location import Location, act_name
-from synth.check.patching import CheckError, HookInfo, PassCounter, Site, probe, resolve, run
+from synth.check.patching import CheckError, HookInfo, PassCounter, ReadIndex, Site, probe, resolve, run
 
 if TYPE_CHECKING:
     from models import Target
@@ -137,7 +137,7 @@ class Group:
     inputs: tuple[tuple[Any, ...], ...]
     tokens: torch.Tensor  # [n, T] model tokens (BOS included when the target uses one)
     offset: int  # model position of input position 0
-    readout: tuple[int, ...]  # model positions that are read
+    readout: ReadIndex  # model positions each row's input reads
     clean_logits: torch.Tensor  # [n, T, d_vocab_out]
     clean: Mapping[str, torch.Tensor]  # claimed variable -> clean site values [n, T, ...]
     embeds: tuple[torch.Tensor, ...]  # clean hook_embed and hook_pos_embed [n, T, d_model]
@@ -187,7 +187,7 @@ def prepare_groups(
         tokens = target.tokens([list(x) for x in xs])
         logits, acts = run(target.model, tokens, capture=capture, counter=counter)
         batch, codes = program_values(claims.program, xs)
-        readout = tuple(p + off for p in target.readout_positions(length))
+        readout = ReadIndex.of_rows([[p + off for p in target.read_positions(x)] for x in xs])
         out.append(
             Group(
                 length=length, inputs=tuple(xs), tokens=tokens, offset=off, readout=readout,

@@ -85,7 +85,6 @@ def iia_group(
     from models.target import outputs_equal
 
     kind = target.task.output_kind
-    readout = target.readout_positions(group.length)
     from dsl import interpret
 
     base_values = interpret.run(claims.program, group.batch)
@@ -110,8 +109,8 @@ def iia_group(
         network = target.decode(logits_all[j * n : (j + 1) * n], inputs)
         predicted = counterfactual_output(claims.program, group, variables, src, base_values)
         match, informative, defined = [], [], []
-        for net, cf, b in zip(network, predicted, base_out):
-            read = [i for i in readout if cf[i] is not None]
+        for x, net, cf, b in zip(inputs, network, predicted, base_out):
+            read = [i for i in target.read_positions(x) if cf[i] is not None]
             match.append(all(outputs_equal(net[i], cf[i], kind) for i in read))
             informative.append(any(not outputs_equal(cf[i], b[i], kind) for i in read))
             defined.append(bool(read))
