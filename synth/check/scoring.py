@@ -41,7 +41,7 @@ import torch
 from synth.check.behaviour import behaviour, broader_inputs
 from synth.check.claims import Claims, group_by_length, prepare_groups, resolve_claims
 from dsl.hypothesis import Hypothesis
-from synth.check.interchange import iia_group
+from synth.check.interchange import iia_across_lengths, iia_group
 from synth.check.patching import CheckError, PassCounter
 from synth.check.scrub import ABLATIONS, GroupLosses, ablation_groups, scrub_group
 
@@ -185,9 +185,18 @@ def score(
     ablation: str = "resample",
     n_broader: int = 64,
     claims: Claims | None = None,
+    lengths: str = "same",
 ) -> Scores:
-    """Every check of `hypothesis` on `target` (see the module docstring for each number)."""
+    """Every check of `hypothesis` on `target` (see the module docstring for each number).
+
+    ``lengths="aligned"`` takes interchange sources of any length, aligned at the positions
+    both inputs have (synth.check.interchange), so that a variable of the length alone is
+    tested; the default, "same", keeps every source within the base's length, as the
+    engine does. Scrubbing always resamples within a length.
+    """
     _check_options(n, ablation)
+    if lengths not in ("same", "aligned"):
+        raise CheckError(f"lengths must be 'same' or 'aligned', got {lengths!r}")
     claims = claims or resolve_claims(target, hypothesis)
     program = hypothesis.program
     inputs = target.task.sample(n, seed)
@@ -209,8 +218,11 @@ def score(
         dropped.append(d)
         for name, losses in one.items():
             single.setdefault(name, []).append(losses)
-        for key, res in iia_group(target, claims, group, gen, counter).items():
-            iia.setdefault(key, []).append(res)
+        if lengths == "same":
+            for key, res in iia_group(target, claims, group, gen, counter).items():
+                iia.setdefault(key, []).append(res)
+    if lengths == "aligned":
+        iia = iia_across_lengths(target, claims, groups, gen, counter)
 
     values: dict[str, Any] = {
         "behaviour": fresh.positions, "behaviour_exact": fresh.exact,
@@ -253,7 +265,7 @@ def score(
     values["per_input"] = per_input
     values.update(
         n=n, n_scored=sum(g.size for g in groups), lengths=[g.length for g in groups], seed=seed,
-        ablation=ablation, claimed=list(claims.claims), forward_passes=counter.passes,
+        ablation=ablation, iia_lengths=lengths, claimed=list(claims.claims), forward_passes=counter.passes,
         hypothesis=hypothesis.to_json(), target=target.name,
     )
     return Scores(values)
