@@ -24,7 +24,8 @@ selector given a location, two variables at overlapping activations, and a varia
 claimed to read a parent that the network computes later (layer order).
 
 `prepare_groups` splits inputs by length (tracr networks are bidirectional with no
-padding mask, so only same-length inputs share a batch) and runs, once per group, the
+padding mask, so only same-length inputs share a batch; targets with a PAD token are
+grouped the same way, where no padding is needed) and runs, once per group, the
 clean forward pass whose logits and claimed activations all checks reuse, and the DSL
 program's values (as float64 codes, see dsl.values) for every variable.
 """
@@ -137,7 +138,7 @@ class Group:
     inputs: tuple[tuple[Any, ...], ...]
     tokens: torch.Tensor  # [n, T] model tokens (BOS included when the target uses one)
     offset: int  # model position of input position 0
-    readout: ReadIndex  # model positions each row's input reads
+    readout: ReadIndex  # model positions each row's input reads (task.read_positions + offset)
     clean_logits: torch.Tensor  # [n, T, d_vocab_out]
     clean: Mapping[str, torch.Tensor]  # claimed variable -> clean site values [n, T, ...]
     embeds: tuple[torch.Tensor, ...]  # clean hook_embed and hook_pos_embed [n, T, d_model]

@@ -23,3 +23,15 @@ def test_the_head_matcher_reads_where_the_task_reads():
     mask = read_mask(pool, obs)
     for b, x in enumerate(obs.all_inputs()):
         assert mask[b, : len(x)].tolist() == [v == 0 for v in x] and not mask[b, len(x):].any()
+
+
+def test_the_llm_prompt_names_the_readout_and_the_visible_special_tokens():
+    import dataclasses
+
+    from synth.propose.llm_prompt import task_lines
+
+    t = first_token()
+    task = dataclasses.replace(t.task, bos="S", bos_in_input=True)
+    lines = "\n".join(task_lines(dataclasses.replace(t, task=task, input_ids={0: 0, 1: 1, 2: 2, "S": 3})))
+    assert "BOS = 'S'" in lines and "`first_position`" in lines and "before the input" not in lines
+    assert "only the last position" in "\n".join(task_lines(first_token("last")))
