@@ -1,19 +1,49 @@
 """Targets: a network together with the task it is asked to explain.
 
 mechsynth never explains a network in the abstract; it explains what a network does
-*on a task*. A `Task` says which raw inputs exist (vocabulary, lengths, a sampler and
+*on a task*. A `Task` says which inputs exist (vocabulary, lengths, a sampler and
 optionally a domain predicate), what the right answer is at each position, and which
 positions are read. A `Target` pairs a TransformerLens `TransformerBridge` with a task
-and with the encoding that turns raw inputs into token ids and logits back into raw
-output values:
+and with the encoding that turns inputs into token ids and logits back into output
+values:
 
-    raw input  [3, 1, 2]                   (values from task.vocab)
-    tokens     [BOS, id(3), id(1), id(2)]  (BOS only when task.bos is set)
+    content    [3, 1, 2]                     (what the generator draws: values from task.vocab,
+                                              and the SEP value where the task puts one)
+    input      [START, 3, 1, 2, END]          (the content framed by the task's special tokens;
+                                              what the program, the labeller and the readout see)
+    tokens     [id(START), id(3), ..., PAD]   (a hidden BOS first when the task has one; PAD
+                                              after shorter inputs of a mixed-length batch)
     logits     [B, T, d_vocab_out]
-    decoded    [v0, v1, v2]                (argmax -> output value, or a numeric column;
-                                             None at positions the task does not read)
+    decoded    [v0, v1, v2, v3, v4]          (argmax -> output value, or a numeric column;
+                                              None at positions the task does not read)
 
-Model position = input position + `position_offset` (1 with a BOS token, else 0).
+Special tokens are task fields, any subset, each a value outside the vocabulary with its
+own token id in `Target.input_ids`:
+
+* ``bos``: a start token. By default it is *hidden*: placed at model position 0, before
+  the input, so the program never sees it (tracr's convention, where BOS is the attention
+  sink; the trained zoo uses it the same way). With ``bos_in_input=True`` it is position
+  0 of the input itself, so it can be read (a classifier read at its start token) and a
+  program can give it a value.
+* ``eos``: an end token, the input's last position (placed by `Task.frame`).
+* ``sep``: a separator. Where it goes is the task's business (between a list and its
+  sorted copy, between two operands), so the task's generator places it in the content;
+  the encoding gives it its own token id, and a program sees it as a token value.
+* ``pad``: fills the positions after a shorter input in a batch of mixed lengths. It is
+  never part of an input. A task with a pad token is fed mixed-length batches with a key
+  mask (`Target.attention_mask`): ``model(tokens, attention_mask=mask)``, which the
+  TransformerBridge forwards to its attention (transformer_lens 4.3,
+  ``sources/native/model.py``: a 2-D ``[batch, seq]`` mask, 1 = keep, is OR-ed into the
+  causal/bidirectional block mask as ``~mask[:, None, None, :]``, so masked *keys* get
+  score -inf and weight 0 for every query; right padding leaves positions unchanged).
+  Without a pad token (tracr targets, whose compiled attention has no mask), inputs are
+  fed in same-length groups.
+
+Which positions are read (`Task.readout`): ``"all"``, ``"last"``, or a function of the
+input returning the positions read (every position after SEP, the answer digits, the start
+token). Every check, control and proposer compares the network and a program only there.
+
+Model position = input position + `position_offset` (1 with a hidden BOS, else 0).
 
 A target may carry a ground-truth `Hypothesis` (tracr-compiled targets do: the program
 they were compiled from and the component that writes each variable). Targets are
@@ -27,6 +57,7 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -45,6 +76,14 @@ class TargetError(ValueError):
 Labeller = Callable[[Sequence[Any]], list]
 Generator = Callable[[random.Random, int], list]
 Domain = Callable[[Sequence[Any]], bool]
+ReadoutFn = Callable[[Sequence[Any]], Sequence[int]]
+
+
+class Readout(StrEnum):
+    """The named readouts (a task may instead give a function of the input)."""
+
+    ALL = "all"  # every position of the input
+    LAST = "last"  # the input's last position
 
 # Numerical outputs are read from one logit column; tracr's numerical MLPs are approximate,
 # so "equal" means equal within this tolerance.
@@ -67,13 +106,18 @@ def outputs_equal(a: Any, b: Any, output_kind: str = "categorical") -> bool:
 class Task:
     """Inputs, true outputs and readout of an algorithmic task.
 
-    `labeller(x)` gives the true output at every position of one raw input (None where
-    undefined); `readout` says which positions are read: "all" or only the "last".
-    `generator(rng, length)` draws one input of that length (default: i.i.d. uniform over
-    the vocabulary, rejected until it is in `domain`). `broader_generator` draws from a
-    broader distribution (used to test that an explanation is not tied to the training
-    distribution); how well the network itself does there is measured, not assumed:
-    trained targets record it as `info["broader_accuracy"]`.
+    `generator(rng, length)` draws the content of one input of that length (default:
+    i.i.d. uniform over the vocabulary, rejected until it is in `domain`); `min_len` and
+    `max_len` are content lengths. `frame` adds the special tokens that belong to the
+    input (a visible BOS first, EOS last; see the module docstring), and what the engine
+    passes around, samples, labels and reads is the framed input. `domain(content)` is a
+    predicate on the content. `labeller(x)` gives the true output at every position of
+    one framed input (None where undefined). `readout` says which positions are read:
+    "all", "last", or a function of the framed input returning its read positions.
+    `broader_generator` draws content from a broader distribution (used to test that an
+    explanation is not tied to the training distribution); how well the network itself
+    does there is measured, not assumed: trained targets record it as
+    `info["broader_accuracy"]`.
     """
 
     name: str
@@ -82,17 +126,29 @@ class Task:
     max_len: int
     labeller: Labeller = field(compare=False, repr=False)
     bos: Hashable | None = None
-    readout: str = "all"
+    readout: Readout | ReadoutFn = Readout.ALL
     output_kind: str = "categorical"
     output_vocab: tuple = ()
     generator: Generator | None = field(default=None, compare=False, repr=False)
     domain: Domain | None = field(default=None, compare=False, repr=False)
     broader_generator: Generator | None = field(default=None, compare=False, repr=False)
     description: str = ""
+    bos_in_input: bool = False
+    eos: Hashable | None = None
+    sep: Hashable | None = None
+    pad: Hashable | None = None
 
     def __post_init__(self) -> None:
-        if self.readout not in ("all", "last"):
-            raise TargetError(f"task {self.name}: readout must be 'all' or 'last', got {self.readout!r}")
+        if isinstance(self.readout, str):
+            try:
+                object.__setattr__(self, "readout", Readout(self.readout))
+            except ValueError:
+                raise TargetError(
+                    f"task {self.name}: readout must be 'all', 'last' or a function of the input, "
+                    f"got {self.readout!r}"
+                ) from None
+        elif not callable(self.readout):
+            raise TargetError(f"task {self.name}: readout must be 'all', 'last' or a function of the input")
         if self.output_kind not in ("categorical", "numerical"):
             raise TargetError(f"task {self.name}: output_kind must be categorical or numerical")
         if not 1 <= self.min_len <= self.max_len:
@@ -101,26 +157,80 @@ class Task:
             )
         object.__setattr__(self, "vocab", tuple(self.vocab))
         object.__setattr__(self, "output_vocab", tuple(self.output_vocab))
+        if self.bos_in_input and self.bos is None:
+            raise TargetError(f"task {self.name}: bos_in_input needs a bos token")
+        specials = self.special_tokens
+        values = list(specials.values())
+        for kind, value in specials.items():
+            if _known(value, dict.fromkeys(self.vocab)):
+                raise TargetError(f"task {self.name}: the {kind} token {value!r} is also a vocabulary value")
+            if values.count(value) > 1:
+                raise TargetError(f"task {self.name}: the {kind} token {value!r} is also another special")
+
+    # --- special tokens and framing -----------------------------------------------------------
+    @property
+    def special_tokens(self) -> dict[str, Hashable]:
+        """{"bos" | "eos" | "sep" | "pad": value} for the special tokens the task has."""
+        named = {"bos": self.bos, "eos": self.eos, "sep": self.sep, "pad": self.pad}
+        return {k: v for k, v in named.items() if v is not None}
+
+    @property
+    def hidden_bos(self) -> bool:
+        """Whether a BOS token sits before the input (model position 0, not seen by a program)."""
+        return self.bos is not None and not self.bos_in_input
+
+    @property
+    def frame_size(self) -> int:
+        """How many special tokens `frame` adds to the content."""
+        return int(self.bos_in_input) + int(self.eos is not None)
+
+    @property
+    def max_input_len(self) -> int:
+        """The longest framed input."""
+        return self.max_len + self.frame_size
+
+    def frame(self, content: Sequence[Any]) -> list:
+        """The input for a content: visible BOS first and EOS last, where the task has them."""
+        head = [self.bos] if self.bos_in_input else []
+        tail = [self.eos] if self.eos is not None else []
+        return head + list(content) + tail
+
+    def content(self, x: Sequence[Any]) -> list:
+        """The content of a framed input (TargetError when the framing is not there)."""
+        x = list(x)
+        if len(x) < self.frame_size:
+            raise TargetError(f"task {self.name}: input {x!r} is shorter than its special tokens")
+        if self.bos_in_input and x[0] != self.bos:
+            raise TargetError(f"task {self.name}: input {x!r} does not start with BOS {self.bos!r}")
+        if self.eos is not None and x[-1] != self.eos:
+            raise TargetError(f"task {self.name}: input {x!r} does not end with EOS {self.eos!r}")
+        return x[int(self.bos_in_input) : len(x) - int(self.eos is not None)]
 
     # --- inputs -----------------------------------------------------------------------------
     def in_domain(self, x: Sequence[Any]) -> bool:
+        """Whether `x` is a framed input of this task (content in the vocabulary, the domain)."""
+        try:
+            body = self.content(x)
+        except TargetError:
+            return False
+        allowed = set(self.vocab) | ({self.sep} if self.sep is not None else set())
         return (
-            self.min_len <= len(x) <= self.max_len
-            and all(v in self.vocab for v in x)
-            and (self.domain is None or self.domain(x))
+            self.min_len <= len(body) <= self.max_len
+            and all(_known(v, dict.fromkeys(allowed)) for v in body)
+            and (self.domain is None or self.domain(body))
         )
 
     def _draw(self, rng: random.Random, length: int, generator: Generator | None) -> list:
         if generator is not None:
-            return list(generator(rng, length))
+            return self.frame(generator(rng, length))
         for _ in range(10_000):
             x = [rng.choice(self.vocab) for _ in range(length)]
             if self.domain is None or self.domain(x):
-                return x
+                return self.frame(x)
         raise TargetError(f"task {self.name}: could not draw an input of length {length} in its domain")
 
     def sample(self, n: int, seed: int, length: int | None = None) -> list[list]:
-        """`n` raw inputs, deterministic in `seed`; `length` fixes the length."""
+        """`n` framed inputs, deterministic in `seed`; `length` fixes the content length."""
         if length is not None and not self.min_len <= length <= self.max_len:
             raise TargetError(f"task {self.name}: length {length} outside {self.min_len}..{self.max_len}")
         rng = random.Random(seed)
@@ -141,23 +251,53 @@ class Task:
         ]
 
     def enumerate(self, max_len: int | None = None) -> Iterator[list]:
-        """Every input in the domain, shortest first (vocab^length: keep lengths small)."""
+        """Every framed input whose content is vocabulary values in the domain, shortest first
+        (vocab^length: keep lengths small; contents holding SEP come only from the generator)."""
         for length in range(self.min_len, (max_len or self.max_len) + 1):
             for x in itertools.product(self.vocab, repeat=length):
                 if self.domain is None or self.domain(x):
-                    yield list(x)
+                    yield self.frame(x)
 
     # --- outputs ----------------------------------------------------------------------------
+    def read_positions(self, x: Sequence[Any]) -> list[int]:
+        """Input positions of framed input `x` whose outputs the task reads (sorted, distinct)."""
+        length = len(x)
+        if self.readout is Readout.ALL:
+            return list(range(length))
+        if self.readout is Readout.LAST:
+            return [length - 1]
+        try:
+            positions = sorted({int(i) for i in self.readout(list(x))})
+        except TargetError:
+            raise
+        except (TypeError, ValueError, IndexError, KeyError) as e:  # a user's function: one line
+            raise TargetError(f"task {self.name}: readout failed on {list(x)!r}: {e}") from None
+        if positions and not (0 <= positions[0] and positions[-1] < length):
+            msg = f"task {self.name}: readout of {list(x)!r} gives positions outside 0..{length - 1}"
+            raise TargetError(msg)
+        return positions
+
     def readout_positions(self, length: int) -> list[int]:
-        """Input positions whose outputs the task reads."""
-        return list(range(length)) if self.readout == "all" else [length - 1]
+        """Read positions of any input of `length` (only for "all"/"last"; see read_positions)."""
+        if self.readout is Readout.ALL:
+            return list(range(length))
+        if self.readout is Readout.LAST:
+            return [length - 1]
+        raise TargetError(f"task {self.name}: its readout depends on the input; use read_positions(x)")
+
+    @property
+    def readout_name(self) -> str:
+        """"all", "last", or the readout function's name."""
+        if isinstance(self.readout, Readout):
+            return self.readout.value
+        return getattr(self.readout, "__name__", "custom")
 
     def label(self, inputs: Sequence[Sequence[Any]]) -> list[list]:
         """True outputs per position (None where not read or undefined)."""
         out = []
         for x in inputs:
             y = list(self.labeller(list(x)))
-            read = set(self.readout_positions(len(x)))
+            read = set(self.read_positions(x))
             out.append([v if i in read else None for i, v in enumerate(y)])
         return out
 
@@ -166,10 +306,10 @@ class Task:
 class Target:
     """A network, its task, its input/output encoding and (when known) its ground truth.
 
-    `input_ids` maps raw token values (including the BOS value) to token ids.
-    `output_values[j]` is the decoded value of logit column j (categorical outputs);
-    numerical outputs are read from column `numeric_column`. `info` holds provenance
-    (kind, accuracy, training time, ...), shown by `models.list_targets`.
+    `input_ids` maps token values (the vocabulary and every special token the task has)
+    to token ids. `output_values[j]` is the decoded value of logit column j (categorical
+    outputs); numerical outputs are read from column `numeric_column`. `info` holds
+    provenance (kind, accuracy, training time, ...), shown by `models.list_targets`.
     """
 
     name: str
@@ -188,8 +328,9 @@ class Target:
         missing = [v for v in self.task.vocab if v not in self.input_ids]
         if missing:
             raise TargetError(f"target {self.name}: vocabulary value {missing[0]!r} has no token id")
-        if self.task.bos is not None and self.task.bos not in self.input_ids:
-            raise TargetError(f"target {self.name}: BOS value {self.task.bos!r} has no token id")
+        for kind, value in self.task.special_tokens.items():
+            if value not in self.input_ids:
+                raise TargetError(f"target {self.name}: {kind.upper()} value {value!r} has no token id")
         d_vocab_out = self.model.cfg.d_vocab_out
         if self.task.output_kind == "categorical" and len(self.output_values) != d_vocab_out:
             raise TargetError(
@@ -211,36 +352,73 @@ class Target:
 
     @property
     def position_offset(self) -> int:
-        return 0 if self.task.bos is None else 1
+        return 1 if self.task.hidden_bos else 0
+
+    @property
+    def padded(self) -> bool:
+        """Whether inputs of different lengths share a batch (the task has a PAD token)."""
+        return self.task.pad is not None
 
     def readout_positions(self, length: int) -> list[int]:
         return self.task.readout_positions(length)
 
+    def read_positions(self, x: Sequence[Any]) -> list[int]:
+        return self.task.read_positions(x)
+
     # --- encoding ---------------------------------------------------------------------------
     def tokens(self, inputs: Sequence[Sequence[Any]]) -> torch.Tensor:
-        """Token ids [B, T] for equal-length raw inputs (BOS prepended when the task uses one)."""
+        """Token ids [B, T] for framed inputs (a hidden BOS first when the task has one).
+
+        Inputs must share one length unless the task has a PAD token; then shorter inputs
+        are padded on the right to the longest (see `attention_mask`).
+        """
         if not inputs:
             raise TargetError(f"target {self.name}: no inputs")
-        length = len(inputs[0])
-        if any(len(x) != length for x in inputs):
-            raise TargetError(f"target {self.name}: tokens() needs inputs of one length (group by length)")
-        if not 1 <= length <= self.task.max_len:
-            raise TargetError(f"target {self.name}: input length {length} outside 1..{self.task.max_len}")
-        prefix = [] if self.task.bos is None else [self.input_ids[self.task.bos]]
+        lengths = [len(x) for x in inputs]
+        longest = max(lengths)
+        if not self.padded and any(n != longest for n in lengths):
+            raise TargetError(
+                f"target {self.name}: tokens() needs inputs of one length (group by length; "
+                "the task has no pad token)"
+            )
+        limit = self.task.max_input_len
+        if not 1 <= min(lengths) or longest > limit:
+            bad = next(n for n in lengths if not 1 <= n <= limit)
+            raise TargetError(f"target {self.name}: input length {bad} outside 1..{limit}")
+        prefix = [self.input_ids[self.task.bos]] if self.task.hidden_bos else []
+        pad_id = self.input_ids[self.task.pad] if self.padded else None
         rows = []
         for x in inputs:
             try:
-                rows.append(prefix + [self.input_ids[v] for v in x])
+                ids = [self.input_ids[v] for v in x]
             except (KeyError, TypeError):
                 bad = next(v for v in x if not _known(v, self.input_ids))
                 msg = f"target {self.name}: {bad!r} is not in the vocabulary {self.vocab}"
                 raise TargetError(msg) from None
+            rows.append(prefix + ids + [pad_id] * (longest - len(x)))
         return torch.tensor(rows, dtype=torch.long)
 
-    def logits(self, inputs: Sequence[Sequence[Any]]) -> torch.Tensor:
-        """Network logits [B, T, d_vocab_out] for equal-length raw inputs."""
+    def attention_mask(self, inputs: Sequence[Sequence[Any]]) -> torch.Tensor | None:
+        """[B, T] key mask (1 = a real token, 0 = PAD) for a mixed-length batch; None when no
+        input is padded (then the model runs exactly as without a mask)."""
+        lengths = [len(x) for x in inputs]
+        longest = max(lengths)
+        if all(n == longest for n in lengths):
+            return None
+        off = self.position_offset
+        positions = torch.arange(off + longest)
+        return (positions[None, :] < torch.tensor(lengths)[:, None] + off).long()
+
+    def run_model(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Logits for token ids, with the key mask when there is one (see the module docstring)."""
         with torch.no_grad():
-            return self.model(self.tokens(inputs))
+            if mask is None:
+                return self.model(tokens)
+            return self.model(tokens, attention_mask=mask)
+
+    def logits(self, inputs: Sequence[Sequence[Any]]) -> torch.Tensor:
+        """Network logits [B, T, d_vocab_out] for framed inputs (mixed lengths only with PAD)."""
+        return self.run_model(self.tokens(inputs), self.attention_mask(inputs))
 
     def decode(self, logits: torch.Tensor, inputs: Sequence[Sequence[Any]]) -> list[list]:
         """Decoded outputs per input position (None where the task does not read)."""
@@ -252,7 +430,7 @@ class Target:
             values = logits[..., self.numeric_column].tolist()
         for b, x in enumerate(inputs):
             row: list = [None] * len(x)
-            for i in self.readout_positions(len(x)):
+            for i in self.read_positions(x):
                 if self.task.output_kind == "categorical":
                     row[i] = self.output_values[ids[b][i + off]]
                 else:
@@ -261,12 +439,13 @@ class Target:
         return out
 
     def predict(self, inputs: Sequence[Sequence[Any]], batch_size: int = 1024) -> list[list]:
-        """The network's decoded outputs for raw inputs of any lengths (grouped internally)."""
-        by_len: dict[int, list[int]] = {}
+        """The network's decoded outputs for inputs of any lengths: one padded batch per chunk
+        when the task has a PAD token, else grouped by length."""
+        batches: dict[int, list[int]] = {}
         for i, x in enumerate(inputs):
-            by_len.setdefault(len(x), []).append(i)
+            batches.setdefault(0 if self.padded else len(x), []).append(i)
         out: list[list] = [[] for _ in inputs]
-        for idx in by_len.values():
+        for idx in batches.values():
             for start in range(0, len(idx), batch_size):
                 chunk = idx[start : start + batch_size]
                 batch = [list(inputs[i]) for i in chunk]

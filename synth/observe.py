@@ -71,7 +71,7 @@ class Observations:
     n_layers: int
     n_heads: int
     d_model: int
-    readout: str
+    readout: str  # "all", "last" or the task's readout function's name
     output_kind: str
 
     @property
@@ -130,7 +130,7 @@ def sample_inputs(target: Target, *, per_length: int, seed: int) -> list[list[An
     for length in range(max(task.min_len, 1), task.max_len + 1):
         if len(vocab) ** length <= per_length:
             every = (list(x) for x in itertools.product(vocab, repeat=length))
-            inputs += [x for x in every if task.domain is None or task.domain(x)]
+            inputs += [task.frame(x) for x in every if task.domain is None or task.domain(x)]
             continue
         seen: set[tuple[Any, ...]] = set()
         for x in task.sample(per_length, seed + 7919 * length, length=length):
@@ -195,6 +195,6 @@ def observe(target: Target, *, per_length: int = 256, seed: int = 0) -> Observat
         n_layers=n_layers,
         n_heads=n_heads,
         d_model=d_model,
-        readout=getattr(task, "readout", "all"),
+        readout=task.readout_name,
         output_kind=getattr(task, "output_kind", "categorical"),
     )

@@ -91,7 +91,7 @@ def behaviour(target: Target, program: Any, inputs: Sequence[Sequence[Any]]) -> 
         predicted = evaluate(program, inputs)
     except DSLError as e:
         raise CheckError(f"the program does not evaluate on the target's inputs: {e}") from None
-    readouts = [target.readout_positions(len(x)) for x in inputs]
+    readouts = [target.read_positions(x) for x in inputs]
     c = compare_outputs(target.predict(inputs), predicted, readouts, target.task.output_kind)
     per_input = [a / n if n else float("nan") for a, n in zip(c.agree, c.compared)]
     scored = [p for p in per_input if p == p]

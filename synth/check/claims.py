@@ -24,7 +24,8 @@ selector given a location, two variables at overlapping activations, and a varia
 claimed to read a parent that the network computes later (layer order).
 
 `prepare_groups` splits inputs by length (tracr networks are bidirectional with no
-padding mask, so only same-length inputs share a batch) and runs, once per group, the
+padding mask, so only same-length inputs share a batch; targets with a PAD token are
+grouped the same way, where no padding is needed) and runs, once per group, the
 clean forward pass whose logits and claimed activations all checks reuse, and the DSL
 program's values (as float64 codes, see dsl.values) for every variable.
 """
@@ -40,7 +41,7 @@ import torch
 from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
 from dsl.hypothesis import Hypothesis
 from dsl.location import Location, act_name
-from synth.check.patching import CheckError, HookInfo, PassCounter, Site, probe, resolve, run
+from synth.check.patching import CheckError, HookInfo, PassCounter, ReadIndex, Site, probe, resolve, run
 
 if TYPE_CHECKING:
     from models import Target
@@ -137,7 +138,7 @@ class Group:
     inputs: tuple[tuple[Any, ...], ...]
     tokens: torch.Tensor  # [n, T] model tokens (BOS included when the target uses one)
     offset: int  # model position of input position 0
-    readout: tuple[int, ...]  # model positions that are read
+    readout: ReadIndex  # model positions each row's input reads (task.read_positions + offset)
     clean_logits: torch.Tensor  # [n, T, d_vocab_out]
     clean: Mapping[str, torch.Tensor]  # claimed variable -> clean site values [n, T, ...]
     embeds: tuple[torch.Tensor, ...]  # clean hook_embed and hook_pos_embed [n, T, d_model]
@@ -187,7 +188,7 @@ def prepare_groups(
         tokens = target.tokens([list(x) for x in xs])
         logits, acts = run(target.model, tokens, capture=capture, counter=counter)
         batch, codes = program_values(claims.program, xs)
-        readout = tuple(p + off for p in target.readout_positions(length))
+        readout = ReadIndex.of_rows([[p + off for p in target.read_positions(x)] for x in xs])
         out.append(
             Group(
                 length=length, inputs=tuple(xs), tokens=tokens, offset=off, readout=readout,

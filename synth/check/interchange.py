@@ -21,6 +21,13 @@ on informative pairs is reported next to the IIA on all pairs.
 Cost: one batched forward pass per length group for all interventions together (each
 intervention in its own block of rows); the source activations come from the clean pass
 every check shares.
+
+Across lengths (`iia_across_lengths`, ``score(..., lengths="aligned")``): the source may
+have any length. The base keeps its own length and frame; at each position ``k`` that both
+inputs have, the variable's activation (and, in the program, its value) is the source's,
+and at the base's other positions it stays the base's own. Within a length group a
+variable of the length alone (tracr's ``length``) is the same in source and base, so no
+pair is informative and its claim is untested; across lengths it is tested.
 """
 
 from __future__ import annotations
@@ -48,17 +55,22 @@ def interventions(claims: Claims) -> list[tuple[str, ...]]:
 
 
 def counterfactual_output(
-    program: Any, group: Group, variables: Sequence[str], src: torch.Tensor,
+    program: Any, group: Group | None, variables: Sequence[str], src: torch.Tensor,
     base_values: Mapping[str, torch.Tensor] | None = None,
+    *, batch: Any = None, where: torch.Tensor | None = None,
 ) -> list[list]:
-    """Program output on each base row with ``variables`` from row ``src[b]``, downstream recomputed."""
+    """Program output on each base row with ``variables`` from row ``src[b]``, downstream recomputed.
+
+    ``batch`` replaces the group's batch; with ``where`` ([B, T] bool) the source's values
+    are taken only there (aligned positions) and the base keeps its own elsewhere.
+    """
     from dsl import interpret
 
-    batch = group.batch
+    batch = group.batch if batch is None else batch
     values = dict(base_values) if base_values is not None else interpret.run(program, batch)
     changed = set(variables)
     for v in variables:
-        values[v] = values[v][src]
+        values[v] = values[v][src] if where is None else torch.where(where, values[v][src], values[v])
     for name, node in program.assignments:
         if name in changed:
             continue
@@ -85,7 +97,6 @@ def iia_group(
     from models.target import outputs_equal
 
     kind = target.task.output_kind
-    readout = target.readout_positions(group.length)
     from dsl import interpret
 
     base_values = interpret.run(claims.program, group.batch)
@@ -110,10 +121,75 @@ def iia_group(
         network = target.decode(logits_all[j * n : (j + 1) * n], inputs)
         predicted = counterfactual_output(claims.program, group, variables, src, base_values)
         match, informative, defined = [], [], []
-        for net, cf, b in zip(network, predicted, base_out):
-            read = [i for i in readout if cf[i] is not None]
+        for x, net, cf, b in zip(inputs, network, predicted, base_out):
+            read = [i for i in target.read_positions(x) if cf[i] is not None]
             match.append(all(outputs_equal(net[i], cf[i], kind) for i in read))
             informative.append(any(not outputs_equal(cf[i], b[i], kind) for i in read))
             defined.append(bool(read))
         results[variables] = GroupIIA(torch.tensor(match), torch.tensor(informative), torch.tensor(defined))
+    return results
+
+
+def iia_across_lengths(
+    target: Target, claims: Claims, groups: Sequence[Group], gen: torch.Generator, counter: PassCounter
+) -> dict[tuple[str, ...], list[GroupIIA]]:
+    """IIA of every intervention with sources of any length, aligned at the positions both inputs
+    have (see the module docstring); one `GroupIIA` per group, in the groups' order."""
+    from dsl import interpret
+    from models.target import outputs_equal
+
+    program, kind = claims.program, target.task.output_kind
+    todo = interventions(claims)
+    if not todo or not groups:
+        return {}
+    every = [list(x) for g in groups for x in g.inputs]
+    joint = interpret.encode(every, symbols=program.literals())  # one codebook for every length
+    base_values = interpret.run(program, joint)
+    out = program.output
+    base_out = interpret.decode(base_values[out], interpret.dtypes(program)[out], joint)
+    lengths = joint.lengths
+    where_row = [(gi, i) for gi, g in enumerate(groups) for i in range(g.size)]
+    starts = [sum(g.size for g in groups[:gi]) for gi in range(len(groups))]
+    sources = [torch.randint(len(every), (len(every),), generator=gen) for _ in todo]
+    positions = torch.arange(joint.mask.shape[1])
+    predicted = []
+    for variables, src in zip(todo, sources):
+        aligned = (positions[None, :] < lengths[src][:, None]) & joint.mask
+        predicted.append(
+            counterfactual_output(program, None, variables, src, base_values, batch=joint, where=aligned)
+        )
+
+    def source_values(name: str, rows: range, src: torch.Tensor, group: Group) -> torch.Tensor:
+        """The base rows' clean site values with the source's at every position both have."""
+        values = group.clean[name][:, group.positions].clone()
+        for b, r in zip(range(group.size), rows):
+            sg, si = where_row[int(src[r])]
+            source = groups[sg]
+            k = min(group.length, source.length)
+            values[b, :k] = source.clean[name][si, source.offset : source.offset + k]
+        return values
+
+    results: dict[tuple[str, ...], list[GroupIIA]] = {v: [] for v in todo}
+    for gi, group in enumerate(groups):
+        n, rows = group.size, range(starts[gi], starts[gi] + group.size)
+        edits = [
+            Edit(claims.claims[v].site, source_values(v, rows, src, group), group.positions,
+                 slice(j * n, (j + 1) * n))
+            for j, (variables, src) in enumerate(zip(todo, sources))
+            for v in variables
+        ]
+        logits_all, _ = run(target.model, group.tokens.repeat(len(todo), 1), edits, counter=counter)
+        inputs = [list(x) for x in group.inputs]
+        for j, variables in enumerate(todo):
+            network = target.decode(logits_all[j * n : (j + 1) * n], inputs)
+            match, informative, defined = [], [], []
+            for x, net, r in zip(inputs, network, rows):
+                cf, b = predicted[j][r], base_out[r]
+                read = [i for i in target.read_positions(x) if cf[i] is not None]
+                match.append(all(outputs_equal(net[i], cf[i], kind) for i in read))
+                informative.append(any(not outputs_equal(cf[i], b[i], kind) for i in read))
+                defined.append(bool(read))
+            results[variables].append(
+                GroupIIA(torch.tensor(match), torch.tensor(informative), torch.tensor(defined))
+            )
     return results

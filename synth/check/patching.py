@@ -236,18 +236,57 @@ class _Stop(Exception):
     """Raised inside a hook to end a forward pass whose remaining layers are not needed."""
 
 
+@dataclass(frozen=True, eq=False)
+class ReadIndex:
+    """The model positions read in each batch row (a task may read different positions per input).
+
+    ``index[b, r]`` is row b's r-th read position; rows reading fewer positions than the
+    widest row are filled with position 0 and ``valid`` is False there. Every per-position
+    number (losses, agreement) is ``[batch, R]`` and is pooled over ``valid`` entries only.
+    """
+
+    index: torch.Tensor  # [n, R] long
+    valid: torch.Tensor  # [n, R] bool
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[Sequence[int]]) -> ReadIndex:
+        width = max((len(r) for r in rows), default=0)
+        index = torch.zeros(len(rows), width, dtype=torch.long)
+        valid = torch.zeros(len(rows), width, dtype=torch.bool)
+        for b, r in enumerate(rows):
+            index[b, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+            valid[b, : len(r)] = True
+        return cls(index, valid)
+
+    @classmethod
+    def same(cls, positions: Sequence[int], n: int) -> ReadIndex:
+        """The same positions in each of ``n`` rows."""
+        index = torch.tensor(list(positions), dtype=torch.long)[None, :].expand(n, -1)
+        return cls(index, torch.ones(index.shape, dtype=torch.bool))
+
+    def take(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits[b, index[b, r]]``: ``[n, R, ...]``."""
+        return logits[torch.arange(self.index.shape[0])[:, None], self.index]
+
+
+def as_read_index(positions: Sequence[int] | ReadIndex, n: int) -> ReadIndex:
+    return positions if isinstance(positions, ReadIndex) else ReadIndex.same(positions, n)
+
+
 def readout_loss(
-    logits: torch.Tensor, clean: torch.Tensor, positions: Sequence[int], numerical_column: int | None
+    logits: torch.Tensor, clean: torch.Tensor, positions: Sequence[int] | ReadIndex,
+    numerical_column: int | None,
 ) -> torch.Tensor:
     """Per-input, per-readout-position loss of ``logits`` against the clean model's ``clean`` logits.
 
     We explain the model, not the labels, so the reference is the clean network itself:
     categorical outputs use KL(clean || patched) of the softmax distributions (0 for the
-    clean run); numerical outputs use the squared error of the readout column. Returns
-    ``[batch, len(positions)]``.
+    clean run); numerical outputs use the squared error of the readout column. ``positions``
+    are the same model positions in every row, or a `ReadIndex` of each row's. Returns
+    ``[batch, R]`` (entries where the `ReadIndex` is not valid are meaningless).
     """
-    pos = torch.tensor(list(positions), dtype=torch.long)
-    a, c = logits[:, pos].double(), clean[:, pos].double()
+    read = as_read_index(positions, logits.shape[0])
+    a, c = read.take(logits).double(), read.take(clean).double()
     if numerical_column is not None:
         return (a[..., numerical_column] - c[..., numerical_column]) ** 2
     log_p, log_q = torch.log_softmax(c, -1), torch.log_softmax(a, -1)

@@ -41,7 +41,7 @@ import torch
 from synth.check.behaviour import behaviour, broader_inputs
 from synth.check.claims import Claims, group_by_length, prepare_groups, resolve_claims
 from dsl.hypothesis import Hypothesis
-from synth.check.interchange import iia_group
+from synth.check.interchange import iia_across_lengths, iia_group
 from synth.check.patching import CheckError, PassCounter
 from synth.check.scrub import ABLATIONS, GroupLosses, ablation_groups, scrub_group
 
@@ -106,19 +106,27 @@ def _ratio(resampled: float, patched: float, clean: float) -> float:
     return (resampled - patched) / denom if abs(denom) > 1e-12 else float("nan")
 
 
+def _row_means(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-row mean over the valid entries (NaN for a row that reads nothing)."""
+    if bool(valid.all()):
+        return values.mean(1)
+    return torch.where(valid, values, 0.0).sum(1) / valid.sum(1)
+
+
 def _summarise_losses(parts: list[GroupLosses], prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Pooled numbers over (input, readout position) and the per-input arrays behind them."""
     if not parts:
         nan = float("nan")
         return {f"{prefix}loss_recovered": nan, f"{prefix}accuracy_recovered": nan}, {}
-    loss = torch.cat([p.loss.reshape(-1) for p in parts])
-    loss_r = torch.cat([p.loss_resampled.reshape(-1) for p in parts])
-    same = torch.cat([p.same.reshape(-1) for p in parts]).double()
-    same_r = torch.cat([p.same_resampled.reshape(-1) for p in parts]).double()
+    # Pooled over the positions each input reads (all of [n, R] when every input reads R).
+    loss = torch.cat([p.loss[p.valid] for p in parts])
+    loss_r = torch.cat([p.loss_resampled[p.valid] for p in parts])
+    same = torch.cat([p.same[p.valid] for p in parts]).double()
+    same_r = torch.cat([p.same_resampled[p.valid] for p in parts]).double()
     l_s, l_r, a_s, a_r = loss.mean().item(), loss_r.mean().item(), same.mean().item(), same_r.mean().item()
-    per_input_loss = torch.cat([p.loss.mean(1) for p in parts])
-    per_input_loss_r = torch.cat([p.loss_resampled.mean(1) for p in parts])
-    changed = torch.cat([(~p.same).any(1) for p in parts])
+    per_input_loss = torch.cat([_row_means(p.loss, p.valid) for p in parts])
+    per_input_loss_r = torch.cat([_row_means(p.loss_resampled, p.valid) for p in parts])
+    changed = torch.cat([(~p.same & p.valid).any(1) for p in parts])
     numbers = {
         f"{prefix}loss_scrubbed" if not prefix else f"{prefix}loss": l_s,
         f"{prefix}loss_resampled": l_r,
@@ -154,8 +162,11 @@ def _clean_loss(target: Target, groups: list) -> float:
     from synth.check.patching import readout_loss
     from synth.check.scrub import numeric_column
 
-    losses = [readout_loss(g.clean_logits, g.clean_logits, g.readout, numeric_column(target)) for g in groups]
-    return torch.cat([x.reshape(-1) for x in losses]).mean().item()
+    losses = [
+        readout_loss(g.clean_logits, g.clean_logits, g.readout, numeric_column(target))[g.readout.valid]
+        for g in groups
+    ]
+    return torch.cat(losses).mean().item()
 
 
 def _check_options(n: int, ablation: str) -> None:
@@ -174,9 +185,18 @@ def score(
     ablation: str = "resample",
     n_broader: int = 64,
     claims: Claims | None = None,
+    lengths: str = "same",
 ) -> Scores:
-    """Every check of `hypothesis` on `target` (see the module docstring for each number)."""
+    """Every check of `hypothesis` on `target` (see the module docstring for each number).
+
+    ``lengths="aligned"`` takes interchange sources of any length, aligned at the positions
+    both inputs have (synth.check.interchange), so that a variable of the length alone is
+    tested; the default, "same", keeps every source within the base's length, as the
+    engine does. Scrubbing always resamples within a length.
+    """
     _check_options(n, ablation)
+    if lengths not in ("same", "aligned"):
+        raise CheckError(f"lengths must be 'same' or 'aligned', got {lengths!r}")
     claims = claims or resolve_claims(target, hypothesis)
     program = hypothesis.program
     inputs = target.task.sample(n, seed)
@@ -198,8 +218,11 @@ def score(
         dropped.append(d)
         for name, losses in one.items():
             single.setdefault(name, []).append(losses)
-        for key, res in iia_group(target, claims, group, gen, counter).items():
-            iia.setdefault(key, []).append(res)
+        if lengths == "same":
+            for key, res in iia_group(target, claims, group, gen, counter).items():
+                iia.setdefault(key, []).append(res)
+    if lengths == "aligned":
+        iia = iia_across_lengths(target, claims, groups, gen, counter)
 
     values: dict[str, Any] = {
         "behaviour": fresh.positions, "behaviour_exact": fresh.exact,
@@ -242,7 +265,7 @@ def score(
     values["per_input"] = per_input
     values.update(
         n=n, n_scored=sum(g.size for g in groups), lengths=[g.length for g in groups], seed=seed,
-        ablation=ablation, claimed=list(claims.claims), forward_passes=counter.passes,
+        ablation=ablation, iia_lengths=lengths, claimed=list(claims.claims), forward_passes=counter.passes,
         hypothesis=hypothesis.to_json(), target=target.name,
     )
     return Scores(values)

@@ -27,7 +27,8 @@ Values are per position, so agreement is per position: the value of a parent at
 position ``k`` comes from an input whose value of that parent *at k* equals the
 reference's. Only inputs of the reference's length are drawn (see synth.check.claims), so a
 variable that depends on the length alone is never varied: for the `length` program the
-whole-input resampling changes nothing and loss recovered is 0/0, reported as NaN.
+whole-input resampling changes nothing and loss recovered is 0/0, reported as NaN
+(interchange across lengths, synth.check.interchange, does test such a variable).
 
 The scrubbed activation of ``v`` is computed in one forward pass whose
 **base input is a random other input** (for ``ablation="resample"``; the mean or zero
@@ -85,7 +86,7 @@ from collections.abc import Sequence
 import torch
 
 from synth.check.claims import Claims, Group
-from synth.check.patching import CheckError, Edit, PassCounter, readout_loss, run
+from synth.check.patching import CheckError, Edit, PassCounter, ReadIndex, as_read_index, readout_loss, run
 
 if TYPE_CHECKING:
     from models import Target
@@ -143,22 +144,25 @@ def base_run(
 
 @dataclass(frozen=True)
 class GroupLosses:
-    """Per-input, per-readout-position results of one length group."""
+    """Per-input, per-readout-position results of one length group (pooled where ``valid``)."""
 
     loss: torch.Tensor  # [n, R] patched loss vs clean
     loss_resampled: torch.Tensor  # [n, R]
     same: torch.Tensor  # [n, R] bool: patched prediction equals the clean prediction
     same_resampled: torch.Tensor  # [n, R]
+    valid: torch.Tensor  # [n, R] bool: a position the row's input reads (see patching.ReadIndex)
 
 
-def predictions_agree(logits: torch.Tensor, clean: torch.Tensor, readout: Sequence[int], numeric: int | None):
+def predictions_agree(
+    logits: torch.Tensor, clean: torch.Tensor, readout: Sequence[int] | ReadIndex, numeric: int | None
+) -> torch.Tensor:
     """[n, R] bool: decoded patched output equals the clean network's output at each readout position."""
-    pos = torch.tensor(list(readout), dtype=torch.long)
+    read = as_read_index(readout, logits.shape[0])
+    a, c = read.take(logits), read.take(clean)
     if numeric is not None:
-        return (logits[:, pos, numeric] - clean[:, pos, numeric]).abs() <= NUMERIC_ATOL
+        return (a[..., numeric] - c[..., numeric]).abs() <= NUMERIC_ATOL
     # tracr writes an all-zero output where the program is undefined, so logits can tie exactly; an
     # argmax would then flip on float noise. Two outputs agree when their sets of top classes intersect.
-    a, c = logits[:, pos], clean[:, pos]
     top_a = a >= a.amax(-1, keepdim=True) - TIE_ATOL
     top_c = c >= c.amax(-1, keepdim=True) - TIE_ATOL
     return (top_a & top_c).any(-1)
@@ -234,6 +238,7 @@ def scrub_group(
         loss_resampled=readout_loss(resampled, clean, group.readout, numeric),
         same=predictions_agree(scrubbed, clean, group.readout, numeric),
         same_resampled=predictions_agree(resampled, clean, group.readout, numeric),
+        valid=group.readout.valid,
     )
 
 
@@ -281,6 +286,7 @@ def ablation_groups(
             loss_resampled=readout_loss(baseline, clean, group.readout, numeric),
             same=predictions_agree(logits, clean, group.readout, numeric),
             same_resampled=predictions_agree(baseline, clean, group.readout, numeric),
+            valid=group.readout.valid,
         )
 
     single = {name: losses(many[blocks[j + 1]]) for j, name in enumerate(names)}

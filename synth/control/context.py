@@ -223,7 +223,7 @@ class BehaviourOracle:
         for length in range(task.min_len, task.max_len + 1):
             self.inputs += [list(x) for x in task.sample(n_per_length, seed + length, length=length)]
         self.network = target.predict(self.inputs)
-        self.readout = [target.readout_positions(len(x)) for x in self.inputs]
+        self.readout = [target.read_positions(x) for x in self.inputs]
         self._values: dict[str, dict[str, list] | None] = {}
         self._outputs: dict[str, list | None] = {}
         self._batches: dict[tuple[str, ...], Any] = {}  # encoded inputs per set of program literals

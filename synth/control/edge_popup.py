@@ -177,7 +177,7 @@ def fit_edge_popup(
         tokens = target.tokens(inputs)
         with torch.no_grad():
             teacher = target.model(tokens)
-        loss = _mimic_loss(target, base(tokens), teacher, len(inputs[0]))
+        loss = _mimic_loss(target, base(tokens), teacher, inputs)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -225,9 +225,13 @@ def output_agreement(a: Target, b: Target, inputs: Sequence[Sequence[Any]]) -> f
     return same / total if total else float("nan")
 
 
-def _mimic_loss(target: Target, student: torch.Tensor, teacher: torch.Tensor, length: int) -> torch.Tensor:
-    pos = [i + target.position_offset for i in target.readout_positions(length)]
-    s, t = student[:, pos], teacher[:, pos]
+def _mimic_loss(
+    target: Target, student: torch.Tensor, teacher: torch.Tensor, inputs: Sequence[Sequence[Any]]
+) -> torch.Tensor:
+    from synth.check.patching import ReadIndex
+
+    read = ReadIndex.of_rows([[i + target.position_offset for i in target.read_positions(x)] for x in inputs])
+    s, t = read.take(student)[read.valid], read.take(teacher)[read.valid]  # [positions read, d_vocab_out]
     if target.task.output_kind == "numerical":
         col = target.numeric_column
         return torch.nn.functional.mse_loss(s[..., col], t[..., col])

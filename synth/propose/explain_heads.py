@@ -167,13 +167,10 @@ def explain_head(
 
 
 def read_mask(pool: Pool, obs: Observations) -> torch.Tensor:
-    """[batch, pos] True at the positions the task reads (every position, or the last one)."""
-    mask = pool.batch.mask
-    if obs.readout != "last":
-        return mask
-    last = torch.zeros_like(mask)
-    last[torch.arange(mask.shape[0]), pool.batch.lengths - 1] = True
-    return last
+    """[batch, pos] True at the positions the task reads (where the network's output is observed)."""
+    from synth.propose.enumerate import encode_outputs
+
+    return encode_outputs(pool.batch, [list(row) for g in obs.groups for row in g.outputs])[1]
 
 
 def explain_head_soft(

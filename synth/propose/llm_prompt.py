@@ -249,12 +249,23 @@ def task_lines(target: Target) -> list[str]:
         f"- Input lengths: {task.min_len}..{task.max_len}; `indices` are 0-based input positions and "
         f"`length` is the input length.",
     ]
-    if task.bos is not None:
+    if task.bos is not None and not task.bos_in_input:
         lines.append(
             f"- The model sees a BOS token ({task.bos!r}) before the input; it is not part of `tokens` and "
             "attention to it usually means 'attend nowhere'. Positions below are input positions."
         )
-    readout = "every position" if task.readout == "all" else "only the last position"
+    visible = {"bos": task.bos_in_input, "eos": True, "sep": True, "pad": False}
+    specials = {k: v for k, v in task.special_tokens.items() if visible[k]}
+    if specials:
+        named = ", ".join(f"{k.upper()} = {v!r}" for k, v in specials.items())
+        lines.append(
+            f"- Special tokens that are values of `tokens` ({named}): BOS is the first input position, "
+            f"EOS the last, SEP where the task puts it; the lengths above do not count BOS and EOS "
+            f"(inputs are {task.frame_size} longer)."
+        )
+    readout = {"all": "every position", "last": "only the last position"}.get(
+        task.readout_name, f"the positions chosen by `{task.readout_name}` (see the examples)"
+    )
     kind = task.output_kind
     lines.append(f"- Output: {kind}, read at {readout}.")
     if kind == "categorical" and getattr(task, "output_vocab", ()):
