@@ -61,6 +61,7 @@ def write(path: Path, text: str) -> Path:
         (["score", "--help"], ["HYPOTHESIS_FILE", "--json", "correspondence:", "program:"]),
         (["show", "--help"], ["RUN", "--json"]),
         (["targets", "--help"], ["--json"]),
+        (["check", "--help"], ["TARGET", "--json", "--n", "--wrong", "encoding"]),
         (["train", "--help"], ["name", "--seed"]),
         (["bench", "--help"], ["--suite", "--quick"]),
     ],
@@ -194,6 +195,26 @@ def test_missing_trained_checkpoint_says_how_to_make_it(
     monkeypatch.setattr(models.zoo, "load_trained", models.zoo.load_trained.__wrapped__)  # bypass the cache
     rc, _, err = cli(["score", "trained:modadd", str(REVERSE_HYP)], capsys)
     assert_one_line_error(rc, err, "no checkpoint for trained:modadd", "mechsynth train modadd")
+
+
+def test_check_prints_what_to_verify_before_synthesis(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = cli(["check", "trained:modadd", "--n", "50"], capsys)
+    assert rc == 0, err
+    for needle in ("architecture: 1 layer(s), 4 head(s)", "token ", "id ", "read at model positions [2]",
+                   "accuracy on the task distribution (50 fresh inputs", "broader distribution: none"):
+        assert needle in out, needle
+    rc, out, err = cli(["check", "trained:induction", "--n", "50", "--wrong", "2", "--json"], capsys)
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["target"] == "trained:induction" and data["example"]["tokens"][0] == "BOS"
+    assert data["accuracy"]["accuracy"] >= 0.99 and len(data["broader"]["wrong"]) <= 2
+
+
+def test_check_bad_target_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = cli(["check", "trained:revrse"], capsys)
+    assert_one_line_error(rc, err, "mechsynth check: error", "did you mean", "trained:reverse")
+    rc, _, err = cli(["check", "trained:reverse", "--n", "0"], capsys)
+    assert rc == 2 and "--n" in err
 
 
 def test_train_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
