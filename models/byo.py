@@ -134,7 +134,7 @@ def from_hub(
             raise TargetError("from_hub: task values must be token ids, or pass input_ids=") from None
     values = tuple(output_values) if output_values is not None else tuple(range(model.cfg.d_vocab_out))
     info = {"kind": "file", "source": model_name_or_path,
-            "config_source": "given" if config is not None else "config.json"}
+            "config_source": "given (config=)" if config is not None else f"{model_name_or_path}/config.json"}
     return Target(name=name or f"hub:{model_name_or_path}", model=model, task=task, input_ids=input_ids,
                   output_values=values, info=info)
 

@@ -115,6 +115,9 @@ def test_attention_only_safetensors_with_assumed_fields_said(tmp_path) -> None:
     assert t.info["config"]["attn_only"] is True and t.info["config"]["normalization_type"] == "RMS"
     said = t.info["config_source"]
     assert "assumed (not in the weights; pass them if wrong): attention_dir='causal'" in said
+    from models.preflight import format_preflight, preflight
+
+    assert f"config from: {said}" in format_preflight(preflight(t, n=10))  # mechsynth check shows it
     assert "act_fn" not in t.info["config_source"]  # no MLP, nothing to assume
 
 
@@ -232,7 +235,7 @@ def test_hf_weights_without_config_json_given_a_config(tiny_gpt2, tmp_path, monk
     with no_network(monkeypatch) as attempts:
         t = byo.from_hub(str(bare), HUB_TASK, config=config)
     assert attempts == []
-    assert t.info["config_source"] == "given"
+    assert t.info["config_source"] == "given (config=)"
     xs = HUB_TASK.sample(3, seed=1, length=5)
     with torch.no_grad():
         assert torch.allclose(t.logits(xs), hf(t.tokens(xs)).logits, atol=1e-4)
