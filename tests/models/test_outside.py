@@ -7,9 +7,9 @@ from __future__ import annotations
 import socket
 from contextlib import contextmanager
 
-import einops
 import pytest
 import torch
+from outside_files import classic_state_dict, saved_from_cuda
 
 import models
 from models import byo, outside
@@ -18,59 +18,6 @@ from models.tracr_targets import compiled_example, tracr_state_dict, tracr_targe
 
 TASK = models.Task("copy", vocab=tuple(range(7)), min_len=1, max_len=9, labeller=list,
                    output_vocab=tuple(range(5)))
-
-
-def classic_state_dict(bridge: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """What `HookedTransformer.state_dict()` saves for the same weights (inverse of the bridge's
-    conversion; the forward-pass comparisons below are what make this inverse trustworthy)."""
-    cfg = bridge.cfg
-    out: dict[str, torch.Tensor] = {}
-    for key, t in bridge.state_dict().items():
-        t = t.detach().clone()
-        if key == "embed.weight":
-            out["embed.W_E"] = t
-        elif key == "pos_embed.weight":
-            out["pos_embed.W_pos"] = t
-        elif key == "unembed.weight":
-            out["unembed.W_U"] = t.T.contiguous()
-        elif key == "unembed.bias":
-            out["unembed.b_U"] = t
-        elif ".attn." in key:
-            prefix, rest = key.split(".attn.")
-            proj, kind = rest.split(".")
-            name = f"{prefix}.attn.{'W' if kind == 'weight' else 'b'}_{proj.upper()}"
-            if proj == "o":
-                out[name] = einops.rearrange(t, "d (h k) -> h k d", h=cfg.n_heads) if kind == "weight" else t
-            elif kind == "weight":
-                out[name] = einops.rearrange(t, "(h k) d -> h d k", h=cfg.n_heads)
-            else:
-                out[name] = einops.rearrange(t, "(h k) -> h k", h=cfg.n_heads)
-            if proj == "q" and kind == "weight":  # buffers HookedTransformer saves too
-                out[f"{prefix}.attn.mask"] = torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx)).bool()
-                out[f"{prefix}.attn.IGNORE"] = torch.tensor(-1e5)
-        elif ".mlp." in key:
-            prefix, rest = key.split(".mlp.")
-            proj, kind = rest.split(".")
-            out[f"{prefix}.mlp.{'W' if kind == 'weight' else 'b'}_{proj}"] = t.T.contiguous() \
-                if kind == "weight" else t
-        else:  # ln1 / ln2 / ln_final
-            out[key.replace(".weight", ".w").replace(".bias", ".b")] = t
-    return out
-
-
-@contextmanager
-def saved_from_cuda():
-    """torch.save tags every storage 'cuda:0', as a checkpoint saved on a GPU is tagged."""
-    import torch.serialization as ts
-
-    def tagger(storage):
-        return "cuda:0"
-
-    ts.register_package(1, tagger, lambda storage, location: None)
-    try:
-        yield
-    finally:
-        ts._package_registry[:] = [entry for entry in ts._package_registry if entry[1] is not tagger]
 
 
 GPT2_STYLE = dict(n_layers=2, d_model=16, d_head=8, n_heads=2, d_mlp=32, d_vocab=7, d_vocab_out=5, n_ctx=10,
