@@ -7,8 +7,8 @@
 
 Stages, one module each: target.py (Task, Target), bridge.py (building TransformerBridges),
 tracr_targets.py (tracr compile + conversion), ground_truth.py (where each RASP variable
-lives), tasks.py / zoo.py / train.py / checkpoint.py (the trained zoo), byo.py (user
-targets), controls.py (null networks), registry.py (specs and the target table).
+lives), tasks.py / zoo.py / train.py / checkpoint.py (the trained zoo), byo.py + outside.py (user
+targets, outside checkpoints), controls.py (null networks), registry.py (specs and the target table).
 """
 
 from models import byo

@@ -7,10 +7,15 @@ A target file is an ordinary Python module that defines `target() -> models.Targ
 - `from_state_dict(name, task, config, state_dict)`: a TransformerLens-layout state dict
   (e.g. `HookedTransformer.state_dict()`, or a bridge's own) plus its config fields
   (n_layers, d_model, ...; see models.bridge.CONFIG_FIELDS);
+- `from_transformer_lens(path, task, config=None)`: a TransformerLens state dict saved to a
+  `.pt`/`.pth` (read with `weights_only=True`, `map_location="cpu"`) or `.safetensors` file,
+  its config given or inferred from the weight shapes (`target.info["config_source"]` says
+  which fields were inferred and which assumed; see models.outside);
 - `from_checkpoint(path)`: a mechsynth checkpoint (models.checkpoint) anywhere on disk;
 - `from_hub(model_name_or_path, task)`: a HuggingFace model via
   `TransformerBridge.boot_transformers` (a hub name where the hub is reachable, or a local
-  directory written by `save_pretrained`). Task values are token ids by default.
+  directory written by `save_pretrained`, read offline); `config=` for a directory whose
+  weights came without `config.json`. Task values are token ids by default.
 
 Example target file::
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -54,6 +60,30 @@ def from_state_dict(
                   output_values=values, info={"kind": "file", "config": dict(config)})
 
 
+def from_transformer_lens(
+    path: str | Path, task: Task, config: Mapping[str, Any] | None = None, *, name: str | None = None,
+    input_ids: Mapping[Any, int] | None = None, output_values: tuple | None = None,
+) -> Target:
+    """A target from a TransformerLens state dict file (`HookedTransformer.state_dict()` saved by
+    torch.save or safetensors); config fields not given are read off the weight shapes."""
+    from models import outside
+    from models.bridge import build_bridge
+
+    source = str(Path(path).expanduser())
+    state = outside.read_state_dict(source)
+    inferred = outside.infer_config(state, config, source=source)
+    weights = outside.check_transformer_lens_weights(state, inferred.config, source=source)
+    try:
+        model = build_bridge(inferred.config, weights)
+    except TargetError as e:
+        raise TargetError(f"{source}: {e}") from None
+    values = tuple(output_values) if output_values is not None else tuple(task.output_vocab)
+    return Target(name=name or f"file:{Path(source).name}", model=model, task=task,
+                  input_ids=input_ids or default_input_ids(task), output_values=values,
+                  info={"kind": "file", "config": inferred.config, "source": source,
+                        "config_source": inferred.describe()})
+
+
 def from_checkpoint(path: str | Path, name: str | None = None) -> Target:
     """A target from a mechsynth checkpoint (`<stem>.json` + `<stem>.safetensors`)."""
     from models import checkpoint
@@ -62,22 +92,39 @@ def from_checkpoint(path: str | Path, name: str | None = None) -> Target:
 
 
 def from_hub(
-    model_name_or_path: str, task: Task, *, name: str | None = None,
+    model_name_or_path: str, task: Task, *, name: str | None = None, config: Any = None,
     input_ids: Mapping[Any, int] | None = None, output_values: tuple | None = None, **boot_kwargs: Any,
 ) -> Target:
     """A target from a HuggingFace model through `TransformerBridge.boot_transformers`.
 
+    A local directory (`save_pretrained`) is read from disk only. `config` (a transformers
+    config, or a dict with `model_type`) is for weights saved without their `config.json`:
+    the model is built from it and the weights loaded strictly (models.outside.hf_model).
     By default task vocabulary values are the model's token ids and logit column j decodes
     to j (so `task.output_vocab` should be token ids too).
     """
     from transformer_lens.model_bridge import TransformerBridge
 
     boot_kwargs.setdefault("device", "cpu")
-    try:
-        model = TransformerBridge.boot_transformers(model_name_or_path, **boot_kwargs)
-    except (OSError, ValueError) as e:
-        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise TargetError(f"boot_transformers cannot load {model_name_or_path!r}: {first_line}") from None
+    local = Path(model_name_or_path).expanduser()
+    if config is None and local.is_dir() and not (local / "config.json").is_file():
+        raise TargetError(f"{local} has no config.json: pass config= (a transformers config, or a dict "
+                          "with model_type, e.g. {'model_type': 'gpt2', 'n_layer': 2, ...})")
+    with tempfile.TemporaryDirectory() as config_dir:
+        boot_from = model_name_or_path
+        if config is not None:
+            from models import outside
+
+            boot_kwargs["hf_model"] = outside.hf_model(local, config)
+            # boot_transformers still resolves a tokenizer from a path: give it the config alone
+            # (the target feeds token ids, so an empty tokenizer of the right family is enough).
+            boot_kwargs["hf_model"].config.to_json_file(str(Path(config_dir) / "config.json"))
+            boot_from = config_dir
+        try:
+            model = TransformerBridge.boot_transformers(boot_from, **boot_kwargs)
+        except (OSError, ValueError) as e:
+            first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise TargetError(f"boot_transformers cannot load {model_name_or_path!r}: {first_line}") from None
     model.eval()
     if input_ids is None:
         values = list(task.vocab) + ([] if task.bos is None else [task.bos])
@@ -86,8 +133,10 @@ def from_hub(
         except (TypeError, ValueError):
             raise TargetError("from_hub: task values must be token ids, or pass input_ids=") from None
     values = tuple(output_values) if output_values is not None else tuple(range(model.cfg.d_vocab_out))
+    info = {"kind": "file", "source": model_name_or_path,
+            "config_source": "given (config=)" if config is not None else f"{model_name_or_path}/config.json"}
     return Target(name=name or f"hub:{model_name_or_path}", model=model, task=task, input_ids=input_ids,
-                  output_values=values, info={"kind": "file", "source": model_name_or_path})
+                  output_values=values, info=info)
 
 
 def load_file_target(path: str) -> Target:

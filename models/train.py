@@ -11,7 +11,9 @@ inputs the network has never seen. (For modular addition the held-out pairs are
 enumerated exhaustively.)
 
 Loss: cross-entropy at the positions the task reads (`readout`), where the label is
-defined. Causal tasks are trained at full length (every shorter input is a prefix).
+defined. Tasks that read every position are trained at full length (for a causal model every
+shorter input is a prefix); tasks that read only the last position and take several lengths
+(one answer token per length) cycle through the lengths, one length per step.
 """
 
 from __future__ import annotations
@@ -97,6 +99,12 @@ def _lr(step: int, r: Recipe) -> float:
     return r.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def _train_length(task: Any, step: int) -> int:
+    if task.readout == "all" or task.min_len == task.max_len:
+        return task.max_len
+    return task.min_len + step % (task.max_len - task.min_len + 1)
+
+
 def build_untrained(r: Recipe, seed: int) -> Target:
     """The recipe's architecture, freshly initialised from `seed`, wrapped as a target."""
     task = make_task(r.task_kind, r.task_params, name=f"trained:{r.name}")
@@ -130,7 +138,8 @@ def train(name: str, seed: int = 0, out: str | Path | None = None, *, steps: int
     for step in range(r.steps):
         for group in opt.param_groups:
             group["lr"] = _lr(step, r)
-        inputs = _draw(task, r.batch_size, seed * 100_003 + step, heldout=False, length=task.max_len)
+        length = _train_length(task, step)
+        inputs = _draw(task, r.batch_size, seed * 100_003 + step, heldout=False, length=length)
         logits = model(target.tokens(inputs))
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), _label_ids(target, inputs).reshape(-1), ignore_index=-100

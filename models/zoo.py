@@ -1,20 +1,33 @@
 """The trained zoo: small transformers trained here on algorithmic tasks (`trained:<name>`).
 
-Each entry is a *recipe*: the task (models.tasks) with its parameters, the architecture
-(1-2 layers, d_model 32-64, no LayerNorm so circuits stay linear-readable), and the
-training hyperparameters. `models.train.train(name)` turns a recipe into a checkpoint
+Each entry is a *recipe*: the task (models.tasks) with its parameters, the architecture, and
+the training hyperparameters. `models.train.train(name)` turns a recipe into a checkpoint
 deterministically from a seed; the checkpoints shipped in models/checkpoints/ are what
 `load_target("trained:<name>")` reads, and their metadata records held-out accuracy and
 training time (shown by `list_targets`).
 
-| name         | attention     | layers | what is read                                   |
-|--------------|---------------|--------|------------------------------------------------|
-| reverse      | bidirectional | 1, attn-only | every position: the mirrored token       |
-| sort         | bidirectional | 2      | every position: the i-th smallest token        |
-| hist         | bidirectional | 1      | every position: count of its token             |
-| prefix_count | causal        | 1      | every position: count of its token so far      |
-| induction    | causal        | 2, attn-only | last position: token after its previous occurrence |
-| modadd       | causal        | 1      | last position ('='): (a + b) mod p             |
+The first six are LayerNorm-free (circuits stay linear-readable). The rest are the field's
+standard toy tasks in the architectures researchers train them in: attention-only with
+LayerNorm, GPT-2 style (LayerNorm, GELU MLPs), 1-4 layers, 1-4 heads, d_model 16-256, causal
+and bidirectional, with and without BOS.
+
+| name           | attention     | layers, style            | what is read                                   |
+|----------------|---------------|--------------------------|------------------------------------------------|
+| reverse        | bidirectional | 1, attn-only             | every position: the mirrored token             |
+| sort           | bidirectional | 2                        | every position: the i-th smallest token        |
+| hist           | bidirectional | 1                        | every position: count of its token             |
+| prefix_count   | causal        | 1                        | every position: count of its token so far      |
+| induction      | causal        | 2, attn-only             | last position: token after its last occurrence |
+| modadd         | causal        | 1                        | last position ('='): (a + b) mod p             |
+| palindrome     | bidirectional | 2, GPT-2 style           | last position: is the input a palindrome       |
+| first_unique   | causal        | 3, GPT-2 style           | every position: first character unique so far  |
+| cumsum_sign    | causal        | 1                        | every position: sign of the running sum        |
+| majority       | bidirectional | 1, attn-only + LN, d 16  | last position: are most bits 1                 |
+| count_token    | bidirectional | 1, GPT-2 style, d 256    | every position: how many 0s                    |
+| dyck1, dyck2   | causal        | 2 / 4, GPT-2 style       | every position: is the prefix balanced         |
+| tomita4, 7     | causal        | 2 / 3, GPT-2 style (7)   | every position: is the prefix in the grammar   |
+| unique_copy    | causal        | 2, attn-only + LN        | last position: next token of the copy         |
+| unique_reverse | causal        | 2, attn-only, 4 heads    | last position: next token of the reversal      |
 """
 
 from __future__ import annotations
@@ -47,11 +60,14 @@ class Recipe:
 
 
 def _arch(
-    n_layers: int, d_model: int, n_heads: int, attention: str, d_mlp: int | None = None
+    n_layers: int, d_model: int, n_heads: int, attention: str, d_mlp: int | None = None, *,
+    norm: str | None = None, d_head: int | None = None,
 ) -> dict[str, Any]:
+    """A bridge config: MLPs when `d_mlp` is given (else attention-only), `norm` "LN" for
+    LayerNorm before each sublayer and at the end (GPT-2 style), `d_head` d_model/heads by default."""
     arch: dict[str, Any] = dict(
-        n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_model // n_heads,
-        act_fn="relu", normalization_type=None, attention_dir=attention,
+        n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_head or d_model // n_heads,
+        act_fn="relu" if norm is None else "gelu", normalization_type=norm, attention_dir=attention,
     )
     if d_mlp is None:
         arch["attn_only"] = True
@@ -79,6 +95,32 @@ RECIPES: dict[str, Recipe] = {
                # and stalls near 91% on held-out pairs; with it, it generalises (grokking).
                steps=3000, batch_size=512, lr=2e-3, weight_decay=2.0, schedule="constant",
                description="(a + b) mod 23"),
+        # The field's standard toy tasks, in the architectures researchers train them in.
+        Recipe("palindrome", "palindrome", {"n_tokens": 4, "length": 8},
+               _arch(2, 64, 2, "bidirectional", 256, norm="LN"), steps=2000,
+               description="is the input a palindrome (read at the last position)"),
+        Recipe("first_unique", "first_unique", {"n_tokens": 4, "length": 10},
+               _arch(3, 64, 2, "causal", 256, norm="LN"), steps=3000,
+               description="first character occurring once in each prefix"),
+        Recipe("cumsum_sign", "cumsum_sign", {"max_abs": 3, "length": 12}, _arch(1, 32, 1, "causal", 64),
+               steps=2000, description="sign of the running sum"),
+        Recipe("majority", "majority", {"length": 11}, _arch(1, 16, 1, "bidirectional", norm="LN"),
+               steps=2000, lr=3e-3, description="are most of the 11 bits 1 (read at the last position)"),
+        Recipe("count_token", "count_token", {"n_tokens": 5, "length": 10, "token": 0},
+               _arch(1, 256, 2, "bidirectional", 256, norm="LN", d_head=32), steps=1500,
+               description="how many 0s in the input (every position)"),
+        Recipe("dyck1", "dyck1", {"length": 16}, _arch(2, 64, 2, "causal", 128, norm="LN"), steps=2000,
+               description="is each prefix a balanced string of ( )"),
+        Recipe("dyck2", "dyck2", {"length": 12}, _arch(4, 64, 4, "causal", 128, norm="LN"), steps=3000,
+               description="is each prefix a balanced string of ( ) [ ]"),
+        Recipe("tomita4", "tomita", {"grammar": 4, "length": 12}, _arch(2, 32, 2, "causal", 64), steps=2000,
+               description="is each prefix free of 000 (Tomita 4)"),
+        Recipe("tomita7", "tomita", {"grammar": 7, "length": 12}, _arch(3, 48, 3, "causal", 96, norm="LN"),
+               steps=2000, description="is each prefix in 0*1*0*1* (Tomita 7)"),
+        Recipe("unique_copy", "unique_copy", {"n_tokens": 10, "n": 5}, _arch(2, 64, 2, "causal", norm="LN"),
+               steps=2000, description="copy 5 distinct tokens after SEP (next token at the last)"),
+        Recipe("unique_reverse", "unique_reverse", {"n_tokens": 10, "n": 5}, _arch(2, 64, 4, "causal"),
+               steps=2000, description="reverse 5 distinct tokens after SEP (next token at the last)"),
     ]
 }
 

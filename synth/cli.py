@@ -69,6 +69,20 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """What a user must see before synthesis: architecture, encoding, accuracy, mistakes."""
+    from models import load_target
+    from models.preflight import format_preflight, preflight
+
+    target = load_target(args.target)
+    report = preflight(target, n=args.n, seed=args.seed, n_wrong=args.wrong)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(format_preflight(report))
+    return 0
+
+
 def read_hypothesis_file(path: str | Path) -> Any:
     """Parse a hypothesis file; every failure is a CLIError naming the file (and line, column)."""
     from dsl.errors import HypothesisError
@@ -356,6 +370,7 @@ target specs:
 
 examples:
   mechsynth targets
+  mechsynth check trained:palindrome
   mechsynth run tracr:reverse --budget-seconds 120 --no-llm --out runs/reverse
   mechsynth show runs/reverse
   mechsynth score tracr:reverse my_hypothesis.txt --json
@@ -444,6 +459,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser(
+        "check", help="show a target before synthesis: architecture, encoding, accuracy, mistakes",
+        description="Load TARGET and print what to verify before running synthesis on it: the architecture, "
+        "the encoding of one example input (tokens, ids, the positions read), the network's accuracy on "
+        "fresh inputs from the task and from its broader distribution, and the first inputs it gets wrong.",
+    )
+    p.add_argument("target", help="target spec: tracr:<name>, trained:<name> or file:<path.py>")
+    p.add_argument("--n", type=_at_least(1), default=1000,
+                   help="fresh inputs per distribution (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the sampled inputs (default 0)")
+    p.add_argument("--wrong", type=_at_least(0), default=5, metavar="K",
+                   help="how many wrong inputs to show per distribution (default 5)")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("targets", help="list the available targets",
                        description="List every tracr and trained target with its size and accuracy.")

@@ -16,12 +16,27 @@ NAMES = zoo.zoo_names()
 
 def test_zoo_has_the_required_tasks() -> None:
     assert {"reverse", "sort", "hist", "modadd", "prefix_count", "induction"} <= set(NAMES)
+    assert {"palindrome", "first_unique", "cumsum_sign", "majority", "count_token", "dyck1", "dyck2",
+            "tomita4", "tomita7", "unique_copy", "unique_reverse"} <= set(NAMES)
+    assert len(NAMES) >= 16
+
+
+def test_zoo_architectures_vary_the_way_researchers_vary_them() -> None:
+    archs = [zoo.recipe(n).architecture for n in NAMES]
+    tasks = [models.load_target(f"trained:{n}").task for n in NAMES]
+    assert {a["n_layers"] for a in archs} >= {1, 2, 3, 4}
+    assert {a["n_heads"] for a in archs} >= {1, 2, 3, 4}
+    assert min(a["d_model"] for a in archs) == 16 and max(a["d_model"] for a in archs) == 256
+    assert {a["attention_dir"] for a in archs} == {"causal", "bidirectional"}
+    assert {a["normalization_type"] for a in archs} == {None, "LN"}
+    assert {bool(a.get("attn_only")) for a in archs} == {True, False}
+    assert {t.bos is None for t in tasks} == {True, False}
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_checkpoint_is_small_and_records_its_provenance(name: str) -> None:
     meta_path, weights_path = checkpoint.paths(zoo.checkpoint_stem(name))
-    assert weights_path.stat().st_size <= 1_100_000
+    assert weights_path.stat().st_size <= 1_000_000
     meta = json.loads(meta_path.read_text())
     r = zoo.recipe(name)
     for key, value in r.architecture.items():
@@ -30,7 +45,7 @@ def test_checkpoint_is_small_and_records_its_provenance(name: str) -> None:
     assert meta["training"]["steps"] == r.steps and meta["training"]["seed"] == 0
     assert meta["metrics"]["accuracy"] >= 0.99
     assert meta["metrics"]["train_seconds"] > 0
-    assert 1 <= meta["config"]["n_layers"] <= 3 and 32 <= meta["config"]["d_model"] <= 64
+    assert 1 <= meta["config"]["n_layers"] <= 4 and 16 <= meta["config"]["d_model"] <= 256
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -61,6 +61,7 @@ def write(path: Path, text: str) -> Path:
         (["score", "--help"], ["HYPOTHESIS_FILE", "--json", "correspondence:", "program:"]),
         (["show", "--help"], ["RUN", "--json"]),
         (["targets", "--help"], ["--json"]),
+        (["check", "--help"], ["TARGET", "--json", "--n", "--wrong", "encoding"]),
         (["train", "--help"], ["name", "--seed"]),
         (["bench", "--help"], ["--suite", "--quick"]),
     ],
@@ -194,6 +195,54 @@ def test_missing_trained_checkpoint_says_how_to_make_it(
     monkeypatch.setattr(models.zoo, "load_trained", models.zoo.load_trained.__wrapped__)  # bypass the cache
     rc, _, err = cli(["score", "trained:modadd", str(REVERSE_HYP)], capsys)
     assert_one_line_error(rc, err, "no checkpoint for trained:modadd", "mechsynth train modadd")
+
+
+def test_check_prints_what_to_verify_before_synthesis(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = cli(["check", "trained:modadd", "--n", "50"], capsys)
+    assert rc == 0, err
+    for needle in ("architecture: 1 layer(s), 4 head(s)", "token ", "id ", "read at model positions [2]",
+                   "accuracy on the task distribution (50 fresh inputs", "broader distribution: none"):
+        assert needle in out, needle
+    rc, out, err = cli(["check", "trained:induction", "--n", "50", "--wrong", "2", "--json"], capsys)
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["target"] == "trained:induction" and data["example"]["tokens"][0] == "BOS"
+    assert data["accuracy"]["accuracy"] >= 0.99 and len(data["broader"]["wrong"]) <= 2
+
+
+def test_check_on_an_outside_transformer_lens_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A user's file: target around a HookedTransformer-layout .pt with no config at all.
+    import torch
+
+    from models.bridge import build_bridge
+    from outside_files import classic_state_dict
+
+    config = dict(n_layers=1, d_model=16, d_head=8, n_heads=2, d_vocab=4, d_vocab_out=4, n_ctx=6,
+                  attn_only=True, normalization_type="LN", attention_dir="causal", seed=0)
+    torch.save(classic_state_dict(build_bridge(config)), tmp_path / "model.pt")
+    target_file = write(tmp_path / "mine.py", (
+        "from models import Task, byo\n\n"
+        "def target():\n"
+        "    task = Task('copy', vocab=(0, 1, 2, 3), min_len=1, max_len=6, labeller=list,\n"
+        "                output_vocab=(0, 1, 2, 3))\n"
+        f"    return byo.from_transformer_lens({str(tmp_path / 'model.pt')!r}, task)\n"))
+    rc, out, err = cli(["check", f"file:{target_file}", "--n", "20", "--wrong", "1"], capsys)
+    assert rc == 0, err
+    assert "config from: inferred from weight shapes: n_layers=1, d_model=16, n_heads=2" in out
+    assert "assumed (not in the weights; pass them if wrong): attention_dir='causal'" in out
+    assert "wrong: " in out  # an untrained network does not copy
+    (tmp_path / "model.pt").write_bytes((tmp_path / "model.pt").read_bytes()[:100])
+    rc, _, err = cli(["check", f"file:{target_file}"], capsys)
+    assert_one_line_error(rc, err, "mechsynth check: error", "model.pt", "truncated")
+
+
+def test_check_bad_target_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = cli(["check", "trained:revrse"], capsys)
+    assert_one_line_error(rc, err, "mechsynth check: error", "did you mean", "trained:reverse")
+    rc, _, err = cli(["check", "trained:reverse", "--n", "0"], capsys)
+    assert rc == 2 and "--n" in err
 
 
 def test_train_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
