@@ -393,7 +393,8 @@ def grow(
                         return
                     for args in _fill_args(pool, prim, combo, comparisons):
                         node = Node(prim.name, args, None if prim.result == "selector" else "categorical")
-                        cost = prim.cost + sum(pool.items[c].cost for c in combo)
+                        # A function's own cost counts: the cheapest explanation first, ties at random.
+                        cost = prim.cost + sum(pool.items[c].cost for c in combo) + sum(_fn_costs(node))
                         new_nodes.append((cost, rng.random(), node))
         new_nodes.sort(key=lambda t: (t[0], t[1]))
         for _, _, node in new_nodes:

@@ -22,8 +22,9 @@ from synth.propose.enumerate import Pool, fit_map, try_add
 from dsl.location import Location, act_name
 
 from synth.propose.guided_state import GuidedState, Located, MatchThresholds, layer_of, representatives
+from dsl.values import SYMBOL_BASE
 from synth.propose.match_stats import (
-    argmax_agreement, class_ids, decode_accuracy, explains, selector_agreement,
+    argmax_agreement, class_ids, decode_accuracy, explains, linear_r2, selector_agreement,
 )
 
 if TYPE_CHECKING:
@@ -254,7 +255,7 @@ def explain_head_soft(
         if agreement >= th.selector and all(node != n[2] for n in nominated):
             nominated.append((agreement, rows_name, node, values))
     for agreement, rows_name, node, values in sorted(nominated, key=lambda n: -n[0]):
-        if causal_values is not None:
+        if causal_values is not None and not torch.equal(pool.evaluate(node), values):
             base = try_add(pool, node, prefix=f"sel{layer}_{head}_base", dedupe=False)
             mask_name = try_add(pool, causal_node, prefix="causal", dedupe=False)
             if base is None or mask_name is None:
@@ -298,6 +299,13 @@ def _head_aggregates(
         defined = ~torch.isnan(codes)
         if float(defined.double().mean()) < 0.5:
             continue
+        if _is_mean(pool, sel, x) and _numbers(pool, x):
+            # A mean takes many values: a linear readout, not a class decoder, says if z holds it.
+            r2 = linear_r2(zr[defined], codes[defined])
+            if r2 >= th.explain:
+                node = Node("aggregate", (sel, x, None), "numerical")
+                best.append((r2 - 0.001 * pool.items[x].cost, node, vals))
+                continue
         acc = decode_accuracy(zr[defined], codes[defined])
         if acc >= th.decode:
             numerical = _is_mean(pool, sel, x) and pool.items[x].dtype != "value"
@@ -372,6 +380,13 @@ def _is_causal(pattern: torch.Tensor, pair_mask: torch.Tensor) -> bool:
     width = pattern.shape[-1]
     ahead = torch.triu(torch.ones(width, width, dtype=torch.bool), diagonal=1)
     return float(pattern[:, ahead].abs().max()) < 1e-6 if bool(ahead.any()) else False
+
+
+def _numbers(pool: Pool, x: str) -> bool:
+    """Whether every value ``x`` takes is a number (tokens of a numeric vocabulary included)."""
+    v = pool.values[x][pool.batch.mask]
+    v = v[~torch.isnan(v)]
+    return v.numel() > 0 and bool((v < SYMBOL_BASE).all()) and pool.items[x].kind == "sop"
 
 
 def _is_mean(pool: Pool, sel: str, x: str) -> bool:

@@ -121,3 +121,20 @@ def bijective(a: torch.Tensor, b: torch.Tensor) -> bool:
         return False
     pairs = torch.unique(ia * nb + ib)
     return pairs.numel() == na
+
+
+def linear_r2(act: torch.Tensor, values: torch.Tensor) -> float:
+    """R^2 of the best linear readout of a numerical ``values`` from ``act`` (least squares).
+
+    A numerical variable (a mean over a prefix) takes many values, so a class decoder cannot
+    read it; a network stores it as a magnitude along a direction, which a linear readout
+    recovers.
+    """
+    y = values.double()
+    if y.numel() < 2 or float(y.var()) < 1e-12:
+        return 0.0
+    x = torch.cat([act.double() - act.double().mean(0), torch.ones(act.shape[0], 1, dtype=torch.float64)], 1)
+    gram = x.T @ x + 1e-6 * torch.eye(x.shape[1], dtype=torch.float64)
+    w = torch.linalg.solve(gram, x.T @ y)
+    resid = y - x @ w
+    return float(1.0 - (resid**2).sum() / ((y - y.mean()) ** 2).sum())
