@@ -243,6 +243,7 @@ def explain_head_soft(
             continue
         for ranking, (rows_name, agreement) in zip(rankings, agreements_of(values)):
             ranking.append((agreement, -cost, rows_name, node, values))
+    _add_conjunctions(rankings, agreements_of)
     nominated: list[tuple[float, str, Any, torch.Tensor]] = []
     ranked = [t for ranking in rankings for t in ranking]
     if ranked:  # the closest selector, kept for the run's partial explanation
@@ -255,6 +256,11 @@ def explain_head_soft(
         if agreement >= th.selector and all(node != n[2] for n in nominated):
             nominated.append((agreement, rows_name, node, values))
     for agreement, rows_name, node, values in sorted(nominated, key=lambda n: -n[0]):
+        if isinstance(node, tuple):  # a conjunction of two selectors over different variables
+            parts = [try_add(pool, part, prefix=f"sel{layer}_{head}_part", dedupe=False) for part in node]
+            if None in parts:
+                continue
+            node = Node("selector_and", tuple(parts), None)
         if causal_values is not None and not torch.equal(pool.evaluate(node), values):
             base = try_add(pool, node, prefix=f"sel{layer}_{head}_base", dedupe=False)
             mask_name = try_add(pool, causal_node, prefix="causal", dedupe=False)
@@ -271,6 +277,36 @@ def explain_head_soft(
         for name in _head_aggregates(pool, state, layer, head, z, avail, th, sel, rows):
             info["aggregates"].append(name)
     return info
+
+
+CONJUNCTION_TOP = 6  # the best single selectors per ranking that are paired into conjunctions
+CONJUNCTION_GAIN = 0.05  # how much a conjunction must beat the best single selector by
+
+
+def _add_conjunctions(rankings: Sequence[list], agreements_of: Any) -> None:
+    """Rank ``selector_and(s, t)`` of the best single selectors over different variable pairs.
+
+    A trained head often attends where two relations hold at once (the mirror position AND
+    an equal token). Each ranking gets the conjunctions that beat its best single selector by
+    ``CONJUNCTION_GAIN``; entries are ``(agreement, -cost, rows, (node_s, node_t), values)``.
+    """
+    singles: list[tuple[float, Any, torch.Tensor]] = []
+    for ranking in rankings:
+        for _agreement, neg_cost, _, node, values in sorted(ranking, key=lambda t: (-t[0], -t[1]))[
+            :CONJUNCTION_TOP
+        ]:
+            if all(node != n for _, n, _ in singles):
+                singles.append((-neg_cost, node, values))
+    best = [max((t[0] for t in ranking), default=0.0) for ranking in rankings]
+    for (ca, a, va), (cb, b, vb) in itertools.combinations(singles, 2):
+        if a.args[:2] == b.args[:2]:
+            continue  # one variable pair: the DSL names that relation directly
+        both = va & vb
+        if not bool(both.any()):
+            continue
+        for i, (rows_name, agreement) in enumerate(agreements_of(both)):
+            if agreement >= best[i] + CONJUNCTION_GAIN:
+                rankings[i].append((agreement, -(ca + cb + 1.0), rows_name, (a, b), both))
 
 
 def _head_aggregates(

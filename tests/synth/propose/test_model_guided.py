@@ -141,3 +141,41 @@ def test_an_output_computed_after_the_last_explained_component_is_a_fitted_funct
     inputs = [list(x) for g in thresholded.groups for x in g.inputs]
     want = [list(row) for g in thresholded.groups for row in g.outputs]
     assert dsl.evaluate(program, inputs) == want
+
+
+def test_a_head_attending_where_two_relations_hold_is_matched_by_their_conjunction():
+    from dsl.program import Node
+    from synth.propose.explain_heads import _add_conjunctions
+
+    pool = _pool()
+    mask = pool.batch.mask
+    same_token = Node("select", ("tokens", "tokens", "EQ"), None)
+    earlier = Node("select", ("indices", "indices", "LT"), None)
+    other = Node("select", ("indices", "indices", "GT"), None)
+    both = pool.evaluate(same_token) & pool.evaluate(earlier)
+    # The head spreads evenly over the earlier keys with its own token (BOS when there are none).
+    pattern = both.double() / both.double().sum(-1, keepdim=True).clamp(min=1)
+    bos = (~both.any(-1)).double()
+
+    def agreements_of(values):
+        return [("all", selector_agreement(values, pattern, bos, mask))]
+
+    ranking = []
+    for cost, node in ((1.0, same_token), (1.0, earlier), (1.0, other)):
+        values = pool.evaluate(node)
+        ranking.append((agreements_of(values)[0][1], -cost, "all", node, values))
+    best_single = max(t[0] for t in ranking)
+    assert best_single < 0.9
+    rankings = ([*ranking],)
+    _add_conjunctions(rankings, agreements_of)
+    agreement, _, _, node, values = max(rankings[0], key=lambda t: (t[0], t[1]))
+    assert set(node) == {same_token, earlier} and agreement == 1.0
+    assert bool((values == both).all())
+    # A pattern one relation already explains gets no conjunction.
+    alone = pool.evaluate(earlier)
+    pattern = alone.double() / alone.double().sum(-1, keepdim=True).clamp(min=1)
+    bos = (~alone.any(-1)).double()
+    singles = [(n, pool.evaluate(n)) for n in (same_token, earlier)]
+    rankings = ([(agreements_of(v)[0][1], -1.0, "all", n, v) for n, v in singles],)
+    _add_conjunctions(rankings, agreements_of)
+    assert len(rankings[0]) == 2
