@@ -24,6 +24,7 @@ for predicates); a ``value`` argument is a literal. Every error is a
 from __future__ import annotations
 
 import ast
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ import sympy
 from dsl import limits, registry
 from dsl.errors import DSLError, LimitError, ParseError, RegistryError
 from dsl.printer import X, Y
-from dsl.program import COMPARISONS, ENCODINGS, PRIMITIVE_VARIABLES, Fn, Node, Program
+from dsl.program import COMPARISONS, ENCODINGS, PRIMITIVE_VARIABLES, Fn, Node, Program, is_identifier
 
 
 def parse(text: str) -> Program:
@@ -43,7 +44,9 @@ def parse(text: str) -> Program:
         raise LimitError(f"program text of {len(text):,} characters is too long (the DSL's limit is "
                          f"{limits.MAX_PROGRAM_CHARS:,})")
     try:
-        tree = ast.parse(text, mode="exec")
+        with warnings.catch_warnings():  # Python's style warnings ("invalid decimal literal") are noise here
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text, mode="exec")
     except SyntaxError as e:
         raise ParseError(f"invalid syntax: {e.msg}", e.lineno, (e.offset or 1) - 1) from None
     except (RecursionError, MemoryError, ValueError):  # Python's own parser gives up on deep text
@@ -55,8 +58,20 @@ def parse(text: str) -> Program:
         if limits.syntax_depth(stmt) > limits.MAX_SYNTAX_DEPTH:
             raise _limit(stmt, f"this line nests more than {limits.MAX_SYNTAX_DEPTH} levels deep (the DSL's "
                                "limit)")
-    with limits.time_limit(limits.READ_SECONDS, "reading the program"):
-        return _Parser(tree).program()
+    try:
+        with limits.time_limit(limits.READ_SECONDS, "reading the program"):
+            return _Parser(tree).program()
+    except ParseError as e:
+        raise _in_characters(e, text) from None
+
+
+def _in_characters(e: ParseError, text: str) -> ParseError:
+    """``ast`` counts columns in UTF-8 bytes; a reader (and an editor) counts characters."""
+    lines = text.splitlines()
+    if e.line is None or e.col is None or not 1 <= e.line <= len(lines) or lines[e.line - 1].isascii():
+        return e
+    col = len(lines[e.line - 1].encode("utf-8")[:e.col].decode("utf-8", errors="ignore"))
+    return type(e)(e.detail, e.line, col)
 
 
 @dataclass
@@ -87,6 +102,8 @@ class _Parser:
         if not single or not isinstance(stmt.targets[0], ast.Name):
             raise _err(stmt, "expected an assignment `name = call(...)`")
         name = stmt.targets[0].id
+        if not is_identifier(name):
+            raise _err(stmt.targets[0], f"{name!r} is not a valid variable name (ASCII letters, digits, _)")
         if name in self.kinds:
             what = "a primitive variable" if name in PRIMITIVE_VARIABLES else "already assigned"
             raise _err(stmt.targets[0], f"cannot assign {name!r}: it is {what}")
@@ -310,7 +327,7 @@ def function(expr: ast.expr, arity: int, predicate: bool = False) -> Fn:
         raise _limit(expr, f"expression of {size} syntax nodes is too large (the DSL's limit is "
                            f"{limits.MAX_EXPRESSION_NODES})")
     names = {"k": X, "q": Y} if predicate else ({"x": X} if arity == 1 else {"x": X, "y": Y})
-    sym = _Expr(names).convert(expr)
+    sym = _sympy_op(expr, lambda: _Expr(names).convert(expr))  # sympy refusing a comparison of a bool, ...
     if not isinstance(sym, sympy.Basic):
         sym = sympy.sympify(sym)  # a Python bool or number, never a string
     return Fn("expr", arity, (sym,))
@@ -417,6 +434,8 @@ def _sympy_op(e: ast.AST, make: Any) -> Any:
     """Build one sympy node; sympy's own refusals (TypeError, ...) become a ParseError at ``e``."""
     try:
         return make()
+    except ParseError:
+        raise
     except (TypeError, ValueError, ArithmeticError, RecursionError) as err:
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise _err(e, f"cannot read this expression: {text[:120]}") from None

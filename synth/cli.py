@@ -76,7 +76,7 @@ def read_hypothesis_file(path: str | Path) -> Any:
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the text
     except OSError as e:
         raise CLIError(f"cannot read hypothesis file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:

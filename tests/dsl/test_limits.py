@@ -40,6 +40,11 @@ def test_the_limits_are_limit_errors() -> None:
     assert isinstance(_one_line_error("y = map(x, tokens)\n" * (limits.MAX_PROGRAM_CHARS // 10)), LimitError)
 
 
+def test_a_comparison_of_a_comparison_is_a_parse_error() -> None:
+    # found by the fuzz test below: sympy's own TypeError escaped the parser.
+    assert "cannot read this expression" in str(_one_line_error("out = map(((x < x) < x), tokens)"))
+
+
 def test_arithmetic_on_a_comparison_is_a_parse_error_not_a_type_error() -> None:
     # issue 18 item 9: sympy's TypeError on Relational - Relational escaped the parser.
     error = _one_line_error("y = map((x > 0) - (x < 0), tokens)")
