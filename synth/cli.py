@@ -257,10 +257,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from models.train import cmd_train as train_command
     from models.zoo import recipe
 
+    from models.train import DEFAULT_OUT, output_path
+
     recipe(args.name)  # an unknown name is a TargetError naming the closest ones
-    if args.out is not None:
-        _writable_dir(Path(args.out), "checkpoint directory")  # before minutes of training
-    return train_command(args.name, seed=args.seed, out=args.out)
+    output_path(args.name, args.out, force=args.force)  # never the shipped checkpoint unasked
+    _writable_dir(Path(args.out) if args.out is not None else DEFAULT_OUT, "checkpoint directory")
+    return train_command(args.name, seed=args.seed, out=args.out, force=args.force)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -456,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="zoo task name, e.g. sort (see 'mechsynth targets')")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="checkpoint directory (default: the shipped checkpoints)")
+                   help="checkpoint directory (default: ./checkpoints; never the shipped models/checkpoints "
+                   "unless named here with --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing checkpoint in --out")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="measure recovery, false positives and speed; write BENCHMARKS.md",
