@@ -198,6 +198,8 @@ def run(
     if unknown:
         raise RunError(f"unknown run option {unknown[0]!r}")
     opts = RunOptions(**options)
+    if isinstance(opts.seed, bool) or not isinstance(opts.seed, int) or opts.seed < 0:
+        raise RunError(f"seed must be an integer >= 0, got {opts.seed!r}")  # numpy refuses negative seeds
     if isinstance(target, str):
         target = load_target(target)
     out_dir = Path(out) if out is not None else default_out(target.name, opts.seed)
