@@ -18,8 +18,7 @@ file format::
         y: blocks.1.attn.hook_z[0]
 
 Reading a file is strict, because a misread hypothesis is scored as if it were meant:
-one ``program:`` section, one location per variable, a program whose output is a
-sequence (a selector is not an output), and JSON whose fields have the types shown in
+one ``program:`` section, one location per variable, and JSON whose fields have the types shown in
 :meth:`Hypothesis.to_json`; anything else is a one-line :class:`HypothesisError` naming
 the line. A UTF-8 byte-order mark at the start is ignored.
 """
@@ -149,7 +148,7 @@ class Hypothesis:
             program = parse_program(program_text)
         except DSLError as e:  # DSL errors carry line numbers relative to the program block
             raise HypothesisError(f"in program (starting line {program_first_line + 1}): {e}") from None
-        return _readable(cls(program, corr))
+        return cls(program, corr)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -178,13 +177,4 @@ class Hypothesis:
                     raise HypothesisError(f"hypothesis JSON: location of {k!r}: {e}") from None
                 raise HypothesisError(f"hypothesis JSON: cannot read the location of {k!r} from {v!r}") \
                     from None
-        return _readable(cls(parse_program(data["program"]), corr))
-
-
-def _readable(hypothesis: Hypothesis) -> Hypothesis:
-    """A hypothesis read from text must output a sequence: a selector has no value at a position."""
-    program = hypothesis.program
-    if dict(program.assignments)[program.output].is_selector:
-        raise HypothesisError(f"the program's output {program.output!r} is a selector; a hypothesis outputs "
-                              "a sequence (e.g. aggregate(selector, tokens) or selector_width(selector))")
-    return hypothesis
+        return cls(parse_program(data["program"]), corr)

@@ -144,6 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not quiet:
             print(f"mechsynth run: {msg}", file=sys.stderr, flush=True)
 
+    progress(f"loading {args.target}")  # compiling or loading a target takes seconds: say so first
     try:
         target = load_target(args.target)
     except BaseException:

@@ -531,7 +531,15 @@ def write_report(store: RunStore) -> Path:
     from synth.report.markdown import render_report
 
     path = store.dir / "report.md"
-    path.write_text(render_report(store))
+    try:
+        path.write_text(render_report(store))
+    except OSError as e:
+        from synth.store import RunStoreError, is_disk_full
+
+        if is_disk_full(e):  # the database keeps what it committed; say what happened in one line
+            raise RunStoreError(f"disk full: cannot write {path}; every candidate committed is kept in "
+                                "run.sqlite (free space and rerun the same command)") from None
+        raise
     return path
 
 

@@ -130,7 +130,7 @@ class StoredCandidate:
         return {"program": self.program, "correspondence": dict(self.correspondence)}
 
 
-def _is_disk_full(e: BaseException) -> bool:
+def is_disk_full(e: BaseException) -> bool:
     if isinstance(e, OSError):
         return e.errno in (errno.ENOSPC, errno.EDQUOT)
     code = getattr(e, "sqlite_errorcode", None)
@@ -139,7 +139,7 @@ def _is_disk_full(e: BaseException) -> bool:
 
 def _database_error(e: BaseException, where: Path | str) -> RunStoreError:
     """A sqlite3/OS error as one line: a full disk is named as such, not as corruption."""
-    if _is_disk_full(e):
+    if is_disk_full(e):
         return RunStoreError(f"disk full: cannot write the run database in {where}; everything committed "
                              "before is kept (free space and rerun the same command to resume)")
     return RunStoreError(f"corrupt run database {where}: {e}")
@@ -169,7 +169,7 @@ class RunStore:
                 probe.write_text("")
                 probe.unlink()
             except OSError as e:
-                if _is_disk_full(e):
+                if is_disk_full(e):
                     raise _database_error(e, self.dir) from None
                 raise RunStoreError(f"cannot write run directory {self.dir}: {e.strerror or e}") from None
             self._lock()

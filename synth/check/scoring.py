@@ -177,8 +177,11 @@ def score(
 ) -> Scores:
     """Every check of `hypothesis` on `target` (see the module docstring for each number)."""
     _check_options(n, ablation)
-    claims = claims or resolve_claims(target, hypothesis)
     program = hypothesis.program
+    if program.kind(program.output) == "selector":  # it has no value at a position: nothing to compare
+        raise CheckError(f"the program's output {program.output!r} is a selector; a hypothesis outputs a "
+                         "sequence (e.g. aggregate(selector, tokens) or selector_width(selector))")
+    claims = claims or resolve_claims(target, hypothesis)
     inputs = target.task.sample(n, seed)
     gen = torch.Generator().manual_seed(seed)
     counter = PassCounter()

@@ -34,11 +34,6 @@ def test_a_duplicate_correspondence_line_is_refused_not_overwritten() -> None:
     assert "line 5: 'y' already has a location (line 4)" in _error(text)
 
 
-def test_a_selector_output_is_refused() -> None:
-    assert "is a selector" in _error("program:\n    y = select(tokens, tokens, EQ)\n")
-    assert "is a selector" in _error(json.dumps({"program": "y = select(tokens, tokens, EQ)"}))
-
-
 def test_a_byte_order_mark_is_ignored() -> None:
     assert Hypothesis.parse("\ufeff" + ONE) == Hypothesis.parse(ONE)
     as_json = json.dumps({"program": "y = map(add(1), tokens)"})

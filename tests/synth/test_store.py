@@ -144,3 +144,26 @@ def test_credentials_and_the_api_key_never_reach_the_store_or_report(tmp_path: P
     assert b"http://***@127.0.0.1:9/x" in stored
     with RunStore(run_dir) as store:  # resuming with the same (secret-bearing) arguments still matches
         assert store.begin({"target": "t", "options": {"llm_base_url": "http://u:PASSWORD@127.0.0.1:9/x"}})
+
+
+def test_a_stored_expression_bomb_is_one_line_in_show(tmp_path: Path, capsys) -> None:
+    # issue 18 item 1: `show` on a run holding `9**9**9` hung.
+    run_dir = _make_run(tmp_path / "r")
+    with sqlite3.connect(run_dir / DB_NAME) as db:
+        db.execute("UPDATE candidates SET program = 'out = map(x + 9**9**9, tokens)'")
+    rc = main(["show", str(run_dir), "--json"])
+    one_line_error(rc, capsys.readouterr().err, "does not parse", "exponent 387420489 is too large")
+
+
+def test_a_full_disk_while_writing_the_report_says_so(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def full(*_a: object, **_k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with RunStore(_make_run(tmp_path / "r")) as store:
+        monkeypatch.setattr(Path, "write_text", full)
+        with pytest.raises(RunStoreError, match="disk full"):
+            write_report(store)
+        monkeypatch.undo()
