@@ -134,17 +134,19 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Synthesise, check and control hypotheses for one target; the run directory is the record."""
     from models import load_target
+    from synth.heartbeat import Heartbeat
     from synth.interrupt import reliable_sigint
     from synth.loop import default_out, run, summary_text
 
     created = _prepare_run_dir(Path(args.out)) if args.out is not None else []
     quiet = bool(args.json)
 
-    def progress(msg: str) -> None:
+    def say(msg: str) -> None:
         if not quiet:
             print(f"mechsynth run: {msg}", file=sys.stderr, flush=True)
 
-    progress(f"loading {args.target}")  # compiling or loading a target takes seconds: say so first
+    progress = Heartbeat(say)  # speaks up when a phase is silent for long (observe, enumeration, controls)
+
     try:
         target = load_target(args.target)
     except BaseException:
@@ -164,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         proposers, status = _proposers(args.proposers, options)
         progress(f"proposers {','.join(p.name for p in proposers)}; {status}")  # is the LLM on?
     try:
-        with reliable_sigint():  # one Ctrl-C always stops the run, even inside jax's gc callback
+        with reliable_sigint(), progress:  # one Ctrl-C always stops the run, even inside jax's gc callback
             result = run(target, out=out, proposers=proposers, controls=_controls(args), progress=progress,
                          **options)
     except KeyboardInterrupt:
