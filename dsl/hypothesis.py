@@ -18,9 +18,10 @@ file format::
         y: blocks.1.attn.hook_z[0]
 
 Reading a file is strict, because a misread hypothesis is scored as if it were meant:
-one ``program:`` section, one location per variable, and JSON whose fields have the types shown in
-:meth:`Hypothesis.to_json`; anything else is a one-line :class:`HypothesisError` naming
-the line. A UTF-8 byte-order mark at the start is ignored.
+one ``program:`` section, one ``correspondence:`` section, one location per variable, and
+JSON whose fields have the types :meth:`Hypothesis.to_json` writes; anything else is a
+one-line :class:`HypothesisError` naming the line. A UTF-8 byte-order mark is ignored.
+(A selector output parses; ``synth.check.scoring.score`` refuses it.)
 """
 
 from __future__ import annotations
