@@ -145,10 +145,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not quiet:
             print(f"mechsynth run: {msg}", file=sys.stderr, flush=True)
 
-    progress = Heartbeat(say)  # speaks up when a phase is silent for long (observe, enumeration, controls)
-
+    # Speaks up when a phase is silent for long: loading (tens of seconds for some tracr targets),
+    # observation, enumeration, the controls. Silent otherwise, so a bad spec stays one line.
+    progress = Heartbeat(say)
+    progress.phase(f"loading {args.target}")
     try:
-        target = load_target(args.target)
+        with progress:
+            target = load_target(args.target)
     except BaseException:
         _remove_empty(created)  # a typo in the target spec leaves no empty run directory behind
         raise

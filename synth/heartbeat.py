@@ -51,6 +51,11 @@ class Heartbeat:
                 self.best = best.group("best")
         self.say(message)
 
+    def phase(self, message: str) -> None:
+        """Name what is running now without printing it (the heartbeat names it if it runs long)."""
+        with self._lock:
+            self.last_message, self.last_time = message, self.clock()
+
     def line(self) -> str:
         """The heartbeat line for now: phase, time in it, rate and best so far."""
         with self._lock:
@@ -60,8 +65,8 @@ class Heartbeat:
             return (f"still working ({now - self.last_time:.0f}s since: {phase}); {self.scored} scored in "
                     f"{now - self.start:.0f}s ({self.scored / minutes:.1f}/min), best {self.best}")
 
-    def _beat(self) -> None:
-        while not self._stop.wait(1.0):
+    def _beat(self, stop: threading.Event) -> None:
+        while not stop.wait(1.0):
             with self._lock:
                 quiet = self.clock() - self.last_time >= self.silence
             if quiet:
@@ -71,7 +76,9 @@ class Heartbeat:
                 self.say(line)
 
     def __enter__(self) -> Heartbeat:
-        threading.Thread(target=self._beat, name="mechsynth-heartbeat", daemon=True).start()
+        self._stop = threading.Event()  # a fresh beat for each block (loading, then the run)
+        beat = threading.Thread(target=self._beat, args=(self._stop,), name="heartbeat", daemon=True)
+        beat.start()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -35,3 +35,11 @@ def test_before_anything_is_scored_it_says_so() -> None:
     clock.now += 25
     assert beat.line() == ("still working (25s since: observe: running the target on sampled inputs); "
                            "0 scored in 25s (0.0/min), best -")
+
+
+def test_a_phase_named_quietly_is_not_printed_but_is_reported() -> None:
+    clock, said = _Clock(), []
+    beat = Heartbeat(said.append, clock=clock)
+    beat.phase("loading tracr:shuffle_dyck")
+    clock.now += 12
+    assert said == [] and "12s since: loading tracr:shuffle_dyck" in beat.line()
