@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 SILENCE_SECONDS = 10.0
 _SCORED = re.compile(r"^\[(?P<n>\d+) scored\]")
-_BEST = re.compile(r"best (?P<best>[0-9.]+|nan|-)\s*$")
+_BEST = re.compile(r"best (?P<best>-?[0-9.]+|nan|-)\s*$")
 
 
 @dataclass

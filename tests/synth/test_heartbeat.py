@@ -43,3 +43,9 @@ def test_a_phase_named_quietly_is_not_printed_but_is_reported() -> None:
     beat.phase("loading tracr:shuffle_dyck")
     clock.now += 12
     assert said == [] and "12s since: loading tracr:shuffle_dyck" in beat.line()
+
+
+def test_a_negative_best_is_read() -> None:
+    beat = Heartbeat(lambda _m: None, clock=_Clock())
+    beat("[2 scored] model-guided: filtered (ablation loss recovered 0.222 < 0.5); best -0.538")
+    assert beat.line().endswith("best -0.538")
