@@ -18,6 +18,11 @@ Folding removes intermediate variables, so it is not applied to programs whose
 variables carry a correspondence (e.g. ground truth from ``dsl.from_rasp``); the
 parser applies :func:`compose` only to *anonymous* nested maps, which nothing
 else can refer to.
+
+Composition multiplies degrees (``x**16`` after ``x**16`` is ``x**256``) and sympy's
+simplification of a large expression can take minutes, so a composition over the limits
+of ``dsl.limits`` is not made (the two maps stay two), and :func:`canonicalize` as a
+whole runs under a wall-clock limit, past which the program is returned unchanged.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from typing import Any
 import sympy
 import torch
 
-from dsl import registry
-from dsl.errors import DSLError
+from dsl import limits, registry
+from dsl.errors import DSLError, LimitError
 from dsl.functions import to_torch
 from dsl.interpret import compile_fn
 from dsl.printer import X, Y
@@ -138,7 +143,11 @@ def compose(outer: Fn, inner: Fn) -> Fn | None:
     if _is_boolean(g):
         return None  # a bool fed on (to arithmetic or a comparison): keep the two steps readable
     try:
-        return _as_family(f.xreplace({X: g}), 1)
+        composed = f.xreplace({X: g})
+        limits.check_expression(composed)
+        return _as_family(composed, 1)
+    except LimitError:  # too large to simplify: keep the two steps
+        return None
     except (TypeError, ValueError):  # sympy refuses some compositions (e.g. a comparison of a bool)
         return None
 
@@ -153,6 +162,14 @@ def simplify_fn(fn: Fn) -> Fn:
 
 def canonicalize(program: Program) -> Program:
     """Fold single-use map chains and simplify map functions (see the module docstring)."""
+    try:
+        with limits.time_limit(limits.READ_SECONDS, "canonicalising the program"):
+            return _canonicalize(program)
+    except LimitError:
+        return program  # a correct, only unsimplified, program
+
+
+def _canonicalize(program: Program) -> Program:
     nodes: dict[str, Node] = dict(program.assignments)
     order = [n for n, _ in program.assignments]
     changed = True

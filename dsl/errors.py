@@ -46,3 +46,7 @@ class EquivalenceError(DSLError):
 
 class HypothesisError(ValueError):
     """A hypothesis or location that cannot be read or does not fit the program."""
+
+
+class LimitError(ParseError):
+    """Text that exceeds a limit on untrusted input (``dsl.limits``): too large, too deep, too slow."""

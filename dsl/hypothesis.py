@@ -16,6 +16,12 @@ file format::
     correspondence:
         x: blocks.0.hook_mlp_out
         y: blocks.1.attn.hook_z[0]
+
+Reading a file is strict, because a misread hypothesis is scored as if it were meant:
+one ``program:`` section, one ``correspondence:`` section, one location per variable, and
+JSON whose fields have the types :meth:`Hypothesis.to_json` writes; anything else is a
+one-line :class:`HypothesisError` naming the line. A UTF-8 byte-order mark is ignored.
+(A selector output parses; ``synth.check.scoring.score`` refuses it.)
 """
 
 from __future__ import annotations
@@ -86,12 +92,18 @@ class Hypothesis:
         from dsl import DSLError
         from dsl import parse as parse_program
 
+        text = text.removeprefix("\ufeff")  # editors on Windows start UTF-8 files with a BOM
         if text.lstrip().startswith("{"):
             try:
-                return cls.from_json(json.loads(text))
+                data = json.loads(text)
             except json.JSONDecodeError as e:
                 raise HypothesisError(f"bad JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+            except RecursionError:
+                raise HypothesisError("JSON nests too deeply for a hypothesis") from None
+            return cls.from_json(data)
         section = None
+        corr_lines: dict[str, int] = {}  # variable -> the line giving its location
+        sections: dict[str, int] = {}  # section -> its header line
         program_lines: list[str] = []
         program_first_line = 0
         corr: dict[str, Location] = {}
@@ -103,7 +115,11 @@ class Hypothesis:
                 continue
             head = line.strip()
             if head in ("program:", "correspondence:"):
+                if head[:-1] in sections:
+                    raise HypothesisError(f"line {lineno}: a second {head!r} section (the first is at line "
+                                          f"{sections[head[:-1]]}); a hypothesis has one of each")
                 section = head[:-1]
+                sections[section] = lineno
                 if section == "program":
                     program_first_line = lineno
                 continue
@@ -113,8 +129,13 @@ class Hypothesis:
                 if ":" not in head:
                     raise HypothesisError(f"line {lineno}: expected 'variable: location', got {head!r}")
                 name, loc = head.split(":", 1)
+                name = name.strip()
+                if name in corr_lines:
+                    raise HypothesisError(f"line {lineno}: {name!r} already has a location (line "
+                                          f"{corr_lines[name]}); give each variable one location")
+                corr_lines[name] = lineno
                 try:
-                    corr[name.strip()] = Location.parse(loc)
+                    corr[name] = Location.parse(loc)
                 except HypothesisError as e:
                     raise HypothesisError(f"line {lineno}: {e}") from None
             else:
@@ -142,5 +163,19 @@ class Hypothesis:
 
         if not isinstance(data, Mapping) or "program" not in data:
             raise HypothesisError("hypothesis JSON needs a 'program' field")
-        corr = {k: Location.from_json(v) for k, v in (data.get("correspondence") or {}).items()}
+        if not isinstance(data["program"], str):
+            raise HypothesisError("hypothesis JSON: 'program' must be the program text (a string)")
+        raw = data.get("correspondence") or {}
+        if not isinstance(raw, Mapping):
+            raise HypothesisError("hypothesis JSON: 'correspondence' must be an object {variable: location}, "
+                                  f"got {type(raw).__name__}")
+        corr = {}
+        for k, v in raw.items():
+            try:
+                corr[k] = Location.from_json(v)
+            except (TypeError, ValueError) as e:
+                if isinstance(e, HypothesisError):
+                    raise HypothesisError(f"hypothesis JSON: location of {k!r}: {e}") from None
+                raise HypothesisError(f"hypothesis JSON: cannot read the location of {k!r} from {v!r}") \
+                    from None
         return cls(parse_program(data["program"]), corr)

@@ -8,6 +8,11 @@ variable). Two anonymous nested maps whose functions both have sympy forms are
 composed into one map, so ``map(x + 1, map(2*x, tokens))`` reads as
 ``map(2*x + 1, tokens)``. ``#`` comments and blank lines are ignored.
 
+The text may come from anyone (a file, an LLM, a stored run), so reading it is bounded
+(``dsl.limits``): its length, its nesting, the size of every number and exponent, the
+degree of every expression, and the wall-clock time of the whole read; each exceeded limit
+is a one-line :class:`~dsl.errors.LimitError`.
+
 What is accepted where is decided by the registered signatures
 (``dsl.registry``): a ``sop``/``selector`` argument must be a variable of that
 kind or a nested call producing one; a function argument is a registered family
@@ -19,28 +24,54 @@ for predicates); a ``value`` argument is a literal. Every error is a
 from __future__ import annotations
 
 import ast
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import sympy
 
-from dsl import registry
-from dsl.errors import DSLError, ParseError, RegistryError
+from dsl import limits, registry
+from dsl.errors import DSLError, LimitError, ParseError, RegistryError
 from dsl.printer import X, Y
-from dsl.program import COMPARISONS, ENCODINGS, PRIMITIVE_VARIABLES, Fn, Node, Program
+from dsl.program import COMPARISONS, ENCODINGS, PRIMITIVE_VARIABLES, Fn, Node, Program, is_identifier
 
 
 def parse(text: str) -> Program:
     """Parse DSL text into a Program (ParseError with line/column on bad input)."""
     if not isinstance(text, str):
         raise ParseError(f"expected program text (str), got {type(text).__name__}")
+    if len(text) > limits.MAX_PROGRAM_CHARS:
+        raise LimitError(f"program text of {len(text):,} characters is too long (the DSL's limit is "
+                         f"{limits.MAX_PROGRAM_CHARS:,})")
     try:
-        tree = ast.parse(text, mode="exec")
+        with warnings.catch_warnings():  # Python's style warnings ("invalid decimal literal") are noise here
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text, mode="exec")
     except SyntaxError as e:
         raise ParseError(f"invalid syntax: {e.msg}", e.lineno, (e.offset or 1) - 1) from None
+    except (RecursionError, MemoryError, ValueError):  # Python's own parser gives up on deep text
+        raise LimitError(f"program text nests too deeply (the DSL's limit is {limits.MAX_SYNTAX_DEPTH} "
+                         "levels)") from None
     if not tree.body:
         raise ParseError("empty program: expected at least one line `name = call(...)`")
-    return _Parser(tree).program()
+    for stmt in tree.body:
+        if limits.syntax_depth(stmt) > limits.MAX_SYNTAX_DEPTH:
+            raise _limit(stmt, f"this line nests more than {limits.MAX_SYNTAX_DEPTH} levels deep (the DSL's "
+                               "limit)")
+    try:
+        with limits.time_limit(limits.READ_SECONDS, "reading the program"):
+            return _Parser(tree).program()
+    except ParseError as e:
+        raise _in_characters(e, text) from None
+
+
+def _in_characters(e: ParseError, text: str) -> ParseError:
+    """``ast`` counts columns in UTF-8 bytes; a reader (and an editor) counts characters."""
+    lines = text.splitlines()
+    if e.line is None or e.col is None or not 1 <= e.line <= len(lines) or lines[e.line - 1].isascii():
+        return e
+    col = len(lines[e.line - 1].encode("utf-8")[:e.col].decode("utf-8", errors="ignore"))
+    return type(e)(e.detail, e.line, col)
 
 
 @dataclass
@@ -71,6 +102,8 @@ class _Parser:
         if not single or not isinstance(stmt.targets[0], ast.Name):
             raise _err(stmt, "expected an assignment `name = call(...)`")
         name = stmt.targets[0].id
+        if not is_identifier(name):
+            raise _err(stmt.targets[0], f"{name!r} is not a valid variable name (ASCII letters, digits, _)")
         if name in self.kinds:
             what = "a primitive variable" if name in PRIMITIVE_VARIABLES else "already assigned"
             raise _err(stmt.targets[0], f"cannot assign {name!r}: it is {what}")
@@ -220,12 +253,17 @@ def _err(node: ast.AST, message: str) -> ParseError:
     return ParseError(message, getattr(node, "lineno", None), getattr(node, "col_offset", None))
 
 
+def _limit(node: ast.AST, message: str) -> LimitError:
+    return LimitError(message, getattr(node, "lineno", None), getattr(node, "col_offset", None))
+
+
 # ---------------------------------------------------------------- literals
 
 
 def literal(expr: ast.expr) -> Any:
     """A Python literal (number, string, bool, None, tuple, list -> tuple, dict -> tuple of pairs)."""
     if isinstance(expr, ast.Constant) and isinstance(expr.value, (int, float, str, bool, type(None))):
+        _bounded(expr, expr.value)
         return expr.value
     if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, (ast.USub, ast.UAdd)):
         v = literal(expr.operand)
@@ -240,6 +278,25 @@ def literal(expr: ast.expr) -> Any:
     raise _err(expr, "expected a literal value (number, string, True/False, None, or a tuple of them)")
 
 
+def _bounded(expr: ast.AST, value: Any) -> Any:
+    """``value`` (a number or sympy expression read at ``expr``), refused when over a limit."""
+    try:
+        limits.check_expression(value)
+    except LimitError as e:
+        raise _limit(expr, e.detail) from None
+    return value
+
+
+def _is_literal(expr: ast.expr) -> bool:
+    try:
+        literal(expr)
+    except LimitError:
+        return True  # a literal, only too large: reported as such by the family's reading
+    except ParseError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------- functions
 
 
@@ -248,7 +305,10 @@ def function(expr: ast.expr, arity: int, predicate: bool = False) -> Fn:
     if isinstance(expr, ast.Name) and registry.has_function(expr.id, arity):
         return Fn(expr.id, arity, ())
     is_call = isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)
-    if is_call and registry.has_function(expr.func.id, arity):
+    # min(c) is a family, min(max(20*x, -1), 1) an expression: a family takes literal parameters.
+    is_expression_call = (is_call and expr.func.id in _SYMPY_CALLS
+                          and not all(_is_literal(a) for a in expr.args))
+    if is_call and registry.has_function(expr.func.id, arity) and not is_expression_call:
         if expr.keywords:
             raise _err(expr, f"{expr.func.id}(...) takes positional literal parameters only")
         params = tuple(literal(a) for a in expr.args)
@@ -259,12 +319,17 @@ def function(expr: ast.expr, arity: int, predicate: bool = False) -> Fn:
         other = 2 if arity == 1 else 1
         raise _err(expr, f"{expr.id!r} is a {other}-argument function; here a {arity}-argument function is "
                          f"expected")
-    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and registry.has_function(expr.func.id):
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and registry.has_function(expr.func.id)
+            and not is_expression_call):
         raise _err(expr, f"{expr.func.id!r} has no {arity}-argument form")
+    size = sum(1 for _ in ast.walk(expr))
+    if size > limits.MAX_EXPRESSION_NODES:
+        raise _limit(expr, f"expression of {size} syntax nodes is too large (the DSL's limit is "
+                           f"{limits.MAX_EXPRESSION_NODES})")
     names = {"k": X, "q": Y} if predicate else ({"x": X} if arity == 1 else {"x": X, "y": Y})
-    sym = _Expr(names).convert(expr)
+    sym = _sympy_op(expr, lambda: _Expr(names).convert(expr))  # sympy refusing a comparison of a bool, ...
     if not isinstance(sym, sympy.Basic):
-        sym = sympy.sympify(sym)
+        sym = sympy.sympify(sym)  # a Python bool or number, never a string
     return Fn("expr", arity, (sym,))
 
 
@@ -298,9 +363,9 @@ class _Expr:
             if isinstance(e.value, bool):
                 return sympy.true if e.value else sympy.false
             if isinstance(e.value, int):
-                return sympy.Integer(e.value)
+                return sympy.Integer(_bounded(e, e.value))
             if isinstance(e.value, float):
-                return sympy.Float(e.value)
+                return sympy.Float(_bounded(e, e.value))
             raise _err(e, "expressions may only use numbers; use eq(c) or table({...}) for other values")
         if isinstance(e, ast.BinOp):
             a, b = self.convert(e.left), self.convert(e.right)
@@ -308,13 +373,24 @@ class _Expr:
                    ast.Div: lambda: a / b, ast.FloorDiv: lambda: sympy.floor(a / b),
                    ast.Mod: lambda: sympy.Mod(a, b), ast.Pow: lambda: a ** b,
                    ast.BitAnd: lambda: sympy.And(a, b), ast.BitOr: lambda: sympy.Or(a, b)}
+            arithmetic = not isinstance(e.op, (ast.BitAnd, ast.BitOr))
+            if arithmetic and (_is_bool(a) or _is_bool(b)):
+                raise _err(e, "arithmetic on a comparison (a bool) is not supported; write the function "
+                              "as a table({...}) or compute the comparisons in separate maps")
+            if isinstance(e.op, ast.Pow):
+                try:
+                    limits.check_power(a, b)
+                except LimitError as err:
+                    raise _limit(e, err.detail) from None
             for cls, make in ops.items():
                 if isinstance(e.op, cls):
-                    return make()
+                    return _bounded(e, _sympy_op(e, make))
             raise _err(e, f"unsupported operator {type(e.op).__name__} in an expression")
         if isinstance(e, ast.UnaryOp):
             a = self.convert(e.operand)
             if isinstance(e.op, ast.USub):
+                if _is_bool(a):
+                    raise _err(e, "arithmetic on a comparison (a bool) is not supported; use not or ~")
                 return -a
             if isinstance(e.op, ast.UAdd):
                 return a
@@ -338,9 +414,28 @@ class _Expr:
         if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in _SYMPY_CALLS:
             if e.keywords:
                 raise _err(e, f"{e.func.id}() takes positional arguments only")
-            return _SYMPY_CALLS[e.func.id](*[self.convert(a) for a in e.args])
+            parts = [self.convert(a) for a in e.args]
+            return _bounded(e, _sympy_op(e, lambda: _SYMPY_CALLS[e.func.id](*parts)))
         if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
             raise _err(e.func, f"unknown function {e.func.id!r}; expected a registered function family "
                                f"or one of {', '.join(sorted(_SYMPY_CALLS))} inside an expression")
         raise _err(e, "expected a function: a family such as add(1), a table({...}), or an arithmetic "
                       "expression")
+
+
+def _is_bool(value: Any) -> bool:
+    # A comparison, a logical combination or True/False (sympy's Symbol is a Boolean too, so
+    # that base class cannot tell).
+    boolalg = sympy.logic.boolalg
+    return isinstance(value, (sympy.core.relational.Relational, boolalg.BooleanFunction, boolalg.BooleanAtom))
+
+
+def _sympy_op(e: ast.AST, make: Any) -> Any:
+    """Build one sympy node; sympy's own refusals (TypeError, ...) become a ParseError at ``e``."""
+    try:
+        return make()
+    except ParseError:
+        raise
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as err:
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise _err(e, f"cannot read this expression: {text[:120]}") from None

@@ -156,6 +156,8 @@ def load_file_target(path: str) -> Target:
         spec.loader.exec_module(module)
     except TargetError:
         raise
+    except SystemExit as e:  # sys.exit() in a target file would end mechsynth silently, exit code and all
+        raise TargetError(f"target file {file} called sys.exit({e.code!r}) while being imported") from None
     except Exception as e:  # any error in user code becomes one line naming the file
         del sys.modules[module_name]
         raise TargetError(f"importing {file} failed: {type(e).__name__}: {e}") from None
@@ -166,6 +168,8 @@ def load_file_target(path: str) -> Target:
         result = make()
     except TargetError:
         raise
+    except SystemExit as e:
+        raise TargetError(f"{file}: target() called sys.exit({e.code!r})") from None
     except Exception as e:
         raise TargetError(f"{file}: target() failed: {type(e).__name__}: {e}") from None
     if not isinstance(result, Target):

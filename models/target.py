@@ -336,6 +336,34 @@ class Target:
             raise TargetError(
                 f"target {self.name}: {len(self.output_values)} output values for {d_vocab_out} logit columns"
             )
+        self._check_fits_network()
+
+    def _check_fits_network(self) -> None:
+        """The task must fit the network it is paired with, checked on load, before any input is drawn.
+
+        A checkpoint's task is rebuilt from recorded parameters, so a task that asks for
+        inputs longer than the network's positions (or token ids it has no embedding for)
+        would otherwise fail deep inside a forward pass, or, with a length of 1e9, exhaust
+        memory while sampling inputs.
+        """
+        cfg = self.model.cfg
+        positions = self.task.max_len + self.position_offset
+        if positions > cfg.n_ctx:
+            bos = " plus BOS" if self.position_offset else ""
+            raise TargetError(f"target {self.name}: task inputs of up to {self.task.max_len} tokens{bos} "
+                              f"need {positions} positions, but the network has n_ctx={cfg.n_ctx}")
+        for value, token_id in self.input_ids.items():
+            if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < cfg.d_vocab:
+                raise TargetError(f"target {self.name}: input value {value!r} has token id {token_id!r}, "
+                                  f"outside the network's vocabulary 0..{cfg.d_vocab - 1} "
+                                  f"(d_vocab={cfg.d_vocab})")
+        if self.task.output_kind == "numerical" and not 0 <= self.numeric_column < cfg.d_vocab_out:
+            raise TargetError(f"target {self.name}: numeric output column {self.numeric_column} outside the "
+                              f"network's {cfg.d_vocab_out} logit columns (d_vocab_out)")
+        for name, param in self.model.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                shown = name.replace("._original_component", "")  # the bridge's wrapper, not the weight
+                raise TargetError(f"target {self.name}: weight {shown} holds NaN or infinite values")
 
     # --- convenience views ------------------------------------------------------------------
     @property

@@ -14,6 +14,12 @@ Loss: cross-entropy at the positions the task reads (`readout`), where the label
 defined. Tasks that read every position are trained at full length (for a causal model every
 shorter input is a prefix); tasks that read only the last position and take several lengths
 (one answer token per length) cycle through the lengths, one length per step.
+
+Where it is written: the shipped checkpoints (`models/checkpoints/`) are what
+`trained:<name>` loads and what every recorded number was measured on, so retraining never
+replaces them by accident. Without `out` a checkpoint goes to `./checkpoints/`; an existing
+checkpoint is replaced only with `force`, and the shipped one only when `out` names its
+directory *and* `force` is given. The check runs before training (minutes), not after.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from models.target import Target, TargetError, outputs_equal
 from models.tasks import make_task
 from models.zoo import CHECKPOINT_DIR, Recipe, recipe
 
+DEFAULT_OUT = Path("checkpoints")  # relative to the working directory; never the shipped directory
 HELDOUT_BUCKETS = 10  # 1 in 10 inputs is held out
 N_EVAL = 4000
 
@@ -118,10 +125,24 @@ def build_untrained(r: Recipe, seed: int) -> Target:
                   info={"kind": "trained", "config": config})
 
 
+def output_path(name: str, out: str | Path | None = None, *, force: bool = False) -> Path:
+    """The checkpoint JSON path `train` writes, refused (TargetError) when it would replace one unasked."""
+    directory = Path(out) if out is not None else DEFAULT_OUT
+    path = checkpoint.paths(directory / name)[0]
+    if directory.resolve() == CHECKPOINT_DIR.resolve() and (out is None or not force):
+        raise TargetError(f"refusing to overwrite the shipped checkpoint {path}; retrain into another "
+                          "--out, or name this directory with --out and pass --force to replace it")
+    if path.exists() and not force:
+        raise TargetError(f"checkpoint {path} exists; pass --force to replace it, or choose another --out")
+    return path
+
+
 def train(name: str, seed: int = 0, out: str | Path | None = None, *, steps: int | None = None,
-          log: Callable[[str], None] | None = None) -> Path:
-    """Train zoo target `name` from `seed`; write the checkpoint under `out`; return its JSON path."""
+          log: Callable[[str], None] | None = None, force: bool = False) -> Path:
+    """Train zoo target `name` from `seed`; write the checkpoint under `out` (see the module docstring
+    for where, and for `force`); return its JSON path."""
     r = recipe(name)
+    path = output_path(name, out, force=force)
     if steps is not None:
         r = Recipe(**{**r.__dict__, "steps": steps})
     log = log or (lambda s: None)
@@ -170,13 +191,14 @@ def train(name: str, seed: int = 0, out: str | Path | None = None, *, steps: int
                      "threads": torch.get_num_threads(),
                      "heldout": f"crc32(repr(input)) % {HELDOUT_BUCKETS} == 0"},
     }
-    return checkpoint.write(checkpoint.paths(Path(out or CHECKPOINT_DIR) / name)[0], model, meta)
+    return checkpoint.write(path, model, meta)
 
 
-def cmd_train(name: str, seed: int = 0, out: str | Path | None = None) -> int:
+def cmd_train(name: str, seed: int = 0, out: str | Path | None = None, force: bool = False) -> int:
     """`mechsynth train <name>`: retrain a zoo target; prints progress and the result line."""
     try:
-        path = train(name, seed=seed, out=out, log=lambda s: print(s, file=sys.stderr, flush=True))
+        path = train(name, seed=seed, out=out, force=force,
+                     log=lambda s: print(s, file=sys.stderr, flush=True))
     except TargetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -90,7 +90,7 @@ def read_hypothesis_file(path: str | Path) -> Any:
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the text
     except OSError as e:
         raise CLIError(f"cannot read hypothesis file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
@@ -148,17 +148,24 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Synthesise, check and control hypotheses for one target; the run directory is the record."""
     from models import load_target
+    from synth.heartbeat import Heartbeat
+    from synth.interrupt import reliable_sigint
     from synth.loop import default_out, run, summary_text
 
     created = _prepare_run_dir(Path(args.out)) if args.out is not None else []
     quiet = bool(args.json)
 
-    def progress(msg: str) -> None:
+    def say(msg: str) -> None:
         if not quiet:
             print(f"mechsynth run: {msg}", file=sys.stderr, flush=True)
 
+    # Speaks up when a phase is silent for long: loading (tens of seconds for some tracr targets),
+    # observation, enumeration, the controls. Silent otherwise, so a bad spec stays one line.
+    progress = Heartbeat(say)
+    progress.phase(f"loading {args.target}")
     try:
-        target = load_target(args.target)
+        with progress:
+            target = load_target(args.target)
     except BaseException:
         _remove_empty(created)  # a typo in the target spec leaves no empty run directory behind
         raise
@@ -171,10 +178,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in ("llm_model", "llm_base_url", "llm_max_calls", "llm_max_tokens"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
-    proposers = _proposers(args.proposers, options) if args.proposers else None
+    proposers = None
+    if args.proposers:
+        proposers, status = _proposers(args.proposers, options)
+        progress(f"proposers {','.join(p.name for p in proposers)}; {status}")  # is the LLM on?
     try:
-        result = run(target, out=out, proposers=proposers, controls=_controls(args), progress=progress,
-                     **options)
+        with reliable_sigint(), progress:  # one Ctrl-C always stops the run, even inside jax's gc callback
+            result = run(target, out=out, proposers=proposers, controls=_controls(args), progress=progress,
+                         **options)
     except KeyboardInterrupt:
         print(
             f"mechsynth run: interrupted; everything scored so far is stored in {out} "
@@ -193,8 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 PROPOSER_NAMES = ("model-guided", "enumerator", "llm")
 
 
-def _proposers(names: Sequence[str], options: dict[str, Any]) -> list[Any]:
-    """The default proposers restricted to ``names`` (in the default order)."""
+def _proposers(names: Sequence[str], options: dict[str, Any]) -> tuple[list[Any], str]:
+    """The default proposers restricted to ``names`` (in the default order), and the LLM's status."""
     from synth.loop import RunOptions, default_proposers
 
     proposers, status = default_proposers(RunOptions(**options))
@@ -204,7 +215,7 @@ def _proposers(names: Sequence[str], options: dict[str, Any]) -> list[Any]:
         raise CLIError(f"--proposers asks for llm, which is not available ({status})")
     if missing:
         raise CLIError(f"proposer {missing[0]!r} is not available (have: {', '.join(sorted(available))})")
-    return [p for p in proposers if p.name in names]
+    return [p for p in proposers if p.name in names], status
 
 
 def _proposer_list(text: str) -> tuple[str, ...]:
@@ -271,10 +282,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from models.train import cmd_train as train_command
     from models.zoo import recipe
 
+    from models.train import DEFAULT_OUT, output_path
+
     recipe(args.name)  # an unknown name is a TargetError naming the closest ones
-    if args.out is not None:
-        _writable_dir(Path(args.out), "checkpoint directory")  # before minutes of training
-    return train_command(args.name, seed=args.seed, out=args.out)
+    output_path(args.name, args.out, force=args.force)  # never the shipped checkpoint unasked
+    _writable_dir(Path(args.out) if args.out is not None else DEFAULT_OUT, "checkpoint directory")
+    return train_command(args.name, seed=args.seed, out=args.out, force=args.force)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -347,6 +360,23 @@ def _at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+# Inputs per `score` check: each costs a few batched forward passes and their activations, so
+# millions exhaust memory after minutes; far more than any statistic here needs.
+MAX_SCORE_INPUTS = 100_000
+
+
+def _between(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum} and <= {maximum:,}, "
+                                             f"got {text!r}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
 def _probability(text: str) -> float:
     value = _number(text, float)
     if not 0 < value < 1:
@@ -410,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the run directory; rerunning the same command resumes there.",
     )
     p.add_argument("target", help="target spec: tracr:<name>, trained:<name> or file:<path.py>")
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling, search and controls (default 0)")
+    p.add_argument("--seed", type=_at_least(0), default=0,
+                   help="seed for sampling, search and controls, >= 0 (default 0)")
     p.add_argument("--budget-seconds", type=_seconds, default=300.0, metavar="N",
                    help="wall-clock budget for the search, > 0 (default 300)")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -446,8 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="target spec: tracr:<name>, trained:<name> or file:<path.py>")
     p.add_argument("hypothesis", metavar="HYPOTHESIS_FILE",
                    help="hypothesis file (program: / correspondence: sections, or JSON)")
-    p.add_argument("--n", type=_at_least(2), default=512, help="inputs per check, >= 2 (default 512)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the sampled inputs (default 0)")
+    p.add_argument("--n", type=_between(2, MAX_SCORE_INPUTS), default=512,
+                   help=f"inputs per check, 2..{MAX_SCORE_INPUTS:,} (default 512)")
+    p.add_argument("--seed", type=_at_least(0), default=0,
+                   help="seed for the sampled inputs, >= 0 (default 0)")
     p.add_argument("--ablation", choices=["resample", "mean", "zero"], default="resample",
                    help="how unclaimed activations are replaced (default resample)")
     p.add_argument("--json", action="store_true", help="print every number as JSON")
@@ -484,9 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Retrain the trained:NAME target from its recipe and seed and write its "
                        "checkpoint.")
     p.add_argument("name", help="zoo task name, e.g. sort (see 'mechsynth targets')")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--seed", type=_at_least(0), default=0, help="training seed, >= 0 (default 0)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="checkpoint directory (default: the shipped checkpoints)")
+                   help="checkpoint directory (default: ./checkpoints; never the shipped models/checkpoints "
+                   "unless named here with --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing checkpoint in --out")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="measure recovery, false positives and speed; write BENCHMARKS.md",
@@ -499,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-seconds", type=float, default=None, metavar="N",
                    help="search budget per synthesis run (default: 300 s, 30 s with --quick; the "
                    "false-positive suite caps it at 120 s, 15 s with --quick)")
-    p.add_argument("--jobs", type=int, default=1, metavar="J",
+    p.add_argument("--jobs", type=_at_least(1), default=1, metavar="J",
                    help="false-positive suite runs at once, each in its own process (default 1)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench)

@@ -198,6 +198,8 @@ def run(
     if unknown:
         raise RunError(f"unknown run option {unknown[0]!r}")
     opts = RunOptions(**options)
+    if isinstance(opts.seed, bool) or not isinstance(opts.seed, int) or opts.seed < 0:
+        raise RunError(f"seed must be an integer >= 0, got {opts.seed!r}")  # numpy refuses negative seeds
     if isinstance(target, str):
         target = load_target(target)
     out_dir = Path(out) if out is not None else default_out(target.name, opts.seed)
@@ -543,7 +545,15 @@ def write_report(store: RunStore) -> Path:
     from synth.report.markdown import render_report
 
     path = store.dir / "report.md"
-    path.write_text(render_report(store))
+    try:
+        path.write_text(render_report(store))
+    except OSError as e:
+        from synth.store import RunStoreError, is_disk_full
+
+        if is_disk_full(e):  # the database keeps what it committed; say what happened in one line
+            raise RunStoreError(f"disk full: cannot write {path}; every candidate committed is kept in "
+                                "run.sqlite (free space and rerun the same command)") from None
+        raise
     return path
 
 

@@ -13,12 +13,31 @@ re-proposes the same candidates (proposers are seeded), finds their keys already
 and reuses the stored verdicts instead of scoring again. Each candidate is committed as
 soon as it is scored, so killing the process at any point loses at most the candidate in
 flight. A run directory created with different arguments is refused rather than mixed.
+
+Who may touch a run directory:
+
+* one writer at a time: a store opened for writing holds an exclusive lock on
+  ``run.lock`` (``fcntl.flock``, released by the kernel even on ``kill -9``) for as long
+  as it is open, so a second run into the same ``--out`` is refused with one line naming
+  the holder instead of interleaving its candidates with the first's;
+* any number of readers: ``open_run(..., read_only=True)`` (what ``show`` and
+  :func:`load_run` use) opens the database read-only and writes nothing, so a run on a
+  read-only disk, or one still being written, can be shown;
+* only mechsynth: a database that is not a mechsynth run (no ``meta`` table with a schema
+  version) is refused, never adopted or extended with our tables.
+
+Everything written is redacted first (:mod:`synth.secrets`). A full disk is reported as
+such ("disk full"), and every candidate committed before it stays in the database.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -28,8 +47,10 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from dsl.hypothesis import Hypothesis
 from synth.accept import SCORED, CandidateStatus, strength
+from synth.secrets import redact
 
 DB_NAME = "run.sqlite"
+LOCK_NAME = "run.lock"
 REPORT_NAME = "report.md"
 SCHEMA_VERSION = 1
 
@@ -109,26 +130,69 @@ class StoredCandidate:
         return {"program": self.program, "correspondence": dict(self.correspondence)}
 
 
-class RunStore:
-    """An open run directory. Use as a context manager, or call ``close()``."""
+def is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    code = getattr(e, "sqlite_errorcode", None)
+    return code == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in str(e)
 
-    def __init__(self, directory: str | Path, *, create: bool = True) -> None:
+
+def _database_error(e: BaseException, where: Path | str) -> RunStoreError:
+    """A sqlite3/OS error as one line: a full disk is named as such, not as corruption."""
+    if is_disk_full(e):
+        return RunStoreError(f"disk full: cannot write the run database in {where}; everything committed "
+                             "before is kept (free space and rerun the same command to resume)")
+    return RunStoreError(f"corrupt run database {where}: {e}")
+
+
+class RunStore:
+    """An open run directory. Use as a context manager, or call ``close()``.
+
+    ``read_only`` opens an existing run for reading only (no lock, no write of any kind).
+    """
+
+    def __init__(self, directory: str | Path, *, create: bool = True, read_only: bool = False) -> None:
         self.dir = Path(directory)
+        self.read_only = read_only
+        self._lock_fd: int | None = None
         db_path = self.dir / DB_NAME
         if self.dir.exists() and not self.dir.is_dir():
             raise RunStoreError(f"run directory {self.dir} is a file, not a directory")
-        if not create and not db_path.exists():
+        if (not create or read_only) and not db_path.exists():
             raise RunStoreError(f"{self.dir} is not a run directory (no {DB_NAME})")
+        if not read_only and db_path.exists() and db_path.stat().st_size > 0:
+            RunStore(self.dir, read_only=True).close()  # foreign or corrupt: refused before we write a byte
+        if not read_only:
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                probe = self.dir / ".write-probe"
+                probe.write_text("")
+                probe.unlink()
+            except OSError as e:
+                if is_disk_full(e):
+                    raise _database_error(e, self.dir) from None
+                raise RunStoreError(f"cannot write run directory {self.dir}: {e.strerror or e}") from None
+            self._lock()
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            probe = self.dir / ".write-probe"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise RunStoreError(f"cannot write run directory {self.dir}: {e.strerror or e}") from None
+            self._connect(db_path)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _connect(self, db_path: Path) -> None:
         try:
-            self._db = sqlite3.connect(db_path, timeout=10.0)
-            self._db.executescript(_SCHEMA)
+            if self.read_only:
+                # mode=ro writes nothing; a directory we may not write (no journal possible) is
+                # read as immutable.
+                flags = "mode=ro" if os.access(self.dir, os.W_OK) else "immutable=1"
+                self._db = sqlite3.connect(f"{db_path.resolve().as_uri()}?{flags}", uri=True, timeout=10.0)
+            else:
+                self._db = sqlite3.connect(db_path, timeout=10.0)
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables or self.read_only:
+                self._refuse_foreign(db_path, tables)
+            if not self.read_only:
+                self._db.executescript(_SCHEMA)
             version = self._get_meta("schema_version")
             if version is None:
                 self._set_meta("schema_version", SCHEMA_VERSION)
@@ -136,7 +200,44 @@ class RunStore:
             elif int(version) != SCHEMA_VERSION:
                 raise RunStoreError(f"run database {db_path} has schema {version}, expected {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
-            raise RunStoreError(f"corrupt run database {db_path}: {e}") from None
+            raise _database_error(e, db_path) from None
+
+    def _refuse_foreign(self, db_path: Path, tables: set[str]) -> None:
+        """A database with tables but no mechsynth schema version is someone else's: never adopt it."""
+        version = None
+        if "meta" in tables:
+            try:
+                version = self._get_meta("schema_version")
+            except (sqlite3.DatabaseError, ValueError):
+                version = None
+        if version is None:
+            shown = ", ".join(sorted(tables)[:5]) or "none"
+            raise RunStoreError(f"{db_path} is not a mechsynth run database (tables: {shown}); "
+                                "use another directory")
+
+    def _lock(self) -> None:
+        """Take the directory's writer lock, or fail naming the process that holds it."""
+        path = self.dir / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunStoreError(f"cannot write run directory {self.dir}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunStoreError(f"run directory {self.dir} is in use by {holder}; wait for that run to end "
+                                "or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     # --- context manager -------------------------------------------------------------------
     def __enter__(self) -> RunStore:
@@ -147,33 +248,54 @@ class RunStore:
 
     def close(self) -> None:
         try:
-            self._db.commit()
+            if not self.read_only:
+                self._db.commit()
             self._db.close()
-        except sqlite3.Error:
+        except (sqlite3.Error, AttributeError):
             pass
+        finally:
+            self._unlock()
+
+    def _write(self) -> Any:
+        """The connection as a transaction context, a full disk or any database error as one line."""
+        return _Writing(self)
 
     # --- meta ------------------------------------------------------------------------------
     def _get_meta(self, key: str) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else self._json(row[0], f"meta {key!r}")
+
+    def _json_object(self, text: Any, what: str) -> dict[str, Any]:
+        value = self._json(text, what)
+        if not isinstance(value, dict):
+            raise RunStoreError(f"corrupt run database in {self.dir}: {what} is not a JSON object")
+        return value
+
+    def _json(self, text: Any, what: str) -> Any:
+        """A stored JSON column; malformed JSON (a damaged or hand-edited row) is one line."""
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError, RecursionError):
+            raise RunStoreError(f"corrupt run database in {self.dir}: {what} is not valid JSON") from None
 
     def _set_meta(self, key: str, value: Any) -> None:
         self._db.execute(
             "INSERT INTO meta(key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, json.dumps(value, default=str)),
+            (key, json.dumps(redact(value), default=str)),
         )
 
     def meta(self) -> dict[str, Any]:
         try:
-            return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+            rows = self._db.execute("SELECT key, value FROM meta").fetchall()
+            return {k: self._json(v, f"meta {k!r}") for k, v in rows}
         except sqlite3.DatabaseError as e:
             raise RunStoreError(f"corrupt run database in {self.dir}: {e}") from None
 
     def set_meta(self, **values: Any) -> None:
-        for key, value in values.items():
-            self._set_meta(key, value)
-        self._db.commit()
+        with self._write():
+            for key, value in values.items():
+                self._set_meta(key, value)
 
     def begin(self, args: Mapping[str, Any]) -> bool:
         """Record the run's arguments, or check them on resume. Returns True when resuming.
@@ -184,19 +306,19 @@ class RunStore:
         """
         stored = self._get_meta("args")
         if stored is None:
-            self._set_meta("args", dict(args))
-            self._set_meta("created", time.time())
-            self._db.commit()
+            with self._write():
+                self._set_meta("args", dict(args))
+                self._set_meta("created", time.time())
             return False
-        mine = _identity(json.loads(json.dumps(dict(args), default=str)))
+        mine = _identity(json.loads(json.dumps(redact(dict(args)), default=str)))
         theirs = _identity(stored)
         if mine != theirs:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise RunStoreError(
                 f"{self.dir} holds a run with different arguments ({', '.join(diff)}); use another --out"
             )
-        self._set_meta("resumed", (self._get_meta("resumed") or 0) + 1)
-        self._db.commit()
+        with self._write():
+            self._set_meta("resumed", (self._get_meta("resumed") or 0) + 1)
         return True
 
     # --- candidates ------------------------------------------------------------------------
@@ -226,7 +348,8 @@ class RunStore:
         if status not in STATUSES:
             raise ValueError(f"unknown candidate status {status!r}")
         status = str(status)  # a CandidateStatus is stored as its value
-        with self._db:
+        program, reason = redact(program), redact(reason)
+        with self._write():
             cur = self._db.execute(
                 "INSERT INTO candidates(key, program, correspondence, source, status, reason, round, meta, "
                 "seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -240,7 +363,7 @@ class RunStore:
                     status,
                     reason,
                     round,
-                    json.dumps(dict(meta or {}), default=str),
+                    json.dumps(redact(dict(meta or {})), default=str),
                     seconds,
                     time.time(),
                 ),
@@ -295,19 +418,19 @@ class RunStore:
             id=cid,
             key=row[1],
             program=row[2],
-            correspondence=json.loads(row[3]),
+            correspondence=self._json_object(row[3], f"candidate {cid}'s correspondence"),
             source=row[4],
             status=row[5],
             reason=row[6],
             round=row[7],
             seconds=row[8],
-            meta=json.loads(row[9]),
+            meta=self._json_object(row[9], f"candidate {cid}'s meta"),
             scores=scores,
         )
 
     # --- timings ---------------------------------------------------------------------------
     def add_timing(self, stage: str, seconds: float, note: str = "") -> None:
-        with self._db:
+        with self._write():
             self._db.execute(
                 "INSERT INTO timings(stage, seconds, note, created) VALUES (?, ?, ?, ?)",
                 (stage, seconds, note, time.time()),
@@ -319,14 +442,34 @@ class RunStore:
         return dict(self._db.execute(query))
 
 
-def open_run(directory: str | Path) -> RunStore:
-    """Open an existing run directory read/write; a clear error when it is not one or is corrupt."""
+class _Writing:
+    """``with store._write():`` one transaction; sqlite's errors become one-line RunStoreErrors."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.store._db.__enter__()
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> bool:
+        try:
+            self.store._db.__exit__(kind, error, tb)  # commit, or roll back on error
+        except sqlite3.DatabaseError as e:
+            raise _database_error(e, self.store.dir / DB_NAME) from None
+        if isinstance(error, sqlite3.DatabaseError):
+            raise _database_error(error, self.store.dir / DB_NAME) from None
+        return False
+
+
+def open_run(directory: str | Path, *, read_only: bool = False) -> RunStore:
+    """Open an existing run directory (read/write, or ``read_only``); a clear error when it is
+    not one, is corrupt or is not a mechsynth run."""
     path = Path(directory)
     if not path.exists():
         raise RunStoreError(f"no run directory at {path}")
     if not (path / DB_NAME).is_file():
         raise RunStoreError(f"{path} is not a run directory (no {DB_NAME})")
-    store = RunStore(path, create=False)
+    store = RunStore(path, create=False, read_only=read_only)
     meta = store.meta()
     if "args" not in meta:
         store.close()
@@ -400,7 +543,7 @@ class Run:
     explanations: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
 
     def candidates(self) -> list[StoredCandidate]:
-        with open_run(self.dir) as store:
+        with open_run(self.dir, read_only=True) as store:
             return list(store.candidates())
 
     def best(self, k: int = 5) -> list[StoredCandidate]:
@@ -445,7 +588,7 @@ def load_run(path: str | Path) -> Run:
     """A stored run (finished, interrupted or still running)."""
     from dsl.errors import HypothesisError
 
-    with open_run(path) as store:
+    with open_run(path, read_only=True) as store:
         meta = store.meta()
         accepted = []
         for c in store.candidates(CandidateStatus.ACCEPTED):

@@ -197,8 +197,11 @@ def score(
     _check_options(n, ablation)
     if lengths not in ("same", "aligned"):
         raise CheckError(f"lengths must be 'same' or 'aligned', got {lengths!r}")
-    claims = claims or resolve_claims(target, hypothesis)
     program = hypothesis.program
+    if program.kind(program.output) == "selector":  # it has no value at a position: nothing to compare
+        raise CheckError(f"the program's output {program.output!r} is a selector; a hypothesis outputs a "
+                         "sequence (e.g. aggregate(selector, tokens) or selector_width(selector))")
+    claims = claims or resolve_claims(target, hypothesis)
     inputs = target.task.sample(n, seed)
     gen = torch.Generator().manual_seed(seed)
     counter = PassCounter()

@@ -78,8 +78,9 @@ class NullCorrespondences:
 
     Draws place the testable claims at random layer-ordered locations of the same kind.
     A draw identical to the real correspondence is not another placement and is left
-    out (counted in ``n_same_as_real``); with no distinct placement left the gate passes
-    vacuously and says so. This is not the p-value: on a small model there are only a
+    out (counted in ``n_same_as_real``); with no distinct placement left the gate tested
+    nothing and says so: it is "not applicable" (``passed`` None), never a pass. This is
+    not the p-value: on a small model there are only a
     handful of placements, too few for a p-value near ``alpha / n_tested``.
     """
 
@@ -107,7 +108,7 @@ class NullCorrespondences:
             "draws": stats,
         }
         return _gate(self.name, ctx, ctx.real, stats, numbers, "other placements",
-                     "no placement other than the claimed one exists: the gate passes vacuously")
+                     "not applicable: no placement other than the claimed one exists, so nothing was tested")
 
 
 class NullPrograms:
@@ -158,7 +159,7 @@ def _gate(
     what: str,
     vacuous: str,
 ) -> ControlResult:
-    """Real statistic vs the ``null_quantile`` quantile of ``stats``; passes vacuously on no draws."""
+    """Real statistic vs the ``null_quantile`` quantile of ``stats``; not applicable (None) on no draws."""
     th = ctx.thresholds
     # Effect sizes are compared among draws with a defined statistic (undefined ones are
     # counted in the numbers; the p-value, by contrast, counts them against the hypothesis).
@@ -169,8 +170,8 @@ def _gate(
         mean=mean(stats), max=nanmax(stats) if stats else None, quantile=q, gap=gap,
         p_value=empirical_p_value(real, stats),
     )
-    if not stats:
-        return ControlResult(name, True, vacuous, numbers)
+    if not stats:  # a gate that compared against nothing neither passes nor fails
+        return ControlResult(name, None, vacuous, numbers)
     if not defined:
         return ControlResult(name, False, f"no draw of the {what} has a defined score", numbers)
     need = required_gap(q, th)

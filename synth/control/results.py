@@ -191,6 +191,9 @@ def verdict_reason(decision: Decision) -> str:
     cc = decision.controls
     p = f"p={decision.p_value:.3g}, Holm-adjusted {decision.p_adjusted:.3g} over {cc.n_tested} scored"
     if decision.accepted:
+        idle = [r.name for r in cc.results if r.passed is None]
+        if idle:  # a control that tested nothing is not a pass
+            return f"every applicable control passed (not applicable: {', '.join(idle)}); {p}"
         return f"every control passed; {p}"
     parts = []
     for name in decision.rejected_by:

@@ -14,7 +14,7 @@ import math
 from typing import Any
 from collections.abc import Mapping, Sequence
 
-from synth.accept import SCORED, CandidateStatus, strength
+from synth.accept import SCORED, CandidateStatus, Thresholds, strength
 from synth.store import RunStore, StoredCandidate, explanations
 
 HEADLINE = (
@@ -72,9 +72,7 @@ def render_report(store: RunStore) -> str:
     lines.append("")
     lines.append("## Acceptance thresholds")
     lines.append("")
-    lines += _table(
-        ["threshold", "minimum"], [[k, _fmt(v)] for k, v in options.get("thresholds", {}).items()]
-    )
+    lines += _table(["threshold", "value"], _threshold_rows(options.get("thresholds", {})))
     lines.append("")
     accepted = [c for c in candidates if c.status == CandidateStatus.ACCEPTED]
     n_scored = sum(counts.get(s, 0) for s in SCORED)
@@ -231,3 +229,13 @@ def _fmt_control(v: Any) -> str:
     if isinstance(v, float) and math.isfinite(v) and v.is_integer() and abs(v) >= 1:
         return str(int(v))
     return f"{v:.3g}" if isinstance(v, float) and math.isfinite(v) else _fmt(v)
+
+
+def _threshold_rows(recorded: Mapping[str, Any]) -> list[list[str]]:
+    """Every threshold of synth.accept.Thresholds: the run's recorded ones, then the defaults it did not
+    change (the run records only the checks' thresholds and what it changed; alpha is the controls')."""
+    rows = [[k, _fmt(v)] for k, v in recorded.items()]
+    for k, v in Thresholds().to_json().items():
+        if k not in recorded and k != "alpha":  # alpha: the controls line above names the one used
+            rows.append([k, f"{_fmt(v)} (default)"])
+    return rows

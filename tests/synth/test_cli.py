@@ -403,7 +403,7 @@ def test_show_bad_run_directories(tmp_path: Path, capsys: pytest.CaptureFixture[
         db.execute("CREATE TABLE other (x)")
         db.commit()
     rc, _, err = cli(["show", str(tmp_path / "foreign")], capsys)
-    assert_one_line_error(rc, err, "not a complete run directory")
+    assert_one_line_error(rc, err, "not a mechsynth run database")  # refused, and left as it was
 
 
 # --- run --out: refused before the target loads ------------------------------------------------------
