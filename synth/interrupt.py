@@ -13,6 +13,9 @@ handler does. Where it would be swallowed (a frame of a ``gc.callbacks`` functio
 ``__del__`` is on the stack), it raises nothing and sends SIGINT again a moment later, by
 which time the callback has returned; so one press always stops the run, and nothing is
 raised into a half-finished cleanup (the re-sent signal goes through the same check).
+Places the frame test cannot see (a weakref callback run by the collector) are caught
+where Python reports what it dropped, ``sys.unraisablehook``: a dropped
+``KeyboardInterrupt`` is sent again the same way.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from contextlib import contextmanager
 from types import FrameType
 
@@ -47,13 +52,26 @@ def _code(callback: object) -> object:
     return code
 
 
+def _send_again() -> None:
+    timer = threading.Timer(RETRY_SECONDS, os.kill, (os.getpid(), signal.SIGINT))
+    timer.daemon = True
+    timer.start()
+
+
 def _handle(signum: int, frame: FrameType | None) -> None:
     if _swallowed_here(frame):
-        timer = threading.Timer(RETRY_SECONDS, os.kill, (os.getpid(), signal.SIGINT))
-        timer.daemon = True
-        timer.start()
+        _send_again()
         return
     raise KeyboardInterrupt
+
+
+def _unraisable(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            _send_again()  # Python dropped our interrupt: press it again for the user
+        previous(unraisable)
+
+    return hook
 
 
 @contextmanager
@@ -63,7 +81,10 @@ def reliable_sigint() -> Iterator[None]:
         yield
         return
     previous = signal.signal(signal.SIGINT, _handle)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable(previous_hook)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook

@@ -60,3 +60,25 @@ def test_reliable_sigint_raises_at_once_in_ordinary_code_and_restores_the_handle
         for _ in range(1000):
             pass
     assert signal.getsignal(signal.SIGINT) is before
+
+
+class _Referent:
+    pass
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the first, dropped one
+def test_reliable_sigint_stops_after_a_ctrl_c_inside_a_weakref_callback() -> None:
+    # Seen in the full suite: the collector ran a WeakSet's callback and the interrupt landed there.
+    import weakref
+
+    def callback(_ref: object) -> None:
+        signal.raise_signal(signal.SIGINT)
+        for _ in range(1000):
+            pass
+
+    with reliable_sigint(), pytest.raises(KeyboardInterrupt):
+        obj = _Referent()
+        ref = weakref.ref(obj, callback)
+        del obj  # the callback runs here; Python drops what it raises
+        assert ref() is None
+        _wait_for_interrupt()
