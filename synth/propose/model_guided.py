@@ -331,7 +331,7 @@ def _relabel_output(
     return None
 
 
-TABLE_SUPPORT = 20  # read positions per table entry an output function needs at least
+TABLE_SUPPORT = 8  # read positions per table entry an output function needs at least
 FUNCTION_ARGS = 6  # the latest-written variables an output function may read (pairs among them)
 MAX_OUTPUTS = 3
 
@@ -352,7 +352,7 @@ def _output_functions(
     fitted on the observed values (a closed form when one agrees, else a table); the new
     node is claimed nowhere, the variables it reads keep their components. A table must be
     small against the data (at most one entry per ``TABLE_SUPPORT`` read positions), so it
-    cannot memorise the outputs.
+    cannot memorise the outputs (and the checks score it on fresh inputs).
     """
     from synth.propose.enumerate import fit_map
 
@@ -361,8 +361,12 @@ def _output_functions(
     max_keys = max(2, n_read // TABLE_SUPPORT)
     written = [loc for loc in located if loc.layer >= 0 and pool.items[loc.name].kind == "sop"]
     written = written[:FUNCTION_ARGS]
+    primitives = [loc for loc in located if loc.layer < 0]
+    # Pairs read at least one written variable (a primitive alone is the enumerator's job).
     argsets = [(loc.name,) for loc in written] + [
-        (a.name, b.name) for a, b in itertools.combinations(written, 2) if a.location != b.location
+        (a.name, b.name)
+        for a, b in itertools.combinations(written + primitives, 2)
+        if a.location != b.location and (a.layer >= 0 or b.layer >= 0)
     ]
     found: list[tuple[float, str]] = []
     for args in argsets:
