@@ -282,7 +282,7 @@ class _Loop:
                 active = [p for p in proposers if rnd == 0 or not getattr(p, "exhaustive", False)]
                 if not active:
                     break
-                offered = 0  # proposals made this round, new or already seen
+                offered = new = 0  # proposals made this round (new or already seen), new ones
                 for proposer in active:
                     ctx = ProposalContext(
                         self.target, self.observations, tuple(self.best[:8]), self.deadline, opts.seed, rnd
@@ -290,7 +290,7 @@ class _Loop:
                     t0 = time.monotonic()
                     for proposal in proposer.propose(ctx):
                         offered += 1
-                        self.handle(proposal, rnd)
+                        new += self.handle(proposal, rnd)
                         if self.done():
                             break
                     store.add_timing(f"propose:{proposer.name}", time.monotonic() - t0, f"round {rnd}")
@@ -298,6 +298,8 @@ class _Loop:
                     self.record_explanation(proposer)
                     if self.done():
                         break
+                best = _fmt(self.best[0].scores.get("strength")) if self.best else "-"
+                self.say(f"round {rnd}: {offered} proposals ({new} new); best so far {best}")
                 # A round that repeats earlier proposals is no reason to stop: the next may widen.
                 if self.done() or offered == 0:
                     break

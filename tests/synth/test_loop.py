@@ -240,10 +240,14 @@ def test_the_walk_widens_round_by_round_then_stops(hist, tmp_path):
         return {"behaviour": 0.5, "loss_recovered": 0.1, "iia": 0.2}
 
     walker = Recording()
+    said: list[str] = []
     result = run(
         hist, out=tmp_path / "w", proposers=[walker], score_fn=failing_score, controls=NoControls(),
-        thresholds=Thresholds(prefilter_behaviour=0.0), rounds=6, budget_seconds=120,
+        thresholds=Thresholds(prefilter_behaviour=0.0), rounds=6, budget_seconds=120, progress=said.append,
     )
+    rounds_said = [m for m in said if m.startswith("round ")]
+    assert rounds_said[0].startswith("round 0: 1 proposals (1 new); best so far ")
+    assert rounds_said[-1] == f"round 4: 0 proposals (0 new); best so far {rounds_said[0].split()[-1]}"
     bars = widening(exact=True)
     assert walker.asked == [0, 1, 2, 3, 4]  # round 4: no bars left, nothing offered, the run ends
     assert sorted(set(walker.walked), reverse=True) == [b.selector for b in bars]
