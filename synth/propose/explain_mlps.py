@@ -11,6 +11,7 @@ independent. Dimensions no library function explains get a fitted lookup map
 from __future__ import annotations
 
 import itertools
+import time
 from typing import TYPE_CHECKING, Any
 from collections.abc import Sequence
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     pass
 
 
+DECODE_ROWS = 8192  # rows on which a block's variable is decoded (nearest class mean / probe)
 SCREEN_ROWS = 4096  # rows on which a candidate is screened before its R^2 on the whole batch
 SCREEN_MARGIN = 0.1  # a candidate this far below the R^2 bar on the sample is not computed in full
 
@@ -40,6 +42,7 @@ def explain_mlp(
     th: MatchThresholds,
     labellings: int,
     network_out: tuple[torch.Tensor, torch.Tensor, float],
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     from dsl.program import Node
 
@@ -77,7 +80,11 @@ def explain_mlp(
     # Screen candidates on a row sample of a large batch; only the promising get the full R^2.
     step = max(1, sub.shape[0] // SCREEN_ROWS)
     screen = sub[::step]
-    for cost, node in candidates:
+    for i, (cost, node) in enumerate(candidates):
+        if deadline is not None and i % 64 == 0 and time.monotonic() > deadline:
+            state.notes.append(f"MLP {layer}: deadline reached after {i} of {len(candidates)} candidates")
+            info["deadline"] = True
+            break
         try:
             values = pool.evaluate(node)
         except (ValueError, RuntimeError, TypeError, ZeroDivisionError):
@@ -109,7 +116,8 @@ def explain_mlp(
         # unembedding reads, whatever the cap on alternatives.
         if len(entries) >= labellings and agreement(values, *network_out) < th.output:
             continue
-        acc = decode_accuracy(act[:, list(block)], codes)
+        decode_step = max(1, act.shape[0] // DECODE_ROWS)  # a class decoder on a row sample
+        acc = decode_accuracy(act[::decode_step, list(block)], codes[::decode_step])
         if acc < th.decode:
             continue
         entries.append((cost, node, values, acc))

@@ -211,7 +211,8 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
                     label, where, ComponentStatus.UNEXPLAINED,
                     "; ".join(text(n) for n in names) or best,
                     None if best_r2 is None else round(best_r2, 3),
-                    f"{len(unexplained)} of {info.get('active', 0)} active dims unexplained{closest}",
+                    f"{len(unexplained)} of {info.get('active', 0)} active dims unexplained{closest}"
+                    + ("; deadline before every candidate was tried" if info.get("deadline") else ""),
                 )
             )
     if state.outputs:

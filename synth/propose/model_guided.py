@@ -237,7 +237,7 @@ def walk(
         act = obs.flat(act_name("mlp_out", layer))
         if float(act.double().var(0).sum()) > 1e-8:
             state.mlps[layer] = explain_mlp(
-                pool, state, layer, act, mlp_avail, counting, thresholds, labellings, network_out
+                pool, state, layer, act, mlp_avail, counting, thresholds, labellings, network_out, deadline
             )
     _match_outputs(state, obs, thresholds)
     return state
