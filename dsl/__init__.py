@@ -33,18 +33,25 @@ One module per stage:
 ==================  ==========================================================
 """
 
-from dsl import functions as _functions  # noqa: F401  (registers the function library)
-from dsl import primitives as _primitives  # noqa: F401  (registers the RASP primitives)
-from dsl.canonicalize import canonicalize
-from dsl.equivalence import EquivalenceResult, check_equivalence, equivalent
-from dsl.errors import ConversionError, DSLError, EquivalenceError, EvaluationError, ParseError, RegistryError
-from dsl.interpret import Batch, decode, encode, eval_node, evaluate, evaluate_all, run
-from dsl.parse import parse
-from dsl.program import Fn, Node, Program
-from dsl.rasp_bridge import LIB_EXAMPLES, LibExample, from_rasp, rasp_variable_name, to_rasp
-from dsl.reference import reference
-from dsl.registry import FunctionFamily, Param, Primitive, register
-from dsl.value_sets import infer_value_sets, value_set
+from mechsynth.dsl import functions as _functions  # noqa: F401  (registers the function library)
+from mechsynth.dsl import primitives as _primitives  # noqa: F401  (registers the RASP primitives)
+from mechsynth.dsl.canonicalize import canonicalize
+from mechsynth.dsl.equivalence import EquivalenceResult, check_equivalence, equivalent
+from mechsynth.dsl.errors import (
+    ConversionError,
+    DSLError,
+    EquivalenceError,
+    EvaluationError,
+    ParseError,
+    RegistryError,
+)
+from mechsynth.dsl.interpret import Batch, decode, encode, eval_node, evaluate, evaluate_all, run
+from mechsynth.dsl.parse import parse
+from mechsynth.dsl.program import Fn, Node, Program
+from mechsynth.dsl.rasp_bridge import LIB_EXAMPLES, LibExample, from_rasp, rasp_variable_name, to_rasp
+from mechsynth.dsl.reference import reference
+from mechsynth.dsl.registry import FunctionFamily, Param, Primitive, register
+from mechsynth.dsl.value_sets import infer_value_sets, value_set
 
 __all__ = [
     "Batch", "ConversionError", "DSLError", "EquivalenceError", "EquivalenceResult", "EvaluationError", "Fn",

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from dsl.interpret import encode, eval_node, run
-from dsl.parse import parse
-from dsl.program import Program
+from mechsynth.dsl.interpret import encode, eval_node, run
+from mechsynth.dsl.parse import parse
+from mechsynth.dsl.program import Program
 
 BENCH_PROGRAMS = (
     # sort by frequency (8 nodes) plus two maps
@@ -136,6 +136,6 @@ def _best_rate(step: Any, seconds: float, rounds: int = 10) -> float:
     return best
 
 
-if __name__ == "__main__":  # python -m dsl.benchmark
+if __name__ == "__main__":  # python -m mechsynth.dsl.benchmark
     for key, value in interpreter_throughput().items():
         print(f"{key}: {value}")

@@ -32,13 +32,13 @@ from typing import Any
 import sympy
 import torch
 
-from dsl import limits, registry
-from dsl.errors import DSLError, LimitError
-from dsl.functions import to_torch
-from dsl.interpret import compile_fn
-from dsl.printer import X, Y
-from dsl.program import Fn, Node, Program
-from dsl.values import Codebook
+from mechsynth.dsl import limits, registry
+from mechsynth.dsl.errors import DSLError, LimitError
+from mechsynth.dsl.functions import to_torch
+from mechsynth.dsl.interpret import compile_fn
+from mechsynth.dsl.printer import X, Y
+from mechsynth.dsl.program import Fn, Node, Program
+from mechsynth.dsl.values import Codebook
 
 
 def sympy_form(fn: Fn) -> Any | None:

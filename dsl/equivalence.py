@@ -31,12 +31,12 @@ from typing import Any
 import torch
 import z3
 
-from dsl import registry
-from dsl.errors import DSLError, EquivalenceError
-from dsl.functions import z3_num
-from dsl.interpret import encode, run
-from dsl.program import Fn, Program
-from dsl.values import SYMBOL_BASE, Codebook
+from mechsynth.dsl import registry
+from mechsynth.dsl.errors import DSLError, EquivalenceError
+from mechsynth.dsl.functions import z3_num
+from mechsynth.dsl.interpret import encode, run
+from mechsynth.dsl.program import Fn, Program
+from mechsynth.dsl.values import SYMBOL_BASE, Codebook
 
 _METHODS = ("auto", "z3", "exhaustive")
 
@@ -92,7 +92,7 @@ def check_equivalence(a: Program, b: Program, vocab: Iterable[Any], max_len: int
 
 
 def _key(v: Any) -> tuple:
-    from dsl.values import _sort_key
+    from mechsynth.dsl.values import _sort_key
 
     return _sort_key(v)
 

@@ -28,12 +28,12 @@ from typing import Any
 
 import sympy
 
-from dsl import registry
-from dsl.errors import DSLError, EvaluationError
-from dsl.printer import X, Y
-from dsl.program import Fn
-from dsl.value_sets import apply
-from dsl.values import Codebook, is_number
+from mechsynth.dsl import registry
+from mechsynth.dsl.errors import DSLError, EvaluationError
+from mechsynth.dsl.printer import X, Y
+from mechsynth.dsl.program import Fn
+from mechsynth.dsl.value_sets import apply
+from mechsynth.dsl.values import Codebook, is_number
 
 _TOL = 1e-9
 _MISSING = object()  # the function raised: any value is acceptable
@@ -99,7 +99,7 @@ def fit_table(domain: Sequence[tuple], outputs: Sequence[Any], arity: int, *, ar
 
 
 def _key(v: Any) -> tuple:
-    from dsl.values import _sort_key
+    from mechsynth.dsl.values import _sort_key
 
     return _sort_key(v)
 

@@ -37,9 +37,9 @@ import sympy
 import torch
 import z3
 
-from dsl.errors import DSLError, EvaluationError
-from dsl.registry import register
-from dsl.values import SYMBOL_BASE, Codebook, is_number
+from mechsynth.dsl.errors import DSLError, EvaluationError
+from mechsynth.dsl.registry import register
+from mechsynth.dsl.values import SYMBOL_BASE, Codebook, is_number
 
 Tensor = torch.Tensor
 _F64 = torch.float64

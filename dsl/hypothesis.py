@@ -32,11 +32,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping
 
-from dsl.errors import HypothesisError
-from dsl.location import Location
+from mechsynth.dsl.errors import HypothesisError
+from mechsynth.dsl.location import Location
 
 if TYPE_CHECKING:
-    from dsl.program import Program
+    from mechsynth.dsl.program import Program
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ class Hypothesis:
     @classmethod
     def parse(cls, text: str) -> Hypothesis:
         """Read the hypothesis file format (see module docstring) or its JSON form."""
-        from dsl import DSLError
-        from dsl import parse as parse_program
+        from mechsynth.dsl import DSLError
+        from mechsynth.dsl import parse as parse_program
 
         text = text.removeprefix("\ufeff")  # editors on Windows start UTF-8 files with a BOM
         if text.lstrip().startswith("{"):
@@ -159,7 +159,7 @@ class Hypothesis:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Hypothesis:
-        from dsl import parse as parse_program
+        from mechsynth.dsl import parse as parse_program
 
         if not isinstance(data, Mapping) or "program" not in data:
             raise HypothesisError("hypothesis JSON needs a 'program' field")

@@ -34,10 +34,10 @@ from typing import Any
 
 import torch
 
-from dsl import registry
-from dsl.errors import EvaluationError
-from dsl.program import COMPARISONS, Fn, Node, Program
-from dsl.values import SYMBOL_BASE, Codebook, Value
+from mechsynth.dsl import registry
+from mechsynth.dsl.errors import EvaluationError
+from mechsynth.dsl.program import COMPARISONS, Fn, Node, Program
+from mechsynth.dsl.values import SYMBOL_BASE, Codebook, Value
 
 Tensor = torch.Tensor
 DTYPE = torch.float64

@@ -35,7 +35,7 @@ from typing import Any
 
 import sympy
 
-from dsl.errors import LimitError
+from mechsynth.dsl.errors import LimitError
 
 MAX_PROGRAM_CHARS = 200_000
 MAX_SYNTAX_DEPTH = 100

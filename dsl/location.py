@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from dsl.errors import HypothesisError
+from mechsynth.dsl.errors import HypothesisError
 
 # Short activation names -> the hook suffix inside a block (TransformerLens's vocabulary).
 _BLOCK_HOOKS = {

@@ -30,10 +30,18 @@ from typing import Any
 
 import sympy
 
-from dsl import limits, registry
-from dsl.errors import DSLError, LimitError, ParseError, RegistryError
-from dsl.printer import X, Y
-from dsl.program import COMPARISONS, ENCODINGS, PRIMITIVE_VARIABLES, Fn, Node, Program, is_identifier
+from mechsynth.dsl import limits, registry
+from mechsynth.dsl.errors import DSLError, LimitError, ParseError, RegistryError
+from mechsynth.dsl.printer import X, Y
+from mechsynth.dsl.program import (
+    COMPARISONS,
+    ENCODINGS,
+    PRIMITIVE_VARIABLES,
+    Fn,
+    Node,
+    Program,
+    is_identifier,
+)
 
 
 def parse(text: str) -> Program:
@@ -229,7 +237,7 @@ class _Parser:
         inner = self.assignments[-1][1]
         if inner.op != "map" or inner.encoding != "categorical":
             return node
-        from dsl.canonicalize import compose
+        from mechsynth.dsl.canonicalize import compose
 
         composed = compose(node.args[0], inner.args[0])
         if composed is None:
@@ -334,7 +342,7 @@ def function(expr: ast.expr, arity: int, predicate: bool = False) -> Fn:
 
 
 def _entry_key(entry: tuple) -> tuple:
-    from dsl.values import _sort_key
+    from mechsynth.dsl.values import _sort_key
 
     return _sort_key(entry[0])
 

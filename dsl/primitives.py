@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from dsl.errors import EvaluationError
-from dsl.interpret import DTYPE, Batch, comparison
-from dsl.registry import register
-from dsl.values import SYMBOL_BASE, is_number
+from mechsynth.dsl.errors import EvaluationError
+from mechsynth.dsl.interpret import DTYPE, Batch, comparison
+from mechsynth.dsl.registry import register
+from mechsynth.dsl.values import SYMBOL_BASE, is_number
 
 Tensor = torch.Tensor
 _NAN = float("nan")

@@ -31,7 +31,7 @@ import sympy
 from sympy.printing.str import StrPrinter
 
 if TYPE_CHECKING:
-    from dsl.program import Fn, Node, Program
+    from mechsynth.dsl.program import Fn, Node, Program
 
 X, Y = sympy.symbols("x y")
 K, Q = sympy.symbols("k q")

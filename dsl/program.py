@@ -30,9 +30,9 @@ from typing import Any
 
 import networkx as nx
 
-from dsl import registry
-from dsl.errors import DSLError
-from dsl.printer import format_fn, format_node, format_program
+from mechsynth.dsl import registry
+from mechsynth.dsl.errors import DSLError
+from mechsynth.dsl.printer import format_fn, format_node, format_program
 
 PRIMITIVE_VARIABLES = ("tokens", "indices", "length")
 COMPARISONS = ("EQ", "LT", "LEQ", "GT", "GEQ", "NEQ", "TRUE", "FALSE")

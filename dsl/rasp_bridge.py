@@ -28,12 +28,12 @@ from typing import Any, NamedTuple
 from tracr.compiler import lib
 from tracr.rasp import rasp
 
-from dsl.errors import ConversionError
-from dsl.fit import fit_function
-from dsl.interpret import node_dtype
-from dsl.program import PRIMITIVE_VARIABLES, Fn, Node, Program, node_literals
-from dsl.value_sets import ValueSetContext, apply, node_value_set
-from dsl.values import Codebook
+from mechsynth.dsl.errors import ConversionError
+from mechsynth.dsl.fit import fit_function
+from mechsynth.dsl.interpret import node_dtype
+from mechsynth.dsl.program import PRIMITIVE_VARIABLES, Fn, Node, Program, node_literals
+from mechsynth.dsl.value_sets import ValueSetContext, apply, node_value_set
+from mechsynth.dsl.values import Codebook
 
 # ---------------------------------------------------------------- naming
 

@@ -9,8 +9,8 @@ edit.
 
 from __future__ import annotations
 
-from dsl import registry
-from dsl.program import COMPARISONS
+from mechsynth.dsl import registry
+from mechsynth.dsl.program import COMPARISONS
 
 _SYNTAX = """\
 A program is one assignment per line, `name = primitive(arguments)`; the last

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsl.errors import RegistryError
+from mechsynth.dsl.errors import RegistryError
 
 ARG_KINDS = ("sop", "selector", "fn1", "fn2", "pred", "value")
 RESULT_KINDS = ("sop", "selector")

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import sympy
 
-from dsl.printer import X, Y
-from dsl.program import COMPARISONS, Fn, Node, Program
+from mechsynth.dsl.printer import X, Y
+from mechsynth.dsl.program import COMPARISONS, Fn, Node, Program
 
 
 def _fn1(rng: random.Random, values: Sequence[int]) -> Fn:

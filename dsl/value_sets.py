@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from dsl import registry
-from dsl.interpret import DTYPE, compile_fn, node_dtype
-from dsl.program import Fn, Node, Program
-from dsl.values import Codebook
+from mechsynth.dsl import registry
+from mechsynth.dsl.interpret import DTYPE, compile_fn, node_dtype
+from mechsynth.dsl.program import Fn, Node, Program
+from mechsynth.dsl.values import Codebook
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsl.errors import EvaluationError
+from mechsynth.dsl.errors import EvaluationError
 
 SYMBOL_BASE = float(2**40)
 """Codes at or above this are symbols; numbers used by programs must stay below it."""

@@ -1,6 +1,6 @@
 """Targets for mechsynth: networks to explain, with their tasks and (when known) ground truth.
 
-    from models import load_target
+    from mechsynth.models import load_target
     target = load_target("tracr:reverse")          # or "trained:sort", "file:my_target.py"
     inputs = target.task.sample(4, seed=0)
     target.predict(inputs), target.task.label(inputs), target.ground_truth
@@ -11,11 +11,11 @@ lives), tasks.py / zoo.py / train.py / checkpoint.py (the trained zoo), byo.py +
 targets, outside checkpoints), controls.py (null networks), registry.py (specs and the target table).
 """
 
-from models import byo
-from models.controls import reinitialized, shuffled
-from models.registry import TargetRow, list_targets, load_target
-from models.target import Target, TargetError, Task
-from models.tracr_targets import compile_rasp
+from mechsynth.models import byo
+from mechsynth.models.controls import reinitialized, shuffled
+from mechsynth.models.registry import TargetRow, list_targets, load_target
+from mechsynth.models.target import Target, TargetError, Task
+from mechsynth.models.tracr_targets import compile_rasp
 
 __all__ = [
     "Target", "TargetError", "TargetRow", "Task", "byo", "compile_rasp", "list_targets", "load_target",

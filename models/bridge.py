@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from models.target import TargetError
+from mechsynth.models.target import TargetError
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge

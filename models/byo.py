@@ -19,7 +19,7 @@ A target file is an ordinary Python module that defines `target() -> models.Targ
 
 Example target file::
 
-    from models import Task, byo
+    from mechsynth.models import Task, byo
 
     def target():
         task = Task("copy", vocab=tuple(range(20)), min_len=1, max_len=8,
@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from models.target import Target, TargetError, Task
+from mechsynth.models.target import Target, TargetError, Task
 
 
 def default_input_ids(task: Task) -> dict[Any, int]:
@@ -52,7 +52,7 @@ def from_state_dict(
     input_ids: Mapping[Any, int] | None = None, output_values: tuple | None = None,
 ) -> Target:
     """A target from TransformerLens weights and config (strictly checked against each other)."""
-    from models.bridge import build_bridge
+    from mechsynth.models.bridge import build_bridge
 
     model = build_bridge(config, state_dict)
     values = tuple(output_values) if output_values is not None else tuple(task.output_vocab)
@@ -66,8 +66,8 @@ def from_transformer_lens(
 ) -> Target:
     """A target from a TransformerLens state dict file (`HookedTransformer.state_dict()` saved by
     torch.save or safetensors); config fields not given are read off the weight shapes."""
-    from models import outside
-    from models.bridge import build_bridge
+    from mechsynth.models import outside
+    from mechsynth.models.bridge import build_bridge
 
     source = str(Path(path).expanduser())
     state = outside.read_state_dict(source)
@@ -86,7 +86,7 @@ def from_transformer_lens(
 
 def from_checkpoint(path: str | Path, name: str | None = None) -> Target:
     """A target from a mechsynth checkpoint (`<stem>.json` + `<stem>.safetensors`)."""
-    from models import checkpoint
+    from mechsynth.models import checkpoint
 
     return checkpoint.load(path, name=name, kind="file")
 
@@ -113,7 +113,7 @@ def from_hub(
     with tempfile.TemporaryDirectory() as config_dir:
         boot_from = model_name_or_path
         if config is not None:
-            from models import outside
+            from mechsynth.models import outside
 
             boot_kwargs["hf_model"] = outside.hf_model(local, config)
             # boot_transformers still resolves a tokenizer from a path: give it the config alone

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from models.bridge import build_bridge
-from models.target import Target, TargetError
+from mechsynth.models.bridge import build_bridge
+from mechsynth.models.target import Target, TargetError
 
 FORMAT = "mechsynth-checkpoint/1"
 REQUIRED = ("name", "config", "task", "input_vocab", "output_values")
@@ -85,7 +85,7 @@ def write(stem: str | Path, model: torch.nn.Module, meta: Mapping[str, Any]) -> 
 
 def load(stem: str | Path, name: str | None = None, kind: str = "file") -> Target:
     """A target from a checkpoint (its task is rebuilt from the recorded task kind and params)."""
-    from models.tasks import make_task
+    from mechsynth.models.tasks import make_task
 
     meta = read_metadata(stem)
     task_rec = meta["task"]

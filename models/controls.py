@@ -23,8 +23,8 @@ import dataclasses
 
 import torch
 
-from models.bridge import build_bridge
-from models.target import Target
+from mechsynth.models.bridge import build_bridge
+from mechsynth.models.target import Target
 
 
 def _control(target: Target, model: torch.nn.Module, what: str) -> Target:

@@ -33,19 +33,19 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from models.target import TargetError
-from dsl.location import Location, act_name
+from mechsynth.models.target import TargetError
+from mechsynth.dsl.location import Location, act_name
 
 if TYPE_CHECKING:
-    from dsl.hypothesis import Hypothesis
+    from mechsynth.dsl.hypothesis import Hypothesis
 
-    from models.tracr_targets import CompiledRasp
+    from mechsynth.models.tracr_targets import CompiledRasp
 
 
 def variable_name(expr: Any) -> str:
     """The DSL name of a RASP expression (`dsl.rasp_variable_name`, or the same rule locally)."""
     try:
-        from dsl import rasp_variable_name
+        from mechsynth.dsl import rasp_variable_name
     except ImportError:
         rasp_variable_name = None
     if rasp_variable_name is not None:
@@ -119,10 +119,10 @@ def variable_locations(compiled: CompiledRasp, sd: Mapping[str, np.ndarray]) -> 
 def ground_truth_hypothesis(compiled: CompiledRasp, locations: Mapping[str, Location]) -> Hypothesis | None:
     """The DSL program tracr compiled plus the locations of its variables (None without the DSL bridge)."""
     try:
-        from dsl import DSLError, from_rasp
+        from mechsynth.dsl import DSLError, from_rasp
     except ImportError:
         return None
-    from dsl.hypothesis import Hypothesis
+    from mechsynth.dsl.hypothesis import Hypothesis
 
     try:
         program = from_rasp(compiled.program, compiled.vocab, compiled.max_seq_len)
@@ -142,8 +142,8 @@ def stable_names(program: Any) -> dict[str, str]:
     different variable names depending on what was built before it. Ground truth must not
     depend on that: strip the trailing counter, then number clashes in program order.
     """
-    from dsl.program import PRIMITIVE_VARIABLES
-    from dsl.registry import primitives
+    from mechsynth.dsl.program import PRIMITIVE_VARIABLES
+    from mechsynth.dsl.registry import primitives
 
     # Never reuse an operation's name (``select = select(...)`` parses, but reads badly).
     taken = set(PRIMITIVE_VARIABLES) | {p.name for p in primitives()}

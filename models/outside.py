@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from models.target import TargetError
+from mechsynth.models.target import TargetError
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 # Wrappers some training scripts save around the state dict itself.

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.target import Target, TargetError, outputs_equal
+from mechsynth.models.target import Target, TargetError, outputs_equal
 
 N_INPUTS = 1000
 N_WRONG = 5

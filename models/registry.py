@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import difflib
 
-from models.target import Target, TargetError, TargetRow
+from mechsynth.models.target import Target, TargetError, TargetRow
 
 KINDS = ("tracr", "trained", "file")
 
 
 def known_specs() -> list[str]:
     """Every `tracr:` and `trained:` spec (file: targets are open-ended)."""
-    from models.tracr_targets import lib_examples
-    from models.zoo import zoo_names
+    from mechsynth.models.tracr_targets import lib_examples
+    from mechsynth.models.zoo import zoo_names
 
     return [f"tracr:{n}" for n in lib_examples()] + [f"trained:{n}" for n in zoo_names()]
 
@@ -50,19 +50,19 @@ def load_target(spec: str) -> Target:
         raise _unknown(str(spec))
     kind, name = spec.split(":", 1)
     if kind == "tracr":
-        from models.tracr_targets import lib_examples, tracr_target
+        from mechsynth.models.tracr_targets import lib_examples, tracr_target
 
         if name not in lib_examples():
             raise _unknown(spec)
         return tracr_target(name)
     if kind == "trained":
-        from models.zoo import load_trained, zoo_names
+        from mechsynth.models.zoo import load_trained, zoo_names
 
         if name not in zoo_names():
             raise _unknown(spec)
         return load_trained(name)
     if kind == "file":
-        from models.byo import load_file_target
+        from mechsynth.models.byo import load_file_target
 
         return load_file_target(name)
     raise _unknown(spec)
@@ -71,15 +71,15 @@ def load_target(spec: str) -> Target:
 def list_targets() -> list[TargetRow]:
     """Every tracr and trained target with its size and measured accuracy (no network is built:
     tracr rows come from the recorded manifest, trained rows from checkpoint metadata)."""
-    from models.tracr_targets import lib_examples, read_manifest
-    from models.zoo import zoo_names, zoo_row
+    from mechsynth.models.tracr_targets import lib_examples, read_manifest
+    from mechsynth.models.zoo import zoo_names, zoo_row
 
     manifest = read_manifest()
     rows: list[TargetRow] = []
     for name, example in lib_examples().items():
         m = manifest.get(name)
         if m is None:  # not recorded yet: measure it now (compiles; takes seconds)
-            from models.tracr_targets import measure
+            from mechsynth.models.tracr_targets import measure
 
             m = measure(name)
         rows.append(TargetRow(f"tracr:{name}", "tracr", m["layers"], m["heads"], m["d_model"], m["accuracy"],

@@ -65,7 +65,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 import torch
 
 if TYPE_CHECKING:
-    from dsl.hypothesis import Hypothesis
+    from mechsynth.dsl.hypothesis import Hypothesis
     from transformer_lens.model_bridge import TransformerBridge
 
 

@@ -32,7 +32,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from models.target import Task, TargetError
+from mechsynth.models.target import Task, TargetError
 
 BOS = "BOS"
 EQUALS = "="

@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from models.bridge import build_bridge
-from models.target import Domain, Target, TargetError, Task
+from mechsynth.models.bridge import build_bridge
+from mechsynth.models.target import Domain, Target, TargetError, Task
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -117,7 +117,7 @@ _OWN_BUILD = frozenset({"nary_sequencemap"})
 def _examples_from_dsl() -> dict[str, TracrExample] | None:
     """The DSL bridge's list (same programs, vocabularies and lengths as the DSL uses)."""
     try:
-        from dsl.rasp_bridge import LIB_EXAMPLES
+        from mechsynth.dsl.rasp_bridge import LIB_EXAMPLES
     except ImportError:
         return None
     ours = _examples()
@@ -244,7 +244,7 @@ def target_from_compiled(
     """The converted network, its task (the program's own outputs) and its ground truth."""
     from tracr.rasp import rasp
 
-    from models import ground_truth as gt
+    from mechsynth.models import ground_truth as gt
 
     assembled, program = compiled.assembled, compiled.program
     config, sd = tracr_state_dict(assembled)

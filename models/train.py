@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
-from models import checkpoint
-from models.bridge import build_bridge
-from models.target import Target, TargetError, outputs_equal
-from models.tasks import make_task
-from models.zoo import CHECKPOINT_DIR, Recipe, recipe
+from mechsynth.models import checkpoint
+from mechsynth.models.bridge import build_bridge
+from mechsynth.models.target import Target, TargetError, outputs_equal
+from mechsynth.models.tasks import make_task
+from mechsynth.models.zoo import CHECKPOINT_DIR, Recipe, recipe
 
 DEFAULT_OUT = Path("checkpoints")  # relative to the working directory; never the shipped directory
 HELDOUT_BUCKETS = 10  # 1 in 10 inputs is held out
@@ -209,10 +209,10 @@ def cmd_train(name: str, seed: int = 0, out: str | Path | None = None, force: bo
     return 0
 
 
-if __name__ == "__main__":  # python -m models.train NAME [SEED] [OUT]
+if __name__ == "__main__":  # python -m mechsynth.models.train NAME [SEED] [OUT]
     args = sys.argv[1:]
     if not args:
-        print("usage: python -m models.train NAME [SEED] [OUT]", file=sys.stderr)
+        print("usage: python -m mechsynth.models.train NAME [SEED] [OUT]", file=sys.stderr)
         raise SystemExit(2)
     seed_arg, out_arg = (int(args[1]) if len(args) > 1 else 0), (args[2] if len(args) > 2 else None)
     raise SystemExit(cmd_train(args[0], seed_arg, out_arg))

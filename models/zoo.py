@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.target import Target, TargetError, TargetRow
+from mechsynth.models.target import Target, TargetError, TargetRow
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 
@@ -146,7 +146,7 @@ def checkpoint_stem(name: str, directory: Path | None = None) -> Path:
 @functools.cache
 def load_trained(name: str) -> Target:
     """`trained:<name>` from the shipped checkpoint (cached; treat the network as read-only)."""
-    from models import checkpoint
+    from mechsynth.models import checkpoint
 
     recipe(name)
     stem = checkpoint_stem(name)
@@ -157,7 +157,7 @@ def load_trained(name: str) -> Target:
 
 def zoo_row(name: str) -> Any:
     """The target-table row of a zoo entry, from checkpoint metadata only (no weights loaded)."""
-    from models import checkpoint
+    from mechsynth.models import checkpoint
 
     stem = checkpoint_stem(name)
     r = recipe(name)

@@ -14,15 +14,15 @@ one hypothesis; ``synth.compare(hypothesis, ground_truth, target)`` says whether
 hypothesis recovers a known program and its locations.
 """
 
-from dsl.errors import HypothesisError
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location
-from synth.accept import Thresholds
-from synth.loop import RunError, RunOptions, run
-from synth.check.patching import CheckError
-from synth.report.recovery import Recovery, compare
-from synth.check.scoring import Scores, format_scores, resample_ablation_score, score
-from synth.store import Run, RunStoreError, load_run
+from mechsynth.dsl.errors import HypothesisError
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location
+from mechsynth.synth.accept import Thresholds
+from mechsynth.synth.loop import RunError, RunOptions, run
+from mechsynth.synth.check.patching import CheckError
+from mechsynth.synth.report.recovery import Recovery, compare
+from mechsynth.synth.check.scoring import Scores, format_scores, resample_ablation_score, score
+from mechsynth.synth.store import Run, RunStoreError, load_run
 
 __all__ = [
     "CheckError", "Hypothesis", "HypothesisError", "Location", "Recovery", "Run",

@@ -57,7 +57,7 @@ def _print_json(data: object) -> None:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from models import list_targets
+    from mechsynth.models import list_targets
 
     rows = [row.to_json() for row in list_targets()]
     if args.json:
@@ -71,8 +71,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """What a user must see before synthesis: architecture, encoding, accuracy, mistakes."""
-    from models import load_target
-    from models.preflight import format_preflight, preflight
+    from mechsynth.models import load_target
+    from mechsynth.models.preflight import format_preflight, preflight
 
     target = load_target(args.target)
     report = preflight(target, n=args.n, seed=args.seed, n_wrong=args.wrong)
@@ -85,8 +85,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def read_hypothesis_file(path: str | Path) -> Any:
     """Parse a hypothesis file; every failure is a CLIError naming the file (and line, column)."""
-    from dsl.errors import HypothesisError
-    from dsl.hypothesis import Hypothesis
+    from mechsynth.dsl.errors import HypothesisError
+    from mechsynth.dsl.hypothesis import Hypothesis
 
     path = Path(path)
     try:
@@ -130,9 +130,9 @@ def _hypothesis_error_text(e: BaseException, text: str) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from models import load_target
-    from synth.loop import torch_threads
-    from synth.check.scoring import format_scores, score
+    from mechsynth.models import load_target
+    from mechsynth.synth.loop import torch_threads
+    from mechsynth.synth.check.scoring import format_scores, score
 
     hypothesis = read_hypothesis_file(args.hypothesis)
     target = load_target(args.target)
@@ -147,10 +147,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Synthesise, check and control hypotheses for one target; the run directory is the record."""
-    from models import load_target
-    from synth.heartbeat import Heartbeat
-    from synth.interrupt import reliable_sigint
-    from synth.loop import default_out, run, summary_text
+    from mechsynth.models import load_target
+    from mechsynth.synth.heartbeat import Heartbeat
+    from mechsynth.synth.interrupt import reliable_sigint
+    from mechsynth.synth.loop import default_out, run, summary_text
 
     created = _prepare_run_dir(Path(args.out)) if args.out is not None else []
     quiet = bool(args.json)
@@ -206,7 +206,7 @@ PROPOSER_NAMES = ("model-guided", "enumerator", "llm")
 
 def _proposers(names: Sequence[str], options: dict[str, Any]) -> tuple[list[Any], str]:
     """The default proposers restricted to ``names`` (in the default order), and the LLM's status."""
-    from synth.loop import RunOptions, default_proposers
+    from mechsynth.synth.loop import RunOptions, default_proposers
 
     proposers, status = default_proposers(RunOptions(**options))
     available = {p.name for p in proposers}
@@ -231,11 +231,11 @@ def _proposer_list(text: str) -> tuple[str, ...]:
 def _controls(args: argparse.Namespace) -> Any:
     """The frivolous-circuit controls stage (the loop's pass-through for --no-controls)."""
     if args.no_controls:
-        from synth.loop import NoControls
+        from mechsynth.synth.loop import NoControls
 
         return NoControls()
-    from synth.accept import Thresholds
-    from synth.control.stage import loop_controls
+    from mechsynth.synth.accept import Thresholds
+    from mechsynth.synth.control.stage import loop_controls
 
     return loop_controls(args.seed, Thresholds(alpha=args.alpha), edge_popup=args.edge_popup)
 
@@ -247,7 +247,7 @@ def _prepare_run_dir(out: Path) -> list[Path]:
     returns the directories it created so a failed start can remove them again. The run
     store re-checks all of this when it opens.
     """
-    from synth.store import DB_NAME, RunStore
+    from mechsynth.synth.store import DB_NAME, RunStore
 
     if out.exists() and not out.is_dir():
         raise CLIError(f"run directory {out} is a file, not a directory")
@@ -267,7 +267,7 @@ def _remove_empty(directories: list[Path]) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """A run's report.md (or, before the run wrote one, its summary); ``--json``: the run as JSON."""
-    from synth.loop import load_run, summary_text
+    from mechsynth.synth.loop import load_run, summary_text
 
     result = load_run(args.run)
     if args.json:
@@ -279,10 +279,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from models.train import cmd_train as train_command
-    from models.zoo import recipe
+    from mechsynth.models.train import cmd_train as train_command
+    from mechsynth.models.zoo import recipe
 
-    from models.train import DEFAULT_OUT, output_path
+    from mechsynth.models.train import DEFAULT_OUT, output_path
 
     recipe(args.name)  # an unknown name is a TargetError naming the closest ones
     output_path(args.name, args.out, force=args.force)  # never the shipped checkpoint unasked
@@ -291,7 +291,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from synth.bench.suite import cmd_bench as bench_command
+    from mechsynth.synth.bench.suite import cmd_bench as bench_command
 
     _writable_dir(Path(args.out), "benchmark directory")  # before the suites run
     return bench_command(args)
@@ -547,16 +547,16 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     for module, name in (
         ("dsl", "DSLError"),
         ("models", "TargetError"),
-        ("dsl.errors", "HypothesisError"),
-        ("synth.check.patching", "CheckError"),
-        ("synth.store", "RunStoreError"),
-        ("synth.loop", "RunError"),
-        ("synth.observe", "ObserveError"),
-        ("synth.propose.enumerate", "EnumerationError"),
-        ("synth.control.config", "ControlError"),
-        ("synth.control.statistics", "StatisticsError"),
-        ("synth.control.edge_popup", "EdgePopupError"),
-        ("synth.bench.plan", "BenchError"),
+        ("mechsynth.dsl.errors", "HypothesisError"),
+        ("mechsynth.synth.check.patching", "CheckError"),
+        ("mechsynth.synth.store", "RunStoreError"),
+        ("mechsynth.synth.loop", "RunError"),
+        ("mechsynth.synth.observe", "ObserveError"),
+        ("mechsynth.synth.propose.enumerate", "EnumerationError"),
+        ("mechsynth.synth.control.config", "ControlError"),
+        ("mechsynth.synth.control.statistics", "StatisticsError"),
+        ("mechsynth.synth.control.edge_popup", "EdgePopupError"),
+        ("mechsynth.synth.bench.plan", "BenchError"),
     ):
         try:
             mod = __import__(module, fromlist=[name])

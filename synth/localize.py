@@ -27,17 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location, act_name
-from synth.propose.explain_heads import padded_patterns
-from synth.propose.guided_state import MatchThresholds
-from synth.propose.match_stats import decode_accuracy, explain_stats, explains, selector_agreement
-from synth.propose.model_guided import make_batch
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location, act_name
+from mechsynth.synth.propose.explain_heads import padded_patterns
+from mechsynth.synth.propose.guided_state import MatchThresholds
+from mechsynth.synth.propose.match_stats import decode_accuracy, explain_stats, explains, selector_agreement
+from mechsynth.synth.propose.model_guided import make_batch
 
 if TYPE_CHECKING:
-    from dsl import Program
-    from models import Target
-    from synth.observe import Observations
+    from mechsynth.dsl import Program
+    from mechsynth.models import Target
+    from mechsynth.synth.observe import Observations
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def localize(
     thresholds: MatchThresholds | None = None,
 ) -> tuple[Hypothesis, tuple[Placement, ...]]:
     """The best layer-order-respecting correspondence for ``program`` (see the module docstring)."""
-    from dsl.interpret import run
+    from mechsynth.dsl.interpret import run
 
     th = thresholds or MatchThresholds()
     obs = observations
@@ -159,7 +159,7 @@ class Localizer:
         self._obs: dict[int, tuple[Any, Observations]] = {}
 
     def observations(self, target: Target) -> Observations:
-        from synth.observe import observe
+        from mechsynth.synth.observe import observe
 
         key = id(target)
         if key not in self._obs:

@@ -44,13 +44,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from dsl.hypothesis import Hypothesis
-from synth.accept import SCORED, CandidateStatus, ControlVerdict, Thresholds, number, strength
-from synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
-from synth.store import EXPLANATION_PREFIX, Run, RunStore, candidate_key, config_hash, load_run
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.synth.accept import SCORED, CandidateStatus, ControlVerdict, Thresholds, number, strength
+from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
+from mechsynth.synth.store import EXPLANATION_PREFIX, Run, RunStore, candidate_key, config_hash, load_run
 
 if TYPE_CHECKING:
-    from models import Target
+    from mechsynth.models import Target
 
 EXIT_INTERRUPTED = 130
 
@@ -139,13 +139,13 @@ def default_out(target_name: str, seed: int) -> Path:
 
 def default_proposers(options: RunOptions) -> tuple[list[Any], str]:
     """Model-guided, then I/O enumeration, then (unless ``no_llm``) the LLM. Returns a status line."""
-    from synth.propose.enumerate import EnumerativeProposer
-    from synth.propose.model_guided import ModelGuidedProposer
+    from mechsynth.synth.propose.enumerate import EnumerativeProposer
+    from mechsynth.synth.propose.model_guided import ModelGuidedProposer
 
     proposers: list[Any] = [ModelGuidedProposer(), EnumerativeProposer()]
     status = "LLM proposer off (--no-llm)"
     if not options.no_llm:
-        from synth.propose.llm import LLMProposer
+        from mechsynth.synth.propose.llm import LLMProposer
 
         llm = LLMProposer(
             model=options.llm_model,
@@ -192,7 +192,7 @@ def run(
     (for experiments and tests); ``controls`` defaults to every frivolous-circuit control
     (``NoControls()`` opts out). ``progress`` receives one-line status updates.
     """
-    from models import load_target
+    from mechsynth.models import load_target
 
     unknown = sorted(set(options) - set(RunOptions.__dataclass_fields__))
     if unknown:
@@ -204,7 +204,7 @@ def run(
         target = load_target(target)
     out_dir = Path(out) if out is not None else default_out(target.name, opts.seed)
     if controls is None:
-        from synth.control.stage import loop_controls
+        from mechsynth.synth.control.stage import loop_controls
 
         controls = loop_controls(opts.seed, opts.thresholds)
     say = progress or (lambda _msg: None)
@@ -257,7 +257,7 @@ class _Loop:
 
     # --- stages --------------------------------------------------------------------------------
     def run(self) -> None:
-        from synth.observe import observe
+        from mechsynth.synth.observe import observe
 
         store, opts = self.store, self.opts
         if self._proposers is None:
@@ -427,7 +427,7 @@ class _Loop:
         del self.best[16:]
 
     def localize(self, hyp: Hypothesis) -> Hypothesis:
-        from synth.localize import default_thresholds, localize
+        from mechsynth.synth.localize import default_thresholds, localize
 
         t0 = time.monotonic()
         located, _ = localize(hyp.program, self.observations, default_thresholds(self.target))
@@ -453,7 +453,7 @@ class _Loop:
             )
         if self._score_fn is None:
             try:
-                from synth.check.scoring import resample_ablation_score
+                from mechsynth.synth.check.scoring import resample_ablation_score
 
                 pre = resample_ablation_score(
                     self.target, hyp, n=min(128, self.opts.n_score), seed=self.opts.seed
@@ -487,15 +487,15 @@ class _Loop:
     def score(self, hyp: Hypothesis) -> Mapping[str, Any]:
         if self._score_fn is not None:
             return self._score_fn(self.target, hyp)
-        from synth.check.scoring import score
+        from mechsynth.synth.check.scoring import score
 
         return score(self.target, hyp, n=self.opts.n_score, seed=self.opts.seed + 1)
 
     def observed_behaviour(self, hyp: Hypothesis) -> float:
         """Agreement of the program's output with the network's on the observed inputs."""
-        from dsl.interpret import decode, dtypes, encode
-        from dsl.interpret import run as run_program
-        from synth.check.behaviour import compare_outputs
+        from mechsynth.dsl.interpret import decode, dtypes, encode
+        from mechsynth.dsl.interpret import run as run_program
+        from mechsynth.synth.check.behaviour import compare_outputs
 
         obs = self.observations
         batch = encode(obs.all_inputs(), symbols=hyp.program.literals())
@@ -544,13 +544,13 @@ def _json_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- reporting ------------------------------------------------------------------------------------
 def write_report(store: RunStore) -> Path:
-    from synth.report.markdown import render_report
+    from mechsynth.synth.report.markdown import render_report
 
     path = store.dir / "report.md"
     try:
         path.write_text(render_report(store))
     except OSError as e:
-        from synth.store import RunStoreError, is_disk_full
+        from mechsynth.synth.store import RunStoreError, is_disk_full
 
         if is_disk_full(e):  # the database keeps what it committed; say what happened in one line
             raise RunStoreError(f"disk full: cannot write {path}; every candidate committed is kept in "

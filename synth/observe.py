@@ -28,12 +28,12 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from dsl.location import act_name
+from mechsynth.dsl.location import act_name
 
 if TYPE_CHECKING:
-    from models import Target
+    from mechsynth.models import Target
 
-    from dsl.location import Location
+    from mechsynth.dsl.location import Location
 
 
 class ObserveError(ValueError):

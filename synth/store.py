@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterator, Mapping, Sequence
 
-from dsl.hypothesis import Hypothesis
-from synth.accept import SCORED, CandidateStatus, strength
-from synth.secrets import redact
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.synth.accept import SCORED, CandidateStatus, strength
+from mechsynth.synth.secrets import redact
 
 DB_NAME = "run.sqlite"
 LOCK_NAME = "run.lock"
@@ -586,7 +586,7 @@ def explanations(meta: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def load_run(path: str | Path) -> Run:
     """A stored run (finished, interrupted or still running)."""
-    from dsl.errors import HypothesisError
+    from mechsynth.dsl.errors import HypothesisError
 
     with open_run(path, read_only=True) as store:
         meta = store.meta()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from models import Target, load_target
+from mechsynth.models import Target, load_target
 
 
 @functools.cache

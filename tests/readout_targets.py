@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import dsl
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location
-from models.target import Target
+from mechsynth import dsl
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location
+from mechsynth.models.target import Target
 from tiny_targets import EMBED, MLP0, copy_target
 
 FIRST = dsl.parse("first = select(indices, indices, k == 0)\nout = aggregate(first, tokens)")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-import dsl
-from models.bridge import build_bridge
-from models.target import Target, Task
-from dsl.location import Location
+from mechsynth import dsl
+from mechsynth.models.bridge import build_bridge
+from mechsynth.models.target import Target, Task
+from mechsynth.dsl.location import Location
 
 VOCAB = (0, 1, 2)
 # Where copy_target keeps the token, and the program it computes (see copy_target).

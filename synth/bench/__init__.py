@@ -36,7 +36,7 @@ Modules:
 
 - ``suite`` — the bench as one run: ``cmd_bench`` (``mechsynth bench``), ``run_bench``,
   ``write_outputs``, the thin ``acdc_suite`` and ``controls_suite``, and ``main``
-  (``python -m synth.bench.suite update-baseline DIR/bench.json``);
+  (``python -m mechsynth.synth.bench.suite update-baseline DIR/bench.json``);
 - ``plan`` — ``BenchPlan`` and ``make_plan``, the suites, proposer configurations and
   ``--quick`` targets, ``BenchError``, and the machine, versions, git commit and RSS;
 - ``recovery`` — the recovery suite: ``recovery_suite``, ``run_one``, ``RecoveryResult``;

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Iterable, Mapping, Sequence
 
 if TYPE_CHECKING:
-    from models import Target
+    from mechsynth.models import Target
 
 # The recipe from shared/notes/peers.md: the pins keep pip off NumPy 2 (TL 2.x caps it below 2)
 # and `attrs` is imported by auto-circuit without being declared.
@@ -330,7 +330,7 @@ def edge_components(node_name: str) -> str | None:
 
 def location_component(location: Any) -> str | None:
     """A hypothesis Location -> the same component naming (heads 'A<layer>.<head>', 'MLP <layer>')."""
-    from dsl.location import Location
+    from mechsynth.dsl.location import Location
 
     loc = location if isinstance(location, Location) else Location.parse(str(location))
     if loc.layer is None:

@@ -1,7 +1,7 @@
 """The CI floor: the committed ``baseline.json`` of ``--quick`` recovery counts, and the check.
 
 The floor is a measured number, written from a real run's ``bench.json`` by
-:func:`update_baseline` (``python -m synth.bench.suite update-baseline DIR/bench.json``),
+:func:`update_baseline` (``python -m mechsynth.synth.bench.suite update-baseline DIR/bench.json``),
 never typed in; :func:`check_baseline` fails a ``--quick`` run that recovers less.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth.bench.plan import LLM_MODES, BenchError
+from mechsynth.synth.bench.plan import LLM_MODES, BenchError
 
 BASELINE_PATH = Path(__file__).with_name("baseline.json")
 # Configurations whose --quick recovery count CI holds to the committed floor.

@@ -20,18 +20,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 
-from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
-from dsl.hypothesis import Hypothesis
+from mechsynth.dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
+from mechsynth.dsl.hypothesis import Hypothesis
 
-from synth.accept import ControlError, Thresholds
-from synth.control.config import NetworkFactory
-from synth.control.numbers import json_float, nanmax, number
-from synth.accept import statistic
-from synth.control.results import finite_or_none
-from synth.control.stage import default_networks
+from mechsynth.synth.accept import ControlError, Thresholds
+from mechsynth.synth.control.config import NetworkFactory
+from mechsynth.synth.control.numbers import json_float, nanmax, number
+from mechsynth.synth.accept import statistic
+from mechsynth.synth.control.results import finite_or_none
+from mechsynth.synth.control.stage import default_networks
 
 if TYPE_CHECKING:
-    from models import Target
+    from mechsynth.models import Target
 
 
 @dataclass(frozen=True)
@@ -285,7 +285,7 @@ def _saved_outcome(run_dir: str | None, budget_seconds: float) -> RunOutcome | N
             return None
         saved = RunOutcome.from_json(data["outcome"])
         if os.path.exists(os.path.join(run_dir, "run.sqlite")):
-            from synth.loop import load_run
+            from mechsynth.synth.loop import load_run
 
             again = run_outcome(load_run(run_dir), saved.seconds)
             return dataclasses.replace(again, network=saved.network, verification=saved.verification)
@@ -370,7 +370,7 @@ def _suite_rows(name: str, real: RunOutcome, control_runs: Sequence[RunOutcome])
 
 def _load(spec: str | Target) -> Target:
     if isinstance(spec, str):
-        from models import load_target
+        from mechsynth.models import load_target
 
         return load_target(spec)
     return spec
@@ -381,7 +381,7 @@ def _default_run_fn(target: Target, seed: int, budget_seconds: float, out: str |
     import shutil
     import tempfile
 
-    from synth.loop import run
+    from mechsynth.synth.loop import run
 
     if out is not None:
         shutil.rmtree(out, ignore_errors=True)  # fresh, never resumed
@@ -438,8 +438,8 @@ def verify_on_fresh_inputs(
     full checks again on other inputs (another seed). ``holds`` when every check threshold
     of :class:`Thresholds` holds on both.
     """
-    from synth.check.behaviour import behaviour
-    from synth.check.scoring import score
+    from mechsynth.synth.check.behaviour import behaviour
+    from mechsynth.synth.check.scoring import score
 
     hypothesis = Hypothesis.parse(hypothesis_text)
     task = target.task

@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from synth.bench.log import error_text, log
-from synth.bench.numeric import ratio
-from synth.bench.plan import BenchPlan
-from synth.bench.recovery import seconds_to_recovery
+from mechsynth.synth.bench.log import error_text, log
+from mechsynth.synth.bench.numeric import ratio
+from mechsynth.synth.bench.plan import BenchPlan
+from mechsynth.synth.bench.recovery import seconds_to_recovery
 
 
 def _timed(fn: Callable[[], Any], *, repeat: int = 1, min_seconds: float = 0.0) -> tuple[Any, float]:
@@ -81,7 +81,7 @@ def chain_program_text(units: int) -> str:
 
 def interpreter_measure(program: Any, inputs: list[list[Any]], repeat: int = 3) -> dict[str, Any]:
     """Time the DSL's tensor path on one encoded batch (encoding once, as the enumerator does)."""
-    from dsl.interpret import encode, run
+    from mechsynth.dsl.interpret import encode, run
 
     batch = encode(inputs)
     run(program, batch)  # warm-up: compiles the function-library lookups cached on the batch
@@ -101,8 +101,8 @@ def _random_depth_target(base: Any, n_layers: int, seed: int) -> Any:
     """The base target's task and encoding on a freshly initialised network of `n_layers` blocks."""
     import dataclasses
 
-    from models.bridge import build_bridge
-    from synth.bench.acdc_peer import model_config
+    from mechsynth.models.bridge import build_bridge
+    from mechsynth.synth.bench.acdc_peer import model_config
 
     config = {k: v for k, v in model_config(base.model).items() if v is not None}
     config.update(n_layers=n_layers, seed=seed)
@@ -116,9 +116,9 @@ def depth_probe_hypothesis(n_layers: int) -> Any:
     It claims the last block's head 0 copies the token at its own position, so scoring it
     scrubs through every block: the same work per block on networks of any depth.
     """
-    from dsl import parse
-    from dsl.hypothesis import Hypothesis
-    from dsl.location import Location, act_name
+    from mechsynth.dsl import parse
+    from mechsynth.dsl.hypothesis import Hypothesis
+    from mechsynth.dsl.location import Location, act_name
 
     program = parse("out = aggregate(select(indices, indices, EQ), tokens)")
     return Hypothesis(program, {program.output: Location(act_name("z", n_layers - 1), head=0)})
@@ -135,7 +135,7 @@ def _interpreter(reference: Any, inputs: list[list[Any]], forward_s: float | Non
 
 def _enumerator(reference: Any, plan: BenchPlan) -> dict[str, Any]:
     """Distinct programs/s; ratio = distinct / nodes evaluated (what pruning keeps)."""
-    from synth.propose.enumerate import throughput
+    from mechsynth.synth.propose.enumerate import throughput
 
     seconds = 3.0 if plan.quick else 10.0
     stats = throughput(reference, seconds=seconds, seed=plan.seed)
@@ -157,8 +157,8 @@ def _score_cost(spec: str, plan: BenchPlan) -> dict[str, Any]:
     The checks helper's own measurement: the same inputs (all lengths, grouped as the
     scorer groups them) for the clean passes and for the score, best of `repeats`.
     """
-    from models import load_target
-    from synth.check.scoring import cost_ratio
+    from mechsynth.models import load_target
+    from mechsynth.synth.check.scoring import cost_ratio
 
     target = load_target(spec)
     n = plan.perf_batch // 16 if plan.quick else plan.perf_batch // 16 * 4
@@ -204,8 +204,8 @@ def _time_to_recovery(recovery: Mapping[str, Any] | None, forward_s: float | Non
 
 
 def _depth_row(reference: Any, inputs: list[list[Any]], depth: int, plan: BenchPlan) -> dict[str, Any]:
-    from synth.check.scoring import score
-    from synth.observe import observe
+    from mechsynth.synth.check.scoring import score
+    from mechsynth.synth.observe import observe
 
     n = plan.perf_batch // 16
     target = _random_depth_target(reference, depth, plan.seed)
@@ -240,7 +240,7 @@ def _size_growth(plan: BenchPlan) -> list[dict[str, Any]]:
     """Growth with program size: interpreter time on one batch for 1..16 units of 3 nodes."""
     import random
 
-    from dsl import parse
+    from mechsynth.dsl import parse
 
     rng = random.Random(plan.seed)
     inputs = [[rng.randrange(5) for _ in range(8)] for _ in range(plan.perf_batch)]
@@ -259,7 +259,7 @@ def perf_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Pat
     machine two intra-op threads made one forward pass tens of times slower than one."""
     import torch
 
-    from synth.loop import RunOptions
+    from mechsynth.synth.loop import RunOptions
 
     old = torch.get_num_threads()
     threads = int(RunOptions().threads) or old
@@ -273,7 +273,7 @@ def perf_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Pat
 
 
 def _perf_measurements(plan: BenchPlan, recovery: Mapping[str, Any] | None) -> dict[str, Any]:
-    from models import load_target
+    from mechsynth.models import load_target
 
     tracr_specs = [s for s in plan.targets if s.startswith("tracr:")] or ["tracr:reverse"]
     reference = load_target(tracr_specs[0])

@@ -79,11 +79,11 @@ def llm_configured(env: Mapping[str, str] | None = None) -> bool:
 def available_targets() -> tuple[list[str], list[str]]:
     """(tracr specs, trained specs) known here, without building any network."""
     try:
-        from models.registry import known_specs
+        from mechsynth.models.registry import known_specs
 
         names = list(known_specs())
     except ImportError:  # an older models package: fall back to the (slower) full table
-        from models import list_targets
+        from mechsynth.models import list_targets
 
         names = [str(getattr(r, "name", None) or dict(r)["name"]) for r in list_targets()]
     tracr = [n for n in names if n.startswith("tracr:")]
@@ -95,7 +95,7 @@ def _first_loadable(specs: list[str], *, check: bool) -> list[str]:
     """The first spec that loads (a checkpoint may not be trained yet), as a 0/1-item list."""
     if not check:
         return specs[:1]
-    from models import load_target
+    from mechsynth.models import load_target
 
     for spec in specs:
         try:

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from synth.bench.log import error_text, log
-from synth.bench.numeric import fmt, number
-from synth.bench.plan import LLM_MODES, MODE_LABELS, WORK_DIR, BenchError, BenchPlan
+from mechsynth.synth.bench.log import error_text, log
+from mechsynth.synth.bench.numeric import fmt, number
+from mechsynth.synth.bench.plan import LLM_MODES, MODE_LABELS, WORK_DIR, BenchError, BenchPlan
 
 # A trained target has no ground truth; the synthesis issue's bar for "explained" is an
 # accepted hypothesis with at least this behaviour match and loss recovered.
@@ -71,14 +71,14 @@ def mode_proposers(mode: str) -> list[Any]:
     nothing inside. (b) is the model-guided proposer alone (it builds its candidates with
     the same enumerator, but from the activations). (c)/(d) add the LLM proposer.
     """
-    from synth.propose.enumerate import EnumerativeProposer
-    from synth.propose.model_guided import ModelGuidedProposer
+    from mechsynth.synth.propose.enumerate import EnumerativeProposer
+    from mechsynth.synth.propose.model_guided import ModelGuidedProposer
 
     if mode == "io_only":
         return [EnumerativeProposer()]
     if mode == "model_guided":
         return [ModelGuidedProposer()]
-    from synth.propose.llm import LLMProposer
+    from mechsynth.synth.propose.llm import LLMProposer
 
     if mode == "llm_only":
         return [LLMProposer()]
@@ -175,7 +175,7 @@ def _judge(
             loss or 0.0
         ) >= TRAINED_MIN_LOSS_RECOVERED
         return recovered, None if recovered else "accepted below the trained-target bar", None
-    from synth.report.recovery import compare
+    from mechsynth.synth.report.recovery import compare
 
     recovery = compare(hypothesis, target.ground_truth, target)
     recovered = bool(recovery.recovered)
@@ -188,8 +188,8 @@ def _judge(
 
 def run_one(spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: Path) -> RecoveryResult:
     """Run the loop on one target in one configuration and judge the outcome."""
-    from models import load_target
-    from synth.loop import run as synth_run
+    from mechsynth.models import load_target
+    from mechsynth.synth.loop import run as synth_run
 
     target = load_target(spec)
     run = synth_run(

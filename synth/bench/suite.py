@@ -19,13 +19,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from synth.bench.false_positives import false_positive_suite
-from synth.bench.baseline import BASELINE_PATH, check_baseline, load_baseline, update_baseline
-from synth.bench.log import error_text
-from synth.bench.log import log as _log  # the name controls_suite's body uses
-from synth.bench.numeric import finite
-from synth.bench.perf import perf_suite
-from synth.bench.plan import (
+from mechsynth.synth.bench.false_positives import false_positive_suite
+from mechsynth.synth.bench.baseline import BASELINE_PATH, check_baseline, load_baseline, update_baseline
+from mechsynth.synth.bench.log import error_text
+from mechsynth.synth.bench.log import log as _log  # the name controls_suite's body uses
+from mechsynth.synth.bench.numeric import finite
+from mechsynth.synth.bench.perf import perf_suite
+from mechsynth.synth.bench.plan import (
     MODE_LABELS,
     WORK_DIR,
     BenchError,
@@ -37,9 +37,9 @@ from synth.bench.plan import (
     peak_rss_mb,
     versions,
 )
-from synth.bench.recovery import recovery_suite
-from synth.bench.render import render_markdown
-from synth.accept import Thresholds
+from mechsynth.synth.bench.recovery import recovery_suite
+from mechsynth.synth.bench.render import render_markdown
+from mechsynth.synth.accept import Thresholds
 
 SCHEMA_VERSION = 1
 
@@ -49,8 +49,8 @@ SCHEMA_VERSION = 1
 
 def acdc_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Path) -> dict[str, Any]:
     """ACDC and EAP (auto-circuit, own venv) on the plan's tracr targets, next to our locations."""
-    from models import load_target
-    from synth.bench import acdc_peer
+    from mechsynth.models import load_target
+    from mechsynth.synth.bench import acdc_peer
 
     specs = [s for s in plan.targets if s.startswith("tracr:")]
     ours: dict[str, list[str]] = {}
@@ -113,7 +113,7 @@ def run_bench(plan: BenchPlan, out_dir: Path, *, command: str = "mechsynth bench
     """Run the planned suites and return every number (also what bench.json holds)."""
     import torch  # noqa: F401 - imported before the RSS baseline so it counts as "after imports"
 
-    import synth  # noqa: F401
+    from mechsynth import synth  # noqa: F401
 
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -212,10 +212,10 @@ def cmd_bench(args: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m synth.bench.suite update-baseline DIR/bench.json``: refresh the CI floor."""
+    """``python -m mechsynth.synth.bench.suite update-baseline DIR/bench.json``: refresh the CI floor."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or argv[0] != "update-baseline":
-        print("usage: python -m synth.bench.suite update-baseline BENCH_JSON", file=sys.stderr)
+        print("usage: python -m mechsynth.synth.bench.suite update-baseline BENCH_JSON", file=sys.stderr)
         return 2
     baseline = update_baseline(Path(argv[1]))
     print(f"wrote {BASELINE_PATH}: {baseline['min_recovered']}")

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Sequence
 
-from synth.check.patching import CheckError
+from mechsynth.synth.check.patching import CheckError
 
 if TYPE_CHECKING:
-    from models import Target
+    from mechsynth.models import Target
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def compare_outputs(
     is (then a None prediction there counts as a disagreement: the null draws of the p-value
     are measured on the real hypothesis' positions).
     """
-    from models.target import outputs_equal
+    from mechsynth.models.target import outputs_equal
 
     reference = predicted if defined_by is None else defined_by
     read, compared, agree = [], [], []
@@ -83,8 +83,8 @@ def compare_outputs(
 
 def behaviour(target: Target, program: Any, inputs: Sequence[Sequence[Any]]) -> Behaviour:
     """Program output vs the network's decoded output at the readout positions."""
-    from dsl import evaluate
-    from dsl.errors import DSLError
+    from mechsynth.dsl import evaluate
+    from mechsynth.dsl.errors import DSLError
 
     inputs = [list(x) for x in inputs]
     try:

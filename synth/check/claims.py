@@ -38,13 +38,22 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location, act_name
-from synth.check.patching import CheckError, HookInfo, PassCounter, ReadIndex, Site, probe, resolve, run
+from mechsynth.dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location, act_name
+from mechsynth.synth.check.patching import (
+    CheckError,
+    HookInfo,
+    PassCounter,
+    ReadIndex,
+    Site,
+    probe,
+    resolve,
+    run,
+)
 
 if TYPE_CHECKING:
-    from models import Target
+    from mechsynth.models import Target
 
 
 
@@ -157,8 +166,8 @@ class Group:
 
 def program_values(program: Any, inputs: Sequence[Sequence[Any]]) -> tuple[Any, dict[str, torch.Tensor]]:
     """(dsl batch, {variable: codes}) for same-length inputs; CheckError if the program cannot run."""
-    from dsl import interpret
-    from dsl.errors import DSLError
+    from mechsynth.dsl import interpret
+    from mechsynth.dsl.errors import DSLError
 
     try:
         batch = interpret.encode(inputs, symbols=program.literals())

@@ -38,11 +38,11 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from synth.check.claims import PRIMITIVES, Claims, Group
-from synth.check.patching import Edit, PassCounter, run
+from mechsynth.synth.check.claims import PRIMITIVES, Claims, Group
+from mechsynth.synth.check.patching import Edit, PassCounter, run
 
 if TYPE_CHECKING:
-    from models import Target
+    from mechsynth.models import Target
 
 
 def interventions(claims: Claims) -> list[tuple[str, ...]]:
@@ -64,7 +64,7 @@ def counterfactual_output(
     ``batch`` replaces the group's batch; with ``where`` ([B, T] bool) the source's values
     are taken only there (aligned positions) and the base keeps its own elsewhere.
     """
-    from dsl import interpret
+    from mechsynth.dsl import interpret
 
     batch = group.batch if batch is None else batch
     values = dict(base_values) if base_values is not None else interpret.run(program, batch)
@@ -94,10 +94,10 @@ def iia_group(
     target: Target, claims: Claims, group: Group, gen: torch.Generator, counter: PassCounter
 ) -> dict[tuple[str, ...], GroupIIA]:
     """IIA of every intervention on one length group."""
-    from models.target import outputs_equal
+    from mechsynth.models.target import outputs_equal
 
     kind = target.task.output_kind
-    from dsl import interpret
+    from mechsynth.dsl import interpret
 
     base_values = interpret.run(claims.program, group.batch)
     out = claims.program.output
@@ -135,8 +135,8 @@ def iia_across_lengths(
 ) -> dict[tuple[str, ...], list[GroupIIA]]:
     """IIA of every intervention with sources of any length, aligned at the positions both inputs
     have (see the module docstring); one `GroupIIA` per group, in the groups' order."""
-    from dsl import interpret
-    from models.target import outputs_equal
+    from mechsynth.dsl import interpret
+    from mechsynth.models.target import outputs_equal
 
     program, kind = claims.program, target.task.output_kind
     todo = interventions(claims)

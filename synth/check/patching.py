@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from dsl.location import Location
+from mechsynth.dsl.location import Location
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge

@@ -38,15 +38,15 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from synth.check.behaviour import behaviour, broader_inputs
-from synth.check.claims import Claims, group_by_length, prepare_groups, resolve_claims
-from dsl.hypothesis import Hypothesis
-from synth.check.interchange import iia_across_lengths, iia_group
-from synth.check.patching import CheckError, PassCounter
-from synth.check.scrub import ABLATIONS, GroupLosses, ablation_groups, scrub_group
+from mechsynth.synth.check.behaviour import behaviour, broader_inputs
+from mechsynth.synth.check.claims import Claims, group_by_length, prepare_groups, resolve_claims
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.synth.check.interchange import iia_across_lengths, iia_group
+from mechsynth.synth.check.patching import CheckError, PassCounter
+from mechsynth.synth.check.scrub import ABLATIONS, GroupLosses, ablation_groups, scrub_group
 
 if TYPE_CHECKING:
-    from models import Target
+    from mechsynth.models import Target
 
 __all__ = ["CheckError", "Scores", "cost_ratio", "format_scores", "resample_ablation_score", "score"]
 
@@ -159,8 +159,8 @@ def _necessity(dropped: list[GroupLosses], single: Mapping[str, list[GroupLosses
 
 def _clean_loss(target: Target, groups: list) -> float:
     """The loss of the clean run against itself (0 by construction of the loss; computed, not assumed)."""
-    from synth.check.patching import readout_loss
-    from synth.check.scrub import numeric_column
+    from mechsynth.synth.check.patching import readout_loss
+    from mechsynth.synth.check.scrub import numeric_column
 
     losses = [
         readout_loss(g.clean_logits, g.clean_logits, g.readout, numeric_column(target))[g.readout.valid]

@@ -85,11 +85,19 @@ from collections.abc import Sequence
 
 import torch
 
-from synth.check.claims import Claims, Group
-from synth.check.patching import CheckError, Edit, PassCounter, ReadIndex, as_read_index, readout_loss, run
+from mechsynth.synth.check.claims import Claims, Group
+from mechsynth.synth.check.patching import (
+    CheckError,
+    Edit,
+    PassCounter,
+    ReadIndex,
+    as_read_index,
+    readout_loss,
+    run,
+)
 
 if TYPE_CHECKING:
-    from models import Target
+    from mechsynth.models import Target
 
 ABLATIONS = ("resample", "mean", "zero")
 NUMERIC_ATOL = 1e-2  # numerical readouts "agree" within this (models.target.NUMERIC_ATOL)

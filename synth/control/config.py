@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 
-from dsl.hypothesis import Hypothesis
-from synth.accept import ControlError, Thresholds
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.synth.accept import ControlError, Thresholds
 
 if TYPE_CHECKING:
-    from dsl import Program
-    from models import Target
-    from synth.control.edge_popup import EdgePopupConfig
+    from mechsynth.dsl import Program
+    from mechsynth.models import Target
+    from mechsynth.synth.control.edge_popup import EdgePopupConfig
 
 
 ScoreFn = Callable[["Target", Hypothesis], Mapping[str, Any]]

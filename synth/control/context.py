@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location, hook_in_layer
+from mechsynth.dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location, hook_in_layer
 
-from synth.accept import ControlError
-from synth.accept import statistic as min_of_scores
-from synth.control.results import ControlResult
+from mechsynth.synth.accept import ControlError
+from mechsynth.synth.accept import statistic as min_of_scores
+from mechsynth.synth.control.results import ControlResult
 
 if TYPE_CHECKING:
-    from synth.control.stage import ControlStage
-    from dsl import Program
-    from models import Target
+    from mechsynth.synth.control.stage import ControlStage
+    from mechsynth.dsl import Program
+    from mechsynth.models import Target
 
 
 class ControlContext:
@@ -242,7 +242,7 @@ class BehaviourOracle:
 
     def _every(self, program: Program) -> dict[str, list] | None:
         """Every variable's values (selectors included); None when the program does not evaluate."""
-        import dsl
+        from mechsynth import dsl
 
         return self._memo(self._values, program, lambda: dsl.evaluate_all(program, self.inputs))
 
@@ -252,7 +252,7 @@ class BehaviourOracle:
         Same result as ``dsl.evaluate``, with the encoded inputs reused across programs
         that mention the same literals (encoding is most of what remains).
         """
-        from dsl.interpret import decode, dtypes, encode, run
+        from mechsynth.dsl.interpret import decode, dtypes, encode, run
 
         def compute() -> list:
             symbols = tuple(sorted(set(map(repr, program.literals()))))
@@ -268,7 +268,7 @@ class BehaviourOracle:
 
     @staticmethod
     def _memo(cache: dict[str, Any], program: Program, compute: Callable[[], Any]) -> Any:
-        from dsl.errors import DSLError
+        from mechsynth.dsl.errors import DSLError
 
         key = str(program)
         if key not in cache:
@@ -300,7 +300,7 @@ class BehaviourOracle:
         so the real hypothesis and every null draw are measured on the same positions;
         there a draw's None still counts as a disagreement.
         """
-        from synth.check.behaviour import compare_outputs
+        from mechsynth.synth.check.behaviour import compare_outputs
 
         key = (str(program), str(real) if real is not None else "")
         if key not in self._bounds:
@@ -419,9 +419,9 @@ def random_program_like(program: Program, rng: np.random.Generator, tries: int =
     functions), its comparisons from the comparison names. Literal values are kept.
     Draws that do not type-check are redrawn.
     """
-    from dsl import registry
-    from dsl.errors import DSLError
-    from dsl.program import COMPARISONS, Fn, Node, Program
+    from mechsynth.dsl import registry
+    from mechsynth.dsl.errors import DSLError
+    from mechsynth.dsl.program import COMPARISONS, Fn, Node, Program
 
     literals = {0, 1, 2, 3}
     own_fns: dict[int, list[Any]] = {1: [], 2: []}

@@ -44,7 +44,7 @@ import torch
 from torch.nn.utils import parametrize
 
 if TYPE_CHECKING:
-    from models import Target
+    from mechsynth.models import Target
 
 
 class EdgePopupError(ValueError):
@@ -213,7 +213,7 @@ def fit_edge_popup(
 
 def output_agreement(a: Target, b: Target, inputs: Sequence[Sequence[Any]]) -> float:
     """Fraction of read positions where two networks' decoded outputs agree."""
-    from models.target import outputs_equal
+    from mechsynth.models.target import outputs_equal
 
     same = total = 0
     for ra, rb in zip(a.predict(inputs), b.predict(inputs)):
@@ -228,7 +228,7 @@ def output_agreement(a: Target, b: Target, inputs: Sequence[Sequence[Any]]) -> f
 def _mimic_loss(
     target: Target, student: torch.Tensor, teacher: torch.Tensor, inputs: Sequence[Sequence[Any]]
 ) -> torch.Tensor:
-    from synth.check.patching import ReadIndex
+    from mechsynth.synth.check.patching import ReadIndex
 
     read = ReadIndex.of_rows([[i + target.position_offset for i in target.read_positions(x)] for x in inputs])
     s, t = read.take(student)[read.valid], read.take(teacher)[read.valid]  # [positions read, d_vocab_out]

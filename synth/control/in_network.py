@@ -12,11 +12,11 @@ import math
 from typing import TYPE_CHECKING, Any
 
 
-from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
+from mechsynth.dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
 
-from synth.control.context import ControlContext
-from synth.control.numbers import number
-from synth.control.results import ControlResult
+from mechsynth.synth.control.context import ControlContext
+from mechsynth.synth.control.numbers import number
+from mechsynth.synth.control.results import ControlResult
 
 if TYPE_CHECKING:
     pass
@@ -122,7 +122,7 @@ class BroaderDistribution:
     name = "broader_distribution"
 
     def run(self, ctx: ControlContext) -> ControlResult:
-        from synth.check.behaviour import behaviour
+        from mechsynth.synth.check.behaviour import behaviour
 
         target, task, n = ctx.target, ctx.target.task, ctx.config.n_broader
         seed = ctx.config.seed + 4242

@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 
-from dsl.hypothesis import Hypothesis
-from synth.control.statistics import (
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.synth.control.statistics import (
     empirical_p_value,
 )
 
-from synth.accept import Thresholds
-from synth.control.context import ControlContext
-from synth.control.numbers import mean, nanmax, quantile
-from synth.control.results import ControlResult
+from mechsynth.synth.accept import Thresholds
+from mechsynth.synth.control.context import ControlContext
+from mechsynth.synth.control.numbers import mean, nanmax, quantile
+from mechsynth.synth.control.results import ControlResult
 
 if TYPE_CHECKING:
     pass
@@ -206,7 +206,7 @@ class EdgePopup:
     name = "edge_popup"
 
     def run(self, ctx: ControlContext) -> ControlResult:
-        from synth.control.edge_popup import EdgePopupConfig, fit_edge_popup
+        from mechsynth.synth.control.edge_popup import EdgePopupConfig, fit_edge_popup
 
         cfg = ctx.config.edge_popup_config or EdgePopupConfig(seed=ctx.config.seed)
         fitted = ctx.stage._edge_popup(ctx.target, cfg, fit_edge_popup)

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from synth.accept import number
+from mechsynth.synth.accept import number
 
 __all__ = ["is_number", "json_float", "jsonable", "mean", "nanmax", "number", "quantile"]
 

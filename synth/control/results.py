@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 
-from dsl.hypothesis import Hypothesis
-from synth.control.statistics import (
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.synth.control.statistics import (
     MonteCarloTest,
     holm,
 )
 
-from synth.accept import ControlError, Thresholds
-from synth.control.numbers import is_number, json_float, jsonable, number
+from mechsynth.synth.accept import ControlError, Thresholds
+from mechsynth.synth.control.numbers import is_number, json_float, jsonable, number
 
 if TYPE_CHECKING:
     pass

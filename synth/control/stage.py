@@ -45,27 +45,27 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 
-from dsl.hypothesis import Hypothesis
-from synth.accept import ControlVerdict, Thresholds
-from synth.control.statistics import (
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.synth.accept import ControlVerdict, Thresholds
+from mechsynth.synth.control.statistics import (
     MonteCarloTest,
     required_null_draws,
     sequential_p_value,
     stopping_exceedances,
 )
 
-from synth.accept import ControlError
-from synth.control.config import ControlConfig, LocalizeFn, NecessityFn, NetworkFactory, ScoreFn
-from synth.control.context import BehaviourOracle, Control, ControlContext
-from synth.control.in_network import BroaderDistribution, Minimality, Necessity
-from synth.control.nulls import EdgePopup, NullCorrespondences, NullPrograms, RandomNetworks
-from synth.control.results import (
+from mechsynth.synth.accept import ControlError
+from mechsynth.synth.control.config import ControlConfig, LocalizeFn, NecessityFn, NetworkFactory, ScoreFn
+from mechsynth.synth.control.context import BehaviourOracle, Control, ControlContext
+from mechsynth.synth.control.in_network import BroaderDistribution, Minimality, Necessity
+from mechsynth.synth.control.nulls import EdgePopup, NullCorrespondences, NullPrograms, RandomNetworks
+from mechsynth.synth.control.results import (
     Acceptance, CandidateControls, ControlResult, blocked, decide, flat_numbers, verdict_reason,
 )
 
 if TYPE_CHECKING:
-    from dsl import Program
-    from models import Target
+    from mechsynth.dsl import Program
+    from mechsynth.models import Target
 
 
 def default_controls(config: ControlConfig) -> tuple[Control, ...]:
@@ -295,7 +295,7 @@ class LoopControls:
         # a test cut short can only reject, so a spent budget would otherwise mean "accept nothing".
         self.min_seconds = min_seconds
         if localize_fn == "default":
-            from synth.localize import Localizer
+            from mechsynth.synth.localize import Localizer
 
             localize_fn = Localizer(per_length=64, seed=config.seed)
         self.stage = ControlStage(config, localize_fn=localize_fn, **stage_options)  # type: ignore[arg-type]
@@ -337,7 +337,7 @@ def loop_controls(
 
 def default_score_fn(n: int, seed: int) -> ScoreFn:
     def score_fn(target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
-        from synth.check.scoring import score
+        from mechsynth.synth.check.scoring import score
 
         return score(target, hypothesis, n=n, seed=seed)
 
@@ -346,7 +346,7 @@ def default_score_fn(n: int, seed: int) -> ScoreFn:
 
 def default_necessity_fn(n: int, seed: int) -> NecessityFn:
     def necessity_fn(target: Target, hypothesis: Hypothesis, ablation: str) -> Mapping[str, Any]:
-        from synth.check.scoring import resample_ablation_score
+        from mechsynth.synth.check.scoring import resample_ablation_score
 
         return resample_ablation_score(target, hypothesis, n=n, seed=seed, ablation=ablation)
 
@@ -354,13 +354,13 @@ def default_necessity_fn(n: int, seed: int) -> NecessityFn:
 
 
 def reinitialized_copy(target: Target, seed: int) -> Target:
-    import models
+    from mechsynth import models
 
     return models.reinitialized(target, seed)
 
 
 def shuffled_copy(target: Target, seed: int) -> Target:
-    import models
+    from mechsynth import models
 
     return models.shuffled(target, seed)
 

@@ -78,7 +78,7 @@ class Pool:
     """Variables and their value tensors on one batch, one per distinct value (the cheapest)."""
 
     def __init__(self, batch: Any) -> None:
-        from dsl.interpret import eval_node, node_dtype
+        from mechsynth.dsl.interpret import eval_node, node_dtype
 
         self.batch = batch
         self._eval_node = eval_node
@@ -168,12 +168,12 @@ class Pool:
 
     def program(self, name: str, rename: Callable[[str], str] | None = None) -> Any:
         """The DSL program computing pooled variable ``name`` (its dependency closure)."""
-        from dsl.program import Node, Program
+        from mechsynth.dsl.program import Node, Program
 
         names = [n for n in self.closure(name) if self.items[n].node is not None]
         if not names:
             # A primitive variable on its own: wrap it so the program has an assignment.
-            from dsl.program import Fn
+            from mechsynth.dsl.program import Fn
 
             return Program((("out", Node("map", (Fn("identity", 1, ()), name))),), "out")
         mapping = {n: (rename(n) if rename else None) or n for n in names}
@@ -187,13 +187,13 @@ class Pool:
         return [n for n, it in self.items.items() if it.kind == "selector"]
 
     def decoded(self, name: str) -> list[list[Any]]:
-        from dsl.interpret import decode
+        from mechsynth.dsl.interpret import decode
 
         return decode(self.values[name], self.items[name].dtype, self.batch)
 
 
 def _fn_costs(node: Any) -> list[float]:
-    from dsl.program import Fn
+    from mechsynth.dsl.program import Fn
 
     return [float(a.family.cost) for a in node.args if isinstance(a, Fn)]
 
@@ -211,8 +211,8 @@ def _distinct_values(pool: Pool, name: str, limit: int) -> list[Any]:
 
 def function_instances(pool: Pool, arity: int, args: Sequence[str]) -> list[Any]:
     """Concrete ``Fn`` items of every registered family of ``arity`` worth trying on ``args``."""
-    from dsl import registry
-    from dsl.program import Fn
+    from mechsynth.dsl import registry
+    from mechsynth.dsl.program import Fn
 
     memo_key = (arity, tuple(args), len(registry.functions()))
     cached = pool.fn_memo.get(memo_key)
@@ -270,7 +270,7 @@ def fit_map(
     on at least ``min_agreement`` of the positions (a trained network that is wrong on a few
     inputs still has the function it means).
     """
-    from dsl.program import Node
+    from mechsynth.dsl.program import Node
 
     mask = pool.batch.mask if where is None else where
     cols = [pool.values[a][mask] for a in args]
@@ -323,7 +323,7 @@ def fit_function(pool: Pool, args: Sequence[str], table: dict[tuple, float]) -> 
     Delegates to ``dsl.fit.fit_table``, which tries the registered families (cheapest first)
     and falls back to a lookup table.
     """
-    from dsl.fit import fit_table
+    from mechsynth.dsl.fit import fit_table
 
     cb = pool.batch.codebook
     dtypes = [pool.items[a].dtype for a in args]
@@ -368,8 +368,8 @@ def grow(
     primitive or function family is searched with no edit here. ``stop(name)`` ends the
     search early (e.g. when a variable reproduces the target).
     """
-    from dsl import registry
-    from dsl.program import Node
+    from mechsynth.dsl import registry
+    from mechsynth.dsl.program import Node
 
     rng = random.Random(seed)
     prims = [p for p in registry.primitives() if p.signature and _fillable(p)]
@@ -458,7 +458,7 @@ def enumerate_programs(
     ``outputs`` holds a value or None per position (None: not read). Without outputs the
     enumeration just runs to its budget (used to measure throughput).
     """
-    from dsl.interpret import encode
+    from mechsynth.dsl.interpret import encode
 
     batch = encode(inputs, symbols=list(symbols) + [v for row in (outputs or []) for v in row])
     pool = Pool(batch)
@@ -553,8 +553,8 @@ class EnumerativeProposer:
     last_stats: EnumerationStats | None = None
 
     def propose(self, context: Any) -> Iterator[Any]:
-        from synth.propose.interface import Proposal
-        from dsl.hypothesis import Hypothesis
+        from mechsynth.synth.propose.interface import Proposal
+        from mechsynth.dsl.hypothesis import Hypothesis
 
         obs = context.observations
         inputs = obs.all_inputs()

@@ -18,17 +18,23 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from synth.propose.enumerate import Pool, fit_map, try_add
-from dsl.location import Location, act_name
+from mechsynth.synth.propose.enumerate import Pool, fit_map, try_add
+from mechsynth.dsl.location import Location, act_name
 
-from synth.propose.guided_state import GuidedState, Located, MatchThresholds, layer_of, representatives
-from dsl.values import SYMBOL_BASE
-from synth.propose.match_stats import (
+from mechsynth.synth.propose.guided_state import (
+    GuidedState,
+    Located,
+    MatchThresholds,
+    layer_of,
+    representatives,
+)
+from mechsynth.dsl.values import SYMBOL_BASE
+from mechsynth.synth.propose.match_stats import (
     argmax_agreement, class_ids, decode_accuracy, explains, linear_r2, selector_agreement,
 )
 
 if TYPE_CHECKING:
-    from synth.observe import Observations
+    from mechsynth.synth.observe import Observations
 
 
 COMPARISON_ORDER = ("EQ", "LT", "GT", "LEQ", "GEQ", "NEQ", "TRUE")
@@ -58,7 +64,7 @@ def explain_head(
     avail: list[str],
     th: MatchThresholds,
 ) -> dict[str, Any]:
-    from dsl.program import Node
+    from mechsynth.dsl.program import Node
 
     batch = pool.batch
     mask = batch.mask
@@ -169,7 +175,7 @@ def explain_head(
 
 def read_mask(pool: Pool, obs: Observations) -> torch.Tensor:
     """[batch, pos] True at the positions the task reads (where the network's output is observed)."""
-    from synth.propose.enumerate import encode_outputs
+    from mechsynth.synth.propose.enumerate import encode_outputs
 
     return encode_outputs(pool.batch, [list(row) for g in obs.groups for row in g.outputs])[1]
 
@@ -193,7 +199,7 @@ def explain_head_soft(
     feeds later layers) or only where the task reads the output, so agreement is the better
     of the two; the head's output must then decode the aggregate at those same positions.
     """
-    from dsl.program import Node
+    from mechsynth.dsl.program import Node
 
     mask = pool.batch.mask
     read = read_mask(pool, obs) & mask
@@ -321,7 +327,7 @@ def _head_aggregates(
     rows: torch.Tensor,
 ) -> list[str]:
     """The (at most two) aggregates through selector ``sel`` that the head's output decodes."""
-    from dsl.program import Node
+    from mechsynth.dsl.program import Node
 
     zr = z.double()[rows[pool.batch.mask]]
     best: list[tuple[float, Any, torch.Tensor]] = []
@@ -371,7 +377,7 @@ def _functional_selectors(
     Only tables that hold on nearly every query (``FUNCTIONAL``) and that are not the identity
     (plain ``EQ`` covers it) are offered.
     """
-    from dsl.program import Node
+    from mechsynth.dsl.program import Node
 
     top = pattern.argmax(-1)
     for k, q in itertools.product(reps, reps):
@@ -463,7 +469,7 @@ def _name_relation(
     (``relabel`` = (side, shift): the MLP's output fixes the variable only up to its labels,
     and the head that reads it fixes the labels); else a fitted two-argument predicate.
     """
-    from dsl.interpret import comparison
+    from mechsynth.dsl.interpret import comparison
 
     if any(v != v for v in kv + qv):
         return
@@ -502,7 +508,7 @@ def _order_labels(
     order of the variable's values, not their names: the number of values each query value
     selects ranks it. Returns the comparison and the code -> rank map, or None.
     """
-    from dsl.interpret import comparison
+    from mechsynth.dsl.interpret import comparison
 
     values = sorted(set(kt.tolist()) | set(qt.tolist()))
     index = {v: i for i, v in enumerate(values)}
@@ -574,7 +580,7 @@ def _relabelled_values(values: torch.Tensor, how: Any) -> torch.Tensor:
 
 def _relabel(pool: Pool, state: GuidedState, name: str, target: torch.Tensor) -> str | None:
     """The same MLP variable with new value labels ``target`` (a refitted map of its inputs)."""
-    from synth.propose.enumerate import fit_map
+    from mechsynth.synth.propose.enumerate import fit_map
 
     item = pool.items[name]
     defined = ~torch.isnan(pool.values[name])
@@ -598,10 +604,10 @@ def _relabel(pool: Pool, state: GuidedState, name: str, target: torch.Tensor) ->
 
 def _fit_predicate(kt: torch.Tensor, qt: torch.Tensor, rel: torch.Tensor) -> Any:
     """A two-argument function of (key, query) giving the relation: a shifted comparison, else a table."""
-    from dsl import registry
-    from dsl.program import Fn
+    from mechsynth.dsl import registry
+    from mechsynth.dsl.program import Fn
 
-    from dsl.values import SYMBOL_BASE
+    from mechsynth.dsl.values import SYMBOL_BASE
 
     numeric = bool((kt < SYMBOL_BASE).all() and (qt < SYMBOL_BASE).all())
     for op in (torch.eq, torch.lt, torch.le, torch.gt, torch.ge) if numeric else ():
@@ -618,7 +624,7 @@ def _fit_predicate(kt: torch.Tensor, qt: torch.Tensor, rel: torch.Tensor) -> Any
 
 def _decoded_predicate(pool: Pool, k: str, q: str, pred: Any) -> Any:
     """A fitted table predicate holds value codes; the program must hold the values."""
-    from dsl.program import Fn
+    from mechsynth.dsl.program import Fn
 
     if not isinstance(pred, Fn) or pred.name != "table":
         return pred
@@ -636,7 +642,7 @@ def _shifted_predicate(op: Any, c: int) -> Any:
     """``k + c OP q`` as a DSL two-argument ``expr`` function of (x=key, y=query)."""
     import sympy
 
-    from dsl.program import Fn
+    from mechsynth.dsl.program import Fn
 
     x, y = sympy.symbols("x y")
     rel = {

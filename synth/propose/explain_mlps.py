@@ -17,11 +17,17 @@ from collections.abc import Sequence
 
 import torch
 
-from synth.propose.enumerate import Pool, agreement, function_instances, try_add
-from dsl.location import Location, act_name
+from mechsynth.synth.propose.enumerate import Pool, agreement, function_instances, try_add
+from mechsynth.dsl.location import Location, act_name
 
-from synth.propose.guided_state import GuidedState, Located, MatchThresholds, layer_of, representatives
-from synth.propose.match_stats import class_ids, decode_accuracy, explain_stats
+from mechsynth.synth.propose.guided_state import (
+    GuidedState,
+    Located,
+    MatchThresholds,
+    layer_of,
+    representatives,
+)
+from mechsynth.synth.propose.match_stats import class_ids, decode_accuracy, explain_stats
 
 if TYPE_CHECKING:
     pass
@@ -44,7 +50,7 @@ def explain_mlp(
     network_out: tuple[torch.Tensor, torch.Tensor, float],
     deadline: float | None = None,
 ) -> dict[str, Any]:
-    from dsl.program import Node
+    from mechsynth.dsl.program import Node
 
     mask = pool.batch.mask
     act = act.double()
@@ -170,7 +176,7 @@ def _fit_block(
     closed form when one fits). Labels are provisional (ordered along the block's main
     direction); a head that reads the variable may relabel it (see ``_relabel``).
     """
-    from dsl.program import Node
+    from mechsynth.dsl.program import Node
 
     mask = pool.batch.mask
     block = act[:, dims]
@@ -217,7 +223,7 @@ def _fit_block(
 
 
 def _fit_node(pool: Pool, args: tuple[str, ...], labels: torch.Tensor) -> Any:
-    from synth.propose.enumerate import fit_map
+    from mechsynth.synth.propose.enumerate import fit_map
 
     return fit_map(pool, list(args), labels)
 

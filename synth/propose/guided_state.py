@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Sequence
 
-from synth.accept import Thresholds
-from synth.propose.enumerate import Pool
-from dsl.location import Location, act_name
+from mechsynth.synth.accept import Thresholds
+from mechsynth.synth.propose.enumerate import Pool
+from mechsynth.dsl.location import Location, act_name
 
 
 @dataclass(frozen=True)

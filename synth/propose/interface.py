@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from collections.abc import Iterator, Mapping, Sequence
 
 if TYPE_CHECKING:
-    from models import Target
-    from dsl.hypothesis import Hypothesis
+    from mechsynth.models import Target
+    from mechsynth.dsl.hypothesis import Hypothesis
 
 
 @dataclass(frozen=True)

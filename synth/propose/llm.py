@@ -45,12 +45,18 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
-from synth.propose.llm_prompt import Probe, PromptParts, feedback_prompt, static_prompt, target_prompt
-from synth.propose.interface import Proposal, ProposalContext
+from mechsynth.synth.propose.llm_prompt import (
+    Probe,
+    PromptParts,
+    feedback_prompt,
+    static_prompt,
+    target_prompt,
+)
+from mechsynth.synth.propose.interface import Proposal, ProposalContext
 
 if TYPE_CHECKING:
-    from models import Target
-    from dsl.hypothesis import Hypothesis
+    from mechsynth.models import Target
+    from mechsynth.dsl.hypothesis import Hypothesis
 
 log = logging.getLogger(__name__)
 
@@ -543,9 +549,9 @@ def parse_reply(text: str, target: Target | None = None, *, truncated: bool = Fa
 
 def parse_candidate(block: str, target: Target | None = None) -> ParsedCandidate:
     """One block -> a hypothesis, or the one-line reason it is rejected (never raises)."""
-    from dsl import DSLError, parse
-    from dsl.errors import HypothesisError
-    from dsl.hypothesis import Hypothesis
+    from mechsynth.dsl import DSLError, parse
+    from mechsynth.dsl.errors import HypothesisError
+    from mechsynth.dsl.hypothesis import Hypothesis
 
     try:
         if re.search(r"^\s*program:\s*$", block, re.MULTILINE):

@@ -28,11 +28,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Iterable, Mapping, Sequence
-from dsl.location import act_name
+from mechsynth.dsl.location import act_name
 
 if TYPE_CHECKING:
-    from models import Target
-    from synth.propose.interface import ScoredCandidate
+    from mechsynth.models import Target
+    from mechsynth.synth.propose.interface import ScoredCandidate
 
 # A hypothesis in the answer format, checked by the tests to parse with the current DSL, so
 # the prompt never teaches a syntax the parser rejects.
@@ -145,7 +145,7 @@ class Probe:
     def disagreements(self, program: Any, limit: int = 3) -> tuple[list[dict[str, Any]], int] | None:
         """Up to ``limit`` inputs where the program's output differs from the network's, and how
         many inputs agree; None when the program cannot be evaluated on these inputs."""
-        from dsl import DSLError, evaluate
+        from mechsynth.dsl import DSLError, evaluate
 
         try:
             got = evaluate(program, [list(x) for x in self.inputs])
@@ -166,7 +166,7 @@ class Probe:
 
 def static_prompt(n_candidates: int) -> str:
     """Role, DSL reference (from the registry), hypothesis syntax, answer format."""
-    from dsl import reference
+    from mechsynth.dsl import reference
 
     return "\n\n".join(
         [
@@ -575,7 +575,7 @@ def _counterexample(c: Any) -> str:
 
 def _same(a: Any, b: Any, kind: str, *, read_only: bool = False) -> bool:
     """Outputs agree position by position; ``read_only`` ignores positions the network does not read."""
-    from models.target import outputs_equal
+    from mechsynth.models.target import outputs_equal
 
     if len(a) != len(b):
         return False

@@ -54,14 +54,14 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from synth.propose.enumerate import MIN_DEFINED, Pool, agreement, encode_outputs, try_add
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location, act_name
-from synth.propose.interface import Proposal, ProposalContext
+from mechsynth.synth.propose.enumerate import MIN_DEFINED, Pool, agreement, encode_outputs, try_add
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location, act_name
+from mechsynth.synth.propose.interface import Proposal, ProposalContext
 
-from synth.propose.explain_heads import explain_head, explain_head_soft, padded_patterns
-from synth.propose.explain_mlps import explain_mlp
-from synth.propose.guided_state import (
+from mechsynth.synth.propose.explain_heads import explain_head, explain_head_soft, padded_patterns
+from mechsynth.synth.propose.explain_mlps import explain_mlp
+from mechsynth.synth.propose.guided_state import (
     ComponentExplanation,
     ComponentStatus,
     GuidedState,
@@ -69,10 +69,10 @@ from synth.propose.guided_state import (
     MatchThresholds,
     explanation,
 )
-from synth.propose.match_stats import bijective, decode_accuracy
+from mechsynth.synth.propose.match_stats import bijective, decode_accuracy
 
 if TYPE_CHECKING:
-    from synth.observe import Observations
+    from mechsynth.synth.observe import Observations
 
 
 @dataclass
@@ -147,7 +147,7 @@ def _is_exact(target: Any) -> bool:
 
 
 def make_batch(obs: Observations, symbols: Sequence[Any] = ()) -> Any:
-    from dsl.interpret import encode
+    from mechsynth.dsl.interpret import encode
 
     outs = [v for v in obs.network_outputs() if v is not None]
     return encode(obs.all_inputs(), symbols=list(symbols) + outs)
@@ -301,7 +301,7 @@ def _relabel_output(
     th: MatchThresholds,
 ) -> str | None:
     """A located map/seqmap whose information equals the output's, given the output's values."""
-    from synth.propose.enumerate import fit_map
+    from mechsynth.synth.propose.enumerate import fit_map
 
     pool = state.pool
     for loc in located:
@@ -354,7 +354,7 @@ def _output_functions(
     small against the data (at most one entry per ``TABLE_SUPPORT`` read positions), so it
     cannot memorise the outputs (and the checks score it on fresh inputs).
     """
-    from synth.propose.enumerate import fit_map
+    from mechsynth.synth.propose.enumerate import fit_map
 
     pool = state.pool
     n_read = int(read.sum())

@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
 
-from dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
-from dsl.hypothesis import Hypothesis
-from synth.report.markdown import HEADLINE as REPORT_HEADLINE
+from mechsynth.dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.synth.report.markdown import HEADLINE as REPORT_HEADLINE
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from models import Target
-    from synth.store import AcceptedHypothesis, Run
+    from mechsynth.models import Target
+    from mechsynth.synth.store import AcceptedHypothesis, Run
 
 # Columns shown first in a candidates table, in this order (the rest follow alphabetically):
 # the prefilter's numbers, the report's headline checks, then the controls' p-values.
@@ -46,7 +46,7 @@ class InspectError(ValueError):
 # --- runs --------------------------------------------------------------------------------------
 def as_run(run: Run | str | Path) -> Run:
     """A :class:`~synth.store.Run`, loading it when given its directory."""
-    from synth.store import Run, load_run
+    from mechsynth.synth.store import Run, load_run
 
     return run if isinstance(run, Run) else load_run(run)
 
@@ -253,7 +253,7 @@ def control_decision(loop_controls: Any, hypothesis: Any, run: Run | str | Path)
     re-derived with :func:`synth.control.results.decide` from what the controls already drew (no
     new draws), with Holm over every hypothesis the run scored.
     """
-    from synth.control.results import decide
+    from mechsynth.synth.control.results import decide
 
     hyp = hypothesis_of(hypothesis)
     candidates = list(loop_controls.candidates)
@@ -283,7 +283,7 @@ def scores_of(x: Any) -> Mapping[str, Any]:
 # --- per-input results ---------------------------------------------------------------------------
 def scrub_inputs(target: Target, scores: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """The inputs behind ``scores["per_input"]`` scrubbing arrays, in their order (see module docstring)."""
-    from synth.check.claims import group_by_length
+    from mechsynth.synth.check.claims import group_by_length
 
     if "n" not in scores or "seed" not in scores:
         raise InspectError("these scores do not say which inputs they used (need 'n' and 'seed')")

@@ -14,8 +14,8 @@ import math
 from typing import Any
 from collections.abc import Mapping, Sequence
 
-from synth.accept import SCORED, CandidateStatus, Thresholds, strength
-from synth.store import RunStore, StoredCandidate, explanations
+from mechsynth.synth.accept import SCORED, CandidateStatus, Thresholds, strength
+from mechsynth.synth.store import RunStore, StoredCandidate, explanations
 
 HEADLINE = (
     "behaviour",

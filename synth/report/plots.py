@@ -29,14 +29,14 @@ import math
 from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
 
-from dsl.location import act_name
-from dsl.hypothesis import Hypothesis
-from synth.report.inspection import InspectError, as_run, hypothesis_of, per_input_frame, scores_of
+from mechsynth.dsl.location import act_name
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.synth.report.inspection import InspectError, as_run, hypothesis_of, per_input_frame, scores_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from models import Target
+    from mechsynth.models import Target
 
 # One colour per kind of location, used by the graph and the attention plots.
 COMPONENT_COLOURS = {
@@ -179,7 +179,7 @@ def plot_attention_vs_selector(
     import numpy as np
     import torch
 
-    import dsl
+    from mechsynth import dsl
 
     hyp = hypothesis_of(hypothesis)
     heads = claimed_heads(hyp)
@@ -372,7 +372,7 @@ def plot_scrub_per_input(
 # --- the search ----------------------------------------------------------------------------------
 def plot_candidate_scores(run: Any, *, x: str = "behaviour_observed", y: str = "loss_recovered") -> Figure:
     """Every candidate of a run on two scores, marker by status, colour by source."""
-    from synth.report.inspection import candidates_frame
+    from mechsynth.synth.report.inspection import candidates_frame
 
     frame = candidates_frame(as_run(run))
     fig = _figure(7.0, 4.5)

@@ -27,11 +27,11 @@ from collections.abc import Sequence
 
 import torch
 
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location
 
 if TYPE_CHECKING:
-    from models import Target
+    from mechsynth.models import Target
 
 
 @dataclass(frozen=True)
@@ -99,13 +99,13 @@ def _domain_inputs(target: Target) -> list[list[Any]]:
 
 def compare(hypothesis: Hypothesis, ground_truth: Hypothesis, target: Target) -> Recovery:
     """The recovery verdict (see the module docstring)."""
-    from dsl.interpret import encode, run
+    from mechsynth.dsl.interpret import encode, run
 
     task = target.task
     inputs = _domain_inputs(target)
     counterexample: Sequence[Any] | None = None
     if task.domain is None:
-        from dsl.equivalence import equivalent
+        from mechsynth.dsl.equivalence import equivalent
 
         counterexample = equivalent(hypothesis.program, ground_truth.program, task.vocab, task.max_len)
     symbols = list(hypothesis.program.literals()) + list(ground_truth.program.literals())

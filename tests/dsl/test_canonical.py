@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dsl
-from dsl.benchmark import interpreter_throughput
-from dsl.canonicalize import compose, simplify_fn
-from dsl.program import Fn
+from mechsynth import dsl
+from mechsynth.dsl.benchmark import interpreter_throughput
+from mechsynth.dsl.canonicalize import compose, simplify_fn
+from mechsynth.dsl.program import Fn
 
 
 def test_compose_prefers_named_families():

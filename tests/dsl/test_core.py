@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-import dsl
+from mechsynth import dsl
 
 REVERSE = """
 opp = seqmap(sub, length, indices)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-import dsl
-from dsl import registry
-from dsl.equivalence import check_equivalence
-from dsl.errors import EquivalenceError
-from dsl.rasp_bridge import LIB_EXAMPLES
+from mechsynth import dsl
+from mechsynth.dsl import registry
+from mechsynth.dsl.equivalence import check_equivalence
+from mechsynth.dsl.errors import EquivalenceError
+from mechsynth.dsl.rasp_bridge import LIB_EXAMPLES
 
 P = dsl.parse
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import dsl
-from dsl.errors import DSLError, ParseError
+from mechsynth import dsl
+from mechsynth.dsl.errors import DSLError, ParseError
 
 
 def error(text: str) -> ParseError:

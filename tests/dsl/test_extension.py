@@ -7,9 +7,9 @@ import sympy
 import torch
 import z3
 
-import dsl
-from dsl import registry
-from dsl.errors import ParseError
+from mechsynth import dsl
+from mechsynth.dsl import registry
+from mechsynth.dsl.errors import ParseError
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-import dsl
-from dsl.errors import HypothesisError, ParseError
-from dsl.hypothesis import Hypothesis
+from mechsynth import dsl
+from mechsynth.dsl.errors import HypothesisError, ParseError
+from mechsynth.dsl.hypothesis import Hypothesis
 
 ONE = "program:\n    y = map(add(1), tokens)\n"
 

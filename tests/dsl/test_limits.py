@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import dsl
-from dsl import limits
-from dsl.canonicalize import compose
-from dsl.errors import LimitError, ParseError
-from dsl.program import Fn
+from mechsynth import dsl
+from mechsynth.dsl import limits
+from mechsynth.dsl.canonicalize import compose
+from mechsynth.dsl.errors import LimitError, ParseError
+from mechsynth.dsl.program import Fn
 
 
 def _one_line_error(text: str) -> ParseError:

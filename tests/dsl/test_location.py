@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsl.errors import HypothesisError
-from dsl.location import Location
+from mechsynth.dsl.errors import HypothesisError
+from mechsynth.dsl.location import Location
 
 hooks = st.sampled_from(
     [
@@ -55,7 +55,7 @@ def test_negative_head_rejected():
 def test_act_name_is_transformer_lens_get_act_name():
     from transformer_lens.utilities.components_utils import get_act_name
 
-    from dsl.location import act_name, hook_in_layer
+    from mechsynth.dsl.location import act_name, hook_in_layer
 
     for name in ("z", "pattern", "q", "k", "v", "result", "attn_scores", "mlp_out", "pre", "post",
                  "resid_pre", "resid_mid", "resid_post", "attn_out"):

@@ -12,10 +12,10 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import dsl
-from dsl.equivalence import check_equivalence, differing
-from dsl.interpret import encode, eval_node, run
-from dsl.sample import random_program
+from mechsynth import dsl
+from mechsynth.dsl.equivalence import check_equivalence, differing
+from mechsynth.dsl.interpret import encode, eval_node, run
+from mechsynth.dsl.sample import random_program
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 INPUTS = [[0], [3, 1], [1, 2, 0], [2, 2, 3, 1], [0, 1, 2, 3, 0], [3, 3, 3]]

@@ -13,8 +13,8 @@ import math
 import pytest
 from tracr.rasp import rasp
 
-import dsl
-from dsl.rasp_bridge import LIB_EXAMPLES
+from mechsynth import dsl
+from mechsynth.dsl.rasp_bridge import LIB_EXAMPLES
 
 
 def agree(a, b) -> bool:

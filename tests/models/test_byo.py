@@ -8,9 +8,9 @@ import textwrap
 import pytest
 import torch
 
-import models
-from models import byo, checkpoint, zoo
-from models.tracr_targets import compiled_example, tracr_state_dict, tracr_target
+from mechsynth import models
+from mechsynth.models import byo, checkpoint, zoo
+from mechsynth.models.tracr_targets import compiled_example, tracr_state_dict, tracr_target
 
 
 def _write(path, text: str):
@@ -86,7 +86,7 @@ def test_corrupt_and_unreadable_checkpoints(tmp_path) -> None:
 def test_file_target(tmp_path) -> None:
     meta_path, _ = _copy_checkpoint(tmp_path)
     path = _write(tmp_path / "mine.py", f"""
-        from models import byo
+        from mechsynth.models import byo
 
         def target():
             return byo.from_checkpoint({str(meta_path)!r}, name="my-hist")
@@ -129,7 +129,7 @@ def test_tiny_gpt2_through_boot_transformers(tmp_path) -> None:
     hf = transformers.GPT2LMHeadModel(config).eval()
     hf.save_pretrained(tmp_path / "tiny-gpt2")
     path = _write(tmp_path / "gpt2_target.py", f"""
-        from models import Task, byo
+        from mechsynth.models import Task, byo
 
         def target():
             task = Task("copy", vocab=tuple(range(1, 20)), min_len=1, max_len=8, bos=0,

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-import models
+from mechsynth import models
 
 TARGETS = ["trained:reverse", "trained:sort", "trained:hist", "trained:prefix_count", "trained:induction",
            "trained:modadd", "tracr:reverse", "tracr:sort"]

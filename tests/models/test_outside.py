@@ -11,10 +11,10 @@ import pytest
 import torch
 from outside_files import classic_state_dict, saved_from_cuda
 
-import models
-from models import byo, outside
-from models.bridge import build_bridge
-from models.tracr_targets import compiled_example, tracr_state_dict, tracr_target
+from mechsynth import models
+from mechsynth.models import byo, outside
+from mechsynth.models.bridge import build_bridge
+from mechsynth.models.tracr_targets import compiled_example, tracr_state_dict, tracr_target
 
 TASK = models.Task("copy", vocab=tuple(range(7)), min_len=1, max_len=9, labeller=list,
                    output_vocab=tuple(range(5)))
@@ -62,7 +62,7 @@ def test_attention_only_safetensors_with_assumed_fields_said(tmp_path) -> None:
     assert t.info["config"]["attn_only"] is True and t.info["config"]["normalization_type"] == "RMS"
     said = t.info["config_source"]
     assert "assumed (not in the weights; pass them if wrong): attention_dir='causal'" in said
-    from models.preflight import format_preflight, preflight
+    from mechsynth.models.preflight import format_preflight, preflight
 
     assert f"config from: {said}" in format_preflight(preflight(t, n=10))  # mechsynth check shows it
     assert "act_fn" not in t.info["config_source"]  # no MLP, nothing to assume

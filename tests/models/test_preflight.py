@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-import models
-from models import preflight as pf
-from models.target import outputs_equal
+from mechsynth import models
+from mechsynth.models import preflight as pf
+from mechsynth.models.target import outputs_equal
 
 
 def test_example_shows_tokens_ids_and_read_positions(target_named) -> None:
@@ -65,7 +65,7 @@ def test_preflight_works_on_targets_of_every_kind(spec: str, target_named) -> No
 
 @pytest.mark.slow
 def test_preflight_works_on_every_target(target_named) -> None:
-    from models.registry import known_specs
+    from mechsynth.models.registry import known_specs
 
     for spec in known_specs():
         report = pf.preflight(target_named(spec), n=200)

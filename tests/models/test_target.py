@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.bridge import build_bridge
-from models.target import Readout, Target, TargetError, Task
+from mechsynth.models.bridge import build_bridge
+from mechsynth.models.target import Readout, Target, TargetError, Task
 
 VOCAB = (0, 1, 2)
 # Token ids: the vocabulary, then one id per special token.

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import checkpoint
-from models.bridge import build_bridge
-from models.target import Target, TargetError, Task
+from mechsynth.models import checkpoint
+from mechsynth.models.bridge import build_bridge
+from mechsynth.models.target import Target, TargetError, Task
 from tiny_targets import _config, _task, tiny_target
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "checkpoints" / "reverse"

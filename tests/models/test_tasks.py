@@ -9,8 +9,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import tasks
-from models.tasks import make_task
+from mechsynth.models import tasks
+from mechsynth.models.tasks import make_task
 
 bits = st.lists(st.integers(0, 1), min_size=1, max_size=14)
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import models
-from models.target import outputs_equal
-from models.tracr_targets import compiled_example, lib_examples, tracr_predict, tracr_target
+from mechsynth import models
+from mechsynth.models.target import outputs_equal
+from mechsynth.models.tracr_targets import compiled_example, lib_examples, tracr_predict, tracr_target
 
 ALL = list(lib_examples())
 # A fast subset covering categorical/numerical outputs, attention- and MLP-written variables.
@@ -89,7 +89,7 @@ def test_ground_truth_locations_hold_their_variables(name: str) -> None:
     from tracr.compiler import nodes
     from tracr.rasp import rasp
 
-    from models.ground_truth import variable_name
+    from mechsynth.models.ground_truth import variable_name
 
     target, compiled = tracr_target(name), compiled_example(name)
     locations = target.info["rasp_locations"]
@@ -151,7 +151,7 @@ def test_compile_rasp_user_program() -> None:
     t = models.compile_rasp(prog, {0, 1, 2}, 3, name="plus_one")
     xs = list(t.task.enumerate())
     assert t.predict(xs) == [[v + 1 for v in x] for x in xs]
-    from models.ground_truth import variable_name
+    from mechsynth.models.ground_truth import variable_name
 
     name = variable_name(prog)
     assert name.startswith("plus_one")  # tracr labels carry a unique id: plus_one_<id>
@@ -173,7 +173,7 @@ def test_no_grad_logits() -> None:
 
 
 def _assert_ground_truth_program_matches(name: str) -> None:
-    import dsl
+    from mechsynth import dsl
 
     target = tracr_target(name)
     assert target.ground_truth is not None, target.info.get("ground_truth_error")
@@ -191,12 +191,12 @@ def _assert_ground_truth_program_matches(name: str) -> None:
 
 @pytest.mark.parametrize("name", FAST)
 def test_ground_truth_program_equals_network_on_every_input(name: str) -> None:
-    pytest.importorskip("dsl.rasp_bridge")
+    pytest.importorskip("mechsynth.dsl.rasp_bridge")
     _assert_ground_truth_program_matches(name)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in ALL if n not in FAST])
 def test_ground_truth_program_equals_network_all_examples(name: str) -> None:
-    pytest.importorskip("dsl.rasp_bridge")
+    pytest.importorskip("mechsynth.dsl.rasp_bridge")
     _assert_ground_truth_program_matches(name)

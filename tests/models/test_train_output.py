@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from models import train
-from models.target import TargetError
-from models.zoo import CHECKPOINT_DIR
-from synth.cli import main
+from mechsynth.models import train
+from mechsynth.models.target import TargetError
+from mechsynth.models.zoo import CHECKPOINT_DIR
+from mechsynth.synth.cli import main
 
 
 def _digest(stem: Path) -> str:

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-import models
-from models import checkpoint, train, zoo
+from mechsynth import models
+from mechsynth.models import checkpoint, train, zoo
 
 NAMES = zoo.zoo_names()
 
@@ -80,7 +80,7 @@ def test_readout_last_tasks_read_only_the_last_position() -> None:
 
 
 def test_induction_task_semantics() -> None:
-    from models.tasks import induction_label
+    from mechsynth.models.tasks import induction_label
 
     assert induction_label([5, 7, 9, 5]) == [None, None, None, 7]
     assert induction_label([1, 2, 1, 3, 1]) == [None, None, 2, None, 3]  # the most recent occurrence wins
@@ -127,7 +127,7 @@ def test_list_targets_covers_everything() -> None:
 
 
 def test_tracr_manifest_matches_compiled_targets() -> None:
-    from models.tracr_targets import lib_examples, measure, read_manifest
+    from mechsynth.models.tracr_targets import lib_examples, measure, read_manifest
 
     manifest = read_manifest()
     assert set(manifest) == set(lib_examples())
@@ -137,7 +137,7 @@ def test_tracr_manifest_matches_compiled_targets() -> None:
 
 @pytest.mark.slow
 def test_tracr_manifest_matches_all_compiled_targets() -> None:
-    from models.tracr_targets import lib_examples, measure, read_manifest
+    from mechsynth.models.tracr_targets import lib_examples, measure, read_manifest
 
     manifest = read_manifest()
     for name in lib_examples():

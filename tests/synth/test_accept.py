@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from synth.accept import SCORED, CandidateStatus, ControlError, Thresholds, statistic, strength
-from synth.store import STATUSES
+from mechsynth.synth.accept import SCORED, CandidateStatus, ControlError, Thresholds, statistic, strength
+from mechsynth.synth.store import STATUSES
 
 README = Path(__file__).parents[2] / "README.md"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.cli import main
+from mechsynth.synth.cli import main
 
 DATA = Path(__file__).parents[1] / "data"
 REVERSE_HYP = DATA / "reverse_ground_truth.hyp"
@@ -189,10 +189,10 @@ def test_bad_target_file(
 def test_missing_trained_checkpoint_says_how_to_make_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import models.zoo
+    from mechsynth.models import zoo
 
-    monkeypatch.setattr(models.zoo, "CHECKPOINT_DIR", tmp_path)  # no checkpoints at all
-    monkeypatch.setattr(models.zoo, "load_trained", models.zoo.load_trained.__wrapped__)  # bypass the cache
+    monkeypatch.setattr(zoo, "CHECKPOINT_DIR", tmp_path)  # no checkpoints at all
+    monkeypatch.setattr(zoo, "load_trained", zoo.load_trained.__wrapped__)  # bypass the cache
     rc, _, err = cli(["score", "trained:modadd", str(REVERSE_HYP)], capsys)
     assert_one_line_error(rc, err, "no checkpoint for trained:modadd", "mechsynth train modadd")
 
@@ -216,7 +216,7 @@ def test_check_on_an_outside_transformer_lens_checkpoint(
     # A user's file: target around a HookedTransformer-layout .pt with no config at all.
     import torch
 
-    from models.bridge import build_bridge
+    from mechsynth.models.bridge import build_bridge
     from outside_files import classic_state_dict
 
     config = dict(n_layers=1, d_model=16, d_head=8, n_heads=2, d_vocab=4, d_vocab_out=4, n_ctx=6,
@@ -300,7 +300,7 @@ def test_unreadable_hypothesis_file(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_reverse_data_file_is_the_ground_truth() -> None:
     """tests/data/reverse_ground_truth.hyp is what `str(ground_truth)` prints (plus comments)."""
-    from dsl.hypothesis import Hypothesis
+    from mechsynth.dsl.hypothesis import Hypothesis
 
     hyp = Hypothesis.parse(REVERSE_HYP.read_text())
     assert hyp.program.output == "reverse"
@@ -317,7 +317,7 @@ def reverse_target(target_named):
 
 
 def test_score_ground_truth_json(reverse_target: object, capsys: pytest.CaptureFixture[str]) -> None:
-    from dsl.hypothesis import Hypothesis
+    from mechsynth.dsl.hypothesis import Hypothesis
 
     assert Hypothesis.parse(REVERSE_HYP.read_text()) == reverse_target.ground_truth  # type: ignore[attr-defined]
     rc, out, err = cli(["score", "tracr:reverse", str(REVERSE_HYP), "--n", "64", "--json"], capsys)
@@ -544,12 +544,12 @@ def _interrupt_when(argv: list[str], marker: str) -> tuple[int, str, str]:
 def test_ctrl_c_exits_130_and_resumes(tmp_path: Path) -> None:
     """SIGINT after the first candidate is scored: exit 130, one line, the candidate is kept
     and the same command resumes from it."""
-    from synth.loop import load_run
+    from mechsynth.synth.loop import load_run
 
     out = tmp_path / "run"
     # tracr:length is never accepted (its output is constant within a length, so scrubbing
     # has nothing to recover), so the run is still searching when the signal arrives.
-    argv = [sys.executable, "-m", "synth.cli", "run", "tracr:length", "--no-llm", "--no-controls",
+    argv = [sys.executable, "-m", "mechsynth.synth.cli", "run", "tracr:length", "--no-llm", "--no-controls",
             "--budget-seconds", "300", "--out", str(out)]
     rc, _, rest = _interrupt_when(argv, "scored]")
     assert rc == 130

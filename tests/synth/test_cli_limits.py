@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import models
-from synth.cli import main
-from synth.loop import RunError, run
+from mechsynth import models
+from mechsynth.synth.cli import main
+from mechsynth.synth.loop import RunError, run
 
 DATA = Path(__file__).parents[1] / "data"
 HYP = str(DATA / "reverse_ground_truth.hyp")

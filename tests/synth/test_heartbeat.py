@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from synth.heartbeat import Heartbeat
+from mechsynth.synth.heartbeat import Heartbeat
 
 
 class _Clock:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from synth.interrupt import reliable_sigint
+from mechsynth.synth.interrupt import reliable_sigint
 
 
 class _InterruptDuringCollection:

@@ -6,11 +6,11 @@ import sqlite3
 
 import pytest
 
-from dsl.hypothesis import Hypothesis
-from synth.accept import Thresholds
-from synth.loop import NoControls, RunError, load_run, run, summary_text
-from synth.propose.interface import Proposal
-from synth.store import RunStore, RunStoreError, candidate_key, open_run
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.synth.accept import Thresholds
+from mechsynth.synth.loop import NoControls, RunError, load_run, run, summary_text
+from mechsynth.synth.propose.interface import Proposal
+from mechsynth.synth.store import RunStore, RunStoreError, candidate_key, open_run
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def reverse(target_named):
 
 
 def test_recovers_hist_and_stores_everything(hist, tmp_path):
-    from synth.report.recovery import compare
+    from mechsynth.synth.report.recovery import compare
 
     result = run(hist, out=tmp_path / "run", no_llm=True, budget_seconds=120)
     assert result.accepted, "the model-guided proposer should recover tracr:hist"
@@ -48,7 +48,7 @@ def test_recovers_hist_and_stores_everything(hist, tmp_path):
 
 @pytest.mark.slow
 def test_recovers_reverse(reverse, tmp_path):
-    from synth.report.recovery import compare
+    from mechsynth.synth.report.recovery import compare
 
     result = run(reverse, out=tmp_path / "run", no_llm=True, budget_seconds=300)
     assert result.accepted
@@ -74,7 +74,7 @@ class _Scripted:
 
 
 def _wrong_hypotheses(n):
-    from dsl import parse
+    from mechsynth.dsl import parse
 
     out = []
     for k in range(n):
@@ -172,8 +172,8 @@ def test_store_round_trip(tmp_path):
 def test_cli_run_and_show_json(hist, tmp_path, capsys, monkeypatch):
     import json
 
-    import models
-    from synth.cli import main
+    from mechsynth import models
+    from mechsynth.synth.cli import main
 
     monkeypatch.setattr(models, "load_target", lambda spec: hist)
     out = str(tmp_path / "c")
@@ -187,7 +187,7 @@ def test_cli_run_and_show_json(hist, tmp_path, capsys, monkeypatch):
 
 
 def test_report_shows_a_control_that_could_not_apply_as_not_applicable():
-    from synth.report.markdown import _controls_block
+    from mechsynth.synth.report.markdown import _controls_block
 
     numbers = {"p_value": 0.01, "broader_distribution.passed": None, "necessity.passed": 1.0,
                "null_programs.passed": 0.0, "null_programs.gap": 0.05}
@@ -198,8 +198,8 @@ def test_report_shows_a_control_that_could_not_apply_as_not_applicable():
 
 def test_a_run_that_accepts_nothing_reports_its_partial_explanation(hist, tmp_path):
     """No whole hypothesis: the run still says which components are explained, how well, and why not."""
-    from synth.propose.guided_state import MatchThresholds
-    from synth.propose.model_guided import ModelGuidedProposer
+    from mechsynth.synth.propose.guided_state import MatchThresholds
+    from mechsynth.synth.propose.model_guided import ModelGuidedProposer
 
     # An R^2 bar no candidate can reach leaves hist's MLP (the counter) unexplained.
     walker = ModelGuidedProposer(thresholds=MatchThresholds(explain=1.01))
@@ -222,7 +222,7 @@ def test_a_run_that_accepts_nothing_reports_its_partial_explanation(hist, tmp_pa
 
 def test_the_walk_widens_round_by_round_then_stops(hist, tmp_path):
     """While nothing is accepted the walk is asked again with looser bars; out of bars, the run ends."""
-    from synth.propose.model_guided import ModelGuidedProposer, widening
+    from mechsynth.synth.propose.model_guided import ModelGuidedProposer, widening
 
     class Recording(ModelGuidedProposer):
         def __init__(self):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from synth.cli import main
-from synth.loop import write_report
-from synth.store import DB_NAME, RunStore, RunStoreError, candidate_key, load_run, open_run
+from mechsynth.synth.cli import main
+from mechsynth.synth.loop import write_report
+from mechsynth.synth.store import DB_NAME, RunStore, RunStoreError, candidate_key, load_run, open_run
 
 PROGRAM = "out = map(add(1), tokens)"
 
@@ -55,7 +55,8 @@ def test_a_read_only_store_refuses_writes(tmp_path: Path) -> None:
 def test_a_run_in_a_directory_we_cannot_write_is_read_as_immutable(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = _make_run(tmp_path / "r")
-    monkeypatch.setattr("synth.store.os.access", lambda *a, **k: False)  # root ignores chmod; pretend
+    # root ignores chmod; pretend
+    monkeypatch.setattr("mechsynth.synth.store.os.access", lambda *a, **k: False)
     assert load_run(run_dir).n_scored == 1
 
 

@@ -8,6 +8,6 @@
 Rendering reads only the results, so a committed ``bench.json`` renders again without running anything.
 """
 
-from synth.bench.render.page import render_markdown
+from mechsynth.synth.bench.render.page import render_markdown
 
 __all__ = ["render_markdown"]

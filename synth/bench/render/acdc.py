@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from synth.bench.numeric import fmt
-from synth.bench.recovery import seconds_to_recovery
-from synth.bench.render.table import table
+from mechsynth.synth.bench.numeric import fmt
+from mechsynth.synth.bench.recovery import seconds_to_recovery
+from mechsynth.synth.bench.render.table import table
 
 _HEADER = [
     "target",

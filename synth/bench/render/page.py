@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from synth.bench.render.acdc import render_acdc
-from synth.bench.render.controls import render_controls
-from synth.bench.render.perf import render_perf
-from synth.bench.render.recovery import render_recovery
+from mechsynth.synth.bench.render.acdc import render_acdc
+from mechsynth.synth.bench.render.controls import render_controls
+from mechsynth.synth.bench.render.perf import render_perf
+from mechsynth.synth.bench.render.recovery import render_recovery
 
 
 def _header(results: Mapping[str, Any]) -> list[str]:

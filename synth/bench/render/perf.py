@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from synth.bench.numeric import fmt, ratio
-from synth.bench.render.table import table
+from mechsynth.synth.bench.numeric import fmt, ratio
+from mechsynth.synth.bench.render.table import table
 
 Row = Mapping[str, Any]
 

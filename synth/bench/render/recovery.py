@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from synth.bench.numeric import fmt, secs
-from synth.bench.recovery import TRAINED_MIN_BEHAVIOUR, TRAINED_MIN_LOSS_RECOVERED
-from synth.bench.render.table import table
+from mechsynth.synth.bench.numeric import fmt, secs
+from mechsynth.synth.bench.recovery import TRAINED_MIN_BEHAVIOUR, TRAINED_MIN_LOSS_RECOVERED
+from mechsynth.synth.bench.render.table import table
 
 _PER_TARGET_HEADER = [
     "target",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from synth.bench.numeric import fmt
+from mechsynth.synth.bench.numeric import fmt
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from synth.bench import acdc_peer
-from dsl.location import Location
+from mechsynth.synth.bench import acdc_peer
+from mechsynth.dsl.location import Location
 
 
 def test_edge_and_location_components_use_one_naming():
@@ -95,7 +95,7 @@ def test_worker_imports_none_of_our_packages():
 def test_peer_runs_on_a_tracr_target(tmp_path):
     if not acdc_peer.venv_ready(acdc_peer.default_venv_dir()):
         pytest.skip("auto-circuit venv not built (mechsynth bench --with-acdc builds it)")
-    from models import load_target
+    from mechsynth.models import load_target
 
     target = load_target("tracr:reverse")
     result = acdc_peer.run_peer([target], {}, Path(tmp_path), create_venv=False)
@@ -106,7 +106,7 @@ def test_peer_runs_on_a_tracr_target(tmp_path):
 
 
 def test_peer_table_renders_components_times_and_edges():
-    from synth.bench.render.acdc import render_acdc
+    from mechsynth.synth.bench.render.acdc import render_acdc
 
     both = {"A0.0", "MLP 1"}
     row = acdc_peer.compare_result("tracr:x", _worker_output(), both, both).to_json()

@@ -12,8 +12,13 @@ import math
 import pytest
 from tiny_targets import copy_target, tiny_target
 
-from synth.bench.false_positives import RunOutcome, false_positive_suite, run_outcome, verify_on_fresh_inputs
-from synth.accept import ControlError
+from mechsynth.synth.bench.false_positives import (
+    RunOutcome,
+    false_positive_suite,
+    run_outcome,
+    verify_on_fresh_inputs,
+)
+from mechsynth.synth.accept import ControlError
 
 def test_false_positive_suite_reports_gaps_and_accepted_counts():
     def run_fn(target, seed, budget, out):
@@ -108,7 +113,7 @@ def test_a_copy_can_compute_a_simple_map_that_a_hypothesis_describes_exactly():
     """tracr:sort's weight-shuffled copy (seed 1) outputs 4 - token at every position: a
     hypothesis saying so is true of that copy (what the suite's verification establishes);
     the same hypothesis off by one is not."""
-    from models import load_target, shuffled
+    from mechsynth.models import load_target, shuffled
 
     copy = shuffled(load_target("tracr:sort"), 1)
     true_of_copy = (

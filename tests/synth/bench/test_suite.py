@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from synth.bench import baseline as bench_baseline
-from synth.bench import plan as bench_plan
-from synth.bench import suite as bench_suite
-from synth.bench.baseline import check_baseline, load_baseline, update_baseline
-from synth.bench.perf import chain_program_text
-from synth.bench.plan import BenchPlan
-from synth.bench.recovery import RecoveryResult
-from synth.bench.render import render_markdown
+from mechsynth.synth.bench import baseline as bench_baseline
+from mechsynth.synth.bench import plan as bench_plan
+from mechsynth.synth.bench import suite as bench_suite
+from mechsynth.synth.bench.baseline import check_baseline, load_baseline, update_baseline
+from mechsynth.synth.bench.perf import chain_program_text
+from mechsynth.synth.bench.plan import BenchPlan
+from mechsynth.synth.bench.recovery import RecoveryResult
+from mechsynth.synth.bench.render import render_markdown
 
 TRACR = ["tracr:reverse", "tracr:hist", "tracr:frac_prevs", "tracr:sort_unique", "tracr:sort"]
 TRAINED = ["trained:reverse", "trained:sort"]
@@ -372,7 +372,7 @@ def test_peak_rss_is_positive():
 @pytest.mark.slow
 def test_quick_bench_end_to_end(tmp_path):
     """The real thing, as CI runs it (minutes): both files, and the committed floor holds."""
-    from synth.cli import main
+    from mechsynth.synth.cli import main
 
     code = main(["bench", "--quick", "--out", str(tmp_path)])
     assert (tmp_path / "BENCHMARKS.md").is_file()

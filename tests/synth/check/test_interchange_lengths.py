@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location
-from synth.check.patching import CheckError
-from synth.check.scoring import score
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location
+from mechsynth.synth.check.patching import CheckError
+from mechsynth.synth.check.scoring import score
 
 N = 128
 

@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl.location import Location
-from synth.check.patching import CheckError, Edit, PassCounter, probe, readout_loss, resolve, run
-from synth.check.scrub import agreeing_rows
+from mechsynth.dsl.location import Location
+from mechsynth.synth.check.patching import CheckError, Edit, PassCounter, probe, readout_loss, resolve, run
+from mechsynth.synth.check.scrub import agreeing_rows
 
 
 @pytest.fixture(scope="module")

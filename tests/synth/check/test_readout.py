@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from readout_targets import FIRST_AT_MLP0, first_token, zeros_readout
 
-from synth.check.behaviour import behaviour
-from synth.check.scoring import score
+from mechsynth.synth.check.behaviour import behaviour
+from mechsynth.synth.check.scoring import score
 
 
 def test_a_program_right_only_where_the_task_reads_scores_perfectly_there():
@@ -28,9 +28,9 @@ def test_behaviour_compares_only_read_positions():
 
 
 def test_inputs_of_one_length_may_read_different_positions():
-    import dsl
-    from dsl.hypothesis import Hypothesis
-    from dsl.location import Location
+    from mechsynth import dsl
+    from mechsynth.dsl.hypothesis import Hypothesis
+    from mechsynth.dsl.location import Location
     from tiny_targets import EMBED, MLP0
 
     # Right at token 0 (0 -> 0), wrong at every other token.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import dsl
-from dsl.hypothesis import Hypothesis
-from synth.check.patching import CheckError
-from synth.check.scoring import score
+from mechsynth import dsl
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.synth.check.patching import CheckError
+from mechsynth.synth.check.scoring import score
 from tiny_targets import tiny_target
 
 

@@ -14,10 +14,10 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location
-from synth.check.patching import CheckError
-from synth.check.scoring import Scores, cost_ratio, format_scores, resample_ablation_score, score
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location
+from mechsynth.synth.check.patching import CheckError
+from mechsynth.synth.check.scoring import Scores, cost_ratio, format_scores, resample_ablation_score, score
 
 TRACR = [
     "length", "reverse", "hist", "sort_unique", "sort", "sort_freq", "frac_prevs", "pair_balance",
@@ -37,7 +37,7 @@ def _one_thread():
 
 
 def target(name: str):
-    from models import load_target
+    from mechsynth.models import load_target
 
     return load_target(f"tracr:{name}")
 
@@ -60,7 +60,7 @@ def relocate(h: Hypothesis, prefix: str, location: str) -> Hypothesis:
 
 def rewrite(h: Hypothesis, old: str, new: str, extra: dict[str, str] | None = None) -> Hypothesis:
     """The program with text replaced (same variable names, so the correspondence carries over)."""
-    from dsl import parse
+    from mechsynth.dsl import parse
 
     text = str(h.program)
     assert old in text, f"{old!r} not in\n{text}"
@@ -77,7 +77,7 @@ def dims(h: Hypothesis, prefix: str) -> str:
 def copy_through(h: Hypothesis, name: str, location: str) -> Hypothesis:
     """Insert `tok_copy = aggregate(select(indices, indices, EQ), tokens)` (a copy of the tokens) at
     `location` and make variable `name` read it instead of `tokens`: same output, false intermediate."""
-    from dsl import parse
+    from mechsynth.dsl import parse
 
     lines = str(h.program).splitlines()
     out = []
@@ -166,7 +166,7 @@ _NAMES = st.from_regex(r"[a-z][a-z0-9]{2,7}", fullmatch=True)
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(_NAMES, min_size=3, max_size=3, unique=True))
 def test_scores_are_invariant_to_renaming_variables(names):
-    from dsl import DSLError
+    from mechsynth.dsl import DSLError
 
     h = truth("frac_prevs")
     own = [v for v in h.program.variables if v not in ("tokens", "indices", "length")]

@@ -8,11 +8,16 @@ import pytest
 import torch
 from tiny_targets import COPY, EMBED, MLP0, copy_target, tiny_target
 
-from synth.control.config import ControlConfig
-from synth.control.nulls import EdgePopup
-from synth.control.stage import ControlStage
-from synth.control.edge_popup import EdgePopupConfig, EdgePopupError, fit_edge_popup, maskable_parameters
-from dsl.hypothesis import Hypothesis
+from mechsynth.synth.control.config import ControlConfig
+from mechsynth.synth.control.nulls import EdgePopup
+from mechsynth.synth.control.stage import ControlStage
+from mechsynth.synth.control.edge_popup import (
+    EdgePopupConfig,
+    EdgePopupError,
+    fit_edge_popup,
+    maskable_parameters,
+)
+from mechsynth.dsl.hypothesis import Hypothesis
 
 FAST = EdgePopupConfig(steps=40, batch_size=32, n_eval=64, seed=3)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from readout_targets import FIRST, first_token
 
-from synth.control.context import BehaviourOracle
-from synth.control.edge_popup import _mimic_loss
+from mechsynth.synth.control.context import BehaviourOracle
+from mechsynth.synth.control.edge_popup import _mimic_loss
 
 
 def test_the_behaviour_oracle_compares_only_read_positions():

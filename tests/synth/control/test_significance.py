@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_targets import COPY, EMBED, MLP0, copy_target
 
-from synth.accept import Thresholds
-from synth.control.config import ControlConfig
-from synth.control.nulls import NullCorrespondences, NullPrograms, distinct_placements, required_gap
-from synth.control.results import decide
-from synth.control.stage import ControlStage
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location
+from mechsynth.synth.accept import Thresholds
+from mechsynth.synth.control.config import ControlConfig
+from mechsynth.synth.control.nulls import NullCorrespondences, NullPrograms, distinct_placements, required_gap
+from mechsynth.synth.control.results import decide
+from mechsynth.synth.control.stage import ControlStage
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location
 
 HEADS = [Location(f"blocks.{layer}.attn.hook_z", head=h) for layer in range(2) for h in range(2)]
 
@@ -41,7 +41,7 @@ def stage():
 
 @pytest.fixture(scope="module")
 def ctx(stage):
-    from synth.control.context import ControlContext
+    from mechsynth.synth.control.context import ControlContext
 
     return ControlContext(stage, copy_target(), Hypothesis(COPY, {"tokens": EMBED, "out": MLP0}))
 
@@ -76,7 +76,7 @@ def test_no_other_placement_makes_the_gate_not_applicable():
     res = cc.result("null_correspondences")
     assert res.passed and res.numbers["n_same_as_real"] + len(res.numbers["draws"]) == res.numbers["n_draws"]
     # Force a space with a single placement: every draw equals the claim.
-    from synth.control.context import ControlContext
+    from mechsynth.synth.control.context import ControlContext
 
     ctx = ControlContext(stage, target, hyp)
     ctx.null_correspondence = lambda i, testable_only=False: hyp  # type: ignore[method-assign]
@@ -98,8 +98,8 @@ def test_a_correct_tracr_hypothesis_is_accepted_below_alpha_over_m():
     about 1/|space|; against random programs it reaches 1/(1 + floor(m/alpha))."""
     import torch
 
-    from models import load_target
-    from synth.control.stage import LoopControls
+    from mechsynth.models import load_target
+    from mechsynth.synth.control.stage import LoopControls
 
     torch.set_num_threads(1)
     target = load_target("tracr:hist")
@@ -120,8 +120,8 @@ def test_null_program_gate_checks_draws_that_only_agree_with_a_mostly_constant_o
     take their agreement for their statistic. The ground truth passes; its draws explain little."""
     import torch
 
-    from models import load_target
-    from synth.control.context import ControlContext
+    from mechsynth.models import load_target
+    from mechsynth.synth.control.context import ControlContext
 
     torch.set_num_threads(1)
     target = load_target("tracr:detect_pattern")
@@ -138,7 +138,7 @@ def test_null_program_gate_checks_draws_that_only_agree_with_a_mostly_constant_o
 @settings(max_examples=200, deadline=None)
 @given(st.floats(0, 1), st.floats(0, 1))
 def test_the_required_gap_never_lets_a_tie_or_a_worse_score_pass_and_never_exceeds_the_absolute_gap(q, real):
-    from synth.control.nulls import _gate
+    from mechsynth.synth.control.nulls import _gate
 
     th = Thresholds()
     need = required_gap(q, th)
@@ -155,7 +155,7 @@ def test_the_required_gap_never_lets_a_tie_or_a_worse_score_pass_and_never_excee
 
 
 def test_a_perfect_hypothesis_over_a_null_at_0_91_passes_and_one_over_a_null_at_1_does_not():
-    from synth.control.nulls import _gate
+    from mechsynth.synth.control.nulls import _gate
 
     class Ctx:
         thresholds = Thresholds()

@@ -16,15 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_targets import COPY, EMBED, MLP0, copy_target, tiny_target
 
-import dsl
-from synth.accept import ControlError, Thresholds
-from synth.control.config import ControlConfig
-from synth.control.context import LocationSpace, random_correspondence, random_program_like
-from synth.control.in_network import Minimality, Necessity
-from synth.control.nulls import NullCorrespondences, RandomNetworks
-from synth.control.results import decide
-from synth.control.stage import ControlStage
-from dsl.hypothesis import Hypothesis
+from mechsynth import dsl
+from mechsynth.synth.accept import ControlError, Thresholds
+from mechsynth.synth.control.config import ControlConfig
+from mechsynth.synth.control.context import LocationSpace, random_correspondence, random_program_like
+from mechsynth.synth.control.in_network import Minimality, Necessity
+from mechsynth.synth.control.nulls import NullCorrespondences, RandomNetworks
+from mechsynth.synth.control.results import decide
+from mechsynth.synth.control.stage import ControlStage
+from mechsynth.dsl.hypothesis import Hypothesis
 
 WITH_ZERO = dsl.parse("z = map(mul(0), indices)\nout = seqmap(add, tokens, z)")
 
@@ -100,7 +100,7 @@ def test_redundant_extra_node_is_rejected_by_minimality(judged):
 
 
 def test_behaviour_oracle_separates_the_right_program_from_random_ones():
-    from synth.control.context import BehaviourOracle
+    from mechsynth.synth.control.context import BehaviourOracle
 
     oracle = BehaviourOracle(copy_target(), n_per_length=16, seed=0)
     assert oracle.bound(COPY) == pytest.approx(1.0)
@@ -288,7 +288,7 @@ def test_random_programs_have_the_same_shape(seed):
 
 
 def test_loop_controls_give_a_verdict_with_flat_numbers(target):
-    from synth.control.stage import LoopControls
+    from mechsynth.synth.control.stage import LoopControls
 
     controls = LoopControls(
         ControlConfig(network_seeds=(0,), correspondence_draws=5),

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synth.control.statistics import (
+from mechsynth.synth.control.statistics import (
     StatisticsError,
     empirical_p_value,
     holm,

@@ -6,8 +6,8 @@ import itertools
 
 import torch
 
-import dsl
-from synth.propose.enumerate import Pool, enumerate_programs, fit_map, grow
+from mechsynth import dsl
+from mechsynth.synth.propose.enumerate import Pool, enumerate_programs, fit_map, grow
 
 
 def _inputs(vocab=(1, 2, 3), max_len=3):
@@ -38,7 +38,7 @@ def test_observational_equivalence_keeps_one_program_per_value():
     keys = [pool.key(pool.values[n]) for n in names]
     assert len(keys) == len(set(keys)), "two pooled variables have the same values"
     # map(add(0), tokens) equals tokens: it must not be pooled.
-    from dsl.program import Fn, Node
+    from mechsynth.dsl.program import Fn, Node
 
     assert pool.add(Node("map", (Fn("add", 1, (0,)), "tokens"))) is None
 

@@ -16,11 +16,16 @@ from fake_anthropic_server import FakeAnthropicServer, Reply, texts_sent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location
-from synth.propose.llm_prompt import EXAMPLE_HYPOTHESIS, feedback_prompt, observation_lines, static_prompt
-from synth.propose.interface import ProposalContext, ScoredCandidate
-from synth.propose.llm import LLMProposer, extract_blocks, parse_candidate, parse_reply
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location
+from mechsynth.synth.propose.llm_prompt import (
+    EXAMPLE_HYPOTHESIS,
+    feedback_prompt,
+    observation_lines,
+    static_prompt,
+)
+from mechsynth.synth.propose.interface import ProposalContext, ScoredCandidate
+from mechsynth.synth.propose.llm import LLMProposer, extract_blocks, parse_candidate, parse_reply
 
 KEY = "sk-ant-test-proposer-SECRET-0000000000"
 TARGET = "tracr:reverse"
@@ -33,7 +38,7 @@ def target(target_named):
 
 @pytest.fixture(scope="module")
 def observations(target):
-    from synth.observe import observe
+    from mechsynth.synth.observe import observe
 
     return observe(target, per_length=64, seed=0)
 
@@ -97,7 +102,7 @@ def test_correct_program_is_a_valid_llm_proposal_and_the_rest_are_rejected_with_
 def test_the_prompt_is_built_from_registry_target_and_observations_without_the_answer(
     target, observations, truth
 ):
-    import dsl
+    from mechsynth import dsl
 
     with FakeAnthropicServer([Reply("nothing")]) as server:
         p = make(server)
@@ -124,8 +129,8 @@ def test_the_prompt_is_built_from_registry_target_and_observations_without_the_a
 
 
 def test_user_registered_function_appears_in_the_prompt():
-    import dsl
-    from dsl import registry
+    from mechsynth import dsl
+    from mechsynth.dsl import registry
 
     with registry.scope():
 
@@ -307,7 +312,7 @@ def test_feedback_marks_accepted_and_handles_odd_counterexamples():
 
 
 def test_feedback_finds_its_own_counterexamples_when_the_loop_gives_none(target, truth):
-    from synth.propose.llm_prompt import Probe
+    from mechsynth.synth.propose.llm_prompt import Probe
 
     probe = Probe.sample(target, n=32, seed=0)
     identity = Hypothesis.parse("program:\n    same = aggregate(select(indices, indices, EQ), tokens)\n")

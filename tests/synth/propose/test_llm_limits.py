@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from synth.propose.llm import parse_reply
+from mechsynth.synth.propose.llm import parse_reply
 
 BOMB = "```\nprogram:\n    out = map(x + 9**9**9, tokens)\n```\n```\nout = map(x ** 99999999999, tokens)\n```"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from fake_anthropic_server import FakeAnthropicServer, Reply
 
-from synth.propose.llm import ENV_KEY, LLMProposer
+from mechsynth.synth.propose.llm import ENV_KEY, LLMProposer
 
 KEY = "sk-ant-test-run-SECRET-1111111111"
 TARGET = "tracr:reverse"
@@ -42,7 +42,7 @@ def run_options(**kw):
 
 
 def test_run_accepts_the_correct_llm_proposal_and_stores_the_rest_with_reasons(target, tmp_path):
-    from synth.loop import run
+    from mechsynth.synth.loop import run
 
     script = [
         Reply("First guesses.\n" + fenced(WRONG, MALFORMED, ILL_TYPED)),  # round 0
@@ -83,7 +83,7 @@ def test_run_accepts_the_correct_llm_proposal_and_stores_the_rest_with_reasons(t
 
 
 def test_failed_calls_lose_no_stored_work_and_a_rerun_resumes(target, tmp_path):
-    from synth.loop import run
+    from mechsynth.synth.loop import run
 
     out = tmp_path / "run"
     first = [Reply(fenced(WRONG, MALFORMED)), Reply.error(500, "down"), Reply.error(500, "down")]
@@ -99,7 +99,7 @@ def test_failed_calls_lose_no_stored_work_and_a_rerun_resumes(target, tmp_path):
     assert all(after[k] == v for k, v in before.items())  # everything stored before is still there
     assert [a.source for a in result.accepted] == ["llm"]
     # Every call, failed ones included, is stored with the run: one ledger per invocation.
-    from synth.store import open_run
+    from mechsynth.synth.store import open_run
 
     with open_run(out) as store:
         usage = store.meta()["usage:llm"]
@@ -113,7 +113,7 @@ def test_failed_calls_lose_no_stored_work_and_a_rerun_resumes(target, tmp_path):
 
 
 def test_without_a_key_the_run_says_so_once_and_uses_the_other_proposers(monkeypatch):
-    from synth.loop import RunOptions, default_proposers
+    from mechsynth.synth.loop import RunOptions, default_proposers
 
     monkeypatch.delenv(ENV_KEY, raising=False)
     proposers, status = default_proposers(RunOptions())
@@ -122,7 +122,7 @@ def test_without_a_key_the_run_says_so_once_and_uses_the_other_proposers(monkeyp
 
 
 def test_default_proposers_include_the_llm_when_a_key_is_set(monkeypatch):
-    from synth.loop import RunOptions, default_proposers
+    from mechsynth.synth.loop import RunOptions, default_proposers
 
     monkeypatch.setenv(ENV_KEY, KEY)
     with FakeAnthropicServer() as server:
@@ -141,8 +141,8 @@ def test_cli_run_ends_with_an_llm_sourced_accepted_hypothesis(monkeypatch, tmp_p
     """
     import json
 
-    from models import load_target
-    from synth.cli import build_parser, main
+    from mechsynth.models import load_target
+    from mechsynth.synth.cli import build_parser, main
 
     try:
         build_parser().parse_args(["run", TARGET, "--proposers", "llm"])

@@ -16,9 +16,9 @@ import time
 import pytest
 from fake_anthropic_server import FakeAnthropicServer, Reply
 
-from synth.propose.llm_prompt import PromptParts
-from synth.propose.interface import ProposalContext, ScoredCandidate
-from synth.propose.llm import DEFAULT_MODEL, ENV_KEY, ENV_MODEL, LLMCall, LLMProposer, ledger_table
+from mechsynth.synth.propose.llm_prompt import PromptParts
+from mechsynth.synth.propose.interface import ProposalContext, ScoredCandidate
+from mechsynth.synth.propose.llm import DEFAULT_MODEL, ENV_KEY, ENV_MODEL, LLMCall, LLMProposer, ledger_table
 
 KEY = "sk-ant-test-0123456789abcdefSECRET"
 

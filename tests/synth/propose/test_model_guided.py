@@ -6,11 +6,11 @@ import itertools
 
 import torch
 
-import dsl
-from synth.propose.enumerate import Pool
-from synth.propose.explain_heads import _functional_selectors, _is_causal
-from synth.propose.guided_state import GuidedState
-from synth.propose.match_stats import selector_agreement
+from mechsynth import dsl
+from mechsynth.synth.propose.enumerate import Pool
+from mechsynth.synth.propose.explain_heads import _functional_selectors, _is_causal
+from mechsynth.synth.propose.guided_state import GuidedState
+from mechsynth.synth.propose.match_stats import selector_agreement
 
 
 def _pool(length: int = 4) -> Pool:
@@ -87,11 +87,11 @@ def _with_network_errors(obs, every: int):
 def test_a_network_that_errs_on_a_few_inputs_still_gets_its_program_proposed(target_named):
     import dataclasses
 
-    from synth.accept import Thresholds
-    from synth.observe import observe
-    from synth.propose.enumerate import agreement
-    from synth.propose.guided_state import MatchThresholds
-    from synth.propose.model_guided import compose, network_outputs, walk
+    from mechsynth.synth.accept import Thresholds
+    from mechsynth.synth.observe import observe
+    from mechsynth.synth.propose.enumerate import agreement
+    from mechsynth.synth.propose.guided_state import MatchThresholds
+    from mechsynth.synth.propose.model_guided import compose, network_outputs, walk
 
     clean = observe(target_named("tracr:hist"), per_length=64)
     noisy = _with_network_errors(clean, every=50)  # 2% of the read positions wrong
@@ -115,9 +115,9 @@ def test_an_output_computed_after_the_last_explained_component_is_a_fitted_funct
     """frac_prevs's head computes the prefix fraction; a readout thresholding it is map(f, fraction)."""
     import dataclasses
 
-    from synth.observe import observe
-    from synth.propose.guided_state import MatchThresholds
-    from synth.propose.model_guided import compose, walk
+    from mechsynth.synth.observe import observe
+    from mechsynth.synth.propose.guided_state import MatchThresholds
+    from mechsynth.synth.propose.model_guided import compose, walk
 
     obs = observe(target_named("tracr:frac_prevs"), per_length=64)
 
@@ -144,8 +144,8 @@ def test_an_output_computed_after_the_last_explained_component_is_a_fitted_funct
 
 
 def test_a_head_attending_where_two_relations_hold_is_matched_by_their_conjunction():
-    from dsl.program import Node
-    from synth.propose.explain_heads import _add_conjunctions
+    from mechsynth.dsl.program import Node
+    from mechsynth.synth.propose.explain_heads import _add_conjunctions
 
     pool = _pool()
     mask = pool.batch.mask

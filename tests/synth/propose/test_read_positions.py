@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from readout_targets import first_token, zeros_readout
 
-from synth.observe import observe
-from synth.propose.enumerate import Pool
-from synth.propose.explain_heads import read_mask
-from synth.propose.model_guided import make_batch
+from mechsynth.synth.observe import observe
+from mechsynth.synth.propose.enumerate import Pool
+from mechsynth.synth.propose.explain_heads import read_mask
+from mechsynth.synth.propose.model_guided import make_batch
 
 
 def test_observations_hold_outputs_only_at_read_positions():
@@ -28,7 +28,7 @@ def test_the_head_matcher_reads_where_the_task_reads():
 def test_the_llm_prompt_names_the_readout_and_the_visible_special_tokens():
     import dataclasses
 
-    from synth.propose.llm_prompt import task_lines
+    from mechsynth.synth.propose.llm_prompt import task_lines
 
     t = first_token()
     task = dataclasses.replace(t.task, bos="S", bos_in_input=True)

@@ -15,14 +15,14 @@ import torch
 
 matplotlib.use("Agg")
 
-import dsl  # noqa: E402
-from synth.report import inspection, plots  # noqa: E402
-from synth.accept import Thresholds
-from synth.control.results import CandidateControls, ControlResult, decide  # noqa: E402
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location  # noqa: E402
-from synth.control.statistics import MonteCarloTest  # noqa: E402
-from synth.store import RunStore  # noqa: E402
+from mechsynth import dsl  # noqa: E402
+from mechsynth.synth.report import inspection, plots  # noqa: E402
+from mechsynth.synth.accept import Thresholds
+from mechsynth.synth.control.results import CandidateControls, ControlResult, decide  # noqa: E402
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location  # noqa: E402
+from mechsynth.synth.control.statistics import MonteCarloTest  # noqa: E402
+from mechsynth.synth.store import RunStore  # noqa: E402
 
 PROGRAM = dsl.parse("sel = select(indices, indices, EQ)\nout = aggregate(sel, tokens)")
 HYP = Hypothesis(PROGRAM, {"tokens": Location("hook_embed"), "out": Location("blocks.0.attn.hook_z", head=1)})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dsl.hypothesis import Hypothesis
-from dsl.location import Location
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def hist(target_named):
 
 
 def test_ground_truth_recovers_itself(hist):
-    from synth.report.recovery import compare
+    from mechsynth.synth.report.recovery import compare
 
     rec = compare(hist.ground_truth, hist.ground_truth, hist)
     assert rec.recovered and rec.program_equivalent
@@ -22,8 +22,8 @@ def test_ground_truth_recovers_itself(hist):
 
 
 def test_wrong_program_or_wrong_component_is_not_a_recovery(hist):
-    from dsl import parse
-    from synth.report.recovery import compare
+    from mechsynth.dsl import parse
+    from mechsynth.synth.report.recovery import compare
 
     gt = hist.ground_truth
     wrong = Hypothesis(parse("out = selector_width(select(tokens, tokens, LT))"), {})
@@ -36,8 +36,8 @@ def test_wrong_program_or_wrong_component_is_not_a_recovery(hist):
 
 
 def test_relabelled_variable_counts_as_equivalent(hist):
-    from dsl import parse
-    from synth.report.recovery import compare
+    from mechsynth.dsl import parse
+    from mechsynth.synth.report.recovery import compare
 
     gt = hist.ground_truth
     ((var, loc),) = [(v, loc) for v, loc in gt.correspondence.items() if loc.component == "mlp"]
@@ -50,9 +50,9 @@ def test_relabelled_variable_counts_as_equivalent(hist):
 
 
 def test_walk_explains_every_component_of_hist(hist):
-    from synth.propose.guided_state import MatchThresholds
-    from synth.propose.model_guided import compose, walk
-    from synth.observe import observe
+    from mechsynth.synth.propose.guided_state import MatchThresholds
+    from mechsynth.synth.propose.model_guided import compose, walk
+    from mechsynth.synth.observe import observe
 
     obs = observe(hist, per_length=64)
     state = walk(obs, MatchThresholds())
