@@ -9,8 +9,9 @@ One *run* explains one target. The stages are plain objects passed in (or defaul
   (:class:`synth.propose.enumerate.EnumerativeProposer`) and, unless ``no_llm``, the LLM proposer
   (:mod:`synth.propose.llm`). Exhaustive proposers (the enumerator) run once; the others
   are asked again each round with the best candidates so far (the model-guided walk widens
-  its match bars each round), until a round in which no proposer offers anything, the
-  round limit or the budget;
+  its match bars and re-explains the components whose variables failed interchange), until no
+  proposer has anything more to offer (:func:`synth.propose.interface.has_more`), the
+  optional round cap or the budget;
 * **localize** (:mod:`synth.localize`): proposals without a correspondence get one;
 * **check** — first a cheap *prefilter* (the program's output against the network's on
   the observed inputs, then the checks' node-level resample ablation), then the full
@@ -32,6 +33,7 @@ turns it into one line and exit code 130.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -46,7 +48,7 @@ import torch
 
 from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.synth.accept import SCORED, CandidateStatus, ControlVerdict, Thresholds, number, strength
-from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
+from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate, has_more
 from mechsynth.synth.store import EXPLANATION_PREFIX, Run, RunStore, candidate_key, config_hash, load_run
 
 if TYPE_CHECKING:
@@ -70,7 +72,7 @@ class RunOptions:
     per_length: int = 256  # observed inputs per length (all of them when fewer exist)
     n_score: int = 256  # inputs per full check
     max_candidates: int = 500  # candidates (of all proposers) per run
-    rounds: int = 4  # rounds for proposers that are not exhaustive (the LLM, the widening walk)
+    rounds: int | None = None  # cap on rounds; None: until the budget or no proposer has more
     stop_on_accept: bool = True
     threads: int = 1  # torch threads for the synthesis stages (small tensors: 1 is fastest)
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -278,17 +280,16 @@ class _Loop:
                 time.monotonic() - t0,
                 f"{self.observations.n_inputs} inputs, {self.observations.n_positions} positions",
             )
-            for rnd in range(max(1, opts.rounds)):
-                active = [p for p in proposers if rnd == 0 or not getattr(p, "exhaustive", False)]
+            for rnd in itertools.count():
+                if opts.rounds is not None and rnd >= max(1, opts.rounds):
+                    break
+                active = [p for p in proposers if has_more(p, self.context(rnd))]
                 if not active:
                     break
                 offered = new = 0  # proposals made this round (new or already seen), new ones
                 for proposer in active:
-                    ctx = ProposalContext(
-                        self.target, self.observations, tuple(self.best[:8]), self.deadline, opts.seed, rnd
-                    )
                     t0 = time.monotonic()
-                    for proposal in proposer.propose(ctx):
+                    for proposal in proposer.propose(self.context(rnd)):
                         offered += 1
                         new += self.handle(proposal, rnd)
                         if self.done():
@@ -300,8 +301,8 @@ class _Loop:
                         break
                 best = _fmt(self.best[0].scores.get("strength")) if self.best else "-"
                 self.say(f"round {rnd}: {offered} proposals ({new} new); best so far {best}")
-                # A round that repeats earlier proposals is no reason to stop: the next may widen.
-                if self.done() or offered == 0:
+                # A round that offers nothing is no reason to stop: a later one may widen or refine.
+                if self.done():
                     break
             if self.accepted and opts.stop_on_accept:
                 stopped = "accepted"
@@ -318,6 +319,12 @@ class _Loop:
             seconds = time.monotonic() - self.start
             store.add_timing("total", seconds, stopped)
             store.set_meta(stopped=stopped, last_seconds=seconds)
+
+    def context(self, rnd: int) -> ProposalContext:
+        """What a proposer sees in round ``rnd``: the best candidates scored so far."""
+        opts = self.opts
+        best = tuple(self.best[:8])
+        return ProposalContext(self.target, self.observations, best, self.deadline, opts.seed, rnd)
 
     def record_usage(self, proposer: Any) -> None:
         """Store what a proposer reports it used (``usage()``), one entry per invocation of the run."""
@@ -420,7 +427,7 @@ class _Loop:
     def remember(
         self, hyp: Hypothesis, source: str, scores: Mapping[str, Any], status: str, reason: str
     ) -> None:
-        s = {k: v for k, v in scores.items() if isinstance(v, (int, float))}
+        s = _numeric_scores(scores)  # with iia[VAR] per variable: the proposers' feedback
         s["strength"] = strength(s)
         self.best.append(ScoredCandidate(hyp, source, s, status == CandidateStatus.ACCEPTED, reason or None))
         self.best.sort(key=lambda c: -c.scores["strength"])

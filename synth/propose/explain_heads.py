@@ -255,10 +255,14 @@ def explain_head_soft(
     if ranked:  # the closest selector, kept for the run's partial explanation
         top = max(ranked, key=lambda t: (t[0], t[1]))
         info["best_agreement"], info["best_selector"] = top[0], str(top[3])
+    here = Location(act_name("z", layer), head=head)
     for ranking in rankings:
-        if not ranking:
+        # The best selector of each ranking that the checks have not refuted for this head.
+        allowed = (t for t in sorted(ranking, key=lambda t: (-t[0], -t[1])) if state.allows(here, t[4]))
+        top = next(allowed, None)
+        if top is None:
             continue
-        agreement, _, rows_name, node, values = max(ranking, key=lambda t: (t[0], t[1]))
+        agreement, _, rows_name, node, values = top
         if agreement >= th.selector and all(node != n[2] for n in nominated):
             nominated.append((agreement, rows_name, node, values))
     for agreement, rows_name, node, values in sorted(nominated, key=lambda n: -n[0]):
@@ -330,6 +334,7 @@ def _head_aggregates(
     from mechsynth.dsl.program import Node
 
     zr = z.double()[rows[pool.batch.mask]]
+    here = Location(act_name("z", layer), head=head)
     best: list[tuple[float, Any, torch.Tensor]] = []
     for x in avail:
         agg = Node("aggregate", (sel, x, None), "categorical")
@@ -339,7 +344,7 @@ def _head_aggregates(
             continue
         codes = vals[rows]
         defined = ~torch.isnan(codes)
-        if float(defined.double().mean()) < 0.5:
+        if float(defined.double().mean()) < 0.5 or not state.allows(here, vals):
             continue
         if _is_mean(pool, sel, x) and _numbers(pool, x):
             # A mean takes many values: a linear readout, not a class decoder, says if z holds it.
@@ -359,9 +364,7 @@ def _head_aggregates(
         name = pool.add(node, prefix=f"attn{layer}_{head}_", values=vals, dedupe=False)
         if name is None:
             continue
-        state.located[name] = Located(
-            name, Location(act_name("z", layer), head=head), float(layer), acc
-        )
+        state.located[name] = Located(name, here, float(layer), acc)
         names.append(name)
     return names
 
@@ -488,6 +491,11 @@ def _name_relation(
                 if bool((comparison(name, k2, q2) == rel).all()):
                     yield name, (side, c), 0.5
                     return
+    for side, ok in (("q", q_relabel), ("k", k_relabel)):
+        matching = _matching(kt, qt, rel, side) if ok and not same else None
+        if matching is not None:
+            yield "EQ", (side, matching), 0.6
+            return
     if same and k_relabel:
         ranks = _order_labels(kt, qt, rel)
         if ranks is not None:
@@ -497,6 +505,27 @@ def _name_relation(
     pred = _fit_predicate(kt, qt, rel)
     if pred is not None:
         yield pred, None, float(pred.family.cost)
+
+
+def _matching(kt: torch.Tensor, qt: torch.Tensor, rel: torch.Tensor, side: str) -> dict[float, float] | None:
+    """Labels for one side under which ``rel`` is ``EQ``: each value of it selects one value of the other.
+
+    A head that attends from each query value to exactly one key value, a different one for
+    each (the mirror position in a reverse), compares the other side with a relabelling of this
+    one; the relabelled variable is refitted as a map of its inputs (a closed form such as
+    ``length - indices - 1`` where one exists) instead of a table predicate. Returns the
+    code -> label map of ``side`` ("q" or "k"), or None when the relation is no such matching.
+    """
+    mine, other = (qt, kt) if side == "q" else (kt, qt)
+    partner: dict[float, float] = {}
+    for m, o, r in zip(mine.tolist(), other.tolist(), rel.tolist()):
+        if not r:
+            continue
+        if partner.setdefault(m, o) != o:
+            return None  # two values selected: no function
+    if set(partner) != set(mine.tolist()) or len(set(partner.values())) != len(partner):
+        return None  # a value selecting nothing, or two values selecting the same one
+    return partner
 
 
 def _order_labels(

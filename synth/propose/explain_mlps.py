@@ -145,10 +145,12 @@ def explain_mlp(
         for _cost, node, values, acc in blocks[block]:
             numerical = len(block) == 1 and pool.items[node.inputs[0]].dtype != "value"
             node = Node(node.op, node.args, "numerical" if numerical else "categorical")
+            where = Location(act_name("mlp_out", layer), dims=None if th.whole_mlp else block)
+            if not state.allows(where, values):
+                continue
             name = pool.add(node, prefix=f"mlp{layer}_", values=values, dedupe=False)
             if name is None:
                 continue
-            where = Location(act_name("mlp_out", layer), dims=None if th.whole_mlp else block)
             state.located[name] = Located(name, where, layer + 0.5, acc)
             names.append(name)
         info["blocks"].append({"dims": block, "variables": names})
@@ -212,11 +214,10 @@ def _fit_block(
         if node is None:
             continue
         name = try_add(pool, node, prefix=f"mlp{layer}_fit", dedupe=False)
-        if name is None:
+        where = Location(act_name("mlp_out", layer), dims=tuple(dims))
+        if name is None or not state.allows(where, pool.values[name]):
             continue
-        state.located[name] = Located(
-            name, Location(act_name("mlp_out", layer), dims=tuple(dims)), layer + 0.5, 1.0
-        )
+        state.located[name] = Located(name, where, layer + 0.5, 1.0)
         return name
     del Node
     return None

@@ -66,6 +66,20 @@ class Located:
     score: float = 1.0
 
 
+@dataclass(frozen=True)
+class Exclusion:
+    """An explanation the walk must not give again: a variable's values at one location.
+
+    Feedback from the checks: a variable whose interchange at its claimed location fails was the
+    wrong explanation of that component (or the wrong labelling), so the next walk takes the
+    component's next-best one. Values are identified by their hash on the walk's batch
+    (:meth:`synth.propose.enumerate.Pool.key`), which every walk over the same observations shares.
+    """
+
+    location: Location
+    values: str
+
+
 @dataclass
 class GuidedState:
     """Everything the layer walk found (exposed for reports, notebooks and tests)."""
@@ -78,6 +92,16 @@ class GuidedState:
     outputs: list[str] = field(default_factory=list)
     output_agreement: dict[str, float] = field(default_factory=dict)  # output variable -> agreement
     thresholds: MatchThresholds = field(default_factory=MatchThresholds)  # the bars the walk used
+    excluded: frozenset[Exclusion] = frozenset()  # explanations the checks refuted (skipped)
+    # program text -> its claimed variable -> the pooled variable it is (what :func:`compose` made)
+    claims: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def exclusion(self, location: Location, values: Any) -> Exclusion:
+        return Exclusion(location, self.pool.key(values))
+
+    def allows(self, location: Location, values: Any) -> bool:
+        """Whether ``values`` may explain the component at ``location`` (not refuted by the checks)."""
+        return not self.excluded or self.exclusion(location, values) not in self.excluded
 
 
 def representatives(state: GuidedState, names: Sequence[str]) -> list[str]:

@@ -68,10 +68,25 @@ class ProposalContext:
 class Proposer(Protocol):
     """Yields proposals. A proposer with a cost to account for (the LLM's calls and tokens) may
     also define ``usage() -> dict``: JSON-safe numbers the loop stores with the run after each
-    round, shown by the report and ``mechsynth show``."""
+    round, shown by the report and ``mechsynth show``. One that knows when it has nothing left
+    to offer defines ``has_more(context) -> bool`` (see :func:`has_more`)."""
 
     name: str
 
     def propose(self, context: ProposalContext) -> Iterator[Proposal]:
         """Yield proposals; stop early when ``context.deadline`` has passed."""
         ...
+
+
+def has_more(proposer: Any, context: ProposalContext) -> bool:
+    """Whether ``proposer`` may offer something new in the round ``context`` describes.
+
+    The loop runs rounds until no proposer has more (or the budget, or acceptance): a round in
+    which nothing was offered is no reason to stop while a proposer still has looser bars to
+    walk with or feedback to act on. An ``exhaustive`` proposer says everything in round 0;
+    one without ``has_more`` is asked every round.
+    """
+    ask = getattr(proposer, "has_more", None)
+    if ask is not None:
+        return bool(ask(context))
+    return context.round == 0 or not getattr(proposer, "exhaustive", False)

@@ -281,6 +281,10 @@ class LLMProposer:
                 return
             yield from self._call(context)
 
+    def has_more(self, context: ProposalContext) -> bool:
+        """Another round while enabled and within the call, token and time budgets."""
+        return self.enabled and self._budget_stop(context) is None
+
     def build_prompt(self, context: ProposalContext) -> PromptParts:
         """The prompt of the next call (static and target parts are built once and reused)."""
         if self._static is None:

@@ -47,23 +47,26 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
 from mechsynth.synth.propose.enumerate import MIN_DEFINED, Pool, agreement, encode_outputs, try_add
 from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.dsl.location import Location, act_name
-from mechsynth.synth.propose.interface import Proposal, ProposalContext
+from mechsynth.synth.accept import Thresholds
+from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
 
 from mechsynth.synth.propose.explain_heads import explain_head, explain_head_soft, padded_patterns
 from mechsynth.synth.propose.explain_mlps import explain_mlp
 from mechsynth.synth.propose.guided_state import (
     ComponentExplanation,
     ComponentStatus,
+    Exclusion,
     GuidedState,
     Located,
     MatchThresholds,
@@ -77,13 +80,19 @@ if TYPE_CHECKING:
 
 @dataclass
 class ModelGuidedProposer:
-    """Layer-by-layer proposer (see the module docstring), widening its match bars round by round.
+    """Layer-by-layer proposer (see the module docstring): widening its bars, refining on feedback.
 
     Round 0 walks with the bars for the target (exact for tracr-compiled networks, soft for
-    trained ones); every later round of the loop walks again with the next, looser bars of
-    :func:`widening`, so a network whose components miss one bar by a little still gets
-    proposals while budget remains; the checks and controls decide what is accepted. Given
-    ``thresholds``, it walks once with them.
+    trained ones); each later round walks again with the next, looser bars of :func:`widening`,
+    so a network whose components miss one bar by a little still gets proposals while budget
+    remains. Every round also uses what the checks said about its earlier proposals: the
+    variable with the worst interchange accuracy below the acceptance bar was the wrong
+    explanation of the component it was claimed at, so that explanation is excluded and the
+    walk takes the component's next-best one (for a head, its next aggregate; after
+    ``SELECTOR_FAILURES`` refuted aggregates through one selector, its next selector). Once the
+    bars are spent it keeps refining while feedback brings new exclusions (a walk each), with
+    the bars of the walk that made the refuted proposal. The checks and controls decide what
+    is accepted. Given ``thresholds``, it widens no further but still refines.
     """
 
     name: str = "model-guided"
@@ -93,6 +102,13 @@ class ModelGuidedProposer:
     exhaustive: bool = False  # each round walks with looser bars
     last_state: GuidedState | None = None
     best_state: GuidedState | None = None  # the walk that explained the most components
+    excluded: set[Exclusion] = field(default_factory=set)  # explanations refuted by the checks
+    _claims: dict[str, tuple[dict[str, tuple[Exclusion, ...]], MatchThresholds]] = field(
+        default_factory=dict, repr=False
+    )  # program text -> (variable -> its exclusions, most specific first; the walk's bars)
+    _used: set[str] = field(default_factory=set, repr=False)  # programs whose feedback was taken
+    _selector_failures: dict[Exclusion, int] = field(default_factory=dict, repr=False)
+    _refine_bars: MatchThresholds | None = None
 
     def schedule(self, target: Any) -> tuple[MatchThresholds, ...]:
         """The bars of each round, strictest first."""
@@ -100,28 +116,112 @@ class ModelGuidedProposer:
             return (self.thresholds,)
         return widening(_is_exact(target))
 
+    def has_more(self, context: ProposalContext) -> bool:
+        return context.round < len(self.schedule(context.target)) or bool(self._refutations(context.best))
+
     def propose(self, context: ProposalContext) -> Iterator[Proposal]:
         obs = context.observations
         bars = self.schedule(context.target)
-        if context.round >= len(bars):
+        learned = self.learn(context.best)
+        if context.round < len(bars):
+            thresholds = bars[context.round]
+        elif learned and self._refine_bars is not None:
+            thresholds = self._refine_bars
+        else:
             return
-        thresholds = bars[context.round]
         start = time.monotonic()
-        state = walk(obs, thresholds, labellings=self.labellings, deadline=context.deadline)
+        state = walk(
+            obs,
+            thresholds,
+            labellings=self.labellings,
+            deadline=context.deadline,
+            excluded=frozenset(self.excluded),
+        )
         self.last_state = state
         if self.best_state is None or _n_explained(state) > _n_explained(self.best_state):
             self.best_state = state
         n = 0
         for hyp, meta in compose(state, obs):
-            meta = {**meta, "walk_round": context.round, "walk_seconds": round(time.monotonic() - start, 3)}
+            self._claims[str(hyp.program)] = (_exclusions_of(state, str(hyp.program)), thresholds)
+            meta = {
+                **meta,
+                "walk_round": context.round,
+                "walk_seconds": round(time.monotonic() - start, 3),
+                "walk_excluded": len(state.excluded),
+            }
             yield Proposal(source=self.name, hypothesis=hyp, meta=meta)
             n += 1
             if n >= self.max_candidates:
                 return
 
+    def learn(self, best: Sequence[ScoredCandidate]) -> int:
+        """Exclude the explanations that the checks refuted; returns how many are new."""
+        before = len(self.excluded)
+        for program, variable in self._refutations(best):
+            self._used.add(program)
+            claims, bars = self._claims[program]
+            own, *selectors = claims[variable]
+            self.excluded.add(own)
+            for sel in selectors:
+                self._selector_failures[sel] = self._selector_failures.get(sel, 0) + 1
+                if self._selector_failures[sel] >= SELECTOR_FAILURES:
+                    self.excluded.add(sel)
+            self._refine_bars = bars
+        return len(self.excluded) - before
+
+    def _refutations(self, best: Sequence[ScoredCandidate]) -> list[tuple[str, str]]:
+        """(program, its worst variable) for each of our scored, unaccepted proposals not yet used.
+
+        The worst variable is the claimed one with the lowest interchange accuracy, when that is
+        below the acceptance bar (``iia[VAR]`` in the scores the loop passes back).
+        """
+        bar = Thresholds().iia
+        out = []
+        for cand in best:
+            program = str(cand.hypothesis.program)
+            ours = cand.source == self.name and program in self._claims
+            if not ours or cand.accepted or program in self._used:
+                continue
+            claims = self._claims[program][0]
+            scored = [
+                (x, v) for v, x in _iia_by_variable(cand.scores).items() if v in claims and not math.isnan(x)
+            ]
+            if scored:
+                worst, variable = min(scored)
+                if worst < bar and claims[variable][0] not in self.excluded:
+                    out.append((program, variable))
+        return out
+
     def explanation(self) -> tuple[ComponentExplanation, ...]:
         """The best walk's component-by-component explanation (empty before the first walk)."""
         return explanation(self.best_state) if self.best_state is not None else ()
+
+
+SELECTOR_FAILURES = 2  # refuted aggregates through one head's selector before the selector is refuted
+
+
+def _iia_by_variable(scores: Mapping[str, Any]) -> dict[str, float]:
+    """Interchange accuracy per variable from the loop's flat scores (``iia[a+b]``: a joint intervention)."""
+    out: dict[str, float] = {}
+    for key, x in scores.items():
+        if key.startswith("iia[") and key.endswith("]") and isinstance(x, float):
+            for variable in key[4:-1].split("+"):
+                out[variable] = min(x, out.get(variable, x))
+    return out
+
+
+def _exclusions_of(state: GuidedState, program: str) -> dict[str, tuple[Exclusion, ...]]:
+    """For each claimed variable of ``program``: its own exclusion, then its selector's (for a head)."""
+    pool = state.pool
+    out: dict[str, tuple[Exclusion, ...]] = {}
+    for variable, name in state.claims.get(program, {}).items():
+        loc = state.located[name].location
+        keys = [state.exclusion(loc, pool.values[name])]
+        node = pool.items[name].node
+        if node is not None and node.op == "aggregate" and loc.head is not None:
+            keys.append(state.exclusion(loc, pool.values[node.inputs[0]]))
+        out[variable] = tuple(keys)
+    return out
 
 
 def widening(exact: bool) -> tuple[MatchThresholds, ...]:
@@ -160,11 +260,16 @@ def walk(
     labellings: int = 3,
     deadline: float | None = None,
     batch: Any = None,
+    excluded: frozenset[Exclusion] = frozenset(),
 ) -> GuidedState:
-    """Explain every component, layer by layer; returns the pool of located variables."""
+    """Explain every component, layer by layer; returns the pool of located variables.
+
+    ``excluded`` are explanations the checks refuted in earlier rounds: each component is
+    explained by its best remaining candidate instead.
+    """
     batch = batch if batch is not None else make_batch(obs)
     pool = Pool(batch)
-    state = GuidedState(pool, thresholds=thresholds)
+    state = GuidedState(pool, thresholds=thresholds, excluded=excluded)
     mask = batch.mask
     width = batch.width
     state.located["tokens"] = Located("tokens", Location(act_name("embed")), -1.0)
@@ -418,6 +523,8 @@ def compose(state: GuidedState, obs: Observations) -> Iterator[tuple[Hypothesis,
                 corr[new] = location
                 taken.add(location)
         meta = {"output": out, "notes": list(state.notes)}
+        inverse = {rename.get(n, n): n for n in names}
+        state.claims[str(program)] = {v: inverse[v] for v in corr}
         yield Hypothesis(program, corr), meta
 
 
