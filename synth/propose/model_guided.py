@@ -57,6 +57,7 @@ import torch
 
 from mechsynth.synth.propose.enumerate import MIN_DEFINED, Pool, agreement, encode_outputs, try_add
 from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.program import PRIMITIVE_VARIABLES
 from mechsynth.dsl.location import Location, act_name
 from mechsynth.synth.accept import Thresholds
 from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
@@ -466,13 +467,14 @@ def _output_functions(
     max_keys = max(2, n_read // TABLE_SUPPORT)
     written = [loc for loc in located if loc.layer >= 0 and pool.items[loc.name].kind == "sop"]
     written = written[:FUNCTION_ARGS]
-    primitives = [loc for loc in located if loc.layer < 0]
-    # Pairs read at least one written variable (a primitive alone is the enumerator's job).
-    argsets = [(loc.name,) for loc in written] + [
-        (a.name, b.name)
-        for a, b in itertools.combinations(written + primitives, 2)
-        if a.location != b.location and (a.layer >= 0 or b.layer >= 0)
-    ]
+    # Pairs read at least one written variable (a primitive alone is the enumerator's job); a
+    # primitive may be the other argument, ``length`` included (a count is a mean times length).
+    primitives = [name for name in PRIMITIVE_VARIABLES if name in pool.items]
+    argsets = (
+        [(loc.name,) for loc in written]
+        + [(a.name, b.name) for a, b in itertools.combinations(written, 2) if a.location != b.location]
+        + [(a.name, p) for a in written for p in primitives]
+    )
     found: list[tuple[float, str]] = []
     for args in argsets:
         cols = [pool.values[a] for a in args]
@@ -570,14 +572,24 @@ def _split_shared_blocks(state: GuidedState, obs: Observations, names: Sequence[
 
 
 def _readable_names(state: GuidedState, names: Sequence[str]) -> dict[str, str]:
+    """Program names for pooled variables: the role its values show, else its component.
+
+    A variable whose values are a quantity a person would name (the sequence length, the
+    mirror index ``length - indices - 1``, "is the token c") gets that name; otherwise it is
+    named for the component that writes it (``attn1_h0``, ``mlp2``) or ``sel``/``v``.
+    """
+    roles = _roles(state.pool)
     out: dict[str, str] = {}
-    used: set[str] = set()
+    used: set[str] = set(PRIMITIVE_VARIABLES)
     for n in names:
         item = state.pool.items[n]
         if item.node is None:
             continue
         loc = state.located.get(n)
-        if item.kind == "selector":
+        role = roles.get(state.pool.key(state.pool.values[n]))
+        if role is not None:
+            base = role
+        elif item.kind == "selector":
             base = "sel"
         elif loc is not None and loc.location.component == "attn":
             base = f"attn{loc.location.layer}_h{loc.location.head}"
@@ -593,3 +605,55 @@ def _readable_names(state: GuidedState, names: Sequence[str]) -> dict[str, str]:
         used.add(name)
         out[n] = name
     return out
+
+
+ROLE_TOKENS = 16  # "is_c" names are derived for at most this many token values
+
+
+def _roles(pool: Pool) -> dict[str, str]:
+    """Value hash -> role name, for the quantities a person names (computed on the pool's batch)."""
+    from mechsynth.dsl.program import Node
+
+    memo = pool.fn_memo.get(("roles",))
+    if memo is not None:
+        return memo[0]
+    length, indices, tokens = (pool.values[n] for n in ("length", "indices", "tokens"))
+    sops = {
+        "seq_length": length,
+        "opp_index": length - indices - 1,
+        "prev_index": indices - 1,
+        "next_index": indices + 1,
+    }
+    same = (tokens[:, :, None] == tokens[:, None, :]) & pool.sel_mask  # symmetric: orientation moot
+    sops["token_count"] = same.sum(-1).double()
+    codes = torch.unique(tokens[pool.batch.mask]).tolist()
+    if len(codes) <= ROLE_TOKENS:
+        for code in codes:
+            word = _token_word(pool.batch.codebook.decode(code, "value"))
+            if word is not None:
+                hit = tokens == code
+                sops[f"is_{word}"] = hit
+                sops[f"is_{word}_num"] = hit.double()
+    roles = {pool.key(values): name.removesuffix("_num") for name, values in sops.items()}
+    for name, node in (
+        ("all_positions", Node("select", ("tokens", "tokens", "TRUE"), None)),
+        ("same_token", Node("select", ("tokens", "tokens", "EQ"), None)),
+        ("prefix", Node("select", ("indices", "indices", "LEQ"), None)),
+    ):
+        roles.setdefault(pool.key(pool.evaluate(node)), name)
+    pool.fn_memo[("roles",)] = [roles]
+    return roles
+
+
+_BRACKETS = {"(": "open", ")": "close", "[": "open_sq", "]": "close_sq", "{": "open_cb", "}": "close_cb"}
+
+
+def _token_word(value: Any) -> str | None:
+    """A token value as part of a name: ``a`` -> ``a``, ``(`` -> ``open``, ``3`` -> ``3``."""
+    if isinstance(value, str) and value.isidentifier():
+        return value
+    if isinstance(value, str):
+        return _BRACKETS.get(value)
+    if isinstance(value, (int, float)) and float(value).is_integer() and 0 <= value < 100:
+        return str(int(value))
+    return None

@@ -302,7 +302,7 @@ def test_the_checks_refute_a_wrong_first_candidate_and_the_search_refines_it(his
     said: list[str] = []
     result = run(
         hist, out=tmp_path / "r", proposers=[walker], controls=NoControls(), budget_seconds=300,
-        thresholds=Thresholds(prefilter_ablation=0.0), progress=said.append,  # full checks for every candidate
+        thresholds=Thresholds(prefilter_ablation=0.0), progress=said.append,  # every candidate fully checked
     )
     with open_run(tmp_path / "r") as store:
         first, *later = store.candidates()

@@ -179,3 +179,21 @@ def test_a_head_attending_where_two_relations_hold_is_matched_by_their_conjuncti
     rankings = ([(agreements_of(v)[0][1], -1.0, "all", n, v) for n, v in singles],)
     _add_conjunctions(rankings, agreements_of)
     assert len(rankings[0]) == 2
+
+
+def test_proposed_programs_read_as_a_person_would_write_them(target_named):
+    """tracr:reverse: named roles and a closed-form mirror index, no table predicate, no identity map."""
+    from mechsynth.synth.observe import observe
+    from mechsynth.synth.propose.guided_state import MatchThresholds
+    from mechsynth.synth.propose.model_guided import compose, walk
+
+    target = target_named("tracr:reverse")
+    obs = observe(target, per_length=64, seed=0)
+    hyp, _ = next(compose(walk(obs, MatchThresholds()), obs))
+    text = str(hyp.program)
+    assert "seq_length = selector_width(all_positions)" in text
+    assert "select(indices, opp_index, EQ)" in text
+    assert "table(" not in text and "identity" not in text
+    # The names are only names: the program computes the mirror index.
+    values = dsl.evaluate_all(hyp.program, [[1, 2, 3], [3, 1, 2, 2]])
+    assert values["opp_index"] == [[2, 1, 0], [3, 2, 1, 0]]
