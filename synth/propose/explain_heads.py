@@ -237,6 +237,8 @@ def explain_head_soft(
             candidates.append((cost, Node("select", (k, q, pred), None)))
     for k, q, node in _functional_selectors(pool, state, pattern, mask, reps):
         candidates.append((pool.items[k].cost + pool.items[q].cost + 2.0, node))
+    # Attention spread over every key (a count over the whole input): one canonical selector.
+    candidates.append((0.5, Node("select", ("tokens", "tokens", "TRUE"), None)))
     for cost, node in candidates:
         try:
             values = pool.evaluate(node)
@@ -336,7 +338,7 @@ def _head_aggregates(
     zr = z.double()[rows[pool.batch.mask]]
     here = Location(act_name("z", layer), head=head)
     best: list[tuple[float, Any, torch.Tensor]] = []
-    for x in avail:
+    for x in [*avail, *token_indicators(pool)]:
         agg = Node("aggregate", (sel, x, None), "categorical")
         try:
             vals = pool.evaluate(agg)
@@ -366,6 +368,40 @@ def _head_aggregates(
             continue
         state.located[name] = Located(name, here, float(layer), acc)
         names.append(name)
+    return names
+
+
+INDICATOR_VOCABULARY = 6  # token indicators are averaged by heads only over vocabularies this small
+
+
+def token_indicators(pool: Pool) -> list[str]:
+    """``map(eq(c), tokens)`` for each token value ``c`` of a small vocabulary (pooled once).
+
+    A head attending uniformly over a set of keys and reading their token writes the fraction
+    of each token among them (the fraction of open brackets in a prefix, of 1s in a
+    majority vote); with few token values, each fraction is a numerical aggregate the head's
+    output may hold. They are offered as aggregated values only, not as variables of their own.
+    """
+    from mechsynth.dsl.program import Fn, Node
+
+    memo = pool.fn_memo.get(("token_indicators",))
+    if memo is not None:
+        return memo
+    tokens = pool.values["tokens"]
+    codes = torch.unique(tokens[pool.batch.mask]).tolist()
+    names: list[str] = []
+    if 2 <= len(codes) <= INDICATOR_VOCABULARY:
+        for code in codes:
+            value = pool.batch.codebook.decode(code, "value")
+            node = Node("map", (Fn("eq", 1, (value,)), "tokens"), "categorical")
+            try:
+                values = pool.evaluate(node)
+            except ValueError:
+                continue
+            name = pool.lookup(values) or pool.add(node, prefix="is_token")
+            if name is not None:
+                names.append(name)
+    pool.fn_memo[("token_indicators",)] = names
     return names
 
 

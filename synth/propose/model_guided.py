@@ -524,10 +524,41 @@ def compose(state: GuidedState, obs: Observations) -> Iterator[tuple[Hypothesis,
             if new in program.variables and location not in taken:
                 corr[new] = location
                 taken.add(location)
-        meta = {"output": out, "notes": list(state.notes)}
         inverse = {rename.get(n, n): n for n in names}
+        corr = _claim_redundant_heads(state, corr, inverse)
+        meta = {"output": out, "notes": list(state.notes)}
         state.claims[str(program)] = {v: inverse[v] for v in corr}
         yield Hypothesis(program, corr), meta
+
+
+def _claim_redundant_heads(
+    state: GuidedState, corr: dict[str, Location], pooled: Mapping[str, str]
+) -> dict[str, Location]:
+    """A variable that every active head of its layer writes is claimed at the layer's whole ``hook_z``.
+
+    Trained networks often compute one quantity in several heads at once (both heads of a
+    counter averaging the same indicator). Claimed at one head, its interchange fails: the
+    other heads still carry the base input's value. When the heads writing identical values
+    are all of the layer's active heads, and no other variable of the program is claimed
+    there, the claim is the layer's attention output.
+    """
+    pool = state.pool
+    out = dict(corr)
+    for variable, loc in corr.items():
+        if loc.component != "attn" or loc.head is None:
+            continue
+        key = pool.key(pool.values[pooled[variable]])
+        writers = {
+            other.location.head
+            for other in state.located.values()
+            if other.location.hook == loc.hook and other.location.head is not None
+            and pool.key(pool.values[other.name]) == key
+        }
+        active = {head for (layer, head) in state.heads if layer == loc.layer}
+        shared = any(v != variable and c.hook == loc.hook for v, c in corr.items())
+        if len(writers) > 1 and writers >= active and not shared:
+            out[variable] = Location(loc.hook)
+    return out
 
 
 def _split_shared_blocks(state: GuidedState, obs: Observations, names: Sequence[str]) -> dict[str, Location]:
