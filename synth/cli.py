@@ -325,48 +325,39 @@ def _use_source(args: argparse.Namespace) -> tuple[Any, Any]:
     return load_target(spec), hypothesis
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _use_command(args: argparse.Namespace, use: Callable[..., Any], fmt: Callable[[Any], str],
+                 **kwargs: Any) -> int:
+    """Run one synth.use stage on the run's accepted hypothesis and print its result."""
     from mechsynth.synth.loop import torch_threads
-    from mechsynth.synth.use.predict import format_prediction, predict
 
     target, hypothesis = _use_source(args)
-    with torch_threads(1):
-        result = predict(target, hypothesis, count=args.count, n_search=args.n, n_recall=args.n,
-                         steps=args.steps, seed=args.seed)
+    with torch_threads(1):  # as in the loop: small batched passes, where extra threads only cost
+        result = use(target, hypothesis, seed=args.seed, **kwargs)
     if args.json:
         _print_json(result.to_json())
     else:
-        print(format_prediction(result))
+        print(fmt(result))
     return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mechsynth.synth.use.predict import format_prediction, predict
+
+    return _use_command(args, predict, format_prediction, count=args.count, n_search=args.n,
+                        n_recall=args.n, steps=args.steps)
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from mechsynth.synth.loop import torch_threads
     from mechsynth.synth.use.edit import edit, format_edit, parse_edits
 
     edits = parse_edits(args.edit)  # before the target loads: a typo fails at once
-    target, hypothesis = _use_source(args)
-    with torch_threads(1):
-        result = edit(target, hypothesis, edits, n=args.n, seed=args.seed)
-    if args.json:
-        _print_json(result.to_json())
-    else:
-        print(format_edit(result))
-    return 0
+    return _use_command(args, edit, format_edit, edits=edits, n=args.n)
 
 
 def cmd_replace(args: argparse.Namespace) -> int:
-    from mechsynth.synth.loop import torch_threads
     from mechsynth.synth.use.replace import format_replacement, replace
 
-    target, hypothesis = _use_source(args)
-    with torch_threads(1):
-        result = replace(target, hypothesis, n=args.n, seed=args.seed, tracr=not args.no_tracr)
-    if args.json:
-        _print_json(result.to_json())
-    else:
-        print(format_replacement(result))
-    return 0
+    return _use_command(args, replace, format_replacement, n=args.n, tracr=not args.no_tracr)
 
 
 _EDIT_SYNTAX = """\
