@@ -447,12 +447,19 @@ FACTORIES: dict[str, Callable[..., Task]] = {
 }
 
 
+def _backdoor_factories() -> dict[str, Callable[..., Task]]:
+    from mechsynth.models.backdoor import FACTORIES as BACKDOOR
+
+    return BACKDOOR
+
+
 def make_task(kind: str, params: dict[str, Any], name: str | None = None) -> Task:
     """Rebuild a task from its record (as stored in checkpoint metadata)."""
-    if kind not in FACTORIES:
-        raise TargetError(f"unknown task kind {kind!r} (known: {', '.join(FACTORIES)})")
+    factories = {**FACTORIES, **_backdoor_factories()}  # backdoored tasks: models.backdoor
+    if kind not in factories:
+        raise TargetError(f"unknown task kind {kind!r} (known: {', '.join(factories)})")
     try:
-        task = FACTORIES[kind](**params)
+        task = factories[kind](**params)
     except TypeError as e:
         raise TargetError(f"bad parameters for task {kind}: {e}") from None
     if name is not None:

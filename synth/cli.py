@@ -313,6 +313,101 @@ def _writable_dir(path: Path, what: str) -> list[Path]:
     return missing
 
 
+# --- using an accepted hypothesis (synth.use): predict, edit, replace ------------------------------
+
+
+def _use_source(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(target, accepted hypothesis) of the run in ``args.run``."""
+    from mechsynth.models import load_target
+    from mechsynth.synth.use.inputs import accepted_hypothesis
+
+    spec, hypothesis = accepted_hypothesis(args.run, args.candidate)
+    return load_target(spec), hypothesis
+
+
+def _use_command(args: argparse.Namespace, use: Callable[..., Any], fmt: Callable[[Any], str],
+                 **kwargs: Any) -> int:
+    """Run one synth.use stage on the run's accepted hypothesis and print its result."""
+    from mechsynth.synth.loop import torch_threads
+
+    target, hypothesis = _use_source(args)
+    with torch_threads(1):  # as in the loop: small batched passes, where extra threads only cost
+        result = use(target, hypothesis, seed=args.seed, **kwargs)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(fmt(result))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mechsynth.synth.use.predict import format_prediction, predict
+
+    return _use_command(args, predict, format_prediction, count=args.count, n_search=args.n,
+                        n_recall=args.n, steps=args.steps)
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from mechsynth.synth.use.edit import edit, format_edit, parse_edits
+
+    edits = parse_edits(args.edit)  # before the target loads: a typo fails at once
+    return _use_command(args, edit, format_edit, edits=edits, n=args.n)
+
+
+def cmd_replace(args: argparse.Namespace) -> int:
+    from mechsynth.synth.use.replace import format_replacement, replace
+
+    return _use_command(args, replace, format_replacement, n=args.n, tracr=not args.no_tracr)
+
+
+_EDIT_SYNTAX = """\
+edit syntax (several edits separated by ';'; parsed by the DSL parser, never evaluated):
+  VAR = EXPRESSION   redefine VAR, e.g. "reverse_selector = select(indices, indices, EQ)"
+  VAR = OTHER        delete the branch computing VAR: it becomes a copy of the variable OTHER"""
+
+
+def _add_use_parsers(sub: Any) -> None:
+    """predict, edit and replace: each reads a run's accepted hypothesis (synth.use)."""
+
+    def common(p: argparse.ArgumentParser, n: int) -> None:
+        p.add_argument("run", metavar="RUN", help="run directory with an accepted hypothesis")
+        p.add_argument("--candidate", type=_at_least(1), default=None, metavar="ID",
+                       help="which accepted candidate (default: the first accepted)")
+        p.add_argument("--n", type=_between(2, MAX_SCORE_INPUTS), default=n, help=f"inputs (default {n})")
+        p.add_argument("--seed", type=_at_least(0), default=0, help="seed for the inputs, >= 0 (default 0)")
+        p.add_argument("--json", action="store_true", help="print every number as JSON")
+
+    p = sub.add_parser(
+        "predict", help="inputs on which the accepted program predicts the network is wrong, checked",
+        description="Search inputs beyond the run's distribution (longer lengths, other token mixtures, "
+        "program-guided mutation) for inputs where the accepted program differs from the task label, run "
+        "the network on them, and report precision and recall against random sampling.")
+    common(p, 4000)
+    p.add_argument("--count", type=_at_least(1), default=100, metavar="K",
+                   help="most predicted errors reported (default 100)")
+    p.add_argument("--steps", type=_at_least(0), default=30,
+                   help="program-guided mutation rounds (default 30)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "edit", help="change the accepted program and apply the change to the network at its locations",
+        description="Apply EDIT to the accepted program and to the network at the claimed locations "
+        "(activation patching from the edited program's values); report how often the edited network follows "
+        "the edited program, and the original where the edit changes nothing.",
+        epilog=_EDIT_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(p, 1000)
+    p.add_argument("edit", metavar="EDIT", help="the edit, e.g. 'sel = select(indices, indices, EQ)'")
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser(
+        "replace", help="the accepted program as a drop-in: agreement, cost, tracr compiled back",
+        description="Compare the accepted program with the network on fresh, broader and beyond-the-task "
+        "inputs, time both, and where the program is in tracr's fragment compile it and compare that too.")
+    common(p, 1000)
+    p.add_argument("--no-tracr", action="store_true", help="do not compile the program with tracr")
+    p.set_defaults(func=cmd_replace)
+
+
 # --- formatting helpers -------------------------------------------------------------------------
 
 
@@ -538,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="false-positive suite runs at once, each in its own process (default 1)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench)
+    _add_use_parsers(sub)
     return parser
 
 
@@ -557,6 +653,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("mechsynth.synth.control.statistics", "StatisticsError"),
         ("mechsynth.synth.control.edge_popup", "EdgePopupError"),
         ("mechsynth.synth.bench.plan", "BenchError"),
+        ("mechsynth.synth.use.inputs", "UseError"),
     ):
         try:
             mod = __import__(module, fromlist=[name])
