@@ -21,6 +21,12 @@ optionally a slice of batch rows, so that several differently patched runs share
 forward pass) and captures the sites asked for. Edits at the same hook are applied in the order given, so
 a whole-hook *base* edit (mean or zero ablation of the embeddings) can be followed by
 the claimed-dimension edits that overwrite part of it.
+
+An edit's values may also be a `Pull`: values read *during the same pass*, at the edit's
+own site, from other rows of the batch. A row block that computes some variable's
+activation and a block that is patched with it can then share one forward pass, because
+hooks fire in execution order and a claimed parent always lives at an earlier hook than
+its consumer (synth.check.batching builds whole checks this way).
 """
 
 from __future__ import annotations
@@ -81,16 +87,33 @@ class Site:
             view.copy_(values.to(act.dtype))
 
 
+@dataclass(frozen=True, eq=False)
+class Pull:
+    """Edit values taken, in the same pass, from other rows: ``act[rows[s, k], k]`` at the site.
+
+    ``rows`` is ``[n, P]`` (absolute batch rows, one per edited row and edited position).
+    The source rows' own edits at this hook must come earlier in the edit list (they are read
+    as they stand when this edit is applied).
+    """
+
+    rows: torch.Tensor
+
+    def values(self, site: Site, act: torch.Tensor, positions: slice) -> torch.Tensor:
+        current = site.read(act, positions)
+        return current[self.rows, torch.arange(self.rows.shape[1])[None, :]]
+
+
 @dataclass(frozen=True)
 class Edit:
     """Replace ``site``'s values at ``positions`` (a slice of model positions) by ``values``.
 
     ``rows`` restricts the edit to a slice of the batch, so that several differently
     patched runs can share one forward pass (``values`` then covers those rows only).
+    ``values`` may be a `Pull` from other rows of the same pass.
     """
 
     site: Site
-    values: torch.Tensor
+    values: torch.Tensor | Pull
     positions: slice = field(default_factory=lambda: slice(None))
     rows: slice = field(default_factory=lambda: slice(None))
 
@@ -210,7 +233,10 @@ def run(
             if hook_name in by_hook:
                 act = act.clone()
                 for e in by_hook[hook_name]:
-                    e.site.write(act[e.rows], e.values, e.positions)  # a row slice is a view
+                    values = e.values
+                    if isinstance(values, Pull):  # read now: earlier edits at this hook are in place
+                        values = values.values(e.site, act, e.positions)
+                    e.site.write(act[e.rows], values, e.positions)  # a row slice is a view
             for s in reads.get(hook_name, ()):
                 captured[s] = s.read(act).detach().clone()
             if hook_name == stop_hook:
