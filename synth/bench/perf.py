@@ -124,6 +124,27 @@ def depth_probe_hypothesis(n_layers: int) -> Any:
     return Hypothesis(program, {program.output: Location(act_name("z", n_layers - 1), head=0)})
 
 
+def chain_probe_hypothesis(n_layers: int) -> Any:
+    """A fixed hypothesis for a target without ground truth, as deep as the network.
+
+    ``tokens`` and ``indices`` at the embeddings and a chain of copies, one head per block:
+    block l's head 0 copies block l-1's value at its own position. Its claims graph has one
+    level per block, so a score of it does the work of a deep hypothesis (a pool per level);
+    whether the network computes it is irrelevant to what it costs.
+    """
+    from mechsynth.dsl import parse
+    from mechsynth.dsl.hypothesis import Hypothesis
+    from mechsynth.dsl.location import Location, act_name
+
+    lines, prev = [], "tokens"
+    for layer in range(n_layers):
+        lines.append(f"copy{layer} = aggregate(select(indices, indices, EQ), {prev})")
+        prev = f"copy{layer}"
+    corr = {"tokens": Location(act_name("embed")), "indices": Location(act_name("pos_embed"))}
+    corr.update({f"copy{layer}": Location(act_name("z", layer), head=0) for layer in range(n_layers)})
+    return Hypothesis(parse("\n".join(lines)), corr)
+
+
 def _interpreter(reference: Any, inputs: list[list[Any]], forward_s: float | None) -> dict[str, Any]:
     """The reference target's ground-truth program on the same inputs the network saw."""
     program = reference.ground_truth.program

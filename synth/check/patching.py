@@ -31,7 +31,9 @@ its consumer (synth.check.batching builds whole checks this way).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 from collections.abc import Mapping, Sequence
 
@@ -128,7 +130,19 @@ class HookInfo:
     canonical: Mapping[str, str]  # any hook name or alias -> canonical name
 
 
+_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def probe(model: TransformerBridge) -> HookInfo:
+    """Hook order and shapes of a model, learned once per model object (every score of a run
+    resolves its claims on the same network; a modified copy is a new object)."""
+    info = _PROBED.get(model)
+    if info is None:
+        info = _PROBED[model] = _probe(model)
+    return info
+
+
+def _probe(model: TransformerBridge) -> HookInfo:
     """Run the model on two tiny inputs (1 and 2 positions) to learn hook order and shapes."""
     n_ctx = int(model.cfg.n_ctx)
     lengths = (1, 2) if n_ctx >= 2 else (1,)
@@ -158,7 +172,8 @@ def probe(model: TransformerBridge) -> HookInfo:
             )
         else:
             positional[canon] = len(shape) >= 3
-    return HookInfo(order, shapes, positional, canonical)
+    frozen = [MappingProxyType(m) for m in (order, shapes, positional, canonical)]
+    return HookInfo(*frozen)
 
 
 def resolve(model: TransformerBridge, location: Location, info: HookInfo | None = None) -> Site:

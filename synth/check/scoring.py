@@ -34,12 +34,12 @@ import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
 from mechsynth.synth.check.behaviour import behaviour, broader_inputs
-from mechsynth.synth.check.claims import Claims, group_by_length, prepare_groups, resolve_claims
+from mechsynth.synth.check.claims import Claims, Group, group_by_length, prepare_groups, resolve_claims
 from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.synth.check.batching import Batching, run_blocks
 from mechsynth.synth.check.interchange import (
@@ -182,6 +182,24 @@ def _clean_loss(target: Target, groups: list) -> float:
     return torch.cat(losses).mean().item()
 
 
+def _network_outputs(target: Target, inputs: Sequence[Sequence[Any]], groups: Sequence[Group]) -> list[list]:
+    """The network's decoded outputs on the sampled inputs, reusing the groups' clean passes.
+
+    A target fed in same-length groups is run by `Target.predict` on exactly these batches
+    (the inputs of one length, in order), so decoding the clean logits gives its outputs
+    without another pass; a padded target's predict batch mixes lengths, so it is asked.
+    """
+    if target.padded:
+        return target.predict(inputs)
+    rows: dict[int, list[list]] = {
+        g.length: target.decode(g.clean_logits, [list(x) for x in g.inputs]) for g in groups
+    }
+    left = [list(x) for x in inputs if len(x) not in rows]  # lengths too rare to form a group
+    rest = iter(target.predict(left)) if left else iter(())
+    taken = {length: iter(out) for length, out in rows.items()}
+    return [next(taken[len(x)]) if len(x) in taken else next(rest) for x in inputs]
+
+
 def _check_options(n: int, ablation: str) -> None:
     if ablation not in ABLATIONS:
         raise CheckError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
@@ -224,7 +242,7 @@ def score(
     if not groups:
         raise CheckError(f"no length has two or more of the {n} sampled inputs; raise n")
 
-    fresh = behaviour(target, program, inputs)
+    fresh = behaviour(target, program, inputs, _network_outputs(target, inputs, groups))
     broad = behaviour(target, program, broader_inputs(target, n_broader, seed))
 
     # Every random draw first, group by group in the checks' order; then one pass per group.

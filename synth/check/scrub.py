@@ -244,23 +244,28 @@ def _resampled(
     return group.clean_logits[rows] if resampled is None else logits[resampled]
 
 
-def group_losses(target: Target, group: Group, logits: torch.Tensor, baseline: torch.Tensor) -> GroupLosses:
-    """Losses and agreement of patched ``logits`` and of the ``baseline`` logits against the clean run."""
+def _against_clean(target: Target, group: Group, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n, R] loss, [n, R] agreement) of ``logits`` against the clean run."""
     numeric, clean = numeric_column(target), group.clean_logits
-    return GroupLosses(
-        loss=readout_loss(logits, clean, group.readout, numeric),
-        loss_resampled=readout_loss(baseline, clean, group.readout, numeric),
-        same=predictions_agree(logits, clean, group.readout, numeric),
-        same_resampled=predictions_agree(baseline, clean, group.readout, numeric),
-        valid=group.readout.valid,
+    return (
+        readout_loss(logits, clean, group.readout, numeric),
+        predictions_agree(logits, clean, group.readout, numeric),
     )
+
+
+def group_losses(
+    target: Target, group: Group, logits: torch.Tensor, baseline: tuple[torch.Tensor, torch.Tensor]
+) -> GroupLosses:
+    """Losses and agreement of patched ``logits`` next to the ``baseline``'s (from `_against_clean`)."""
+    loss, same = _against_clean(target, group, logits)
+    return GroupLosses(loss, baseline[0], same, baseline[1], group.readout.valid)
 
 
 def scrub_losses(target: Target, group: Group, plan: ScrubPlan, logits: Mapping) -> GroupLosses:
     """The scrubbing numbers of one group from its blocks' logits."""
     resampled = _resampled(group, plan.resampled, plan.rows, logits)
     scrubbed = logits[plan.scrubbed] if plan.scrubbed else resampled
-    return group_losses(target, group, scrubbed, resampled)
+    return group_losses(target, group, scrubbed, _against_clean(target, group, resampled))
 
 
 @dataclass(frozen=True)
@@ -319,9 +324,8 @@ def ablation_losses(
 ) -> tuple[GroupLosses, GroupLosses, dict[str, GroupLosses]]:
     """(kept, dropped, {variable: alone dropped}) of one group from its blocks' logits."""
     resampled = _resampled(group, plan.resampled, plan.rows, logits)
+    base = _against_clean(target, group, resampled)  # the one baseline of every ablation here
     kept = logits[plan.kept] if plan.kept else resampled
     dropped = logits[plan.dropped] if plan.dropped else group.clean_logits
-    single = {name: group_losses(target, group, logits[b], resampled) for name, b in plan.single.items()}
-    return (
-        group_losses(target, group, kept, resampled), group_losses(target, group, dropped, resampled), single
-    )
+    single = {name: group_losses(target, group, logits[b], base) for name, b in plan.single.items()}
+    return group_losses(target, group, kept, base), group_losses(target, group, dropped, base), single
