@@ -204,6 +204,44 @@ def _score_costs(attempt: _Attempts, plan: BenchPlan, tracr_specs: Sequence[str]
     return [r for r in costs if r is not None]
 
 
+# The floor of a score (#17): tracr targets of three graph depths and trained ones of one and two blocks.
+FLOOR_TARGETS = (
+    "tracr:reverse", "tracr:hist", "tracr:sort", "trained:reverse", "trained:palindrome", "trained:dyck1",
+)
+
+
+def _floor_row(spec: str, plan: BenchPlan) -> dict[str, Any]:
+    """One target's score cost in the fused batching and in the one-block-per-pass reference,
+    each against one clean batched pass per length on the same inputs, measured moments apart."""
+    from mechsynth.models import load_target
+    from mechsynth.synth.check.batching import Batching
+    from mechsynth.synth.check.scoring import cost_ratio
+
+    target = load_target(spec)
+    hypothesis = target.ground_truth or chain_probe_hypothesis(int(target.model.cfg.n_layers))
+    n = plan.perf_batch // 16 if plan.quick else plan.perf_batch // 16 * 4
+    repeats = 2 if plan.quick else 3
+    row: dict[str, Any] = {
+        "target": spec, "n": n,
+        "hypothesis": "ground truth" if target.ground_truth is not None else "chain probe",
+        "claimed_variables": len(hypothesis.correspondence),
+    }
+    for batching in Batching:
+        cost = cost_ratio(target, hypothesis, n=n, seed=plan.seed, repeats=repeats, batching=batching)
+        row[batching.value] = {
+            "clean_seconds": cost["clean_s"], "score_seconds": cost["score_s"], "ratio": cost["ratio"],
+            "forward_passes": cost["forward_passes"], "clean_passes": cost["clean_passes"],
+        }
+    return row
+
+
+def score_floor(attempt: _Attempts, plan: BenchPlan) -> list[dict[str, Any]]:
+    """The score/clean ratio per floor target (--quick: the first tracr and first trained one)."""
+    specs = FLOOR_TARGETS[::3] if plan.quick else FLOOR_TARGETS
+    rows = (attempt(f"score floor {s}", lambda s=s: _floor_row(s, plan)) for s in specs)
+    return [r for r in rows if r is not None]
+
+
 def _time_to_recovery(recovery: Mapping[str, Any] | None, forward_s: float | None) -> list[dict[str, Any]]:
     """Time to recovery (from the recovery suite of this same run) and the speed-up over I/O-only."""
     rows = (recovery or {}).get("rows", [])
@@ -315,6 +353,7 @@ def _perf_measurements(plan: BenchPlan, recovery: Mapping[str, Any] | None) -> d
         "interpreter": attempt("interpreter", lambda: _interpreter(reference, inputs, forward_s)),
         "enumerator": attempt("enumerator", lambda: _enumerator(reference, plan)),
         "score_cost": _score_costs(attempt, plan, tracr_specs),
+        "score_floor": score_floor(attempt, plan),
         "time_to_recovery": _time_to_recovery(recovery, forward_s),
         "depth_growth": attempt("depth growth", lambda: _depth_growth(reference, inputs, plan)),
         "program_size_growth": attempt("program size growth", lambda: _size_growth(plan)),
