@@ -124,6 +124,27 @@ def depth_probe_hypothesis(n_layers: int) -> Any:
     return Hypothesis(program, {program.output: Location(act_name("z", n_layers - 1), head=0)})
 
 
+def chain_probe_hypothesis(n_layers: int) -> Any:
+    """A fixed hypothesis for a target without ground truth, as deep as the network.
+
+    ``tokens`` and ``indices`` at the embeddings and a chain of copies, one head per block:
+    block l's head 0 copies block l-1's value at its own position. Its claims graph has one
+    level per block, so a score of it does the work of a deep hypothesis (a pool per level);
+    whether the network computes it is irrelevant to what it costs.
+    """
+    from mechsynth.dsl import parse
+    from mechsynth.dsl.hypothesis import Hypothesis
+    from mechsynth.dsl.location import Location, act_name
+
+    lines, prev = [], "tokens"
+    for layer in range(n_layers):
+        lines.append(f"copy{layer} = aggregate(select(indices, indices, EQ), {prev})")
+        prev = f"copy{layer}"
+    corr = {"tokens": Location(act_name("embed")), "indices": Location(act_name("pos_embed"))}
+    corr.update({f"copy{layer}": Location(act_name("z", layer), head=0) for layer in range(n_layers)})
+    return Hypothesis(parse("\n".join(lines)), corr)
+
+
 def _interpreter(reference: Any, inputs: list[list[Any]], forward_s: float | None) -> dict[str, Any]:
     """The reference target's ground-truth program on the same inputs the network saw."""
     program = reference.ground_truth.program
@@ -181,6 +202,44 @@ def _score_costs(attempt: _Attempts, plan: BenchPlan, tracr_specs: Sequence[str]
     specs = tracr_specs[:1] if plan.quick else tracr_specs
     costs = (attempt(f"score cost {s}", lambda s=s: _score_cost(s, plan)) for s in specs)
     return [r for r in costs if r is not None]
+
+
+# The floor of a score (#17): tracr targets of three graph depths and trained ones of one and two blocks.
+FLOOR_TARGETS = (
+    "tracr:reverse", "tracr:hist", "tracr:sort", "trained:reverse", "trained:palindrome", "trained:dyck1",
+)
+
+
+def _floor_row(spec: str, plan: BenchPlan) -> dict[str, Any]:
+    """One target's score cost in the fused batching and in the one-block-per-pass reference,
+    each against one clean batched pass per length on the same inputs, measured moments apart."""
+    from mechsynth.models import load_target
+    from mechsynth.synth.check.batching import Batching
+    from mechsynth.synth.check.scoring import cost_ratio
+
+    target = load_target(spec)
+    hypothesis = target.ground_truth or chain_probe_hypothesis(int(target.model.cfg.n_layers))
+    n = plan.perf_batch // 16 if plan.quick else plan.perf_batch // 16 * 4
+    repeats = 2 if plan.quick else 3
+    row: dict[str, Any] = {
+        "target": spec, "n": n,
+        "hypothesis": "ground truth" if target.ground_truth is not None else "chain probe",
+        "claimed_variables": len(hypothesis.correspondence),
+    }
+    for batching in Batching:
+        cost = cost_ratio(target, hypothesis, n=n, seed=plan.seed, repeats=repeats, batching=batching)
+        row[batching.value] = {
+            "clean_seconds": cost["clean_s"], "score_seconds": cost["score_s"], "ratio": cost["ratio"],
+            "forward_passes": cost["forward_passes"], "clean_passes": cost["clean_passes"],
+        }
+    return row
+
+
+def score_floor(attempt: _Attempts, plan: BenchPlan) -> list[dict[str, Any]]:
+    """The score/clean ratio per floor target (--quick: the first tracr and first trained one)."""
+    specs = FLOOR_TARGETS[::3] if plan.quick else FLOOR_TARGETS
+    rows = (attempt(f"score floor {s}", lambda s=s: _floor_row(s, plan)) for s in specs)
+    return [r for r in rows if r is not None]
 
 
 def _time_to_recovery(recovery: Mapping[str, Any] | None, forward_s: float | None) -> list[dict[str, Any]]:
@@ -294,6 +353,7 @@ def _perf_measurements(plan: BenchPlan, recovery: Mapping[str, Any] | None) -> d
         "interpreter": attempt("interpreter", lambda: _interpreter(reference, inputs, forward_s)),
         "enumerator": attempt("enumerator", lambda: _enumerator(reference, plan)),
         "score_cost": _score_costs(attempt, plan, tracr_specs),
+        "score_floor": score_floor(attempt, plan),
         "time_to_recovery": _time_to_recovery(recovery, forward_s),
         "depth_growth": attempt("depth growth", lambda: _depth_growth(reference, inputs, plan)),
         "program_size_growth": attempt("program size growth", lambda: _size_growth(plan)),

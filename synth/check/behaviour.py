@@ -81,8 +81,12 @@ def compare_outputs(
     return Comparison(tuple(read), tuple(compared), tuple(agree))
 
 
-def behaviour(target: Target, program: Any, inputs: Sequence[Sequence[Any]]) -> Behaviour:
-    """Program output vs the network's decoded output at the readout positions."""
+def behaviour(
+    target: Target, program: Any, inputs: Sequence[Sequence[Any]],
+    network: Sequence[Sequence[Any]] | None = None,
+) -> Behaviour:
+    """Program output vs the network's decoded output at the readout positions (``network``: those
+    outputs when already computed, e.g. decoded from a clean pass the caller ran anyway)."""
     from mechsynth.dsl import evaluate
     from mechsynth.dsl.errors import DSLError
 
@@ -92,7 +96,8 @@ def behaviour(target: Target, program: Any, inputs: Sequence[Sequence[Any]]) -> 
     except DSLError as e:
         raise CheckError(f"the program does not evaluate on the target's inputs: {e}") from None
     readouts = [target.read_positions(x) for x in inputs]
-    c = compare_outputs(target.predict(inputs), predicted, readouts, target.task.output_kind)
+    network = target.predict(inputs) if network is None else network
+    c = compare_outputs(network, predicted, readouts, target.task.output_kind)
     per_input = [a / n if n else float("nan") for a, n in zip(c.agree, c.compared)]
     scored = [p for p in per_input if p == p]
     read_total = sum(c.read)

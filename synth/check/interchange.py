@@ -18,8 +18,8 @@ when the counterfactual output differs from the program's output on the base: pa
 where nothing should change cannot tell a right location from a dead one, so the IIA
 on informative pairs is reported next to the IIA on all pairs.
 
-Cost: one batched forward pass per length group for all interventions together (each
-intervention in its own block of rows); the source activations come from the clean pass
+Cost: each intervention is one block of rows (synth.check.batching), run in the same
+forward pass as the group's other checks; the source activations come from the clean pass
 every check shares.
 
 Across lengths (`iia_across_lengths`, ``score(..., lengths="aligned")``): the source may
@@ -38,8 +38,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from mechsynth.synth.check.batching import Block, Patch
 from mechsynth.synth.check.claims import PRIMITIVES, Claims, Group
-from mechsynth.synth.check.patching import Edit, PassCounter, run
 
 if TYPE_CHECKING:
     from mechsynth.models import Target
@@ -90,58 +90,88 @@ class GroupIIA:
     defined: torch.Tensor  # [n] bool: the counterfactual is defined at some readout position
 
 
-def iia_group(
-    target: Target, claims: Claims, group: Group, gen: torch.Generator, counter: PassCounter
-) -> dict[tuple[str, ...], GroupIIA]:
-    """IIA of every intervention on one length group."""
+@dataclass(frozen=True)
+class IIAPlan:
+    """The interventions of one length group, their sources and the block of each."""
+
+    todo: tuple[tuple[str, ...], ...]
+    sources: tuple[torch.Tensor, ...]  # per intervention: [n] source row of each base row
+    blocks: tuple[Block, ...]  # one per intervention, in ``todo``'s order
+
+
+def plan_iia(claims: Claims, group: Group, gen: torch.Generator, prefix: str = "iia/") -> IIAPlan:
+    """Every intervention on one length group, each a block of rows with its variables from a source."""
+    todo = interventions(claims)
+    n = group.size
+    sources = [torch.randint(n, (n,), generator=gen) for _ in todo]
+    blocks = [
+        Block(f"{prefix}{j}", group.tokens, tuple(
+            Patch(claims.claims[v].site, group.positions, values=group.clean[v][src][:, group.positions])
+            for v in variables
+        ))
+        for j, (variables, src) in enumerate(zip(todo, sources))
+    ]
+    return IIAPlan(tuple(todo), tuple(sources), tuple(blocks))
+
+
+def _pair_results(
+    target: Target, inputs: Sequence[list], network: Sequence[list], predicted: Sequence[list],
+    base_out: Sequence[list],
+) -> GroupIIA:
     from mechsynth.models.target import outputs_equal
 
     kind = target.task.output_kind
+    match, informative, defined = [], [], []
+    for x, net, cf, b in zip(inputs, network, predicted, base_out):
+        read = [i for i in target.read_positions(x) if cf[i] is not None]
+        match.append(all(outputs_equal(net[i], cf[i], kind) for i in read))
+        informative.append(any(not outputs_equal(cf[i], b[i], kind) for i in read))
+        defined.append(bool(read))
+    return GroupIIA(torch.tensor(match), torch.tensor(informative), torch.tensor(defined))
+
+
+def iia_results(
+    target: Target, claims: Claims, group: Group, plan: IIAPlan, logits: Mapping[str, torch.Tensor]
+) -> dict[tuple[str, ...], GroupIIA]:
+    """IIA of every intervention on one length group, from its blocks' logits."""
     from mechsynth.dsl import interpret
 
+    if not plan.todo:
+        return {}
     base_values = interpret.run(claims.program, group.batch)
     out = claims.program.output
     base_out = interpret.decode(base_values[out], interpret.dtypes(claims.program)[out], group.batch)
     inputs = [list(x) for x in group.inputs]
     results: dict[tuple[str, ...], GroupIIA] = {}
-    todo = interventions(claims)
-    if not todo:
-        return results
-    # Every intervention in one forward pass, each in its own block of batch rows.
-    n = group.size
-    sources = [torch.randint(n, (n,), generator=gen) for _ in todo]
-    edits = [
-        Edit(claims.claims[v].site, group.clean[v][src][:, group.positions], group.positions,
-             slice(j * n, (j + 1) * n))
-        for j, (variables, src) in enumerate(zip(todo, sources))
-        for v in variables
-    ]
-    logits_all, _ = run(target.model, group.tokens.repeat(len(todo), 1), edits, counter=counter)
-    for j, (variables, src) in enumerate(zip(todo, sources)):
-        network = target.decode(logits_all[j * n : (j + 1) * n], inputs)
+    for variables, src, block in zip(plan.todo, plan.sources, plan.blocks):
+        network = target.decode(logits[block.name], inputs)
         predicted = counterfactual_output(claims.program, group, variables, src, base_values)
-        match, informative, defined = [], [], []
-        for x, net, cf, b in zip(inputs, network, predicted, base_out):
-            read = [i for i in target.read_positions(x) if cf[i] is not None]
-            match.append(all(outputs_equal(net[i], cf[i], kind) for i in read))
-            informative.append(any(not outputs_equal(cf[i], b[i], kind) for i in read))
-            defined.append(bool(read))
-        results[variables] = GroupIIA(torch.tensor(match), torch.tensor(informative), torch.tensor(defined))
+        results[variables] = _pair_results(target, inputs, network, predicted, base_out)
     return results
 
 
-def iia_across_lengths(
-    target: Target, claims: Claims, groups: Sequence[Group], gen: torch.Generator, counter: PassCounter
-) -> dict[tuple[str, ...], list[GroupIIA]]:
-    """IIA of every intervention with sources of any length, aligned at the positions both inputs
-    have (see the module docstring); one `GroupIIA` per group, in the groups' order."""
-    from mechsynth.dsl import interpret
-    from mechsynth.models.target import outputs_equal
+@dataclass(frozen=True)
+class AlignedIIAPlan:
+    """Interventions with sources of any length: the blocks of each group and the predictions."""
 
-    program, kind = claims.program, target.task.output_kind
+    todo: tuple[tuple[str, ...], ...]
+    blocks: tuple[tuple[Block, ...], ...]  # per group, one block per intervention
+    predicted: tuple[list, ...]  # per intervention: counterfactual output of every row of every group
+    base_out: list
+    starts: tuple[int, ...]  # each group's first row among all rows
+
+
+def plan_iia_across_lengths(
+    claims: Claims, groups: Sequence[Group], gen: torch.Generator, prefix: str = "iia/"
+) -> AlignedIIAPlan:
+    """Every intervention with sources of any length, aligned at the positions both inputs have
+    (see the module docstring)."""
+    from mechsynth.dsl import interpret
+
+    program = claims.program
     todo = interventions(claims)
     if not todo or not groups:
-        return {}
+        return AlignedIIAPlan((), tuple(() for _ in groups), (), [], ())
     every = [list(x) for g in groups for x in g.inputs]
     joint = interpret.encode(every, symbols=program.literals())  # one codebook for every length
     base_values = interpret.run(program, joint)
@@ -169,27 +199,31 @@ def iia_across_lengths(
             values[b, :k] = source.clean[name][si, source.offset : source.offset + k]
         return values
 
-    results: dict[tuple[str, ...], list[GroupIIA]] = {v: [] for v in todo}
+    blocks = []
     for gi, group in enumerate(groups):
-        n, rows = group.size, range(starts[gi], starts[gi] + group.size)
-        edits = [
-            Edit(claims.claims[v].site, source_values(v, rows, src, group), group.positions,
-                 slice(j * n, (j + 1) * n))
+        rows = range(starts[gi], starts[gi] + group.size)
+        blocks.append(tuple(
+            Block(f"{prefix}{j}", group.tokens, tuple(
+                Patch(claims.claims[v].site, group.positions, values=source_values(v, rows, src, group))
+                for v in variables
+            ))
             for j, (variables, src) in enumerate(zip(todo, sources))
-            for v in variables
-        ]
-        logits_all, _ = run(target.model, group.tokens.repeat(len(todo), 1), edits, counter=counter)
+        ))
+    return AlignedIIAPlan(tuple(todo), tuple(blocks), tuple(predicted), base_out, tuple(starts))
+
+
+def aligned_iia_results(
+    target: Target, groups: Sequence[Group], plan: AlignedIIAPlan,
+    logits: Sequence[Mapping[str, torch.Tensor]],
+) -> dict[tuple[str, ...], list[GroupIIA]]:
+    """One `GroupIIA` per group and intervention, in the groups' order (``logits``: each group's blocks')."""
+    results: dict[tuple[str, ...], list[GroupIIA]] = {v: [] for v in plan.todo}
+    for gi, group in enumerate(groups):
+        rows = range(plan.starts[gi], plan.starts[gi] + group.size)
         inputs = [list(x) for x in group.inputs]
-        for j, variables in enumerate(todo):
-            network = target.decode(logits_all[j * n : (j + 1) * n], inputs)
-            match, informative, defined = [], [], []
-            for x, net, r in zip(inputs, network, rows):
-                cf, b = predicted[j][r], base_out[r]
-                read = [i for i in target.read_positions(x) if cf[i] is not None]
-                match.append(all(outputs_equal(net[i], cf[i], kind) for i in read))
-                informative.append(any(not outputs_equal(cf[i], b[i], kind) for i in read))
-                defined.append(bool(read))
-            results[variables].append(
-                GroupIIA(torch.tensor(match), torch.tensor(informative), torch.tensor(defined))
-            )
+        for j, variables in enumerate(plan.todo):
+            network = target.decode(logits[gi][plan.blocks[gi][j].name], inputs)
+            predicted = [plan.predicted[j][r] for r in rows]
+            base_out = [plan.base_out[r] for r in rows]
+            results[variables].append(_pair_results(target, inputs, network, predicted, base_out))
     return results

@@ -21,11 +21,19 @@ optionally a slice of batch rows, so that several differently patched runs share
 forward pass) and captures the sites asked for. Edits at the same hook are applied in the order given, so
 a whole-hook *base* edit (mean or zero ablation of the embeddings) can be followed by
 the claimed-dimension edits that overwrite part of it.
+
+An edit's values may also be a `Pull`: values read *during the same pass*, at the edit's
+own site, from other rows of the batch. A row block that computes some variable's
+activation and a block that is patched with it can then share one forward pass, because
+hooks fire in execution order and a claimed parent always lives at an earlier hook than
+its consumer (synth.check.batching builds whole checks this way).
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 from collections.abc import Mapping, Sequence
 
@@ -81,16 +89,33 @@ class Site:
             view.copy_(values.to(act.dtype))
 
 
+@dataclass(frozen=True, eq=False)
+class Pull:
+    """Edit values taken, in the same pass, from other rows: ``act[rows[s, k], k]`` at the site.
+
+    ``rows`` is ``[n, P]`` (absolute batch rows, one per edited row and edited position).
+    The source rows' own edits at this hook must come earlier in the edit list (they are read
+    as they stand when this edit is applied).
+    """
+
+    rows: torch.Tensor
+
+    def values(self, site: Site, act: torch.Tensor, positions: slice) -> torch.Tensor:
+        current = site.read(act, positions)
+        return current[self.rows, torch.arange(self.rows.shape[1])[None, :]]
+
+
 @dataclass(frozen=True)
 class Edit:
     """Replace ``site``'s values at ``positions`` (a slice of model positions) by ``values``.
 
     ``rows`` restricts the edit to a slice of the batch, so that several differently
     patched runs can share one forward pass (``values`` then covers those rows only).
+    ``values`` may be a `Pull` from other rows of the same pass.
     """
 
     site: Site
-    values: torch.Tensor
+    values: torch.Tensor | Pull
     positions: slice = field(default_factory=lambda: slice(None))
     rows: slice = field(default_factory=lambda: slice(None))
 
@@ -105,7 +130,19 @@ class HookInfo:
     canonical: Mapping[str, str]  # any hook name or alias -> canonical name
 
 
+_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def probe(model: TransformerBridge) -> HookInfo:
+    """Hook order and shapes of a model, learned once per model object (every score of a run
+    resolves its claims on the same network; a modified copy is a new object)."""
+    info = _PROBED.get(model)
+    if info is None:
+        info = _PROBED[model] = _probe(model)
+    return info
+
+
+def _probe(model: TransformerBridge) -> HookInfo:
     """Run the model on two tiny inputs (1 and 2 positions) to learn hook order and shapes."""
     n_ctx = int(model.cfg.n_ctx)
     lengths = (1, 2) if n_ctx >= 2 else (1,)
@@ -135,7 +172,8 @@ def probe(model: TransformerBridge) -> HookInfo:
             )
         else:
             positional[canon] = len(shape) >= 3
-    return HookInfo(order, shapes, positional, canonical)
+    frozen = [MappingProxyType(m) for m in (order, shapes, positional, canonical)]
+    return HookInfo(*frozen)
 
 
 def resolve(model: TransformerBridge, location: Location, info: HookInfo | None = None) -> Site:
@@ -210,7 +248,10 @@ def run(
             if hook_name in by_hook:
                 act = act.clone()
                 for e in by_hook[hook_name]:
-                    e.site.write(act[e.rows], e.values, e.positions)  # a row slice is a view
+                    values = e.values
+                    if isinstance(values, Pull):  # read now: earlier edits at this hook are in place
+                        values = values.values(e.site, act, e.positions)
+                    e.site.write(act[e.rows], values, e.positions)  # a row slice is a view
             for s in reads.get(hook_name, ()):
                 captured[s] = s.read(act).detach().clone()
             if hook_name == stop_hook:

@@ -34,16 +34,29 @@ import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
 from mechsynth.synth.check.behaviour import behaviour, broader_inputs
-from mechsynth.synth.check.claims import Claims, group_by_length, prepare_groups, resolve_claims
+from mechsynth.synth.check.claims import Claims, Group, group_by_length, prepare_groups, resolve_claims
 from mechsynth.dsl.hypothesis import Hypothesis
-from mechsynth.synth.check.interchange import iia_across_lengths, iia_group
+from mechsynth.synth.check.batching import Batching, run_blocks
+from mechsynth.synth.check.interchange import (
+    aligned_iia_results,
+    iia_results,
+    plan_iia,
+    plan_iia_across_lengths,
+)
 from mechsynth.synth.check.patching import CheckError, PassCounter
-from mechsynth.synth.check.scrub import ABLATIONS, GroupLosses, ablation_groups, scrub_group
+from mechsynth.synth.check.scrub import (
+    ABLATIONS,
+    GroupLosses,
+    ablation_losses,
+    plan_ablations,
+    plan_scrub,
+    scrub_losses,
+)
 
 if TYPE_CHECKING:
     from mechsynth.models import Target
@@ -169,6 +182,24 @@ def _clean_loss(target: Target, groups: list) -> float:
     return torch.cat(losses).mean().item()
 
 
+def _network_outputs(target: Target, inputs: Sequence[Sequence[Any]], groups: Sequence[Group]) -> list[list]:
+    """The network's decoded outputs on the sampled inputs, reusing the groups' clean passes.
+
+    A target fed in same-length groups is run by `Target.predict` on exactly these batches
+    (the inputs of one length, in order), so decoding the clean logits gives its outputs
+    without another pass; a padded target's predict batch mixes lengths, so it is asked.
+    """
+    if target.padded:
+        return target.predict(inputs)
+    rows: dict[int, list[list]] = {
+        g.length: target.decode(g.clean_logits, [list(x) for x in g.inputs]) for g in groups
+    }
+    left = [list(x) for x in inputs if len(x) not in rows]  # lengths too rare to form a group
+    rest = iter(target.predict(left)) if left else iter(())
+    taken = {length: iter(out) for length, out in rows.items()}
+    return [next(taken[len(x)]) if len(x) in taken else next(rest) for x in inputs]
+
+
 def _check_options(n: int, ablation: str) -> None:
     if ablation not in ABLATIONS:
         raise CheckError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
@@ -186,13 +217,15 @@ def score(
     n_broader: int = 64,
     claims: Claims | None = None,
     lengths: str = "same",
+    batching: Batching = Batching.FUSED,
 ) -> Scores:
     """Every check of `hypothesis` on `target` (see the module docstring for each number).
 
     ``lengths="aligned"`` takes interchange sources of any length, aligned at the positions
     both inputs have (synth.check.interchange), so that a variable of the length alone is
     tested; the default, "same", keeps every source within the base's length, as the
-    engine does. Scrubbing always resamples within a length.
+    engine does. Scrubbing always resamples within a length. ``batching`` only changes how
+    the patched runs are grouped into forward passes (synth.check.batching), not the numbers.
     """
     _check_options(n, ablation)
     if lengths not in ("same", "aligned"):
@@ -209,23 +242,36 @@ def score(
     if not groups:
         raise CheckError(f"no length has two or more of the {n} sampled inputs; raise n")
 
-    fresh = behaviour(target, program, inputs)
+    fresh = behaviour(target, program, inputs, _network_outputs(target, inputs, groups))
     broad = behaviour(target, program, broader_inputs(target, n_broader, seed))
+
+    # Every random draw first, group by group in the checks' order; then one pass per group.
+    plans = []
+    for group in groups:
+        scrub = plan_scrub(claims, group, ablation, gen)
+        ablate = plan_ablations(claims, group, ablation, gen)
+        same = plan_iia(claims, group, gen) if lengths == "same" else None
+        plans.append((scrub, ablate, same))
+    aligned = plan_iia_across_lengths(claims, groups, gen) if lengths == "aligned" else None
+    logits = []
+    for gi, (scrub, ablate, same) in enumerate(plans):
+        blocks = scrub.blocks + ablate.blocks + (same.blocks if same else aligned.blocks[gi])
+        logits.append(run_blocks(target.model, blocks, counter, batching))
 
     scrubs, kept, dropped, single = [], [], [], {}
     iia: dict[tuple[str, ...], list] = {}
-    for group in groups:
-        scrubs.append(scrub_group(target, claims, group, ablation, gen, counter))
-        k, d, one = ablation_groups(target, claims, group, ablation, gen, counter)
+    for group, (scrub, ablate, same), out in zip(groups, plans, logits):
+        scrubs.append(scrub_losses(target, group, scrub, out))
+        k, d, one = ablation_losses(target, group, ablate, out)
         kept.append(k)
         dropped.append(d)
         for name, losses in one.items():
             single.setdefault(name, []).append(losses)
-        if lengths == "same":
-            for key, res in iia_group(target, claims, group, gen, counter).items():
+        if same is not None:
+            for key, res in iia_results(target, claims, group, same, out).items():
                 iia.setdefault(key, []).append(res)
-    if lengths == "aligned":
-        iia = iia_across_lengths(target, claims, groups, gen, counter)
+    if aligned is not None:
+        iia = aligned_iia_results(target, groups, aligned, logits)
 
     values: dict[str, Any] = {
         "behaviour": fresh.positions, "behaviour_exact": fresh.exact,
@@ -294,8 +340,9 @@ def resample_ablation_score(
     counter = PassCounter()
     groups = prepare_groups(target, claims, target.task.sample(n, seed), counter)
     kept, dropped, single = [], [], {}
-    for group in groups:
-        k, d, one = ablation_groups(target, claims, group, ablation, gen, counter)
+    plans = [plan_ablations(claims, group, ablation, gen) for group in groups]
+    for group, plan in zip(groups, plans):
+        k, d, one = ablation_losses(target, group, plan, run_blocks(target.model, plan.blocks, counter))
         kept.append(k)
         dropped.append(d)
         for name, losses in one.items():

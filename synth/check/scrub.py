@@ -79,21 +79,19 @@ passes per length group.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
+from mechsynth.synth.check.batching import Block, Patch
 from mechsynth.synth.check.claims import Claims, Group
 from mechsynth.synth.check.patching import (
     CheckError,
-    Edit,
-    PassCounter,
     ReadIndex,
     as_read_index,
     readout_loss,
-    run,
 )
 
 if TYPE_CHECKING:
@@ -137,17 +135,17 @@ def _gather(pool: torch.Tensor, rows: torch.Tensor, group: Group) -> torch.Tenso
 
 def base_run(
     claims: Claims, group: Group, ablation: str, gen: torch.Generator
-) -> tuple[torch.Tensor, list[Edit], torch.Tensor | None]:
-    """The base of a scrubbed pass: (tokens, whole-embedding edits, resampled rows or None)."""
+) -> tuple[torch.Tensor, list[Patch], torch.Tensor | None]:
+    """The base of a scrubbed pass: (tokens, whole-embedding patches, resampled rows or None)."""
     n = group.size
     if ablation == "resample":
         rows = torch.randint(n, (n,), generator=gen)
         return group.tokens[rows], [], rows
-    edits = []
+    patches = []
     for site, clean in zip(claims.embed_sites, group.embeds):
         value = clean.mean(0, keepdim=True) if ablation == "mean" else torch.zeros_like(clean[:1])
-        edits.append(Edit(site, value.expand_as(clean)))
-    return group.tokens, edits, None
+        patches.append(Patch(site, slice(None), values=value.expand_as(clean)))
+    return group.tokens, patches, None
 
 
 @dataclass(frozen=True)
@@ -180,16 +178,6 @@ def numeric_column(target: Target) -> int | None:
     return target.numeric_column if target.task.output_kind == "numerical" else None
 
 
-def _resampled_logits(
-    target: Target, claims: Claims, group: Group, tokens: torch.Tensor, base_edits: list[Edit],
-    rows: torch.Tensor | None, counter: PassCounter,
-) -> torch.Tensor:
-    if rows is not None:  # resampling the whole input is the clean run of the other input
-        return group.clean_logits[rows]
-    logits, _ = run(target.model, tokens, base_edits, counter=counter)
-    return logits
-
-
 def _levels(claims: Claims) -> list[list[str]]:
     """Non-primitive claims grouped by depth: a variable's level is one more than its deepest parent's."""
     depth: dict[str, int] = {}
@@ -202,100 +190,142 @@ def _levels(claims: Claims) -> list[list[str]]:
     return [[n for n in claims.claims if depth[n] == d] for d in range(1, top + 1)]
 
 
-def scrub_group(
-    target: Target, claims: Claims, group: Group, ablation: str, gen: torch.Generator, counter: PassCounter
-) -> GroupLosses:
-    """Causal scrubbing of one length group (see the module docstring)."""
+def _parent_patch(claims: Claims, group: Group, parent: str, gen: torch.Generator, prefix: str) -> Patch:
+    """A parent's scrubbed values for every row: per position, from a row that agrees on the parent."""
+    agree = agreeing_rows(group.codes[parent], gen)
+    site = claims.claims[parent].site
+    if claims.claims[parent].primitive:  # an input leaf: the agreeing input's own activation
+        return Patch(site, group.positions, values=_gather(group.clean[parent], agree, group))
+    return Patch(site, group.positions, source=f"{prefix}pool:{parent}", rows=agree)
+
+
+@dataclass(frozen=True)
+class ScrubPlan:
+    """The blocks of one group's scrubbing and which of them give the scrubbed and resampled logits."""
+
+    blocks: tuple[Block, ...]
+    scrubbed: str
+    resampled: str | None  # a block, or None: the clean logits of ``rows`` (the whole input resampled)
+    rows: torch.Tensor | None
+
+
+def plan_scrub(
+    claims: Claims, group: Group, ablation: str, gen: torch.Generator, prefix: str = "scrub/"
+) -> ScrubPlan:
+    """Causal scrubbing of one length group as blocks (see the module docstring)."""
     if ablation not in ABLATIONS:
         raise CheckError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
-    model, numeric = target.model, numeric_column(target)
-    n = group.size
-    pools: dict[str, torch.Tensor] = {
-        name: group.clean[name]  # an input leaf: the reference's own activation
-        for name, claim in claims.claims.items()
-        if claim.primitive
-    }
+    blocks = []
     for level in _levels(claims):
-        # Variables of one level depend only on lower levels: their pools share one forward pass, each
-        # in its own block of batch rows.
-        parts, edits = [], []
-        for j, name in enumerate(level):
-            block = slice(j * n, (j + 1) * n)
-            tokens, base_edits, _ = base_run(claims, group, ablation, gen)
-            parts.append(tokens)
-            edits += [replace(e, rows=block) for e in base_edits]
-            for p in claims.claims[name].parents:
-                values = _gather(pools[p], agreeing_rows(group.codes[p], gen), group)
-                edits.append(Edit(claims.claims[p].site, values, group.positions, block))
-        sites = [claims.claims[name].site for name in level]
-        _, acts = run(model, torch.cat(parts), edits, capture=sites, counter=counter, need_logits=False)
-        for j, name in enumerate(level):
-            pools[name] = acts[sites[j]][j * n : (j + 1) * n]
-    tokens, edits, rows = base_run(claims, group, ablation, gen)
-    resampled = _resampled_logits(target, claims, group, tokens, list(edits), rows, counter)
-    for p in claims.root_parents:
-        agree = agreeing_rows(group.codes[p], gen)
-        edits.append(Edit(claims.claims[p].site, _gather(pools[p], agree, group), group.positions))
+        for name in level:
+            # A pool: the variable's scrubbed activation with every input of the group as reference.
+            tokens, patches, _ = base_run(claims, group, ablation, gen)
+            patches += [_parent_patch(claims, group, p, gen, prefix) for p in claims.claims[name].parents]
+            blocks.append(Block(f"{prefix}pool:{name}", tokens, tuple(patches), logits=False))
+    tokens, base, rows = base_run(claims, group, ablation, gen)
+    resampled = None
+    if rows is None:  # mean/zero: the resampled run is the ablated base itself
+        resampled = f"{prefix}resampled"
+        blocks.append(Block(resampled, tokens, tuple(base)))
+    patches = base + [_parent_patch(claims, group, p, gen, prefix) for p in claims.root_parents]
+    scrubbed = resampled
     if claims.root_parents or rows is None:
-        scrubbed, _ = run(model, tokens, edits, counter=counter)
-    else:  # nothing claimed: the scrubbed run is the resampled run
-        scrubbed = resampled
-    clean = group.clean_logits
-    return GroupLosses(
-        loss=readout_loss(scrubbed, clean, group.readout, numeric),
-        loss_resampled=readout_loss(resampled, clean, group.readout, numeric),
-        same=predictions_agree(scrubbed, clean, group.readout, numeric),
-        same_resampled=predictions_agree(resampled, clean, group.readout, numeric),
-        valid=group.readout.valid,
+        scrubbed = f"{prefix}scrubbed"
+        blocks.append(Block(scrubbed, tokens, tuple(patches)))
+    if scrubbed is None:  # nothing claimed: the scrubbed run is the resampled run
+        return ScrubPlan(tuple(blocks), "", None, rows)
+    return ScrubPlan(tuple(blocks), scrubbed, resampled, rows)
+
+
+def _resampled(
+    group: Group, resampled: str | None, rows: torch.Tensor | None, logits: Mapping
+) -> torch.Tensor:
+    # Resampling the whole input is the clean run of the other input.
+    return group.clean_logits[rows] if resampled is None else logits[resampled]
+
+
+def _against_clean(target: Target, group: Group, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n, R] loss, [n, R] agreement) of ``logits`` against the clean run."""
+    numeric, clean = numeric_column(target), group.clean_logits
+    return (
+        readout_loss(logits, clean, group.readout, numeric),
+        predictions_agree(logits, clean, group.readout, numeric),
     )
 
 
-def ablation_groups(
-    target: Target, claims: Claims, group: Group, ablation: str, gen: torch.Generator, counter: PassCounter
-) -> tuple[GroupLosses, GroupLosses, dict[str, GroupLosses]]:
+def group_losses(
+    target: Target, group: Group, logits: torch.Tensor, baseline: tuple[torch.Tensor, torch.Tensor]
+) -> GroupLosses:
+    """Losses and agreement of patched ``logits`` next to the ``baseline``'s (from `_against_clean`)."""
+    loss, same = _against_clean(target, group, logits)
+    return GroupLosses(loss, baseline[0], same, baseline[1], group.readout.valid)
+
+
+def scrub_losses(target: Target, group: Group, plan: ScrubPlan, logits: Mapping) -> GroupLosses:
+    """The scrubbing numbers of one group from its blocks' logits."""
+    resampled = _resampled(group, plan.resampled, plan.rows, logits)
+    scrubbed = logits[plan.scrubbed] if plan.scrubbed else resampled
+    return group_losses(target, group, scrubbed, _against_clean(target, group, resampled))
+
+
+@dataclass(frozen=True)
+class AblationPlan:
+    """The blocks of one group's node-level ablations (see `plan_ablations`)."""
+
+    blocks: tuple[Block, ...]
+    resampled: str | None
+    rows: torch.Tensor | None
+    kept: str | None  # None: nothing claimed at the readout, kept = resampled
+    dropped: str | None  # None: nothing claimed, dropped = clean
+    single: Mapping[str, str]  # variable -> block with only its node ablated
+
+
+def plan_ablations(
+    claims: Claims, group: Group, ablation: str, gen: torch.Generator, prefix: str = "ablate/"
+) -> AblationPlan:
     """Node-level resample ablation of one group: (claimed nodes kept, rest ablated), (all claimed
     nodes ablated), and {variable: only that node ablated}. Ablated values come from one base run."""
-    model, numeric = target.model, numeric_column(target)
-    clean = group.clean_logits
-    tokens, edits, rows = base_run(claims, group, ablation, gen)
-    resampled = _resampled_logits(target, claims, group, tokens, list(edits), rows, counter)
+    tokens, base, rows = base_run(claims, group, ablation, gen)
+    blocks = []
+    resampled = None
+    if rows is None:
+        resampled = f"{prefix}resampled"
+        blocks.append(Block(resampled, tokens, tuple(base)))
     # Sufficiency: the readout step of scrubbing with the reference's own clean values at the locations
     # the readout is claimed to read (no agreement sampling), everything else from the ablated base.
-    keep = list(edits) + [
-        Edit(claims.claims[p].site, group.clean[p][:, group.positions], group.positions)
-        for p in claims.root_parents
-    ]
-    kept = run(model, tokens, keep, counter=counter)[0] if claims.root_parents else resampled
+    kept = None
+    if claims.root_parents:
+        kept = f"{prefix}kept"
+        keep = [Patch(claims.claims[p].site, group.positions, values=group.clean[p][:, group.positions])
+                for p in claims.root_parents]
+        blocks.append(Block(kept, tokens, tuple(base + keep)))
     # Necessity: the clean input, with claimed locations taken from the ablated base run.
-    sites = {n: c.site for n, c in claims.claims.items()}
-    if rows is not None:  # the resampled activations are the clean ones of the other input
-        base_acts = {sites[n]: group.clean[n][rows] for n in sites}
-    elif sites:
-        _, base_acts = run(
-            model, tokens, edits, capture=list(sites.values()), counter=counter, need_logits=False
-        )
-    # All claimed nodes ablated together, then each alone: one forward pass, one block of rows each.
-    n, names = group.size, list(sites)
-    blocks = [slice(j * n, (j + 1) * n) for j in range(len(names) + 1)]
-    drops = [
-        Edit(sites[name], base_acts[sites[name]][:, group.positions], group.positions, block)
-        for j, name in enumerate(names)
-        for block in (blocks[0], blocks[j + 1])
-    ]
+    n = group.size
+    same_row = torch.arange(n)[:, None].expand(n, group.length)
+
+    def drop(name: str) -> Patch:
+        site = claims.claims[name].site
+        if rows is not None:  # the resampled activations are the clean ones of the other input
+            return Patch(site, group.positions, values=group.clean[name][rows][:, group.positions])
+        return Patch(site, group.positions, source=resampled, rows=same_row)
+
+    names = list(claims.claims)
+    dropped = None
     if names:
-        many, _ = run(model, group.tokens.repeat(len(blocks), 1), drops, counter=counter)
-        dropped = many[blocks[0]]
-    else:
-        dropped = clean
+        dropped = f"{prefix}drop"
+        blocks.append(Block(dropped, group.tokens, tuple(drop(name) for name in names)))
+    single = {name: f"{prefix}drop:{name}" for name in names}
+    blocks += [Block(single[name], group.tokens, (drop(name),)) for name in names]
+    return AblationPlan(tuple(blocks), resampled, rows, kept, dropped, single)
 
-    def losses(logits: torch.Tensor, baseline: torch.Tensor = resampled) -> GroupLosses:
-        return GroupLosses(
-            loss=readout_loss(logits, clean, group.readout, numeric),
-            loss_resampled=readout_loss(baseline, clean, group.readout, numeric),
-            same=predictions_agree(logits, clean, group.readout, numeric),
-            same_resampled=predictions_agree(baseline, clean, group.readout, numeric),
-            valid=group.readout.valid,
-        )
 
-    single = {name: losses(many[blocks[j + 1]]) for j, name in enumerate(names)}
-    return losses(kept), losses(dropped), single
+def ablation_losses(
+    target: Target, group: Group, plan: AblationPlan, logits: Mapping
+) -> tuple[GroupLosses, GroupLosses, dict[str, GroupLosses]]:
+    """(kept, dropped, {variable: alone dropped}) of one group from its blocks' logits."""
+    resampled = _resampled(group, plan.resampled, plan.rows, logits)
+    base = _against_clean(target, group, resampled)  # the one baseline of every ablation here
+    kept = logits[plan.kept] if plan.kept else resampled
+    dropped = logits[plan.dropped] if plan.dropped else group.clean_logits
+    single = {name: group_losses(target, group, logits[b], base) for name, b in plan.single.items()}
+    return group_losses(target, group, kept, base), group_losses(target, group, dropped, base), single

@@ -101,6 +101,37 @@ def _score_costs(costs: Sequence[Row]) -> list[str]:
     ]
 
 
+def _score_floor(rows: Sequence[Row]) -> list[str]:
+    """Score / clean per target for the fused pass and the one-block-per-pass reference (#17)."""
+
+    def cells(r: Row, key: str) -> list[str]:
+        m = r.get(key) or {}
+        passes = f"{fmt(m.get('forward_passes'), 0)} (clean: {fmt(m.get('clean_passes'), 0)})"
+        return [fmt(m.get("ratio")), passes]
+
+    fused = sorted(r["fused"]["ratio"] for r in rows if (r.get("fused") or {}).get("ratio") is not None)
+    median = f" Median fused ratio: {fmt(fused[len(fused) // 2])}." if fused else ""
+    return [
+        "",
+        "### Score floor",
+        "",
+        "One full score (behaviour, scrubbing, node ablations, interchange) over one clean batched pass per "
+        "input length on the same inputs. *fused*: every patched run of a length group in one forward pass "
+        "(synth.check.batching, the default); *reference*: one pass per block, the same numbers. Targets "
+        "without ground truth score `chain_probe_hypothesis` (a copy head per block)." + median,
+        "",
+        table(
+            ["target", "hypothesis", "claimed vars", "n", "clean s", "fused score / clean", "fused passes",
+             "reference score / clean", "reference passes"],
+            [
+                [r["target"], r["hypothesis"], str(r["claimed_variables"]), str(r["n"]),
+                 fmt((r.get("fused") or {}).get("clean_seconds")), *cells(r, "fused"), *cells(r, "reference")]
+                for r in rows
+            ],
+        ),
+    ]
+
+
 def _time_to_recovery(ttr: Sequence[Row]) -> list[str]:
     return [
         "",
@@ -186,6 +217,7 @@ def render_perf(perf: Mapping[str, Any], results: Mapping[str, Any]) -> str:
     ]
     sections = (
         ("score_cost", _score_costs),
+        ("score_floor", _score_floor),
         ("time_to_recovery", _time_to_recovery),
         ("depth_growth", _depth_growth),
         ("program_size_growth", _program_size_growth),

@@ -1,0 +1,114 @@
+"""The fused pass (every block of a length group in one forward) against running the blocks one by one.
+
+Same seed, same draws: every score, per-input array included, must agree to 1e-6 between
+`Batching.FUSED` and `Batching.REFERENCE`, on tracr and trained targets, with ground-truth and
+wrong hypotheses, and for every ablation and interchange mode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mechsynth.dsl.hypothesis import Hypothesis
+from mechsynth.dsl.location import Location
+from mechsynth.synth.bench.perf import chain_probe_hypothesis
+from mechsynth.synth.check.batching import Batching, Block, Patch, run_blocks
+from mechsynth.synth.check.claims import prepare_groups, resolve_claims
+from mechsynth.synth.check.patching import PassCounter
+from mechsynth.synth.check.scoring import score
+from mechsynth.synth.check.scrub import ABLATIONS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def load(spec: str):
+    from mechsynth.models import load_target
+
+    return load_target(spec)
+
+
+def wrong_reverse() -> Hypothesis:
+    """tracr:reverse's ground truth with opp_idx_1 at the right layer but other dims."""
+    h = load("tracr:reverse").ground_truth
+    corr = dict(h.correspondence)
+    corr["opp_idx_1"] = Location.parse("blocks.2.hook_mlp_out[dims=23,24,25,26,27,28,29,30,31,32]")
+    return Hypothesis(h.program, corr)
+
+
+def assert_same(a, b, path: str = "") -> None:
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            if k != "forward_passes":
+                assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-6, (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+CASES = [
+    ("tracr:reverse", "truth", {}),
+    ("tracr:reverse", "wrong", {"lengths": "aligned"}),
+    ("tracr:sort", "truth", {"ablation": "mean"}),
+    ("trained:palindrome", "chain", {}),
+    ("trained:dyck1", "chain", {"ablation": "zero", "n": 96}),
+]
+
+
+@pytest.mark.parametrize("spec,which,options", CASES)
+def test_fused_pass_gives_the_reference_numbers(spec, which, options):
+    target = load(spec)
+    h = {"truth": lambda: target.ground_truth, "wrong": wrong_reverse,
+         "chain": lambda: chain_probe_hypothesis(target.model.cfg.n_layers)}[which]()
+    options = {"n": 128, "seed": 1, **options}
+    fused = score(target, h, batching=Batching.FUSED, **options)
+    reference = score(target, h, batching=Batching.REFERENCE, **options)
+    assert_same(fused.to_json(), reference.to_json())
+    groups = len(fused["lengths"])
+    assert fused["forward_passes"] == 2 * groups  # the clean pass and one fused pass per length group
+    assert reference["forward_passes"] > fused["forward_passes"]
+
+
+def test_a_pull_reads_the_source_block_patched_at_an_earlier_hook():
+    """A block reading another block's site sees that block's own patches upstream (a chain of two)."""
+    target = load("tracr:reverse")
+    claims = resolve_claims(target, target.ground_truth)
+    group = prepare_groups(target, claims, target.task.sample(64, 0, length=4), PassCounter())[0]
+    tokens, head = claims.claims["tokens"].site, claims.claims["reverse"].site
+    n = group.size
+    same = torch.arange(n)[:, None].expand(n, group.length)
+    other_inputs = group.clean["tokens"][:, group.positions].flip(0)
+    blocks = [  # the reader's last head reads the source's, which saw other inputs' tokens
+        Block("source", group.tokens, (Patch(tokens, group.positions, values=other_inputs),), logits=False),
+        Block("reader", group.tokens, (Patch(head, group.positions, source="source", rows=same),)),
+    ]
+    fused = run_blocks(target.model, blocks, PassCounter(), Batching.FUSED)
+    reference = run_blocks(target.model, blocks, PassCounter(), Batching.REFERENCE)
+    torch.testing.assert_close(fused["reader"], reference["reader"], atol=1e-6, rtol=0)
+    assert not torch.allclose(fused["reader"], group.clean_logits)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), n=st.integers(8, 48), ablation=st.sampled_from(ABLATIONS))
+def test_fused_equals_reference_for_any_seed(seed, n, ablation):
+    target = load("tracr:hist")
+    h = target.ground_truth
+    fused = score(target, h, n=n, seed=seed, ablation=ablation, n_broader=8)
+    reference = score(target, h, n=n, seed=seed, ablation=ablation, n_broader=8, batching=Batching.REFERENCE)
+    assert_same(fused.to_json(), reference.to_json())
