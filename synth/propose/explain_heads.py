@@ -235,8 +235,12 @@ def explain_head_soft(
         for pred in preds:
             cost = pool.items[k].cost + pool.items[q].cost + (0.0 if isinstance(pred, str) else 1.0)
             candidates.append((cost, Node("select", (k, q, pred), None)))
-    for k, q, node in _functional_selectors(pool, state, pattern, mask, reps):
-        candidates.append((pool.items[k].cost + pool.items[q].cost + 2.0, node))
+    # The key a head looks at may be a function of the query everywhere, or only where the task
+    # reads (a copy head whose other positions are free): both are fitted.
+    for rows in (mask, read):
+        for k, q, node in _functional_selectors(pool, state, pattern, rows, reps):
+            if all(node != c[1] for c in candidates):
+                candidates.append((pool.items[k].cost + pool.items[q].cost + 2.0, node))
     # Attention spread over every key (a count over the whole input): one canonical selector.
     candidates.append((0.5, Node("select", ("tokens", "tokens", "TRUE"), None)))
     for cost, node in candidates:
@@ -441,7 +445,7 @@ def _functional_selectors(
             target = torch.where(torch.isclose(qv, torch.tensor(code, dtype=qv.dtype)), val, target)
         if bool(torch.allclose(torch.nan_to_num(target[mask], nan=0.0), torch.nan_to_num(qv[mask], nan=0.0))):
             continue  # the identity: EQ already covers it
-        node = fit_map(pool, [q], target)
+        node = fit_map(pool, [q], target, where=mask)
         if node is None:
             continue
         name = try_add(pool, node, prefix=f"{q}_key", dedupe=False)
