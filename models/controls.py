@@ -13,7 +13,9 @@ Frivolous-circuit controls (Ramanujan et al. 2020 found task-solving subnetworks
   permutation (permuting heads or neurons consistently), which would keep the function.
 
 Both return a new `Target` with the same task and encoding, no ground truth, and
-`info["control"]` saying what was done; the original network is untouched.
+`info["control"]` saying what was done; the original network is untouched. The copy is on
+the original's device, and its random draws come from seeded CPU generators, so a seed
+gives the same copy on every device.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mechsynth.models.target import Target
 
 
 def _control(target: Target, model: torch.nn.Module, what: str) -> Target:
+    model.to(target.device)  # a network rebuilt from its config starts on the CPU: join the real one
     model.eval()
     info = {**target.info, "kind": "control", "control": what, "of": target.name, "accuracy": None}
     name = f"{target.name}#{what}"

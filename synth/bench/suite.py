@@ -40,6 +40,7 @@ from mechsynth.synth.bench.plan import (
 from mechsynth.synth.bench.recovery import recovery_suite
 from mechsynth.synth.bench.render import render_markdown
 from mechsynth.synth.accept import Thresholds
+from mechsynth.models.device import resolve_device
 
 SCHEMA_VERSION = 1
 
@@ -193,7 +194,12 @@ def cmd_bench(args: Any) -> int:
     if jobs < 1:
         raise BenchError(f"--jobs must be >= 1, got {jobs}")
     with_acdc = bool(getattr(args, "with_acdc", False))
-    plan = make_plan(args.suite, bool(args.quick), with_acdc=with_acdc, budget=budget, jobs=jobs)
+    device = str(resolve_device(getattr(args, "device", None)))  # an unavailable device: one line, now
+    ray_address = getattr(args, "ray_address", None)
+    ray = bool(getattr(args, "ray", False) or ray_address)
+    backend = "ray" if ray else ("processes" if jobs > 1 else "inline")
+    plan = make_plan(args.suite, bool(args.quick), with_acdc=with_acdc, budget=budget, jobs=jobs,
+                     device=device, executor=backend, ray_address=ray_address)
     results = run_bench(plan, out_dir, command=_command(args, plan, budget, jobs))
     check = check_baseline(results, load_baseline())
     results["baseline_check"] = asdict(check)
