@@ -26,11 +26,13 @@ import dataclasses
 import torch
 
 from mechsynth.models.bridge import build_bridge
+from mechsynth.models.device import module_device, same_device
 from mechsynth.models.target import Target
 
 
 def _control(target: Target, model: torch.nn.Module, what: str) -> Target:
-    model.to(target.device)  # a network rebuilt from its config starts on the CPU: join the real one
+    if not same_device(module_device(model), target.device):  # a rebuilt network starts on the CPU
+        model.to(target.device)
     model.eval()
     info = {**target.info, "kind": "control", "control": what, "of": target.name, "accuracy": None}
     name = f"{target.name}#{what}"

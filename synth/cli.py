@@ -641,7 +641,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search budget per synthesis run (default: 300 s, 30 s with --quick; the "
                    "false-positive suite caps it at 120 s, 15 s with --quick)")
     p.add_argument("--jobs", type=_at_least(1), default=1, metavar="J",
-                   help="false-positive suite runs at once, each in its own process (default 1)")
+                   help="runs of the recovery and false-positive suites at once, each in its own process "
+                   "(default 1: one after another in this process)")
+    p.add_argument("--ray", action="store_true",
+                   help="run the suites' runs as Ray tasks on a local cluster of J CPUs (mechsynth[ray])")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="run them on the existing Ray cluster at ADDR (e.g. ray://head:10001 or auto)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     _add_device(p)
     p.set_defaults(func=cmd_bench)
