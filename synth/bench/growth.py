@@ -176,7 +176,7 @@ def _control_stage(target: Any, hypothesis: Any, scores: Any, seed: int) -> bool
 
     controls = loop_controls(seed)
     verdict = controls.check(target, hypothesis, scores, n_tested=1, deadline=None)
-    return bool(verdict.accepted)
+    return bool(verdict.passed)
 
 
 def _full_run(target: Any, settings: GrowthSettings) -> tuple[int, int, str]:
@@ -221,8 +221,20 @@ def growth(plan: Any, executor: Any | None = None, log: Callable[[str], None] = 
         for r in points:
             for stage in DIAGONAL_STAGES:
                 r[f"{stage}_ratio"] = ratio(r.get(f"{stage}_seconds"), base.get(f"{stage}_seconds"))
-    return {"settings": asdict(settings), "task": GROWTH_TASK, "sweeps": out,
+    limit = machine_limit(out.get("diagonal", [])) if not plan.quick else None
+    return {"settings": asdict(settings), "task": GROWTH_TASK, "sweeps": out, "machine_limit": limit,
             "gpu": _gpu_note(plan.device)}
+
+
+def machine_limit(diagonal: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Where this machine stops being enough, by one rule: the first diagonal point whose control
+    stage for *one* candidate does not finish within the cap (a run with a budget of the cap's
+    length could not control a single candidate there). None when every point fit."""
+    rule = "the control stage of one candidate runs past the cap"
+    for r in diagonal:
+        if "controls" in r.get("capped", ()):
+            return {"label": r["label"], "cap_seconds": r["cap_seconds"], "rule": rule}
+    return {"label": None, "cap_seconds": diagonal[0]["cap_seconds"] if diagonal else None, "rule": rule}
 
 
 def _brief(row: Mapping[str, Any]) -> str:
