@@ -255,6 +255,9 @@ def _gpu_note(device: str) -> str:
 # --- candidate-scoring throughput vs workers ----------------------------------------------------
 
 
+THROUGHPUT_N = 512  # inputs per candidate score
+
+
 def score_candidate(spec: str, layers: int, seed: int, n: int, device: str) -> float:
     """One candidate score of the probe hypothesis on a target (a job); returns its seconds."""
     import torch
@@ -270,7 +273,7 @@ def score_candidate(spec: str, layers: int, seed: int, n: int, device: str) -> f
     return time.perf_counter() - start
 
 
-def throughput(plan: Any, n_candidates: int = 12, spec: str = "trained:palindrome") -> list[dict[str, Any]]:
+def throughput(plan: Any, n_candidates: int = 24, spec: str = "trained:palindrome") -> list[dict[str, Any]]:
     """Candidates scored per second through the executor's local processes, for 1, 2, ... workers."""
     from mechsynth.models import load_target
 
@@ -281,12 +284,13 @@ def throughput(plan: Any, n_candidates: int = 12, spec: str = "trained:palindrom
         with ProcessExecutor(workers) as ex:
             warm = Job(f"{__name__}:score_candidate", (spec, layers, 0, 32, plan.device))
             ex.map([warm] * workers)  # each worker's start-up (imports, target build) is paid here
-            jobs = [Job(f"{__name__}:score_candidate", (spec, layers, seed, 256, plan.device))
+            jobs = [Job(f"{__name__}:score_candidate", (spec, layers, seed, THROUGHPUT_N, plan.device))
                     for seed in range(n_candidates)]
             start = time.perf_counter()
             each = ex.map(jobs)
             wall = time.perf_counter() - start
-        rows.append({"workers": workers, "candidates": n_candidates, "wall_seconds": wall,
+        rows.append({"workers": workers, "candidates": n_candidates, "target": spec, "inputs": THROUGHPUT_N,
+                     "wall_seconds": wall,
                      "candidates_per_second": n_candidates / wall if wall > 0 else None,
                      "mean_score_seconds": sum(each) / len(each)})
     for r in rows:
