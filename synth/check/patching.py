@@ -323,13 +323,15 @@ def as_read_index(
 
 def readout_loss(
     logits: torch.Tensor, clean: torch.Tensor, positions: Sequence[int] | ReadIndex,
-    numerical_column: int | None,
+    numerical_column: int | None, *, multilabel: bool = False,
 ) -> torch.Tensor:
     """Per-input, per-readout-position loss of ``logits`` against the clean model's ``clean`` logits.
 
     We explain the model, not the labels, so the reference is the clean network itself:
     categorical outputs use KL(clean || patched) of the softmax distributions (0 for the
-    clean run); numerical outputs use the squared error of the readout column. ``positions``
+    clean run); numerical outputs use the squared error of the readout column; multilabel
+    outputs (a BCE head, one independent label per column) the per-label binary KL,
+    ``sum_j KL(Bernoulli(sigmoid(clean_j)) || Bernoulli(sigmoid(patched_j)))``. ``positions``
     are the same model positions in every row, or a `ReadIndex` of each row's. Returns
     ``[batch, R]`` (entries where the `ReadIndex` is not valid are meaningless).
     """
@@ -337,5 +339,18 @@ def readout_loss(
     a, c = read.take(logits).double(), read.take(clean).double()
     if numerical_column is not None:
         return (a[..., numerical_column] - c[..., numerical_column]) ** 2
+    if multilabel:
+        return binary_kl(c, a).sum(-1).clamp_min(0.0)
     log_p, log_q = torch.log_softmax(c, -1), torch.log_softmax(a, -1)
     return (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)
+
+
+def binary_kl(clean: torch.Tensor, patched: torch.Tensor) -> torch.Tensor:
+    """Elementwise KL(Bernoulli(sigmoid(clean)) || Bernoulli(sigmoid(patched))) from logits, stable
+    for large logits (log-sigmoids, never log of a rounded probability)."""
+    import torch.nn.functional as F
+
+    p = torch.sigmoid(clean)
+    log_p, log_not_p = F.logsigmoid(clean), F.logsigmoid(-clean)
+    log_q, log_not_q = F.logsigmoid(patched), F.logsigmoid(-patched)
+    return p * (log_p - log_q) + (1 - p) * (log_not_p - log_not_q)

@@ -173,10 +173,11 @@ def _necessity(dropped: list[GroupLosses], single: Mapping[str, list[GroupLosses
 def _clean_loss(target: Target, groups: list) -> float:
     """The loss of the clean run against itself (0 by construction of the loss; computed, not assumed)."""
     from mechsynth.synth.check.patching import readout_loss
-    from mechsynth.synth.check.scrub import numeric_column
+    from mechsynth.synth.check.scrub import is_multilabel, numeric_column
 
     losses = [
-        readout_loss(g.clean_logits, g.clean_logits, g.readout, numeric_column(target))[g.readout.valid]
+        readout_loss(g.clean_logits, g.clean_logits, g.readout, numeric_column(target),
+                     multilabel=is_multilabel(target))[g.readout.valid]
         for g in groups
     ]
     return torch.cat(losses).mean().item()
@@ -279,6 +280,8 @@ def score(
         "behaviour_defined": fresh.defined,
         "loss_clean": _clean_loss(target, groups),
     }
+    if fresh.per_label is not None:
+        values["behaviour_per_label"] = dict(fresh.per_label)
     per_input: dict[str, Any] = {
         "behaviour": list(fresh.per_input), "behaviour_broader": list(broad.per_input),
         # The scrubbing and interchange arrays follow this order (inputs grouped by length).
