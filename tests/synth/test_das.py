@@ -30,7 +30,8 @@ def test_planted_rotated_variable_recovered_held_out():
 
 
 def test_das_on_random_network_does_not_pass():
-    real, _ = das.with_das(rotated_copy_target(), Hypothesis(COPY, {"tokens": EMBED, "out": MLP0}), "out", CFG)
+    real, _ = das.with_das(rotated_copy_target(), Hypothesis(COPY, {"tokens": EMBED, "out": MLP0}), "out",
+                           CFG)
     for seed in (1, 2):
         random_target = tiny_target(seed)
         refitted = das.refit(random_target, real)
