@@ -140,11 +140,14 @@ def default_out(target_name: str, seed: int) -> Path:
 
 
 def default_proposers(options: RunOptions) -> tuple[list[Any], str]:
-    """Model-guided, then I/O enumeration, then (unless ``no_llm``) the LLM. Returns a status line."""
+    """Model-guided, DAS relocation of failing variables, I/O enumeration, then (unless ``no_llm``)
+    the LLM. Returns a status line."""
     from mechsynth.synth.propose.enumerate import EnumerativeProposer
     from mechsynth.synth.propose.model_guided import ModelGuidedProposer
 
-    proposers: list[Any] = [ModelGuidedProposer(), EnumerativeProposer()]
+    from mechsynth.synth.propose.das_location import DASLocationProposer
+
+    proposers: list[Any] = [ModelGuidedProposer(), DASLocationProposer(), EnumerativeProposer()]
     status = "LLM proposer off (--no-llm)"
     if not options.no_llm:
         from mechsynth.synth.propose.llm import LLMProposer
