@@ -8,16 +8,18 @@
 Stages, one module each: target.py (Task, Target), bridge.py (building TransformerBridges),
 tracr_targets.py (tracr compile + conversion), ground_truth.py (where each RASP variable
 lives), tasks.py / zoo.py / train.py / checkpoint.py (the trained zoo), byo.py + outside.py (user
-targets, outside checkpoints), controls.py (null networks), registry.py (specs and the target table).
+targets, outside checkpoints), controls.py (null networks), device.py (where a network runs),
+registry.py (specs and the target table).
 """
 
 from mechsynth.models import byo
 from mechsynth.models.controls import reinitialized, shuffled
+from mechsynth.models.device import DeviceError, resolve_device
 from mechsynth.models.registry import TargetRow, list_targets, load_target
 from mechsynth.models.target import Target, TargetError, Task
 from mechsynth.models.tracr_targets import compile_rasp
 
 __all__ = [
-    "Target", "TargetError", "TargetRow", "Task", "byo", "compile_rasp", "list_targets", "load_target",
-    "reinitialized", "shuffled",
+    "DeviceError", "Target", "TargetError", "TargetRow", "Task", "byo", "compile_rasp", "list_targets",
+    "load_target", "reinitialized", "resolve_device", "shuffled",
 ]

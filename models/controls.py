@@ -13,7 +13,9 @@ Frivolous-circuit controls (Ramanujan et al. 2020 found task-solving subnetworks
   permutation (permuting heads or neurons consistently), which would keep the function.
 
 Both return a new `Target` with the same task and encoding, no ground truth, and
-`info["control"]` saying what was done; the original network is untouched.
+`info["control"]` saying what was done; the original network is untouched. The copy is on
+the original's device, and its random draws come from seeded CPU generators, so a seed
+gives the same copy on every device.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ import dataclasses
 import torch
 
 from mechsynth.models.bridge import build_bridge
+from mechsynth.models.device import module_device, same_device
 from mechsynth.models.target import Target
 
 
 def _control(target: Target, model: torch.nn.Module, what: str) -> Target:
+    if not same_device(module_device(model), target.device):  # a rebuilt network starts on the CPU
+        model.to(target.device)
     model.eval()
     info = {**target.info, "kind": "control", "control": what, "of": target.name, "accuracy": None}
     name = f"{target.name}#{what}"

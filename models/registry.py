@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import difflib
 
+import torch
+
 from mechsynth.models.target import Target, TargetError, TargetRow
 
 KINDS = ("tracr", "trained", "file")
@@ -44,8 +46,21 @@ def _unknown(spec: str) -> TargetError:
     return TargetError(f"unknown target {spec!r}{hint}")
 
 
-def load_target(spec: str) -> Target:
-    """Resolve a target spec (see module docstring); TargetError with one clear line if it fails."""
+def load_target(spec: str, device: str | torch.device | None = None) -> Target:
+    """Resolve a target spec (see module docstring); TargetError with one clear line if it fails.
+
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; default: where the target is built, the
+    CPU) puts the network there (`Target.on`); an unavailable device fails before the build.
+    """
+    if device is not None:
+        from mechsynth.models.device import resolve_device
+
+        resolve_device(device)  # a bad or missing device is one line, before a slow build
+        return _load(spec).on(device)
+    return _load(spec)
+
+
+def _load(spec: str) -> Target:
     if not isinstance(spec, str) or ":" not in spec:
         raise _unknown(str(spec))
     kind, name = spec.split(":", 1)

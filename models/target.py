@@ -365,6 +365,30 @@ class Target:
                 shown = name.replace("._original_component", "")  # the bridge's wrapper, not the weight
                 raise TargetError(f"target {self.name}: weight {shown} holds NaN or infinite values")
 
+    # --- device -----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights live; the engine makes its tensors there (`models.device`)."""
+        from mechsynth.models.device import module_device
+
+        return module_device(self.model)
+
+    def on(self, device: str | torch.device | None) -> Target:
+        """This target with its network on ``device`` (``auto``/None: cuda when available, else
+        cpu). The same target when it is already there; otherwise a copy whose network was moved,
+        so the original (shared, read-only) network stays where it is. DeviceError (one line) for
+        a device this machine does not have."""
+        import copy
+        import dataclasses
+
+        from mechsynth.models.device import resolve_device, same_device
+
+        wanted = resolve_device(device)
+        if same_device(self.device, wanted):
+            return self
+        model = copy.deepcopy(self.model).to(wanted)
+        return dataclasses.replace(self, model=model)
+
     # --- convenience views ------------------------------------------------------------------
     @property
     def vocab(self) -> tuple:
@@ -398,7 +422,7 @@ class Target:
         """Token ids [B, T] for framed inputs (a hidden BOS first when the task has one).
 
         Inputs must share one length unless the task has a PAD token; then shorter inputs
-        are padded on the right to the longest (see `attention_mask`).
+        are padded on the right to the longest (see `attention_mask`). On the target's device.
         """
         if not inputs:
             raise TargetError(f"target {self.name}: no inputs")
@@ -424,7 +448,7 @@ class Target:
                 msg = f"target {self.name}: {bad!r} is not in the vocabulary {self.vocab}"
                 raise TargetError(msg) from None
             rows.append(prefix + ids + [pad_id] * (longest - len(x)))
-        return torch.tensor(rows, dtype=torch.long)
+        return torch.tensor(rows, dtype=torch.long, device=self.device)
 
     def attention_mask(self, inputs: Sequence[Sequence[Any]]) -> torch.Tensor | None:
         """[B, T] key mask (1 = a real token, 0 = PAD) for a mixed-length batch; None when no
@@ -434,8 +458,8 @@ class Target:
         if all(n == longest for n in lengths):
             return None
         off = self.position_offset
-        positions = torch.arange(off + longest)
-        return (positions[None, :] < torch.tensor(lengths)[:, None] + off).long()
+        positions = torch.arange(off + longest, device=self.device)
+        return (positions[None, :] < torch.tensor(lengths, device=self.device)[:, None] + off).long()
 
     def run_model(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Logits for token ids, with the key mask when there is one (see the module docstring)."""

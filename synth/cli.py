@@ -74,7 +74,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from mechsynth.models import load_target
     from mechsynth.models.preflight import format_preflight, preflight
 
-    target = load_target(args.target)
+    target = load_target(args.target, device=args.device)
     report = preflight(target, n=args.n, seed=args.seed, n_wrong=args.wrong)
     if args.json:
         _print_json(report.to_json())
@@ -135,7 +135,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from mechsynth.synth.check.scoring import format_scores, score
 
     hypothesis = read_hypothesis_file(args.hypothesis)
-    target = load_target(args.target)
+    target = load_target(args.target, device=args.device)
     with torch_threads(1):  # as in the loop: small batched passes, where extra threads only cost
         scores = score(target, hypothesis, n=args.n, seed=args.seed, ablation=args.ablation)
     if args.json:
@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress.phase(f"loading {args.target}")
     try:
         with progress:
-            target = load_target(args.target)
+            target = load_target(args.target, device=args.device)
     except BaseException:
         _remove_empty(created)  # a typo in the target spec leaves no empty run directory behind
         raise
@@ -322,7 +322,7 @@ def _use_source(args: argparse.Namespace) -> tuple[Any, Any]:
     from mechsynth.synth.use.inputs import accepted_hypothesis
 
     spec, hypothesis = accepted_hypothesis(args.run, args.candidate)
-    return load_target(spec), hypothesis
+    return load_target(spec, device=args.device), hypothesis
 
 
 def _use_command(args: argparse.Namespace, use: Callable[..., Any], fmt: Callable[[Any], str],
@@ -384,6 +384,7 @@ def _add_use_parsers(sub: Any) -> None:
         p.add_argument("--n", type=_between(2, MAX_SCORE_INPUTS), default=n, help=f"inputs (default {n})")
         p.add_argument("--seed", type=_at_least(0), default=0, help="seed for the inputs, >= 0 (default 0)")
         p.add_argument("--json", action="store_true", help="print every number as JSON")
+        _add_device(p)
 
     p = sub.add_parser(
         "predict", help="inputs on which the accepted program predicts the network is wrong, checked",
@@ -525,6 +526,13 @@ hypothesis file format (or the same as JSON: {"program": "...", "correspondence"
       # MLP outputs / embeddings may name residual dims: blocks.0.hook_mlp_out[dims=5,6,7]"""
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    """``--device``, on every command that runs a network (models.device resolves it)."""
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="where the network runs: auto (cuda when available, else cpu; env "
+                   "MECHSYNTH_DEVICE overrides), cpu, cuda, cuda:N (default auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mechsynth",
@@ -570,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "checks', and the report says the controls did not run)")
     p.add_argument("--json", action="store_true",
                    help="print a machine-readable summary (target, accepted, n_scored, seconds, ...)")
+    _add_device(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -590,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", choices=["resample", "mean", "zero"], default="resample",
                    help="how unclaimed activations are replaced (default resample)")
     p.add_argument("--json", action="store_true", help="print every number as JSON")
+    _add_device(p)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("show", help="print a stored run (finished, interrupted or running)",
@@ -612,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wrong", type=_at_least(0), default=5, metavar="K",
                    help="how many wrong inputs to show per distribution (default 5)")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
+    _add_device(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("targets", help="list the available targets",
@@ -641,8 +652,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search budget per synthesis run (default: 300 s, 30 s with --quick; the "
                    "false-positive suite caps it at 120 s, 15 s with --quick)")
     p.add_argument("--jobs", type=_at_least(1), default=1, metavar="J",
-                   help="false-positive suite runs at once, each in its own process (default 1)")
+                   help="runs of the recovery and false-positive suites at once, each in its own process "
+                   "(default 1: one after another in this process)")
+    p.add_argument("--ray", action="store_true",
+                   help="run the suites' runs as Ray tasks on a local cluster of J CPUs (mechsynth[ray])")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="run them on the existing Ray cluster at ADDR (e.g. ray://head:10001 or auto)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_device(p)
     p.set_defaults(func=cmd_bench)
     _add_use_parsers(sub)
     return parser
@@ -654,6 +671,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     for module, name in (
         ("dsl", "DSLError"),
         ("models", "TargetError"),
+        ("mechsynth.models.target", "TargetError"),  # DeviceError too
         ("mechsynth.dsl.errors", "HypothesisError"),
         ("mechsynth.synth.check.patching", "CheckError"),
         ("mechsynth.synth.store", "RunStoreError"),

@@ -17,6 +17,10 @@ target has one, is cut from activations and kept separately for attention patter
 (attention to BOS is how tracr heads express "attend nowhere" and how its
 selector-width heads count). Flattened views stack (group, input, position) in a
 fixed order, the same order in which the enumerator lays out variable values.
+
+Devices: the network runs on the target's device; what is kept is moved to the CPU
+(``models.device.PROGRAM_DEVICE``), where the proposers compare it with the interpreter's
+values of candidate variables.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from mechsynth.dsl.location import act_name
+from mechsynth.models.device import PROGRAM_DEVICE
 
 if TYPE_CHECKING:
     from mechsynth.models import Target
@@ -165,7 +170,7 @@ def observe(target: Target, *, per_length: int = 256, seed: int = 0) -> Observat
                 if name.endswith("hook_pattern"):
                     continue
                 try:
-                    a = cache[name].float()
+                    a = cache[name].to(PROGRAM_DEVICE).float()
                 except KeyError:  # attention-only models have no MLP hooks
                     continue
                 if name == act_name("embed") or name == act_name("pos_embed") or a.dim() >= 3:
@@ -175,7 +180,7 @@ def observe(target: Target, *, per_length: int = 256, seed: int = 0) -> Observat
                 acts[name] = a.contiguous()
             patterns, bos = [], []
             for layer in range(n_layers):
-                p = cache[act_name("pattern", layer)].float()  # [batch, head, q, k]
+                p = cache[act_name("pattern", layer)].to(PROGRAM_DEVICE).float()  # [batch, head, q, k]
                 patterns.append(p[:, :, sl, sl].contiguous())
                 bos.append(p[:, :, sl, 0].contiguous() if offset else torch.zeros_like(p[:, :, sl, 0]))
             groups.append(

@@ -25,7 +25,14 @@ Suites:
   (a ratio survives a slower machine; a bare figure does not): enumerator distinct
   programs/s, interpreter throughput, the cost of one causal-scrubbing score as a
   multiple of one clean batched forward pass, time to recovery, peak RSS, and how
-  time grows with model depth (1, 2, 4 layers) and with program size.
+  time grows with model depth (1, 2, 4 layers) and with program size; and the Scale
+  part: cost growth of observe, one score, the control stage and one run to GPT-2-small's
+  shape (``growth``), scoring throughput vs workers, the suite's wall time per back end.
+
+The suites' runs are jobs submitted to one executor (``executor``): inline, local
+processes (``--jobs J``) or Ray (``--ray`` starts a local cluster, ``--ray-address``
+joins one); every run's outcome is the same whichever back end ran it. ``--device``
+puts every network on a device (``models.device``).
 
 ``--quick`` is a representative subset for CI; its recovery count is checked against
 the committed floor in ``synth/bench/baseline.json`` (a measured number, written
@@ -41,6 +48,8 @@ Modules:
   ``--quick`` targets, ``BenchError``, and the machine, versions, git commit and RSS;
 - ``recovery`` — the recovery suite: ``recovery_suite``, ``run_one``, ``RecoveryResult``;
 - ``perf`` — the perf suite: ``perf_suite`` and each of its measurements;
+- ``executor`` — ``Job``, ``Executor`` and its back ends (inline, processes, Ray), ``make_executor``;
+- ``growth`` — cost growth with network shape, throughput vs workers, suite wall time per back end;
 - ``baseline`` — the CI floor: ``load_baseline``, ``check_baseline``, ``update_baseline``;
 - ``render`` — BENCHMARKS.md from the results (``render_markdown``), one module per section;
 - ``numeric`` — numbers in the results: parsing, finiteness, ratios, table formatting;

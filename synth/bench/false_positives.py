@@ -24,6 +24,7 @@ from mechsynth.dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
 from mechsynth.dsl.hypothesis import Hypothesis
 
 from mechsynth.synth.accept import ControlError, Thresholds
+from mechsynth.synth.bench.executor import Backend, Executor, InlineExecutor, Job, ProcessExecutor
 from mechsynth.synth.control.config import NetworkFactory
 from mechsynth.synth.control.numbers import json_float, nanmax, number
 from mechsynth.synth.accept import statistic
@@ -158,6 +159,8 @@ def false_positive_suite(
     jobs: int = 1,
     progress: SuiteProgress | None = None,
     verify_fn: VerifyFn | None = None,
+    executor: Executor | None = None,
+    device: str | None = None,
 ) -> FalsePositiveReport:
     """Run the engine on each target and on its re-initialised and shuffled copies (every seed).
 
@@ -168,8 +171,11 @@ def false_positive_suite(
 
     With ``out``, each finished run's outcome is saved next to its run directory and a
     rerun with the same budget reuses it, so an interrupted suite loses at most the runs in
-    flight. ``jobs`` > 1 runs that many runs at once in worker processes (string target
-    specs and the default ``run_fn``/``networks`` only: they must be importable there).
+    flight, whichever back end ran them. ``executor`` (:mod:`synth.bench.executor`: inline,
+    local processes or Ray) runs the runs; without one, ``jobs`` > 1 means that many local
+    processes. Any back end but inline needs string target specs and the default
+    ``run_fn``/``networks`` (a worker imports them by name). ``device`` is where every
+    network runs (default: where the target is built).
 
     A copy is a network too, and can compute something simple (a shuffled 3-token network
     that outputs a fixed map of the current token, say) that a hypothesis describes exactly.
@@ -179,6 +185,8 @@ def false_positive_suite(
     """
     if jobs < 1:
         raise ControlError(f"jobs must be >= 1, got {jobs}")
+    if executor is None:
+        executor = ProcessExecutor(jobs) if jobs > 1 else InlineExecutor()
     say = progress or (lambda _msg: None)
     plan = [
         job
@@ -202,24 +210,24 @@ def false_positive_suite(
     def target_of(i: int) -> Target:
         first = i - i % per_target
         if first not in loaded:
-            loaded[first] = _load(plan[first].target)
+            loaded[first] = _load(plan[first].target, device)
         return loaded[first]
 
-    if todo and jobs > 1:
+    if todo and executor.backend is not Backend.INLINE:
         if run_fn is not None or networks is not None or not all(isinstance(job.target, str) for job in plan):
-            raise ControlError("jobs > 1 needs target specs (strings) and the default run_fn and networks")
-        import concurrent.futures
-        import multiprocessing
+            raise ControlError(f"the {executor.backend.value} back end needs target specs (strings) and the "
+                               "default run_fn and networks")
 
-        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: torch does not survive fork
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {
-                pool.submit(_suite_job, plan[i], budget_seconds, plan[i].directory(out)): i for i in todo
-            }
-            for future in concurrent.futures.as_completed(futures):
-                i = futures[future]
-                outcomes[i] = future.result()
-                _finish_job(plan[i], outcomes[i], out, budget_seconds, say, len(outcomes), len(plan))
+        def finished(k: int, outcome: RunOutcome) -> None:  # stored at once: an interrupted suite resumes
+            i = todo[k]
+            outcomes[i] = outcome
+            _finish_job(plan[i], outcome, out, budget_seconds, say, len(outcomes), len(plan))
+
+        executor.map(
+            [Job(f"{__name__}:suite_job", (plan[i], budget_seconds, plan[i].directory(out), device),
+                 name=f"{plan[i].target_name} {plan[i].network}") for i in todo],
+            on_result=finished,
+        )
     else:
         for i in todo:
             job = plan[i]
@@ -244,6 +252,11 @@ def false_positive_suite(
     for start in range(0, len(plan), per_target):
         rows += _suite_rows(plan[start].target_name, runs[start], runs[start + 1 : start + per_target])
     return FalsePositiveReport(tuple(rows), tuple(runs))
+
+
+def suite_job(job: SuiteJob, budget_seconds: float, out: str | None, device: str | None = None) -> RunOutcome:
+    """One run of the suite in a worker (any executor back end): the default engine and copies."""
+    return _suite_job(job, budget_seconds, out, target=_load(job.target, device))
 
 
 def _suite_job(
@@ -368,12 +381,12 @@ def _suite_rows(name: str, real: RunOutcome, control_runs: Sequence[RunOutcome])
     return rows
 
 
-def _load(spec: str | Target) -> Target:
+def _load(spec: str | Target, device: str | None = None) -> Target:
     if isinstance(spec, str):
         from mechsynth.models import load_target
 
-        return load_target(spec)
-    return spec
+        return load_target(spec, device=device)
+    return spec if device is None else spec.on(device)
 
 
 def _default_run_fn(target: Target, seed: int, budget_seconds: float, out: str | None) -> RunOutcome:

@@ -324,14 +324,14 @@ def perf_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Pat
     threads = int(RunOptions().threads) or old
     torch.set_num_threads(threads)
     try:
-        perf = _perf_measurements(plan, recovery)
+        perf = _perf_measurements(plan, recovery, out_dir)
     finally:
         torch.set_num_threads(old)
     perf["torch_threads"] = threads
     return perf
 
 
-def _perf_measurements(plan: BenchPlan, recovery: Mapping[str, Any] | None) -> dict[str, Any]:
+def _perf_measurements(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Path) -> dict[str, Any]:
     from mechsynth.models import load_target
 
     tracr_specs = [s for s in plan.targets if s.startswith("tracr:")] or ["tracr:reverse"]
@@ -357,5 +357,21 @@ def _perf_measurements(plan: BenchPlan, recovery: Mapping[str, Any] | None) -> d
         "time_to_recovery": _time_to_recovery(recovery, forward_s),
         "depth_growth": attempt("depth growth", lambda: _depth_growth(reference, inputs, plan)),
         "program_size_growth": attempt("program size growth", lambda: _size_growth(plan)),
+        **_scale(attempt, plan, out_dir),
         "errors": attempt.errors,
     }
+
+
+def _scale(attempt: _Attempts, plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
+    """Cost growth to GPT-2-small's shape, scoring throughput vs workers, the suite's wall time
+    per executor back end (``synth.bench.growth``; --quick: three small shapes only)."""
+    from mechsynth.synth.bench import growth
+    from mechsynth.synth.bench.plan import WORK_DIR
+
+    out: dict[str, Any] = {"growth": attempt("growth", lambda: growth.growth(plan, log=log))}
+    if not plan.quick:
+        out["throughput"] = attempt("scoring throughput", lambda: growth.throughput(plan))
+        out["suite_wall_times"] = attempt(
+            "suite wall times", lambda: growth.suite_wall_times(plan, out_dir / WORK_DIR / "scale", log=log)
+        )
+    return out

@@ -64,7 +64,10 @@ class BenchPlan:
     program_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
     with_acdc: bool = False
     seed: int = 0
-    jobs: int = 1  # runs of the false-positive suite at once (worker processes)
+    jobs: int = 1  # runs of a suite at once (the executor's workers)
+    device: str = "cpu"  # where every network of the bench runs (a resolved torch device name)
+    executor: str = "inline"  # the executor back end: inline, processes or ray (synth.bench.executor)
+    ray_address: str | None = None  # join this Ray cluster (None: start a local one when executor is ray)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +140,9 @@ def make_plan(
     targets: tuple[list[str], list[str]] | None = None,
     budget: float | None = None,
     jobs: int = 1,
+    device: str = "cpu",
+    executor: str | None = None,
+    ray_address: str | None = None,
 ) -> BenchPlan:
     """The plan for one invocation. ``budget`` (seconds per synthesis run) defaults to the
     issue's bar (5 minutes per target) for the full suite and 30 s for --quick; the
@@ -166,6 +172,9 @@ def make_plan(
         program_sizes=(1, 2, 4, 8) if quick else (1, 2, 4, 8, 16),  # units of 3 nodes
         with_acdc=with_acdc,
         jobs=jobs,
+        device=device,
+        executor=executor or ("processes" if jobs > 1 else "inline"),
+        ray_address=ray_address,
     )
 
 

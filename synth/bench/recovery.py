@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mechsynth.synth.bench.executor import Job, plan_executor
 from mechsynth.synth.bench.log import error_text, log
 from mechsynth.synth.bench.numeric import fmt, number
 from mechsynth.synth.bench.plan import LLM_MODES, MODE_LABELS, WORK_DIR, BenchError, BenchPlan
@@ -186,12 +187,14 @@ def _judge(
     return False, why, recovery_json
 
 
-def run_one(spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: Path) -> RecoveryResult:
+def run_one(
+    spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: Path, device: str | None = None
+) -> RecoveryResult:
     """Run the loop on one target in one configuration and judge the outcome."""
     from mechsynth.models import load_target
     from mechsynth.synth.loop import run as synth_run
 
-    target = load_target(spec)
+    target = load_target(spec, device=device)
     run = synth_run(
         target,
         seed=seed,
@@ -227,10 +230,14 @@ def run_one(spec: str, mode: str, *, budget_seconds: float, seed: int, run_dir: 
 # --- the suite ----------------------------------------------------------------------------------
 
 
-def _run_or_error(plan: BenchPlan, spec: str, mode: str, run_dir: Path) -> RecoveryResult:
-    """One run of the suite; a failing target is a result, not the end of the bench."""
+def run_or_error(
+    spec: str, mode: str, budget_seconds: float, seed: int, run_dir: str, device: str | None = None
+) -> RecoveryResult:
+    """One run of the suite (in any executor's worker); a failing target is a result, not the end."""
+    log(f"recovery: {spec} [{mode}] budget {budget_seconds:.0f} s")
     try:
-        return run_one(spec, mode, budget_seconds=plan.budget_seconds, seed=plan.seed, run_dir=run_dir)
+        return run_one(spec, mode, budget_seconds=budget_seconds, seed=seed, run_dir=Path(run_dir),
+                       device=device)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - a failing target is a result, not the end of the bench
@@ -266,18 +273,28 @@ def recovery_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
     runs_root = out_dir / WORK_DIR / "runs"
     # Runs resume from their directory; a benchmark must time fresh runs, never resumed ones.
     shutil.rmtree(runs_root, ignore_errors=True)
-    rows: list[RecoveryResult] = []
-    for spec in plan.targets:
-        for mode in plan.modes:
-            run_dir = runs_root / f"{spec.replace(':', '_')}-{mode}"
-            log(f"recovery: {spec} [{mode}] budget {plan.budget_seconds:.0f} s")
-            row = _run_or_error(plan, spec, mode, run_dir)
-            log(
-                f"recovery: {spec} [{mode}] -> {'RECOVERED' if row.recovered else 'not recovered'}"
-                f" ({row.seconds or 0:.1f} s, {row.n_scored} scored)"
-            )
-            rows.append(row)
+    runs = [(spec, mode) for spec in plan.targets for mode in plan.modes]
+    jobs = [
+        Job(f"{__name__}:run_or_error",
+            (spec, mode, plan.budget_seconds, plan.seed, str(runs_root / f"{spec.replace(':', '_')}-{mode}"),
+             plan.device), name=f"{spec} [{mode}]")
+        for spec, mode in runs
+    ]
+
+    def finished(_: int, row: RecoveryResult) -> None:
+        log(
+            f"recovery: {row.target} [{row.mode}] -> {'RECOVERED' if row.recovered else 'not recovered'}"
+            f" ({row.seconds or 0:.1f} s, {row.n_scored} scored)"
+        )
+
+    # Runs at once (--jobs, --ray) share the machine: each run's seconds are then wall time under load.
+    with plan_executor(plan) as executor:
+        log(f"recovery: {len(jobs)} runs on {executor.describe()}, networks on {plan.device}")
+        rows: list[RecoveryResult] = executor.map(jobs, on_result=finished)
     return {
+        "executor": plan.executor,
+        "workers": plan.jobs,
+        "device": plan.device,
         "budget_seconds": plan.budget_seconds,
         "modes": list(plan.modes),
         "mode_labels": {m: MODE_LABELS[m] for m in plan.modes},

@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from mechsynth.synth.bench.executor import plan_executor
 from mechsynth.synth.bench.false_positives import false_positive_suite
 from mechsynth.synth.bench.baseline import BASELINE_PATH, check_baseline, load_baseline, update_baseline
 from mechsynth.synth.bench.log import error_text
@@ -40,6 +41,7 @@ from mechsynth.synth.bench.plan import (
 from mechsynth.synth.bench.recovery import recovery_suite
 from mechsynth.synth.bench.render import render_markdown
 from mechsynth.synth.accept import Thresholds
+from mechsynth.models.device import resolve_device
 
 SCHEMA_VERSION = 1
 
@@ -72,14 +74,17 @@ def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
     """The false-positive suite on the plan's control targets and seeds."""
     _log(f"controls: {len(plan.control_targets)} targets x seeds {list(plan.control_seeds)}")
     start = time.perf_counter()
-    result = false_positive_suite(
-        list(plan.control_targets),
-        seeds=list(plan.control_seeds),
-        budget_seconds=plan.control_budget_seconds,
-        out=str(out_dir / WORK_DIR / "controls"),
-        jobs=plan.jobs,
-        progress=lambda msg: _log(f"controls: {msg}"),
-    )
+    with plan_executor(plan) as executor:
+        _log(f"controls: runs on {executor.describe()}, networks on {plan.device}")
+        result = false_positive_suite(
+            list(plan.control_targets),
+            seeds=list(plan.control_seeds),
+            budget_seconds=plan.control_budget_seconds,
+            out=str(out_dir / WORK_DIR / "controls"),
+            progress=lambda msg: _log(f"controls: {msg}"),
+            executor=executor,
+            device=plan.device,
+        )
     data = result.to_json() if hasattr(result, "to_json") else result
     data = json.loads(json.dumps(data, default=str))
     return {
@@ -87,6 +92,9 @@ def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
         "seeds": list(plan.control_seeds),
         "targets": list(plan.control_targets),
         "budget_seconds": plan.control_budget_seconds,
+        "executor": plan.executor,
+        "workers": plan.jobs,
+        "device": plan.device,
         "statistic": list(Thresholds().statistic),
         "result": data,
     }
@@ -163,6 +171,9 @@ def _command(args: Any, plan: BenchPlan, budget: float | None, jobs: int) -> str
         + (["--with-acdc"] if plan.with_acdc else [])
         + ([f"--budget-seconds {budget:g}"] if budget is not None else [])
         + ([f"--jobs {jobs}"] if jobs > 1 else [])
+        + (["--ray"] if plan.executor == "ray" and not plan.ray_address else [])
+        + ([f"--ray-address {plan.ray_address}"] if plan.ray_address else [])
+        + ([f"--device {plan.device}"] if plan.device != "cpu" else [])
     )
     return "mechsynth bench " + " ".join(flags)
 
@@ -193,7 +204,12 @@ def cmd_bench(args: Any) -> int:
     if jobs < 1:
         raise BenchError(f"--jobs must be >= 1, got {jobs}")
     with_acdc = bool(getattr(args, "with_acdc", False))
-    plan = make_plan(args.suite, bool(args.quick), with_acdc=with_acdc, budget=budget, jobs=jobs)
+    device = str(resolve_device(getattr(args, "device", None)))  # an unavailable device: one line, now
+    ray_address = getattr(args, "ray_address", None)
+    ray = bool(getattr(args, "ray", False) or ray_address)
+    backend = "ray" if ray else ("processes" if jobs > 1 else "inline")
+    plan = make_plan(args.suite, bool(args.quick), with_acdc=with_acdc, budget=budget, jobs=jobs,
+                     device=device, executor=backend, ray_address=ray_address)
     results = run_bench(plan, out_dir, command=_command(args, plan, budget, jobs))
     check = check_baseline(results, load_baseline())
     results["baseline_check"] = asdict(check)

@@ -109,7 +109,8 @@ def _run_one_by_one(
             values = p.values
             if p.source is not None:
                 pool = captured[p.source][p.site][:, p.positions]
-                values = pool[p.rows, torch.arange(p.rows.shape[1])[None, :]]
+                rows = p.rows.to(pool.device)
+                values = pool[rows, torch.arange(rows.shape[1], device=pool.device)[None, :]]
             edits.append(Edit(p.site, values, p.positions))
         capture = sourced.get(b.name, [])
         logits[b.name], captured[b.name] = run(

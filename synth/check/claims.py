@@ -197,7 +197,7 @@ def prepare_groups(
         tokens = target.tokens([list(x) for x in xs])
         logits, acts = run(target.model, tokens, capture=capture, counter=counter)
         batch, codes = program_values(claims.program, xs)
-        readout = ReadIndex.of_rows([[p + off for p in target.read_positions(x)] for x in xs])
+        readout = ReadIndex.of_rows([[p + off for p in target.read_positions(x)] for x in xs], target.device)
         out.append(
             Group(
                 length=length, inputs=tuple(xs), tokens=tokens, offset=off, readout=readout,

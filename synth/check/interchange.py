@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from mechsynth.models.device import PROGRAM_DEVICE
 from mechsynth.synth.check.batching import Block, Patch
 from mechsynth.synth.check.claims import PRIMITIVES, Claims, Group
 
@@ -127,7 +128,10 @@ def _pair_results(
         match.append(all(outputs_equal(net[i], cf[i], kind) for i in read))
         informative.append(any(not outputs_equal(cf[i], b[i], kind) for i in read))
         defined.append(bool(read))
-    return GroupIIA(torch.tensor(match), torch.tensor(informative), torch.tensor(defined))
+    # Program-side bookkeeping (Python booleans per input): on the CPU, like the interpreter's values.
+    cpu = PROGRAM_DEVICE
+    return GroupIIA(torch.tensor(match, device=cpu), torch.tensor(informative, device=cpu),
+                    torch.tensor(defined, device=cpu))
 
 
 def iia_results(
@@ -181,7 +185,7 @@ def plan_iia_across_lengths(
     where_row = [(gi, i) for gi, g in enumerate(groups) for i in range(g.size)]
     starts = [sum(g.size for g in groups[:gi]) for gi in range(len(groups))]
     sources = [torch.randint(len(every), (len(every),), generator=gen) for _ in todo]
-    positions = torch.arange(joint.mask.shape[1])
+    positions = torch.arange(joint.mask.shape[1], device=joint.mask.device)
     predicted = []
     for variables, src in zip(todo, sources):
         aligned = (positions[None, :] < lengths[src][:, None]) & joint.mask

@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from mechsynth.dsl.location import Location
+from mechsynth.models.device import module_device
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -77,16 +78,17 @@ class Site:
         """The site's values ``[batch, pos, ...]`` inside a whole-hook activation."""
         view = self._view(act, positions)
         if self.dims is not None:
-            return view[..., torch.tensor(self.dims, dtype=torch.long)]
+            return view[..., torch.tensor(self.dims, dtype=torch.long, device=act.device)]
         return view
 
     def write(self, act: torch.Tensor, values: torch.Tensor, positions: slice = slice(None)) -> None:
         """Overwrite the site's values in place (``values`` shaped like `read`'s result)."""
         view = self._view(act, positions)
         if self.dims is not None:
-            view[..., torch.tensor(self.dims, dtype=torch.long)] = values.to(act.dtype)
+            dims = torch.tensor(self.dims, dtype=torch.long, device=act.device)
+            view[..., dims] = values.to(act.device, act.dtype)
         else:
-            view.copy_(values.to(act.dtype))
+            view.copy_(values.to(act.device, act.dtype))
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,7 +104,8 @@ class Pull:
 
     def values(self, site: Site, act: torch.Tensor, positions: slice) -> torch.Tensor:
         current = site.read(act, positions)
-        return current[self.rows, torch.arange(self.rows.shape[1])[None, :]]
+        rows = self.rows.to(current.device)
+        return current[rows, torch.arange(rows.shape[1], device=current.device)[None, :]]
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,8 @@ def _probe(model: TransformerBridge) -> HookInfo:
     caches = []
     with torch.no_grad():
         for length in lengths:
-            _, cache = model.run_with_cache(torch.zeros(1, length, dtype=torch.long))
+            tokens = torch.zeros(1, length, dtype=torch.long, device=module_device(model))
+            _, cache = model.run_with_cache(tokens)
             caches.append(cache)
     canonical = {name: hp.name for name, hp in model.hook_dict.items()}
     order: dict[str, int] = {}
@@ -290,28 +294,31 @@ class ReadIndex:
     valid: torch.Tensor  # [n, R] bool
 
     @classmethod
-    def of_rows(cls, rows: Sequence[Sequence[int]]) -> ReadIndex:
+    def of_rows(cls, rows: Sequence[Sequence[int]], device: torch.device | str = "cpu") -> ReadIndex:
         width = max((len(r) for r in rows), default=0)
-        index = torch.zeros(len(rows), width, dtype=torch.long)
-        valid = torch.zeros(len(rows), width, dtype=torch.bool)
+        index = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        valid = torch.zeros(len(rows), width, dtype=torch.bool, device=device)
         for b, r in enumerate(rows):
-            index[b, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+            index[b, : len(r)] = torch.tensor(list(r), dtype=torch.long, device=device)
             valid[b, : len(r)] = True
         return cls(index, valid)
 
     @classmethod
-    def same(cls, positions: Sequence[int], n: int) -> ReadIndex:
+    def same(cls, positions: Sequence[int], n: int, device: torch.device | str = "cpu") -> ReadIndex:
         """The same positions in each of ``n`` rows."""
-        index = torch.tensor(list(positions), dtype=torch.long)[None, :].expand(n, -1)
-        return cls(index, torch.ones(index.shape, dtype=torch.bool))
+        index = torch.tensor(list(positions), dtype=torch.long, device=device)[None, :].expand(n, -1)
+        return cls(index, torch.ones(index.shape, dtype=torch.bool, device=device))
 
     def take(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits[b, index[b, r]]``: ``[n, R, ...]``."""
-        return logits[torch.arange(self.index.shape[0])[:, None], self.index]
+        rows = torch.arange(self.index.shape[0], device=logits.device)[:, None]
+        return logits[rows, self.index.to(logits.device)]
 
 
-def as_read_index(positions: Sequence[int] | ReadIndex, n: int) -> ReadIndex:
-    return positions if isinstance(positions, ReadIndex) else ReadIndex.same(positions, n)
+def as_read_index(
+    positions: Sequence[int] | ReadIndex, n: int, device: torch.device | str = "cpu"
+) -> ReadIndex:
+    return positions if isinstance(positions, ReadIndex) else ReadIndex.same(positions, n, device)
 
 
 def readout_loss(
@@ -326,7 +333,7 @@ def readout_loss(
     are the same model positions in every row, or a `ReadIndex` of each row's. Returns
     ``[batch, R]`` (entries where the `ReadIndex` is not valid are meaningless).
     """
-    read = as_read_index(positions, logits.shape[0])
+    read = as_read_index(positions, logits.shape[0], logits.device)
     a, c = read.take(logits).double(), read.take(clean).double()
     if numerical_column is not None:
         return (a[..., numerical_column] - c[..., numerical_column]) ** 2

@@ -113,7 +113,7 @@ def agreeing_rows(codes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     c = torch.nan_to_num(torch.round(codes.double() * 1e9), nan=-1e300)
     order = torch.argsort(c, dim=0, stable=True)  # [n, L]
     sc = torch.gather(c, 0, order)
-    new = torch.ones(n, length, dtype=torch.bool)
+    new = torch.ones(n, length, dtype=torch.bool, device=codes.device)
     new[1:] = sc[1:] != sc[:-1]
     gid = new.T.reshape(-1).cumsum(0) - 1  # column-major run ids; each column starts a new run
     counts = torch.bincount(gid)
@@ -122,15 +122,15 @@ def agreeing_rows(codes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     offset = torch.minimum((u * counts[gid]).long(), counts[gid] - 1)
     pick = starts[gid] + offset  # column-major flat index into the sorted table
     chosen = order.T.reshape(-1)[pick].view(length, n)  # chosen original row, per sorted slot
-    out = torch.empty(length, n, dtype=torch.long)
+    out = torch.empty(length, n, dtype=torch.long, device=codes.device)
     out.scatter_(1, order.T, chosen)
     return out.T.contiguous()
 
 
 def _gather(pool: torch.Tensor, rows: torch.Tensor, group: Group) -> torch.Tensor:
     """``pool[rows[s, k], offset + k]`` for every reference row s and input position k."""
-    pos = torch.arange(group.length) + group.offset
-    return pool[rows, pos[None, :]]
+    pos = torch.arange(group.length, device=pool.device) + group.offset
+    return pool[rows.to(pool.device), pos[None, :]]
 
 
 def base_run(
@@ -139,7 +139,7 @@ def base_run(
     """The base of a scrubbed pass: (tokens, whole-embedding patches, resampled rows or None)."""
     n = group.size
     if ablation == "resample":
-        rows = torch.randint(n, (n,), generator=gen)
+        rows = torch.randint(n, (n,), generator=gen).to(group.tokens.device)  # a CPU draw: same rows anywhere
         return group.tokens[rows], [], rows
     patches = []
     for site, clean in zip(claims.embed_sites, group.embeds):
@@ -163,7 +163,7 @@ def predictions_agree(
     logits: torch.Tensor, clean: torch.Tensor, readout: Sequence[int] | ReadIndex, numeric: int | None
 ) -> torch.Tensor:
     """[n, R] bool: decoded patched output equals the clean network's output at each readout position."""
-    read = as_read_index(readout, logits.shape[0])
+    read = as_read_index(readout, logits.shape[0], logits.device)
     a, c = read.take(logits), read.take(clean)
     if numeric is not None:
         return (a[..., numeric] - c[..., numeric]).abs() <= NUMERIC_ATOL
@@ -301,7 +301,7 @@ def plan_ablations(
         blocks.append(Block(kept, tokens, tuple(base + keep)))
     # Necessity: the clean input, with claimed locations taken from the ablated base run.
     n = group.size
-    same_row = torch.arange(n)[:, None].expand(n, group.length)
+    same_row = torch.arange(n, device=group.tokens.device)[:, None].expand(n, group.length)
 
     def drop(name: str) -> Patch:
         site = claims.claims[name].site

@@ -151,7 +151,8 @@ def fit_edge_popup(
     for name, w in weights.items():
         fan_in = w.shape[-1]  # torch Linear/Embedding layouts: the last axis is the input
         bound = 1.0 / math.sqrt(max(1, fan_in))  # kaiming-uniform scale, as in the paper
-        scores = (torch.rand(w.shape, generator=gen) * 2 - 1) * bound
+        # A CPU draw, moved: the same scores on any device.
+        scores = ((torch.rand(w.shape, generator=gen) * 2 - 1) * bound).to(w.device)
         masks[name] = _Mask(scores, max(1, round(config.keep_fraction * w.numel())))
         module_path, attr = name.rsplit(".", 1)
         # The mask is a parametrization: the module's forward sees W * mask(scores), and

@@ -574,3 +574,34 @@ def test_run_with_controls_accepts_hist(tmp_path: Path, capsys: pytest.CaptureFi
     assert data["accepted"], data
     rc, out, _ = cli(["show", str(tmp_path / "run")], capsys)
     assert "frivolous-circuit controls" in out
+
+
+@pytest.mark.parametrize("command", [
+    ["score", "tracr:reverse", "tests/data/reverse_ground_truth.hyp"],
+    ["run", "tracr:reverse", "--budget-seconds", "1"],
+    ["check", "tracr:reverse"],
+    ["bench", "--suite", "perf", "--quick"],
+])
+@pytest.mark.parametrize("device", ["cuda:7", "tpu"])
+def test_an_unavailable_device_is_one_line(
+    command: list[str], device: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import mechsynth.models.device as dev
+
+    monkeypatch.setattr(dev, "cuda_available", lambda: False)
+    monkeypatch.chdir(Path(__file__).parents[2])
+    extra = ["--out", str(tmp_path / "out")] if command[0] in ("run", "bench") else []
+    assert main([*command, *extra, "--device", device]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "device" in err, err
+
+
+def test_score_runs_on_the_named_device(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).parents[2])
+    argv = ["score", "tracr:reverse", "tests/data/reverse_ground_truth.hyp", "--n", "32", "--device", "cpu",
+            "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["scores"]["behaviour"] == 1.0

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mechsynth.synth.bench.numeric import fmt, ratio
+from mechsynth.synth.bench.render.scale import render_scale
 from mechsynth.synth.bench.render.table import table
 
 Row = Mapping[str, Any]
@@ -225,6 +226,7 @@ def render_perf(perf: Mapping[str, Any], results: Mapping[str, Any]) -> str:
     for key, section in sections:
         if perf.get(key):
             out += section(perf[key])
+    out += render_scale(perf)
     if perf.get("errors"):
         out += ["", "Measurements that failed: " + "; ".join(f"{k}: {e}" for k, e in perf["errors"].items())]
     return "\n".join(out)

@@ -101,7 +101,7 @@ def test_run_outcome_ignores_candidates_that_claim_no_internal_component():
 
 
 def test_false_positive_suite_in_parallel_needs_specs_and_the_default_engine():
-    with pytest.raises(ControlError, match="jobs > 1 needs"):
+    with pytest.raises(ControlError, match="back end needs"):
         false_positive_suite([copy_target()], jobs=2, run_fn=lambda *a: None)
     with pytest.raises(ControlError, match="jobs must be"):
         false_positive_suite(["tracr:reverse"], jobs=0)
