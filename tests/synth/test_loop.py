@@ -175,7 +175,7 @@ def test_cli_run_and_show_json(hist, tmp_path, capsys, monkeypatch):
     from mechsynth import models
     from mechsynth.synth.cli import main
 
-    monkeypatch.setattr(models, "load_target", lambda spec: hist)
+    monkeypatch.setattr(models, "load_target", lambda spec, device=None: hist)
     out = str(tmp_path / "c")
     assert main(["run", "tracr:hist", "--seed", "0", "--budget-seconds", "120", "--out", out, "--no-llm",
                  "--json"]) == 0
