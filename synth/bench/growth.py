@@ -255,6 +255,9 @@ def _gpu_note(device: str) -> str:
 # --- candidate-scoring throughput vs workers ----------------------------------------------------
 
 
+THROUGHPUT_N = 512  # inputs per candidate score
+
+
 def score_candidate(spec: str, layers: int, seed: int, n: int, device: str) -> float:
     """One candidate score of the probe hypothesis on a target (a job); returns its seconds."""
     import torch
@@ -270,7 +273,7 @@ def score_candidate(spec: str, layers: int, seed: int, n: int, device: str) -> f
     return time.perf_counter() - start
 
 
-def throughput(plan: Any, n_candidates: int = 12, spec: str = "trained:palindrome") -> list[dict[str, Any]]:
+def throughput(plan: Any, n_candidates: int = 24, spec: str = "trained:palindrome") -> list[dict[str, Any]]:
     """Candidates scored per second through the executor's local processes, for 1, 2, ... workers."""
     from mechsynth.models import load_target
 
@@ -281,12 +284,13 @@ def throughput(plan: Any, n_candidates: int = 12, spec: str = "trained:palindrom
         with ProcessExecutor(workers) as ex:
             warm = Job(f"{__name__}:score_candidate", (spec, layers, 0, 32, plan.device))
             ex.map([warm] * workers)  # each worker's start-up (imports, target build) is paid here
-            jobs = [Job(f"{__name__}:score_candidate", (spec, layers, seed, 256, plan.device))
+            jobs = [Job(f"{__name__}:score_candidate", (spec, layers, seed, THROUGHPUT_N, plan.device))
                     for seed in range(n_candidates)]
             start = time.perf_counter()
             each = ex.map(jobs)
             wall = time.perf_counter() - start
-        rows.append({"workers": workers, "candidates": n_candidates, "wall_seconds": wall,
+        rows.append({"workers": workers, "candidates": n_candidates, "target": spec, "inputs": THROUGHPUT_N,
+                     "wall_seconds": wall,
                      "candidates_per_second": n_candidates / wall if wall > 0 else None,
                      "mean_score_seconds": sum(each) / len(each)})
     for r in rows:
@@ -298,18 +302,19 @@ def throughput(plan: Any, n_candidates: int = 12, spec: str = "trained:palindrom
 
 
 SUITE_CONFIGS = (("inline", 1), ("processes", 1), ("processes", 2), ("ray", 1), ("ray", 2))
+SUITE_TARGET = "tracr:reverse"  # the reference target: it accepts in seconds, so the copies dominate
 
 
 def suite_wall_times(plan: Any, out_dir: Any, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """The quick false-positive suite (first control target, seed 0) under each back end and
-    worker count, fresh each time; its outcomes must not depend on the back end."""
+    """The false-positive suite on one target (seed 0) under each back end and worker count,
+    fresh each time; its outcomes must not depend on the back end."""
     import shutil
     from pathlib import Path
 
     from mechsynth.synth.bench.false_positives import false_positive_suite
 
     rows = []
-    target = plan.control_targets[0]
+    target = SUITE_TARGET
     budget = min(plan.control_budget_seconds, 15.0)
     for backend, workers in SUITE_CONFIGS:
         work = Path(out_dir) / f"suite-{backend}-{workers}"
@@ -333,3 +338,50 @@ def suite_wall_times(plan: Any, out_dir: Any, log: Callable[[str], None] = print
         if "outcomes" in r and reference is not None:
             r["same_outcomes_as_inline"] = r["outcomes"] == reference["outcomes"]
     return rows
+
+
+# --- the Scale part alone ----------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mechsynth.synth.bench.growth OUT [--quick] [--parts suite,throughput,growth]``:
+    the Scale measurements of ``mechsynth bench --suite perf`` alone (the same functions, the
+    full plan's settings), written as OUT/bench-scale.json and OUT/scale.md."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from mechsynth.synth.bench.log import log
+    from mechsynth.synth.bench.plan import machine_info, make_plan
+    from mechsynth.synth.bench.render.scale import render_scale
+
+    parser = argparse.ArgumentParser(prog="python -m mechsynth.synth.bench.growth")
+    parser.add_argument("out")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--parts", default="suite,throughput,growth")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = set(args.parts.split(","))
+    plan = make_plan("perf", args.quick, device=args.device)
+    results: dict[str, Any] = {"machine": machine_info(), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                                                                    time.gmtime())}
+    start = time.perf_counter()
+    if "suite" in parts:
+        results["suite_wall_times"] = suite_wall_times(plan, out / "bench-work" / "scale", log=log)
+    if "throughput" in parts:
+        results["throughput"] = throughput(plan)
+    if "growth" in parts:
+        results["growth"] = growth(plan, log=log)
+    results["seconds"] = time.perf_counter() - start
+    (out / "bench-scale.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    (out / "scale.md").write_text("\n".join(render_scale(results)) + "\n")
+    print(f"wrote {out / 'bench-scale.json'} and {out / 'scale.md'} ({results['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -16,6 +16,9 @@
   ``iia`` is the *weakest* intervention's accuracy (every claimed variable must behave
   as the program says); ``iia_mean`` the average.
 
+A hypothesis with a learned subspace (synth.das) is scored only on inputs outside its
+training split (synth.check.split; ``heldout_only`` says so): its numbers are out of sample.
+
 Everything is deterministic in ``seed``: the inputs come from ``task.sample(n, seed)``
 and every resampling draw from one ``torch.Generator`` seeded with it. The cost is a
 fixed number of batched forward passes per length group, independent of ``n``:
@@ -48,6 +51,7 @@ from mechsynth.synth.check.interchange import (
     plan_iia,
     plan_iia_across_lengths,
 )
+from mechsynth.synth.check import split
 from mechsynth.synth.check.patching import CheckError, PassCounter
 from mechsynth.synth.check.scrub import (
     ABLATIONS,
@@ -201,6 +205,19 @@ def _network_outputs(target: Target, inputs: Sequence[Sequence[Any]], groups: Se
     return [next(taken[len(x)]) if len(x) in taken else next(rest) for x in inputs]
 
 
+def _fitted(hypothesis: Hypothesis) -> bool:
+    """Whether a location of the hypothesis was fitted to the network (a learned DAS subspace)."""
+    return any(loc.subspace is not None for loc in hypothesis.correspondence.values())
+
+
+def _inputs(target: Target, hypothesis: Hypothesis, n: int, seed: int) -> list[list]:
+    """The scored inputs: the seeded sample, or, for a fitted hypothesis, held-out inputs only
+    (synth.check.split), so its numbers are out of sample."""
+    if _fitted(hypothesis):
+        return split.draw(target.task.sample, n, seed, train=False)
+    return target.task.sample(n, seed)
+
+
 def _check_options(n: int, ablation: str) -> None:
     if ablation not in ABLATIONS:
         raise CheckError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
@@ -236,7 +253,8 @@ def score(
         raise CheckError(f"the program's output {program.output!r} is a selector; a hypothesis outputs a "
                          "sequence (e.g. aggregate(selector, tokens) or selector_width(selector))")
     claims = claims or resolve_claims(target, hypothesis)
-    inputs = target.task.sample(n, seed)
+    heldout = _fitted(hypothesis)
+    inputs = _inputs(target, hypothesis, n, seed)
     gen = torch.Generator().manual_seed(seed)
     counter = PassCounter()
     groups = prepare_groups(target, claims, inputs, counter)
@@ -275,6 +293,7 @@ def score(
         iia = aligned_iia_results(target, groups, aligned, logits)
 
     values: dict[str, Any] = {
+        "heldout_only": heldout,  # a learned subspace: every input is outside its training split
         "behaviour": fresh.positions, "behaviour_exact": fresh.exact,
         "behaviour_broader": broad.positions, "behaviour_broader_exact": broad.exact,
         "behaviour_defined": fresh.defined,
@@ -341,7 +360,7 @@ def resample_ablation_score(
     claims = resolve_claims(target, hypothesis)
     gen = torch.Generator().manual_seed(seed)
     counter = PassCounter()
-    groups = prepare_groups(target, claims, target.task.sample(n, seed), counter)
+    groups = prepare_groups(target, claims, _inputs(target, hypothesis, n, seed), counter)
     kept, dropped, single = [], [], {}
     plans = [plan_ablations(claims, group, ablation, gen) for group in groups]
     for group, plan in zip(groups, plans):

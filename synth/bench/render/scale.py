@@ -52,12 +52,14 @@ def _suite(rows: Sequence[Row]) -> list[str]:
 
 
 def _throughput(rows: Sequence[Row]) -> list[str]:
+    first = rows[0] if rows else {}
     return [
         "",
         "### Candidate-scoring throughput vs workers",
         "",
-        "The same candidate scores (a chain-probe hypothesis on trained:palindrome, 256 inputs, one seed "
-        "each) through local worker processes, after a warm-up that pays each worker's start-up.",
+        f"The same candidate scores (a chain-probe hypothesis on {first.get('target', '?')}, "
+        f"{first.get('inputs', '?')} inputs, one seed each) through local worker processes, after a warm-up "
+        "that pays each worker's start-up.",
         "",
         table(
             ["workers", "candidates", "wall s", "candidates/s", "speed-up", "mean s per score"],
