@@ -36,7 +36,50 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mechsynth.models.target import Target, TargetError, Task
+from mechsynth.models.target import OUTPUT_KINDS, Target, TargetError, Task
+
+# Architecture names whose head is a plain softmax language-model head over the vocabulary.
+SOFTMAX_LM_HEADS = ("LMHeadModel", "ForCausalLM", "ForMaskedLM")
+
+
+class HeadWarning(UserWarning):
+    """A hub model whose head may not be read as a softmax over tokens (see `from_hub`)."""
+
+
+def _architectures(local: Path, config: Any) -> list[str]:
+    """The head classes a Hugging Face config names (``architectures``), [] when it names none."""
+    import json
+
+    if config is not None:
+        names = config.get("architectures") if isinstance(config, Mapping) else getattr(
+            config, "architectures", None)
+    elif (local / "config.json").is_file():
+        try:
+            names = json.loads((local / "config.json").read_text()).get("architectures")
+        except (OSError, ValueError):
+            names = None
+    else:
+        names = None
+    return [str(n) for n in names or []]
+
+
+def _readout_kind(source: str, task: Task, heads: list[str], output_kind: str | None) -> Task:
+    """The task with the readout the caller chose; a HeadWarning when the head is not a softmax LM
+    head and no readout was chosen (the network would be decoded by argmax as if it were one)."""
+    import dataclasses
+    import warnings
+
+    odd = [h for h in heads if not h.endswith(SOFTMAX_LM_HEADS)]
+    if output_kind is None:
+        if odd:
+            warnings.warn(f"{source}: config names {odd[0]}, whose head is not a plain softmax LM head; "
+                          f"decoding it as {task.output_kind!r} (pass output_kind=, e.g. 'multilabel' "
+                          "for a binary cross-entropy head)", HeadWarning, stacklevel=3)
+        return task
+    if output_kind not in OUTPUT_KINDS:
+        raise TargetError(f"from_hub: output_kind must be one of {', '.join(OUTPUT_KINDS)}, "
+                          f"got {output_kind!r}")
+    return dataclasses.replace(task, output_kind=output_kind)
 
 
 def default_input_ids(task: Task) -> dict[Any, int]:
@@ -93,9 +136,17 @@ def from_checkpoint(path: str | Path, name: str | None = None) -> Target:
 
 def from_hub(
     model_name_or_path: str, task: Task, *, name: str | None = None, config: Any = None,
-    input_ids: Mapping[Any, int] | None = None, output_values: tuple | None = None, **boot_kwargs: Any,
+    input_ids: Mapping[Any, int] | None = None, output_values: tuple | None = None,
+    output_kind: str | None = None, **boot_kwargs: Any,
 ) -> Target:
     """A target from a HuggingFace model through `TransformerBridge.boot_transformers`.
+
+    The readout is the caller's to state: ``output_kind`` ("categorical", "numerical",
+    "multilabel") replaces the task's. When the config's ``architectures`` names a head that
+    is not a plain softmax LM head (``*LMHeadModel``, ``*ForCausalLM``, ``*ForMaskedLM``;
+    e.g. a BCE next-token head of a formal-language network) and no ``output_kind`` is
+    given, a one-line `HeadWarning` says so: the logits are then decoded as the task says
+    (argmax by default), which is wrong for a multi-label head.
 
     A local directory (`save_pretrained`) is read from disk only. `config` (a transformers
     config, or a dict with `model_type`) is for weights saved without their `config.json`:
@@ -107,6 +158,7 @@ def from_hub(
 
     boot_kwargs.setdefault("device", "cpu")
     local = Path(model_name_or_path).expanduser()
+    task = _readout_kind(model_name_or_path, task, _architectures(local, config), output_kind)
     if config is None and local.is_dir() and not (local / "config.json").is_file():
         raise TargetError(f"{local} has no config.json: pass config= (a transformers config, or a dict "
                           "with model_type, e.g. {'model_type': 'gpt2', 'n_layer': 2, ...})")

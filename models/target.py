@@ -56,6 +56,11 @@ How logits become outputs (`Task.output_kind`):
   keeps every check (behaviour, interchange, the enumerator) working on whole sets, and
   per-label agreement is reported next to it (``behaviour_per_label``).
 
+Position ids: a network trained with position ids starting at ``k`` is a
+``Target(first_position_id=k)``; model position p is then embedded as position id k + p
+in every forward pass (see `_position_ids_from`). This is independent of the hidden-BOS
+shift below.
+
 Model position = input position + `position_offset` (1 with a hidden BOS, else 0).
 
 A target may carry a ground-truth `Hypothesis` (tracr-compiled targets do: the program
@@ -357,8 +362,12 @@ class Target:
     ground_truth: Hypothesis | None = field(default=None, repr=False)
     numeric_column: int = 0
     info: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    first_position_id: int = 0
 
     def __post_init__(self) -> None:
+        if self.first_position_id:
+            shifted = _position_ids_from(self.model, self.first_position_id, self.name)
+            object.__setattr__(self, "model", shifted)
         object.__setattr__(self, "input_ids", MappingProxyType(dict(self.input_ids)))
         object.__setattr__(self, "output_values", tuple(self.output_values))
         object.__setattr__(self, "info", MappingProxyType(dict(self.info)))
@@ -558,6 +567,42 @@ class Target:
                 total += 1
                 right += outputs_equal(p, g, self.task.output_kind)
         return right / total if total else float("nan")
+
+
+_SHIFT_ATTR = "_mechsynth_first_position_id"
+
+
+def _position_ids_from(model: Any, first: int, name: str) -> Any:
+    """The network whose position p is embedded as position id ``first + p``.
+
+    Networks trained with position ids starting at an offset must be fed
+    ``position_ids = arange(T) + first``. Every forward pass the engine makes (clean, patched,
+    controls) goes through ``model(tokens)``, so rather than threading position ids through
+    each call we give the target a copy of the network whose positional table is the original
+    table from row ``first`` on: ``W_pos'[p] = W_pos[first + p]``. That is the same function
+    (`tests/models/test_first_position_id.py` compares it with the original network fed those
+    position ids), and hooks, locations and patching are unchanged. The copy is made once (a
+    copy already shifted, e.g. by `Target.on`, is recognised and kept).
+    """
+    import copy
+
+    if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+        raise TargetError(f"target {name}: first_position_id must be a non-negative integer, got {first!r}")
+    done = getattr(model, _SHIFT_ATTR, 0)
+    if done == first:
+        return model
+    if done:
+        raise TargetError(f"target {name}: its network is already shifted to position id {done}")
+    n_ctx = int(model.cfg.n_ctx)
+    if first >= n_ctx:
+        raise TargetError(f"target {name}: first_position_id {first} leaves no positions (n_ctx={n_ctx})")
+    shifted = copy.deepcopy(model)
+    with torch.no_grad():
+        table = shifted.W_pos
+        table[: n_ctx - first] = table[first:].clone()
+    shifted.cfg.n_ctx = n_ctx - first
+    object.__setattr__(shifted, _SHIFT_ATTR, first)
+    return shifted
 
 
 def _known(value: Any, ids: Mapping[Any, int]) -> bool:

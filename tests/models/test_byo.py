@@ -157,3 +157,42 @@ def test_from_hub_bad_path(tmp_path) -> None:
     task = models.Task("x", vocab=(1, 2), min_len=1, max_len=2, labeller=list, output_vocab=(1, 2))
     with pytest.raises(models.TargetError, match="boot_transformers cannot load"):
         byo.from_hub(str(tmp_path / "missing-model"), task)
+
+
+def _bce_head_dir(tmp_path):
+    """A tiny GPT-2 saved offline whose config names a non-LM head (as a BCE next-token network's
+    custom class would: same GPT-2 weights layout, head read as independent labels)."""
+    import json
+
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=4, n_positions=8)
+    transformers.GPT2LMHeadModel(config).eval().save_pretrained(tmp_path / "bce")
+    cfg_path = tmp_path / "bce" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["architectures"] = ["GPT2ForMultiLabelNextToken"]
+    cfg_path.write_text(json.dumps(cfg))
+    task = models.Task("next", vocab=(0, 1), min_len=1, max_len=4, labeller=lambda x: [(0,)] * len(x),
+                       output_vocab=(0, 1, 2, 3))
+    return tmp_path / "bce", task
+
+
+def test_hub_bce_head_loads_with_explicit_multilabel_readout(tmp_path, recwarn) -> None:
+    path, task = _bce_head_dir(tmp_path)
+    t = byo.from_hub(str(path), task, output_kind="multilabel")
+    assert not [w for w in recwarn if issubclass(w.category, byo.HeadWarning)]
+    assert t.task.output_kind == "multilabel"
+    xs = [[0, 1, 1]]
+    logits = t.logits(xs)[0]
+    expected = [tuple(j for j in range(4) if logits[i, j] > 0) for i in range(3)]
+    assert t.predict(xs)[0] == expected
+
+
+def test_hub_non_lm_head_without_readout_warns_in_one_line(tmp_path) -> None:
+    path, task = _bce_head_dir(tmp_path)
+    with pytest.warns(byo.HeadWarning, match="GPT2ForMultiLabelNextToken.*not a plain softmax LM head") as w:
+        t = byo.from_hub(str(path), task)
+    assert "\n" not in str(w[0].message)
+    assert t.task.output_kind == "categorical"
+    with pytest.raises(models.TargetError, match="output_kind must be one of"):
+        byo.from_hub(str(path), task, output_kind="bce")
