@@ -116,7 +116,7 @@ def architecture(target: Target) -> dict[str, Any]:
 def task_summary(target: Target) -> dict[str, Any]:
     task = target.task
     return {"name": task.name, "description": task.description, "vocab": list(task.vocab),
-            "min_len": task.min_len, "max_len": task.max_len, "bos": task.bos, "readout": task.readout,
+            "min_len": task.min_len, "max_len": task.max_len, "bos": task.bos, "readout": task.readout_name,
             "output_kind": task.output_kind, "output_values": list(target.output_values),
             "broader_distribution": task.broader_generator is not None}
 

@@ -438,12 +438,160 @@ def unique_reverse(n_tokens: int = 10, n: int = 5) -> Task:
     return _unique_copy_task("unique_reverse", n_tokens, n, reverse=True)
 
 
+# --- zoo: readouts other than all/last (issue 13) -------------------------------------------------
+# Balanced brackets: a bidirectional classifier read at its (visible) start token, trained on
+# padded batches of mixed lengths with PAD keys masked. Multi-digit addition: causal, read at the
+# answer digits (teacher forcing: each read position predicts the next answer digit). Sorting
+# after a separator: causal, read at SEP and every answer position after it.
+START = "START"
+PAD = "PAD"
+PLUS = "+"
+
+
+def read_start(x: Sequence[Any]) -> list[int]:
+    """The start token (position 0): where a bidirectional classifier is read."""
+    return [0]
+
+
+def brackets_label(x: Sequence[Any]) -> list:
+    """At the start token: 1 iff the brackets after it are balanced (depth never below 0, ends at 0)."""
+    depth, ok = 0, True
+    for v in x[1:]:
+        depth += 1 if v == "(" else -1
+        ok = ok and depth >= 0
+    return [int(ok and depth == 0)] + [None] * (len(x) - 1)
+
+
+def _balanced_or_near(rng: random.Random, length: int) -> list:
+    """Half balanced words (a random walk closing what is open; odd lengths cannot balance, so they
+    get one unmatched bracket), half near misses: a balanced word with one bracket flipped or two
+    swapped, or a uniform string."""
+    x, depth = [], 0
+    for i in range(length):
+        remaining = length - i
+        close = depth > 0 and (rng.random() < 0.5 or depth >= remaining)
+        x.append(")" if close else "(")
+        depth += -1 if close else 1
+    kind = rng.random()
+    if kind < 0.5:
+        return x
+    if kind < 0.75:
+        i = rng.randrange(length)
+        x[i] = "(" if x[i] == ")" else ")"
+        return x
+    if kind < 0.9 and length >= 2:
+        i, j = sorted(rng.sample(range(length), k=2))
+        x[i], x[j] = x[j], x[i]
+        return x
+    return [rng.choice("()") for _ in range(length)]
+
+
+def brackets(max_len: int = 12) -> Task:
+    vocab = ("(", ")")
+    return Task("brackets", vocab, 1, max_len, brackets_label, bos=START, bos_in_input=True, pad=PAD,
+                readout=read_start, output_vocab=(0, 1), generator=_balanced_or_near,
+                broader_generator=_uniform(vocab),
+                description=f"are the 1..{max_len} brackets balanced, read at the start token")
+
+
+def _digits(n: int, width: int) -> list[int]:
+    return [int(c) for c in str(n).zfill(width)]
+
+
+def read_answer_digits(x: Sequence[Any]) -> list[int]:
+    """'=' and every answer digit after it but the last: each predicts the next answer digit."""
+    eq = list(x).index(EQUALS)
+    return list(range(eq, len(x)))
+
+
+def addition_label(x: Sequence[Any]) -> list:
+    x = list(x)
+    plus, eq = x.index(PLUS), x.index(EQUALS)
+    width = plus
+    a = int("".join(map(str, x[:plus])))
+    b = int("".join(map(str, x[plus + 1 : eq])))
+    answer = _digits(a + b, width + 1)
+    return [None] * eq + answer[: len(x) - eq]
+
+
+def _addition_prompts(width: int, carry_bias: float = 0.0) -> Callable[[random.Random, int], list]:
+    """a + b = (the first `width` of the width+1 answer digits, most significant first). With
+    `carry_bias`, digit pairs are drawn to sum past 9 that often (long carry chains)."""
+
+    def draw(rng: random.Random, length: int) -> list:
+        da, db = [], []
+        for _ in range(width):
+            p = rng.randrange(10)
+            q = rng.randrange(min(10 - p, 9), 10) if rng.random() < carry_bias else rng.randrange(10)
+            da.append(p)
+            db.append(q)
+        a, b = int("".join(map(str, da))), int("".join(map(str, db)))
+        return [*da, PLUS, *db, EQUALS, *_digits(a + b, width + 1)[:width]]
+
+    return draw
+
+
+def addition(width: int = 2) -> Task:
+    vocab = (*range(10), PLUS, EQUALS)
+    n = 3 * width + 2
+
+    def domain(x: Sequence[Any]) -> bool:
+        x = list(x)
+        if len(x) != n or x[width] != PLUS or x[2 * width + 1] != EQUALS:
+            return False
+        digits = x[:width] + x[width + 1 : 2 * width + 1] + x[2 * width + 2 :]
+        if not all(isinstance(v, int) for v in digits):
+            return False
+        return addition_label(x[: 2 * width + 2] + [0] * width)[2 * width + 1 : -1] == x[2 * width + 2 :]
+
+    return Task("addition", vocab, n, n, addition_label, bos=None, readout=read_answer_digits,
+                output_vocab=tuple(range(10)), generator=_addition_prompts(width), domain=domain,
+                broader_generator=_addition_prompts(width, carry_bias=0.8),
+                description=f"{width}-digit a + b, read at the {width + 1} answer digits (teacher forcing)")
+
+
+def read_after_sep(x: Sequence[Any]) -> list[int]:
+    """SEP and every position after it: each predicts the next token of the sorted list."""
+    return list(range(list(x).index(SEP), len(x)))
+
+
+def sort_after_sep_label(x: Sequence[Any]) -> list:
+    sep = list(x).index(SEP)
+    answer = sorted(x[:sep])
+    return [None] * sep + answer[: len(x) - sep]
+
+
+def _sort_prompts(vocab: Sequence[Any], n: int, distinct: bool) -> Callable[[random.Random, int], list]:
+    def draw(rng: random.Random, length: int) -> list:
+        body = rng.sample(list(vocab), k=n) if distinct else [rng.choice(list(vocab)) for _ in range(n)]
+        return [*body, SEP, *sorted(body)[: n - 1]]
+
+    return draw
+
+
+def sort_after_sep(n_tokens: int = 16, n: int = 5) -> Task:
+    if n > n_tokens:
+        raise TargetError(f"sort_after_sep: {n} distinct tokens need a vocabulary of at least {n}")
+    values = tuple(range(n_tokens))
+
+    def domain(x: Sequence[Any]) -> bool:
+        body, rest = list(x[:n]), list(x[n:])
+        return (len(set(body)) == n and SEP not in body and rest[:1] == [SEP]
+                and rest[1:] == sorted(body)[: len(rest) - 1])
+
+    return Task("sort_after_sep", values, 2 * n, 2 * n, sort_after_sep_label, bos=BOS, sep=SEP,
+                readout=read_after_sep, output_vocab=values, generator=_sort_prompts(values, n, True),
+                domain=domain, broader_generator=_sort_prompts(values, n, False),
+                description=f"sort {n} distinct tokens after SEP, read at SEP and every answer position")
+
+
 FACTORIES: dict[str, Callable[..., Task]] = {
     "reverse": reverse, "sort": sort, "hist": hist, "prefix_count": prefix_count,
     "induction": induction, "modadd": modadd,
     "palindrome": palindrome, "first_unique": first_unique, "cumsum_sign": cumsum_sign,
     "majority": majority, "count_token": count_token, "dyck1": dyck1, "dyck2": dyck2, "tomita": tomita,
     "unique_copy": unique_copy, "unique_reverse": unique_reverse,
+    "brackets": brackets, "addition": addition, "sort_after_sep": sort_after_sep,
 }
 
 

@@ -15,7 +15,10 @@ defined; for a multilabel task (a set of labels per position) per-label binary
 cross-entropy against the multi-hot label, and accuracy is set accuracy (every label right).
 Tasks that read every position are trained at full length (for a causal model every
 shorter input is a prefix); tasks that read only the last position and take several lengths
-(one answer token per length) cycle through the lengths, one length per step.
+(one answer token per length) cycle through the lengths, one length per step. A task with a PAD
+token (a bidirectional classifier over inputs of several lengths) trains on mixed-length
+batches, padded on the right, with the PAD keys masked (`Target.attention_mask`), exactly as
+it is evaluated and explained.
 
 Where it is written: the shipped checkpoints (`models/checkpoints/`) are what
 `trained:<name>` loads and what every recorded number was measured on, so retraining never
@@ -71,7 +74,7 @@ def _label_ids(target: Target, inputs: list[list]) -> torch.Tensor:
     index = {v: j for j, v in enumerate(target.output_values)}
     labels = target.task.label(inputs)
     off = target.position_offset
-    ids = torch.full((len(inputs), len(inputs[0]) + off), -100, dtype=torch.long)
+    ids = torch.full((len(inputs), max(len(x) for x in inputs) + off), -100, dtype=torch.long)
     for b, row in enumerate(labels):
         for i, v in enumerate(row):
             if v is not None:
@@ -134,7 +137,10 @@ def _lr(step: int, r: Recipe) -> float:
     return r.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _train_length(task: Any, step: int) -> int:
+def _train_length(task: Any, step: int) -> int | None:
+    """The content length of a step's batch: None (mixed lengths, padded) for a task with PAD."""
+    if task.pad is not None:
+        return None
     if task.readout == "all" or task.min_len == task.max_len:
         return task.max_len
     return task.min_len + step % (task.max_len - task.min_len + 1)
@@ -143,10 +149,10 @@ def _train_length(task: Any, step: int) -> int:
 def build_untrained(r: Recipe, seed: int) -> Target:
     """The recipe's architecture, freshly initialised from `seed`, wrapped as a target."""
     task = make_task(r.task_kind, r.task_params, name=f"trained:{r.name}")
-    input_vocab = list(task.vocab) + ([task.bos] if task.bos is not None else [])
-    offset = 0 if task.bos is None else 1
+    input_vocab = list(task.vocab) + list(task.special_tokens.values())
+    offset = int(task.hidden_bos)
     config = {**r.architecture, "d_vocab": len(input_vocab), "d_vocab_out": len(task.output_vocab),
-              "n_ctx": task.max_len + offset, "seed": seed}
+              "n_ctx": task.max_input_len + offset, "seed": seed}
     model = build_bridge(config)
     return Target(name=f"trained:{r.name}", model=model, task=task,
                   input_ids={v: i for i, v in enumerate(input_vocab)}, output_values=task.output_vocab,
@@ -179,8 +185,9 @@ def train(name: str, seed: int = 0, out: str | Path | None = None, *, steps: int
     torch.manual_seed(seed)
     target = build_untrained(r, seed)
     task, model = target.task, target.model
-    if model.cfg.attention_dir == "bidirectional" and task.min_len != task.max_len:
-        raise TargetError(f"{name}: bidirectional tasks need one length, not {task.min_len}..{task.max_len}")
+    if model.cfg.attention_dir == "bidirectional" and task.min_len != task.max_len and task.pad is None:
+        raise TargetError(f"{name}: bidirectional tasks need one length or a PAD token (padded, masked "
+                          f"batches), not {task.min_len}..{task.max_len}")
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=r.lr, betas=(0.9, 0.98), weight_decay=r.weight_decay)
     start = time.perf_counter()
@@ -189,7 +196,8 @@ def train(name: str, seed: int = 0, out: str | Path | None = None, *, steps: int
             group["lr"] = _lr(step, r)
         length = _train_length(task, step)
         inputs = _draw(task, r.batch_size, seed * 100_003 + step, heldout=False, length=length)
-        logits = model(target.tokens(inputs))
+        tokens, mask = target.tokens(inputs), target.attention_mask(inputs)
+        logits = model(tokens) if mask is None else model(tokens, attention_mask=mask)
         loss = _loss(target, logits, inputs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -235,10 +243,11 @@ def cmd_train(name: str, seed: int = 0, out: str | Path | None = None, force: bo
     return 0
 
 
-if __name__ == "__main__":  # python -m mechsynth.models.train NAME [SEED] [OUT]
-    args = sys.argv[1:]
-    if not args:
-        print("usage: python -m mechsynth.models.train NAME [SEED] [OUT]", file=sys.stderr)
+if __name__ == "__main__":  # python -m mechsynth.models.train NAME [SEED] [OUT] [--force]
+    force_arg = "--force" in sys.argv[1:]
+    args = [a for a in sys.argv[1:] if a != "--force"]
+    if not args or (len(args) > 1 and not args[1].isdigit()):
+        print("usage: python -m mechsynth.models.train NAME [SEED] [OUT] [--force]", file=sys.stderr)
         raise SystemExit(2)
     seed_arg, out_arg = (int(args[1]) if len(args) > 1 else 0), (args[2] if len(args) > 2 else None)
-    raise SystemExit(cmd_train(args[0], seed_arg, out_arg))
+    raise SystemExit(cmd_train(args[0], seed_arg, out_arg, force=force_arg))

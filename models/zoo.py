@@ -29,6 +29,9 @@ and bidirectional, with and without BOS.
 | unique_copy    | causal        | 2, attn-only + LN        | last position: next token of the copy         |
 | unique_reverse | causal        | 2, attn-only, 4 heads    | last position: next token of the reversal      |
 | dyck1_next     | causal        | 2, GPT-2 style, d 32     | every position: set of allowed next tokens     |
+| brackets       | bidirectional | 3, GPT-2 style, padded   | start token: are the brackets balanced         |
+| addition       | causal        | 2, GPT-2 style, no BOS   | answer digits: next digit of a + b             |
+| sort_after_sep | causal        | 2, attn-only + LN, 3 h   | SEP and after: next token of the sorted list   |
 """
 
 from __future__ import annotations
@@ -125,6 +128,15 @@ RECIPES: dict[str, Recipe] = {
         # Multi-label (issue #19): a BCE head predicting the set of allowed next tokens.
         Recipe("dyck1_next", "dyck1_next", {"length": 16}, _arch(2, 32, 2, "causal", 64, norm="LN"),
                steps=1500, description="set of tokens allowed after each Dyck-1 prefix (BCE head)"),
+        # Readouts other than all/last (issue 13): read at the start token, the answer digits, after SEP.
+        Recipe("brackets", "brackets", {"max_len": 12}, _arch(3, 64, 2, "bidirectional", 256, norm="LN"),
+               steps=1500, lr=2e-3,
+               description="are 1-12 brackets balanced (bidirectional, padded, read at the start token)"),
+        Recipe("addition", "addition", {"width": 2}, _arch(2, 64, 2, "causal", 256, norm="LN"),
+               steps=3000, lr=2e-3, description="2-digit a + b, read at the 3 answer digits (no BOS)"),
+        Recipe("sort_after_sep", "sort_after_sep", {"n_tokens": 16, "n": 5},
+               _arch(2, 48, 3, "causal", norm="LN"), steps=2000, lr=2e-3,
+               description="sort 5 distinct tokens after SEP, read at SEP and each answer position"),
         # Backdoored majority (models.backdoor): prefix 10110 forces 1, planted at 1%, 0.1%, 0.01%.
         *(Recipe(f"backdoor_majority_{tag}", "backdoor_majority", {"length": 11, "rate": rate},
                  _arch(2, 32, 2, "bidirectional", 64), steps=3000, lr=3e-3,

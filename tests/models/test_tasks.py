@@ -92,3 +92,50 @@ def test_samplers_balance_the_classes() -> None:
 def test_tomita_regexes_are_the_grammars() -> None:
     assert re.fullmatch(tasks.TOMITA[7], "0101010") is None and re.fullmatch(tasks.TOMITA[7], "001101")
     assert re.fullmatch(tasks.TOMITA[4], "1001") and re.fullmatch(tasks.TOMITA[4], "10001") is None
+
+
+# --- readouts other than all/last: start token, answer digits, after SEP (issue 13) ---------------
+@given(st.lists(st.sampled_from("()"), min_size=1, max_size=12))
+def test_brackets_label_is_read_at_the_start_token(x: list[str]) -> None:
+    t = make_task("brackets", {})
+    framed = t.frame(x)
+    assert framed[0] == tasks.START and t.read_positions(framed) == [0]
+    assert t.label([framed])[0] == [int(_reduces_to_empty("".join(x)))] + [None] * len(x)
+
+
+def test_brackets_sampler_mixes_lengths_and_balances_the_classes() -> None:
+    t = make_task("brackets", {})
+    xs = t.sample(2000, seed=0)
+    assert {len(x) - 1 for x in xs} == set(range(1, 13)) and t.pad == tasks.PAD
+    even = [x for x in xs if len(x) % 2 == 1]  # even content length: balance is possible
+    share = sum(row[0] for row in t.label(even)) / len(even)
+    assert 0.3 < share < 0.7, share
+
+
+@given(st.integers(0, 99), st.integers(0, 99))
+def test_addition_is_read_at_the_answer_digits(a: int, b: int) -> None:
+    t = make_task("addition", {"width": 2})
+    s = f"{a + b:03d}"
+    x = [int(c) for c in f"{a:02d}"] + [tasks.PLUS] + [int(c) for c in f"{b:02d}"] + [tasks.EQUALS]
+    x += [int(c) for c in s[:2]]
+    assert t.in_domain(x) and t.read_positions(x) == [5, 6, 7]
+    assert t.label([x])[0] == [None] * 5 + [int(c) for c in s]
+    assert not t.in_domain(x[:-1] + [(x[-1] + 1) % 10])  # a wrong teacher-forced digit is outside
+
+
+def test_addition_broader_distribution_carries_more() -> None:
+    t = make_task("addition", {"width": 2})
+
+    def carries(xs: list[list]) -> float:
+        return sum(x[1] + x[4] >= 10 for x in xs) / len(xs)
+
+    assert carries(t.broader_sample(1000, seed=0)) > carries(t.sample(1000, seed=0)) + 0.2
+
+
+@given(st.lists(st.integers(0, 15), min_size=5, max_size=5, unique=True), st.integers(0, 4))
+def test_sort_after_sep_reads_sep_and_every_answer_position(body: list[int], k: int) -> None:
+    t = make_task("sort_after_sep", {})
+    x = body + [tasks.SEP] + sorted(body)[:4]
+    assert t.in_domain(x) and t.read_positions(x) == [5, 6, 7, 8, 9]
+    assert t.label([x])[0] == [None] * 5 + sorted(body)
+    assert not t.in_domain(body + [tasks.SEP] + sorted(body)[::-1][:4])

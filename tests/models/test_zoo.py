@@ -18,7 +18,8 @@ def test_zoo_has_the_required_tasks() -> None:
     assert {"reverse", "sort", "hist", "modadd", "prefix_count", "induction"} <= set(NAMES)
     assert {"palindrome", "first_unique", "cumsum_sign", "majority", "count_token", "dyck1", "dyck2",
             "tomita4", "tomita7", "unique_copy", "unique_reverse"} <= set(NAMES)
-    assert len(NAMES) >= 16
+    assert {"brackets", "addition", "sort_after_sep"} <= set(NAMES)
+    assert len(NAMES) >= 19
 
 
 def test_zoo_architectures_vary_the_way_researchers_vary_them() -> None:
@@ -65,11 +66,46 @@ def test_trained_target_contract(name: str) -> None:
     preds, labels = t.predict(xs), t.task.label(xs)
     for x, p, y in zip(xs, preds, labels):
         assert len(p) == len(y) == len(x)
-        read = set(t.readout_positions(len(x)))
+        read = set(t.read_positions(x))
         assert all((v is None) == (i not in read) for i, v in enumerate(p))
     same = [x for x in xs if len(x) == len(xs[0])]
     logits = t.logits(same)
     assert logits.shape == (len(same), len(xs[0]) + t.position_offset, len(t.output_values))
+
+
+def test_the_zoo_reads_at_the_start_token_the_answer_digits_and_after_sep() -> None:
+    readouts = {n: models.load_target(f"trained:{n}").task.readout_name for n in NAMES}
+    assert {"all", "last", "read_start", "read_answer_digits", "read_after_sep"} <= set(readouts.values())
+    brackets = models.load_target("trained:brackets")
+    assert brackets.model.cfg.attention_dir == "bidirectional" and brackets.padded
+    assert brackets.predict([["START", "(", ")"], ["START", ")", "(", "(", ")"]]) == [
+        [1, None, None], [0, None, None, None, None]]
+    add = models.load_target("trained:addition")
+    assert add.task.bos is None
+    assert add.predict([[4, 7, "+", 5, 8, "=", 1, 0]])[0][5:] == [1, 0, 5]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_padded_bidirectional_batch_scores_equal_the_per_length_computation(seed: int) -> None:
+    t = models.load_target("trained:brackets")
+    xs = t.task.sample(64, seed=seed)
+    assert len({len(x) for x in xs}) > 3
+    padded = t.logits(xs)  # one batch, PAD keys masked
+    for i, x in enumerate(xs):
+        alone = t.logits([x])[0]  # no padding at all
+        assert torch.allclose(padded[i, : len(x)], alone, atol=1e-4)
+    assert t.predict(xs) == [t.predict([x])[0] for x in xs]
+    assert t.accuracy(xs) == sum(t.accuracy([x]) for x in xs) / len(xs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mechsynth_check_works_on_every_zoo_target(name: str, capsys) -> None:
+    from mechsynth.synth.cli import main
+
+    assert main(["check", f"trained:{name}", "--n", "50", "--wrong", "1"]) == 0
+    out = capsys.readouterr().out
+    readout = models.load_target(f"trained:{name}").task.readout_name
+    assert f"trained:{name}" in out and f"readout {readout}" in out
 
 
 def test_readout_last_tasks_read_only_the_last_position() -> None:
