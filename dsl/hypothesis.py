@@ -83,7 +83,9 @@ class Hypothesis:
         lines = ["program:"]
         lines += ["    " + line for line in str(self.program).splitlines()]
         lines.append("correspondence:")
-        lines += [f"    {name}: {loc}" for name, loc in self.correspondence.items()]
+        for name, loc in self.correspondence.items():  # a learned subspace's numbers get a readable note
+            note = f"  # {loc.describe()}" if loc.subspace is not None else ""
+            lines.append(f"    {name}: {loc}{note}")
         return "\n".join(lines) + "\n"
 
     @classmethod

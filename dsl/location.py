@@ -11,6 +11,17 @@ Text form (used in hypothesis files, JSON and reports)::
     blocks.0.hook_mlp_out                 the whole MLP output
     blocks.1.attn.hook_z[2]               head 2 of layer 1
     blocks.0.hook_mlp_out[dims=3,4,5]     residual dimensions 3, 4, 5 of the MLP output
+    blocks.0.hook_resid_post[das k=2 n=512 steps=200 seed=0 basis=0.1,-0.3,...|0.7,...]
+                                          a learned k-dim subspace (see below)
+
+A *learned subspace* (distributed alignment search, Geiger et al. 2023; fitted by
+``synth.das``) says a variable lives in a direction, not in a set of basis dims: the k
+orthonormal columns of a rotation ``R_k`` (``d x k``) of the hook's last axis. Patching it
+swaps only that component: ``x + R_k R_k^T (x_src - x)``. The columns are stored as plain
+numbers (6 significant digits, columns separated by ``|``), read back with ``float`` and never
+executed, together with how they were fitted (k, number of training inputs, gradient steps,
+seed), so that a control can refit the same procedure on its null. `Location.describe` prints
+it readably: ``blocks.0.hook_resid_post subspace k=2, learned by DAS on 512 inputs``.
 
 Hook names are built in one place, :func:`act_name` (TransformerLens's ``get_act_name``
 vocabulary: ``act_name("z", 1) == "blocks.1.attn.hook_z"``), never by hand.
@@ -21,6 +32,7 @@ Both the targets (``models``, which know where tracr put each variable) and the 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +73,69 @@ def act_name(name: str, layer: int | None = None) -> str:
     return f"blocks.{int(layer)}.{_BLOCK_HOOKS[name]}"
 
 
+def _six(x: float) -> float:
+    """A float rounded to the 6 significant digits the text form keeps (so text round-trips exactly)."""
+    return float(f"{float(x):.6g}")
+
+
+@dataclass(frozen=True, order=True)
+class Subspace:
+    """A learned k-dim subspace of a hook's last axis: k orthonormal columns and how they were fitted."""
+
+    basis: tuple[tuple[float, ...], ...]  # k columns, each of the axis' length d
+    n_train: int = 0  # training inputs DAS saw
+    steps: int = 0  # gradient steps
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            cols = tuple(tuple(_six(v) for v in col) for col in self.basis)
+        except (TypeError, ValueError):
+            raise HypothesisError(f"subspace basis must be columns of numbers, got {self.basis!r}") from None
+        if not cols or not cols[0] or any(len(c) != len(cols[0]) for c in cols):
+            raise HypothesisError("subspace basis needs k >= 1 columns of one length")
+        if len(cols) > len(cols[0]):
+            raise HypothesisError(f"subspace of {len(cols)} columns in a {len(cols[0])}-dim axis")
+        if not all(math.isfinite(v) for c in cols for v in c):
+            raise HypothesisError("subspace basis holds NaN or infinite numbers")
+        for name in ("n_train", "steps", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise HypothesisError(f"subspace {name} must be a non-negative int, got {value!r}")
+        object.__setattr__(self, "basis", cols)
+
+    @property
+    def k(self) -> int:
+        return len(self.basis)
+
+    @property
+    def d(self) -> int:
+        return len(self.basis[0])
+
+    def __str__(self) -> str:
+        cols = "|".join(",".join(f"{v:.6g}" for v in col) for col in self.basis)
+        return f"das k={self.k} n={self.n_train} steps={self.steps} seed={self.seed} basis={cols}"
+
+    @classmethod
+    def parse(cls, text: str) -> Subspace:
+        m = _SUBSPACE_RE.fullmatch(text.strip())
+        if m is None:
+            raise HypothesisError("cannot read subspace: expected 'das k=K n=N steps=S seed=SEED "
+                                  "basis=c,c,...|c,c,...'")
+        try:
+            cols = tuple(tuple(float(v) for v in col.split(",")) for col in m.group("basis").split("|"))
+        except ValueError:
+            raise HypothesisError("cannot read subspace: a basis entry is not a number") from None
+        sub = cls(cols, int(m.group("n")), int(m.group("steps")), int(m.group("seed")))
+        if sub.k != int(m.group("k")):
+            raise HypothesisError(f"subspace says k={m.group('k')} but gives {sub.k} columns")
+        return sub
+
+
+_SUBSPACE_RE = re.compile(
+    r"das\s+k=(?P<k>\d+)\s+n=(?P<n>\d+)\s+steps=(?P<steps>\d+)\s+seed=(?P<seed>\d+)\s+basis=(?P<basis>[^\]]+)"
+)
+
 _LOCATION_RE = re.compile(r"^\s*(?P<hook>[A-Za-z_][\w.]*)\s*(?:\[(?P<args>[^\]]*)\])?\s*$")
 
 
@@ -74,11 +149,13 @@ def hook_in_layer(hook: str, layer: int) -> str:
 
 @dataclass(frozen=True, order=True)
 class Location:
-    """Where a variable lives: a TransformerLens hook name, an optional head, optional dims."""
+    """Where a variable lives: a TransformerLens hook name, an optional head, optional dims or
+    an optional learned subspace (not both)."""
 
     hook: str
     head: int | None = None
     dims: tuple[int, ...] | None = None
+    subspace: Subspace | None = None
 
     def __post_init__(self) -> None:
         if not self.hook or not re.fullmatch(r"[A-Za-z_][\w.]*", self.hook):
@@ -90,6 +167,22 @@ class Location:
             if not dims or any(d < 0 for d in dims):
                 raise HypothesisError(f"dims must be non-empty non-negative ints, got {self.dims!r}")
             object.__setattr__(self, "dims", dims)
+        if self.subspace is not None:
+            if not isinstance(self.subspace, Subspace):
+                raise HypothesisError(f"subspace must be a Subspace, got {self.subspace!r}")
+            if self.dims is not None:
+                raise HypothesisError("a location has dims or a learned subspace, not both")
+
+    def without_subspace(self) -> Location:
+        """The same hook and head, whole (what a subspace is fitted inside)."""
+        return Location(self.hook, self.head)
+
+    def describe(self) -> str:
+        """Readable form: the location, with a learned subspace summarised instead of its numbers."""
+        if self.subspace is None:
+            return str(self)
+        return (f"{self.without_subspace()} subspace k={self.subspace.k}, learned by DAS on "
+                f"{self.subspace.n_train} inputs")
 
     @property
     def layer(self) -> int | None:
@@ -130,6 +223,8 @@ class Location:
             args.append(str(self.head))
         if self.dims is not None:
             args.append("dims=" + ",".join(map(str, self.dims)))
+        if self.subspace is not None:
+            args.append(str(self.subspace))
         return self.hook + (f"[{', '.join(args)}]" if args else "")
 
     @classmethod
@@ -141,6 +236,11 @@ class Location:
         head: int | None = None
         dims: tuple[int, ...] | None = None
         args = m.group("args")
+        subspace = None
+        if args is not None and re.search(r"(^|,)\s*das\s", args):
+            at = re.search(r"(^|,)\s*das\s", args)
+            subspace = Subspace.parse(args[at.end(1):])
+            args = args[: at.start()] if at.start() > 0 else None
         if args is not None:
             # Split on commas that are not inside the dims list: "2, dims=3,4" -> head, dims.
             parts = re.split(r",\s*(?=dims=)", args.strip())
@@ -153,10 +253,14 @@ class Location:
                         head = int(part)
                 except ValueError:
                     raise HypothesisError(f"cannot read location {text!r}: bad index {part!r}") from None
-        return cls(m.group("hook"), head, dims)
+        return cls(m.group("hook"), head, dims, subspace)
 
     def to_json(self) -> dict[str, Any]:
-        return {"hook": self.hook, "head": self.head, "dims": list(self.dims) if self.dims else None}
+        dims = list(self.dims) if self.dims else None
+        out: dict[str, Any] = {"hook": self.hook, "head": self.head, "dims": dims}
+        if self.subspace is not None:
+            out["subspace"] = str(self.subspace)
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> Location:
@@ -165,4 +269,8 @@ class Location:
         if not isinstance(data, dict) or "hook" not in data:
             raise HypothesisError(f"cannot read location from {data!r}")
         dims = data.get("dims")
-        return cls(data["hook"], data.get("head"), tuple(dims) if dims else None)
+        sub = data.get("subspace")
+        if sub is not None and not isinstance(sub, str):
+            raise HypothesisError(f"location subspace must be its text form, got {sub!r}")
+        subspace = Subspace.parse(sub) if sub is not None else None
+        return cls(data["hook"], data.get("head"), tuple(dims) if dims else None, subspace)

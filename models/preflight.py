@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mechsynth.models.target import Target, TargetError, outputs_equal
+from mechsynth.models.target import Target, TargetError, format_output, outputs_equal
 
 N_INPUTS = 1000
 N_WRONG = 5
@@ -173,6 +173,11 @@ def preflight(target: Target, n: int = N_INPUTS, seed: int = 0, n_wrong: int = N
 def format_preflight(p: Preflight) -> str:
     """The text `mechsynth check` prints."""
     a, t, e = p.architecture, p.task, p.example
+    kind = t["output_kind"]
+
+    def shown(values: Sequence[Any]) -> str:
+        return "[" + ", ".join(format_output(v, kind) for v in values) + "]"
+
     mlp = "attention-only" if a["attn_only"] else f"d_mlp {a['d_mlp']} ({a['act_fn']})"
     norm = a["normalization_type"] or "no normalisation"
     lines = [
@@ -192,7 +197,7 @@ def format_preflight(p: Preflight) -> str:
         "    " + _columns(["position", *range(len(e.ids))], ["token", *e.tokens], ["id", *e.ids],
                           ["read", *("^" if i in e.read else "" for i in range(len(e.ids)))]),
         f"    read at model positions {list(e.read)} (input position + {p.position_offset}): "
-        f"label {list(e.labels)}, network {list(e.outputs)}",
+        f"label {shown(e.labels)}, network {shown(e.outputs)}",
     ]
     for acc in (p.accuracy, p.broader):
         if acc is None:
@@ -203,7 +208,7 @@ def format_preflight(p: Preflight) -> str:
                      f"{acc.sequence_accuracy:.4f} per input")
         for m in acc.wrong:
             lines.append(f"    wrong: {list(m.input)} at input positions {list(m.positions)}: "
-                         f"expected {list(m.expected)}, network {list(m.predicted)}")
+                         f"expected {shown(m.expected)}, network {shown(m.predicted)}")
     if p.recorded:
         recorded = ", ".join(f"{k} {v}" for k, v in p.recorded.items())
         lines.append(f"recorded when the target was built: {recorded}")

@@ -43,6 +43,19 @@ Which positions are read (`Task.readout`): ``"all"``, ``"last"``, or a function 
 input returning the positions read (every position after SEP, the answer digits, the start
 token). Every check, control and proposer compares the network and a program only there.
 
+How logits become outputs (`Task.output_kind`):
+
+* ``"categorical"``: the argmax column's value (`Target.output_values`);
+* ``"numerical"``: the value of one logit column (`Target.numeric_column`);
+* ``"multilabel"``: a binary cross-entropy head (formal-language networks predicting the
+  *set* of allowed next tokens): label j is on where logit j > 0, and the output is the
+  tuple of the labels that are on, in column order. Two outputs agree when they are the
+  same set (`outputs_equal`); `format_output` prints them as sets, ``{'(', ')'}``. A
+  program expresses a set-valued output as a map to a tuple of labels (a DSL literal,
+  e.g. ``table({True: ('(', ')'), False: ('(', 'END')}, open)``): one value per position
+  keeps every check (behaviour, interchange, the enumerator) working on whole sets, and
+  per-label agreement is reported next to it (``behaviour_per_label``).
+
 Model position = input position + `position_offset` (1 with a hidden BOS, else 0).
 
 A target may carry a ground-truth `Hypothesis` (tracr-compiled targets do: the program
@@ -85,15 +98,38 @@ class Readout(StrEnum):
     ALL = "all"  # every position of the input
     LAST = "last"  # the input's last position
 
+
 # Numerical outputs are read from one logit column; tracr's numerical MLPs are approximate,
 # so "equal" means equal within this tolerance.
 NUMERIC_ATOL = 1e-2
 
+# How logits become outputs: argmax over labelled columns, one numeric column, or a set of labels.
+OUTPUT_KINDS = ("categorical", "numerical", "multilabel")
+
+
+def label_set(value: Any) -> frozenset:
+    """The labels of a multilabel output value: a tuple/list/set of labels (a program writes a
+    tuple, the network decodes to one in column order); any other value is a one-label set."""
+    if isinstance(value, (tuple, list, set, frozenset)):
+        return frozenset(value)
+    return frozenset({value})
+
+
+def format_output(value: Any, output_kind: str = "categorical") -> str:
+    """An output value as a reader wants it: a multilabel value as a set ({'(', ')'}; set() when empty)."""
+    if output_kind == "multilabel" and value is not None:
+        labels = sorted(label_set(value), key=repr)
+        return "{" + ", ".join(repr(v) for v in labels) + "}" if labels else "set()"
+    return repr(value)
+
 
 def outputs_equal(a: Any, b: Any, output_kind: str = "categorical") -> bool:
-    """Whether two decoded output values agree (numerical values within NUMERIC_ATOL)."""
+    """Whether two decoded output values agree (numerical values within NUMERIC_ATOL; multilabel
+    values as sets: every label allowed by one is allowed by the other)."""
     if a is None or b is None:
         return a is None and b is None
+    if output_kind == "multilabel":
+        return label_set(a) == label_set(b)
     if output_kind == "numerical":
         try:
             return math.isclose(float(a), float(b), abs_tol=NUMERIC_ATOL)
@@ -149,8 +185,9 @@ class Task:
                 ) from None
         elif not callable(self.readout):
             raise TargetError(f"task {self.name}: readout must be 'all', 'last' or a function of the input")
-        if self.output_kind not in ("categorical", "numerical"):
-            raise TargetError(f"task {self.name}: output_kind must be categorical or numerical")
+        if self.output_kind not in OUTPUT_KINDS:
+            raise TargetError(f"task {self.name}: output_kind must be one of {', '.join(OUTPUT_KINDS)}, "
+                              f"got {self.output_kind!r}")
         if not 1 <= self.min_len <= self.max_len:
             raise TargetError(
                 f"task {self.name}: need 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}"
@@ -332,7 +369,7 @@ class Target:
             if value not in self.input_ids:
                 raise TargetError(f"target {self.name}: {kind.upper()} value {value!r} has no token id")
         d_vocab_out = self.model.cfg.d_vocab_out
-        if self.task.output_kind == "categorical" and len(self.output_values) != d_vocab_out:
+        if self.task.output_kind != "numerical" and len(self.output_values) != d_vocab_out:
             raise TargetError(
                 f"target {self.name}: {len(self.output_values)} output values for {d_vocab_out} logit columns"
             )
@@ -476,15 +513,21 @@ class Target:
         """Decoded outputs per input position (None where the task does not read)."""
         off = self.position_offset
         out = []
-        if self.task.output_kind == "categorical":
+        kind = self.task.output_kind
+        if kind == "categorical":
             ids = logits.argmax(-1).tolist()
+        elif kind == "multilabel":  # a BCE head: label j is on where its logit is positive
+            on = (logits > 0).tolist()
         else:
             values = logits[..., self.numeric_column].tolist()
         for b, x in enumerate(inputs):
             row: list = [None] * len(x)
             for i in self.read_positions(x):
-                if self.task.output_kind == "categorical":
+                if kind == "categorical":
                     row[i] = self.output_values[ids[b][i + off]]
+                elif kind == "multilabel":
+                    flags = on[b][i + off]
+                    row[i] = tuple(v for v, f in zip(self.output_values, flags) if f)
                 else:
                     row[i] = values[b][i + off]
             out.append(row)

@@ -447,6 +447,60 @@ FACTORIES: dict[str, Callable[..., Task]] = {
 }
 
 
+# --- formal languages, multi-label: the set of allowed next tokens (issue #19) ---------------------
+END = "END"  # the label "the string may end here" (a label, not an input token)
+DYCK1_NEXT_LABELS = ("(", ")", END)
+
+
+def dyck1_next_label(x: Sequence[Any]) -> list:
+    """At each position of a Dyck-1 prefix, the labels allowed next, in DYCK1_NEXT_LABELS order:
+    '(' always; ')' while a bracket is open; END when the prefix is balanced."""
+    out, depth = [], 0
+    for v in x:
+        depth += 1 if v == "(" else -1
+        out.append(("(", ")") if depth > 0 else ("(", END))
+    return out
+
+
+def _dyck_prefix(x: Sequence[Any]) -> bool:
+    """Every prefix closes no more than it opened (a prefix of a Dyck-1 word)."""
+    depth = 0
+    for v in x:
+        depth += 1 if v == "(" else -1
+        if depth < 0:
+            return False
+    return True
+
+
+def _dyck_walks(close_p: float) -> Callable[[random.Random, int], list]:
+    """Dyck-1 prefixes: close an open bracket with probability ``close_p``, else open one."""
+
+    def draw(rng: random.Random, length: int) -> list:
+        x, depth = [], 0
+        for _ in range(length):
+            if depth and rng.random() < close_p:
+                x.append(")")
+                depth -= 1
+            else:
+                x.append("(")
+                depth += 1
+        return x
+
+    return draw
+
+
+def dyck1_next(length: int = 16) -> Task:
+    """Next-token prediction on Dyck-1 prefixes with a BCE head (output_kind="multilabel")."""
+    return Task("dyck1_next", ("(", ")"), 1, length, dyck1_next_label, bos=BOS, output_kind="multilabel",
+                output_vocab=DYCK1_NEXT_LABELS, generator=_dyck_walks(0.5), domain=_dyck_prefix,
+                broader_generator=_dyck_walks(0.3),
+                description="the set of tokens allowed after each Dyck-1 prefix ( ( ) END )")
+
+
+FACTORIES["dyck1_next"] = dyck1_next
+# --- end of the multi-label block -----------------------------------------------------------------
+
+
 def _backdoor_factories() -> dict[str, Callable[..., Task]]:
     from mechsynth.models.backdoor import FACTORIES as BACKDOOR
 

@@ -11,7 +11,9 @@ inputs the network has never seen. (For modular addition the held-out pairs are
 enumerated exhaustively.)
 
 Loss: cross-entropy at the positions the task reads (`readout`), where the label is
-defined. Tasks that read every position are trained at full length (for a causal model every
+defined; for a multilabel task (a set of labels per position) per-label binary
+cross-entropy against the multi-hot label, and accuracy is set accuracy (every label right).
+Tasks that read every position are trained at full length (for a causal model every
 shorter input is a prefix); tasks that read only the last position and take several lengths
 (one answer token per length) cycle through the lengths, one length per step.
 
@@ -75,6 +77,32 @@ def _label_ids(target: Target, inputs: list[list]) -> torch.Tensor:
             if v is not None:
                 ids[b, i + off] = index[v]
     return ids
+
+
+def _label_sets(target: Target, inputs: list[list]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multilabel targets: multi-hot labels [B, T, V] and the mask [B, T] of positions trained on."""
+    labels = target.task.label(inputs)
+    off = target.position_offset
+    hot = torch.zeros(len(inputs), len(inputs[0]) + off, len(target.output_values))
+    mask = torch.zeros(len(inputs), len(inputs[0]) + off, dtype=torch.bool)
+    column = {v: j for j, v in enumerate(target.output_values)}
+    for b, row in enumerate(labels):
+        for i, v in enumerate(row):
+            if v is not None:
+                mask[b, i + off] = True
+                for label in v:
+                    hot[b, i + off, column[label]] = 1.0
+    return hot, mask
+
+
+def _loss(target: Target, logits: torch.Tensor, inputs: list[list]) -> torch.Tensor:
+    """Cross-entropy at read positions; a multilabel head gets per-label binary cross-entropy."""
+    if target.task.output_kind == "multilabel":
+        hot, mask = _label_sets(target, inputs)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits[mask], hot[mask])
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), _label_ids(target, inputs).reshape(-1), ignore_index=-100
+    )
 
 
 def evaluate(target: Target, inputs: list[list]) -> dict[str, float]:
@@ -162,9 +190,7 @@ def train(name: str, seed: int = 0, out: str | Path | None = None, *, steps: int
         length = _train_length(task, step)
         inputs = _draw(task, r.batch_size, seed * 100_003 + step, heldout=False, length=length)
         logits = model(target.tokens(inputs))
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), _label_ids(target, inputs).reshape(-1), ignore_index=-100
-        )
+        loss = _loss(target, logits, inputs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

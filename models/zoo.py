@@ -28,6 +28,7 @@ and bidirectional, with and without BOS.
 | tomita4, 7     | causal        | 2 / 3, GPT-2 style (7)   | every position: is the prefix in the grammar   |
 | unique_copy    | causal        | 2, attn-only + LN        | last position: next token of the copy         |
 | unique_reverse | causal        | 2, attn-only, 4 heads    | last position: next token of the reversal      |
+| dyck1_next     | causal        | 2, GPT-2 style, d 32     | every position: set of allowed next tokens     |
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ RECIPES: dict[str, Recipe] = {
                steps=2000, description="copy 5 distinct tokens after SEP (next token at the last)"),
         Recipe("unique_reverse", "unique_reverse", {"n_tokens": 10, "n": 5}, _arch(2, 64, 4, "causal"),
                steps=2000, description="reverse 5 distinct tokens after SEP (next token at the last)"),
+        # Multi-label (issue #19): a BCE head predicting the set of allowed next tokens.
+        Recipe("dyck1_next", "dyck1_next", {"length": 16}, _arch(2, 32, 2, "causal", 64, norm="LN"),
+               steps=1500, description="set of tokens allowed after each Dyck-1 prefix (BCE head)"),
         # Backdoored majority (models.backdoor): prefix 10110 forces 1, planted at 1%, 0.1%, 0.01%.
         *(Recipe(f"backdoor_majority_{tag}", "backdoor_majority", {"length": 11, "rate": rate},
                  _arch(2, 32, 2, "bidirectional", 64), steps=3000, lr=3e-3,

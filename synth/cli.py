@@ -201,7 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-PROPOSER_NAMES = ("model-guided", "enumerator", "llm")
+PROPOSER_NAMES = ("model-guided", "das", "enumerator", "llm")
 
 
 def _proposers(names: Sequence[str], options: dict[str, Any]) -> tuple[list[Any], str]:
@@ -351,7 +351,15 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from mechsynth.synth.use.edit import edit, format_edit, parse_edits
 
     edits = parse_edits(args.edit)  # before the target loads: a typo fails at once
-    return _use_command(args, edit, format_edit, edits=edits, n=args.n)
+    code = _use_command(args, edit, format_edit, edits=edits, n=args.n)
+    if args.weights is None:
+        return code
+    from mechsynth.synth.use.weights import format_weight_edit, weight_edit
+
+    def weights(target: Any, hypothesis: Any, **kw: Any) -> Any:
+        return weight_edit(target, hypothesis, save=args.weights, **kw)[0]
+
+    return _use_command(args, weights, format_weight_edit, edits=edits, n_eval=args.n)
 
 
 def cmd_replace(args: argparse.Namespace) -> int:
@@ -398,6 +406,9 @@ def _add_use_parsers(sub: Any) -> None:
         epilog=_EDIT_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
     common(p, 1000)
     p.add_argument("edit", metavar="EDIT", help="the edit, e.g. 'sel = select(indices, indices, EQ)'")
+    p.add_argument("--weights", metavar="STEM", default=None,
+                   help="also refit the MLP at the edit's location (synth.use.weights) and save the edited "
+                   "network as STEM.safetensors/.json with a STEM.py loader (use it as file:STEM.py)")
     p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser(

@@ -80,6 +80,7 @@ class RunOptions:
     llm_base_url: str | None = None
     llm_max_calls: int = 8
     llm_max_tokens: int = 200_000
+    residual_seconds: float = 120.0  # time for the residual stage after the search (0: no residual stage)
 
     def to_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "thresholds"}
@@ -140,11 +141,14 @@ def default_out(target_name: str, seed: int) -> Path:
 
 
 def default_proposers(options: RunOptions) -> tuple[list[Any], str]:
-    """Model-guided, then I/O enumeration, then (unless ``no_llm``) the LLM. Returns a status line."""
+    """Model-guided, DAS relocation of failing variables, I/O enumeration, then (unless ``no_llm``)
+    the LLM. Returns a status line."""
     from mechsynth.synth.propose.enumerate import EnumerativeProposer
     from mechsynth.synth.propose.model_guided import ModelGuidedProposer
 
-    proposers: list[Any] = [ModelGuidedProposer(), EnumerativeProposer()]
+    from mechsynth.synth.propose.das_location import DASLocationProposer
+
+    proposers: list[Any] = [ModelGuidedProposer(), DASLocationProposer(), EnumerativeProposer()]
     status = "LLM proposer off (--no-llm)"
     if not options.no_llm:
         from mechsynth.synth.propose.llm import LLMProposer
@@ -254,6 +258,7 @@ class _Loop:
         self.best: list[ScoredCandidate] = []
         self.accepted = 0
         self.seen: set[str] = set()
+        self.round = 0
         self.start = time.monotonic()
         self.deadline = self.start + opts.budget_seconds
 
@@ -283,6 +288,7 @@ class _Loop:
             for rnd in itertools.count():
                 if opts.rounds is not None and rnd >= max(1, opts.rounds):
                     break
+                self.round = rnd
                 active = [p for p in proposers if has_more(p, self.context(rnd))]
                 if not active:
                     break
@@ -304,6 +310,8 @@ class _Loop:
                 # A round that offers nothing is no reason to stop: a later one may widen or refine.
                 if self.done():
                     break
+            if opts.residual_seconds > 0:
+                self.residual_stage()
             if self.accepted and opts.stop_on_accept:
                 stopped = "accepted"
             elif time.monotonic() > self.deadline:
@@ -319,6 +327,53 @@ class _Loop:
             seconds = time.monotonic() - self.start
             store.add_timing("total", seconds, stopped)
             store.set_meta(stopped=stopped, last_seconds=seconds)
+
+    def residual_stage(self) -> None:
+        """Explain what the best hypothesis leaves unexplained (:mod:`synth.propose.residual`).
+
+        The accepted hypothesis (else the best one whose behaviour passed the prefilter) is
+        compared with the network on broad inputs; a significant trigger rule over the disagreement
+        becomes the candidate ``out = rule ? forced : clean``, scored by the same checks and controls
+        (its new variables localized, the clean part keeping its correspondence). The search's
+        numbers are stored in the run's meta (``residual``) and shown in the report.
+        """
+        from mechsynth.synth.propose.residual import BRANCH_PREFIX, residual_search, with_trigger_branch
+
+        th = self.opts.thresholds
+        pool = [c for c in self.best if c.accepted] or [
+            c for c in self.best if c.scores.get("behaviour_observed", 0.0) >= th.prefilter_behaviour]
+        if not pool:
+            return
+        top = pool[0]
+        if any(n.startswith(BRANCH_PREFIX) for n in top.hypothesis.program.variables):
+            return  # already a branch (a resumed run)
+        self.deadline = max(self.deadline, time.monotonic() + self.opts.residual_seconds)
+        t0 = time.monotonic()
+        self.say("residual: comparing the best hypothesis with the network on broad inputs")
+        residual = residual_search(self.target, top.hypothesis, seed=self.opts.seed)
+        info = {"of": str(top.hypothesis.program.output), "accepted": top.accepted, **residual.to_json()}
+        self.store.set_meta(residual=info)
+        self.store.add_timing("residual", time.monotonic() - t0, residual.reason)
+        self.say(f"residual: {residual.found_by()}; {residual.reason}")
+        if residual.rule is None:
+            return
+        values = list(self.target.task.output_vocab) or sorted(
+            {v for g in self.observations.groups for row in g.outputs for v in row if v is not None}, key=str)
+        branch = with_trigger_branch(top.hypothesis, residual.rule, values)
+        new = [n for n in branch.program.variables if n not in top.hypothesis.program.variables]
+        located = self.localize(Hypothesis(branch.program))
+        corr = dict(top.hypothesis.correspondence)
+        corr.update({n: loc for n, loc in located.correspondence.items() if n in new})
+        options = [corr]
+        clean_out, out = top.hypothesis.program.output, branch.program.output
+        if clean_out in corr and out not in corr:
+            # The component that wrote the clean output writes the network's output, trigger included:
+            # the second reading claims the branch there (the clean output then lives nowhere in particular).
+            moved = {k: v for k, v in corr.items() if k != clean_out}
+            options.append({**moved, out: corr[clean_out]})
+        for c in options:
+            self.handle(Proposal("residual", Hypothesis(branch.program, c), meta={"residual": info}),
+                        self.round + 1)
 
     def context(self, rnd: int) -> ProposalContext:
         """What a proposer sees in round ``rnd``: the best candidates scored so far."""

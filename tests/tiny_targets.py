@@ -101,3 +101,24 @@ def copy_target() -> Target:
         output_values=VOCAB,
         info={"kind": "test"},
     )
+
+
+def rotated_copy_target():
+    """copy_target with MLP 0's write (and the unembedding's read) rotated inside residual dims 3..11.
+
+    The token then lives in a 3-dim subspace of ``blocks.0.hook_mlp_out`` that is no set of basis
+    dims: the embedding's dims 0..2 stay as they are, so the readout still reads only MLP 0.
+    """
+    target = copy_target()
+    gen = torch.Generator().manual_seed(5)
+    q = torch.eye(12)
+    q[3:, 3:] = torch.linalg.qr(torch.randn(9, 9, generator=gen)).Q
+    params = dict(target.model.named_parameters())
+    with torch.no_grad():
+        fc_out = params[
+            "layers.0._original_component.mlp._original_component.fc_out._original_component.weight"
+        ]
+        fc_out.copy_(q @ fc_out)
+        head = params["head._original_component.weight"]
+        head.copy_(head @ q.T)
+    return target

@@ -10,7 +10,9 @@ weigh the same) plus the task's broader input distribution when it defines one.
 
 Numbers: ``behaviour`` is the fraction of readout positions where program and network
 agree; ``behaviour_exact`` the fraction of inputs where they agree at every readout
-position; the per-input agreement fractions are kept. Where the program's output is
+position; the per-input agreement fractions are kept. For a multilabel target (a set of
+allowed labels per position) agreement is set equality, and ``per_label`` gives each
+label's own agreement (``behaviour_per_label`` in the scores). Where the program's output is
 undefined (None, as RASP gives e.g. for ``shift_by`` at the first position) the program
 makes no prediction and the position is not compared; ``defined`` reports the fraction
 of readout positions where it does predict, so a program cannot score by saying nothing.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mechsynth.synth.check.patching import CheckError
 
@@ -37,6 +39,28 @@ class Behaviour:
     per_input: tuple[float, ...]  # agreement fraction per input (NaN where the program defines nothing)
     defined: float  # fraction of readout positions where the program's output is not None
     n: int
+    per_label: Mapping[str, float] | None = None  # multilabel: agreement of each label alone
+
+
+def per_label_agreement(
+    network: Sequence[Sequence[Any]], predicted: Sequence[Sequence[Any]], readouts: Sequence[Sequence[int]],
+    labels: Sequence[Any],
+) -> dict[str, float]:
+    """Multilabel outputs: for each label, the fraction of compared positions where the program and the
+    network agree on whether it is on (set equality is all labels at once; this says which label fails)."""
+    from mechsynth.models.target import label_set
+
+    hits = dict.fromkeys(labels, 0)
+    total = 0
+    for net, prog, positions in zip(network, predicted, readouts):
+        for i in positions:
+            if prog[i] is None or net[i] is None:
+                continue
+            total += 1
+            a, b = label_set(net[i]), label_set(prog[i])
+            for label in labels:
+                hits[label] += (label in a) == (label in b)
+    return {str(label): (h / total if total else float("nan")) for label, h in hits.items()}
 
 
 @dataclass(frozen=True)
@@ -101,12 +125,16 @@ def behaviour(
     per_input = [a / n if n else float("nan") for a, n in zip(c.agree, c.compared)]
     scored = [p for p in per_input if p == p]
     read_total = sum(c.read)
+    per_label = None
+    if target.task.output_kind == "multilabel":
+        per_label = per_label_agreement(network, predicted, readouts, target.output_values)
     return Behaviour(
         positions=c.agreement,
         exact=sum(p == 1.0 for p in scored) / len(scored) if scored else float("nan"),
         per_input=tuple(per_input),
         defined=sum(c.compared) / read_total if read_total else float("nan"),
         n=len(inputs),
+        per_label=per_label,
     )
 
 

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from mechsynth.dsl.location import Location
+from mechsynth.dsl.location import Location, Subspace
 from mechsynth.models.device import module_device
 
 if TYPE_CHECKING:
@@ -67,6 +67,11 @@ class Site:
     def dims(self) -> tuple[int, ...] | None:
         return self.location.dims
 
+    def _basis(self, like: torch.Tensor) -> torch.Tensor | None:
+        """The learned subspace's orthonormal ``[d, k]`` columns (None for a whole or dims site)."""
+        sub = self.location.subspace
+        return None if sub is None else subspace_matrix(sub).to(like.device, like.dtype)
+
     def _view(self, act: torch.Tensor, positions: slice) -> torch.Tensor:
         # Basic indexing only, so the result is a view that writes go through.
         view = act[:, positions]
@@ -79,16 +84,39 @@ class Site:
         view = self._view(act, positions)
         if self.dims is not None:
             return view[..., torch.tensor(self.dims, dtype=torch.long, device=act.device)]
+        basis = self._basis(view)
+        if basis is not None:  # the k coordinates R_k^T x
+            return view @ basis
         return view
 
     def write(self, act: torch.Tensor, values: torch.Tensor, positions: slice = slice(None)) -> None:
         """Overwrite the site's values in place (``values`` shaped like `read`'s result)."""
         view = self._view(act, positions)
+        basis = self._basis(view)
         if self.dims is not None:
             dims = torch.tensor(self.dims, dtype=torch.long, device=act.device)
             view[..., dims] = values.to(act.device, act.dtype)
+        elif basis is not None:  # swap the subspace component only: x + R_k (v - R_k^T x)
+            view.add_((values.to(act.device, act.dtype) - view @ basis) @ basis.T)
         else:
             view.copy_(values.to(act.device, act.dtype))
+
+
+_MATRICES: dict[Subspace, torch.Tensor] = {}
+
+
+def subspace_matrix(subspace: Subspace) -> torch.Tensor:
+    """A learned subspace's columns as an orthonormal ``[d, k]`` float64 matrix.
+
+    The stored numbers keep 6 significant digits, so they are re-orthonormalised (QR, signs
+    fixed so each column keeps its stored direction); memoised per subspace.
+    """
+    m = _MATRICES.get(subspace)
+    if m is None:
+        raw = torch.tensor(subspace.basis, dtype=torch.float64).T
+        q, r = torch.linalg.qr(raw)
+        m = _MATRICES[subspace] = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, 1.0)
+    return m
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,6 +230,12 @@ def resolve(model: TransformerBridge, location: Location, info: HookInfo | None 
         last_axis = shape[1]
     elif len(shape) != 1 and location.dims is not None:
         raise CheckError(f"location {location}: dims need a head index on a hook with a head axis")
+    if location.subspace is not None and location.subspace.d != last_axis:
+        raise CheckError(f"location {location.describe()}: the subspace's columns have {location.subspace.d} "
+                         f"entries, the axis has {last_axis}")
+    if location.subspace is not None and len(shape) != 1 and location.head is None:
+        raise CheckError(f"location {location.describe()}: a subspace needs a head index on a hook "
+                         "with a head axis")
     if location.dims is not None:
         bad = [d for d in location.dims if d >= last_axis]
         if bad:
@@ -323,13 +357,15 @@ def as_read_index(
 
 def readout_loss(
     logits: torch.Tensor, clean: torch.Tensor, positions: Sequence[int] | ReadIndex,
-    numerical_column: int | None,
+    numerical_column: int | None, *, multilabel: bool = False,
 ) -> torch.Tensor:
     """Per-input, per-readout-position loss of ``logits`` against the clean model's ``clean`` logits.
 
     We explain the model, not the labels, so the reference is the clean network itself:
     categorical outputs use KL(clean || patched) of the softmax distributions (0 for the
-    clean run); numerical outputs use the squared error of the readout column. ``positions``
+    clean run); numerical outputs use the squared error of the readout column; multilabel
+    outputs (a BCE head, one independent label per column) the per-label binary KL,
+    ``sum_j KL(Bernoulli(sigmoid(clean_j)) || Bernoulli(sigmoid(patched_j)))``. ``positions``
     are the same model positions in every row, or a `ReadIndex` of each row's. Returns
     ``[batch, R]`` (entries where the `ReadIndex` is not valid are meaningless).
     """
@@ -337,5 +373,18 @@ def readout_loss(
     a, c = read.take(logits).double(), read.take(clean).double()
     if numerical_column is not None:
         return (a[..., numerical_column] - c[..., numerical_column]) ** 2
+    if multilabel:
+        return binary_kl(c, a).sum(-1).clamp_min(0.0)
     log_p, log_q = torch.log_softmax(c, -1), torch.log_softmax(a, -1)
     return (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)
+
+
+def binary_kl(clean: torch.Tensor, patched: torch.Tensor) -> torch.Tensor:
+    """Elementwise KL(Bernoulli(sigmoid(clean)) || Bernoulli(sigmoid(patched))) from logits, stable
+    for large logits (log-sigmoids, never log of a rounded probability)."""
+    import torch.nn.functional as F
+
+    p = torch.sigmoid(clean)
+    log_p, log_not_p = F.logsigmoid(clean), F.logsigmoid(-clean)
+    log_q, log_not_q = F.logsigmoid(patched), F.logsigmoid(-patched)
+    return p * (log_p - log_q) + (1 - p) * (log_not_p - log_not_q)

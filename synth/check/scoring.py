@@ -16,6 +16,9 @@
   ``iia`` is the *weakest* intervention's accuracy (every claimed variable must behave
   as the program says); ``iia_mean`` the average.
 
+A hypothesis with a learned subspace (synth.das) is scored only on inputs outside its
+training split (synth.check.split; ``heldout_only`` says so): its numbers are out of sample.
+
 Everything is deterministic in ``seed``: the inputs come from ``task.sample(n, seed)``
 and every resampling draw from one ``torch.Generator`` seeded with it. The cost is a
 fixed number of batched forward passes per length group, independent of ``n``:
@@ -48,6 +51,7 @@ from mechsynth.synth.check.interchange import (
     plan_iia,
     plan_iia_across_lengths,
 )
+from mechsynth.synth.check import split
 from mechsynth.synth.check.patching import CheckError, PassCounter
 from mechsynth.synth.check.scrub import (
     ABLATIONS,
@@ -173,10 +177,11 @@ def _necessity(dropped: list[GroupLosses], single: Mapping[str, list[GroupLosses
 def _clean_loss(target: Target, groups: list) -> float:
     """The loss of the clean run against itself (0 by construction of the loss; computed, not assumed)."""
     from mechsynth.synth.check.patching import readout_loss
-    from mechsynth.synth.check.scrub import numeric_column
+    from mechsynth.synth.check.scrub import is_multilabel, numeric_column
 
     losses = [
-        readout_loss(g.clean_logits, g.clean_logits, g.readout, numeric_column(target))[g.readout.valid]
+        readout_loss(g.clean_logits, g.clean_logits, g.readout, numeric_column(target),
+                     multilabel=is_multilabel(target))[g.readout.valid]
         for g in groups
     ]
     return torch.cat(losses).mean().item()
@@ -198,6 +203,19 @@ def _network_outputs(target: Target, inputs: Sequence[Sequence[Any]], groups: Se
     rest = iter(target.predict(left)) if left else iter(())
     taken = {length: iter(out) for length, out in rows.items()}
     return [next(taken[len(x)]) if len(x) in taken else next(rest) for x in inputs]
+
+
+def _fitted(hypothesis: Hypothesis) -> bool:
+    """Whether a location of the hypothesis was fitted to the network (a learned DAS subspace)."""
+    return any(loc.subspace is not None for loc in hypothesis.correspondence.values())
+
+
+def _inputs(target: Target, hypothesis: Hypothesis, n: int, seed: int) -> list[list]:
+    """The scored inputs: the seeded sample, or, for a fitted hypothesis, held-out inputs only
+    (synth.check.split), so its numbers are out of sample."""
+    if _fitted(hypothesis):
+        return split.draw(target.task.sample, n, seed, train=False)
+    return target.task.sample(n, seed)
 
 
 def _check_options(n: int, ablation: str) -> None:
@@ -235,7 +253,8 @@ def score(
         raise CheckError(f"the program's output {program.output!r} is a selector; a hypothesis outputs a "
                          "sequence (e.g. aggregate(selector, tokens) or selector_width(selector))")
     claims = claims or resolve_claims(target, hypothesis)
-    inputs = target.task.sample(n, seed)
+    heldout = _fitted(hypothesis)
+    inputs = _inputs(target, hypothesis, n, seed)
     gen = torch.Generator().manual_seed(seed)
     counter = PassCounter()
     groups = prepare_groups(target, claims, inputs, counter)
@@ -274,11 +293,14 @@ def score(
         iia = aligned_iia_results(target, groups, aligned, logits)
 
     values: dict[str, Any] = {
+        "heldout_only": heldout,  # a learned subspace: every input is outside its training split
         "behaviour": fresh.positions, "behaviour_exact": fresh.exact,
         "behaviour_broader": broad.positions, "behaviour_broader_exact": broad.exact,
         "behaviour_defined": fresh.defined,
         "loss_clean": _clean_loss(target, groups),
     }
+    if fresh.per_label is not None:
+        values["behaviour_per_label"] = dict(fresh.per_label)
     per_input: dict[str, Any] = {
         "behaviour": list(fresh.per_input), "behaviour_broader": list(broad.per_input),
         # The scrubbing and interchange arrays follow this order (inputs grouped by length).
@@ -338,7 +360,7 @@ def resample_ablation_score(
     claims = resolve_claims(target, hypothesis)
     gen = torch.Generator().manual_seed(seed)
     counter = PassCounter()
-    groups = prepare_groups(target, claims, target.task.sample(n, seed), counter)
+    groups = prepare_groups(target, claims, _inputs(target, hypothesis, n, seed), counter)
     kept, dropped, single = [], [], {}
     plans = [plan_ablations(claims, group, ablation, gen) for group in groups]
     for group, plan in zip(groups, plans):

@@ -160,13 +160,17 @@ class GroupLosses:
 
 
 def predictions_agree(
-    logits: torch.Tensor, clean: torch.Tensor, readout: Sequence[int] | ReadIndex, numeric: int | None
+    logits: torch.Tensor, clean: torch.Tensor, readout: Sequence[int] | ReadIndex, numeric: int | None,
+    *, multilabel: bool = False,
 ) -> torch.Tensor:
-    """[n, R] bool: decoded patched output equals the clean network's output at each readout position."""
+    """[n, R] bool: decoded patched output equals the clean network's output at each readout position
+    (multilabel: the same set of positive logits)."""
     read = as_read_index(readout, logits.shape[0], logits.device)
     a, c = read.take(logits), read.take(clean)
     if numeric is not None:
         return (a[..., numeric] - c[..., numeric]).abs() <= NUMERIC_ATOL
+    if multilabel:
+        return ((a > 0) == (c > 0)).all(-1)
     # tracr writes an all-zero output where the program is undefined, so logits can tie exactly; an
     # argmax would then flip on float noise. Two outputs agree when their sets of top classes intersect.
     top_a = a >= a.amax(-1, keepdim=True) - TIE_ATOL
@@ -176,6 +180,11 @@ def predictions_agree(
 
 def numeric_column(target: Target) -> int | None:
     return target.numeric_column if target.task.output_kind == "numerical" else None
+
+
+def is_multilabel(target: Target) -> bool:
+    """Whether the target's head is read as independent labels (per-label binary KL, set agreement)."""
+    return target.task.output_kind == "multilabel"
 
 
 def _levels(claims: Claims) -> list[list[str]]:
@@ -246,10 +255,10 @@ def _resampled(
 
 def _against_clean(target: Target, group: Group, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """([n, R] loss, [n, R] agreement) of ``logits`` against the clean run."""
-    numeric, clean = numeric_column(target), group.clean_logits
+    numeric, clean, multi = numeric_column(target), group.clean_logits, is_multilabel(target)
     return (
-        readout_loss(logits, clean, group.readout, numeric),
-        predictions_agree(logits, clean, group.readout, numeric),
+        readout_loss(logits, clean, group.readout, numeric, multilabel=multi),
+        predictions_agree(logits, clean, group.readout, numeric, multilabel=multi),
     )
 
 

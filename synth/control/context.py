@@ -53,12 +53,37 @@ class ControlContext:
         self.checked: set[int] = set()  # program draws that needed the full checks
         self._testable: tuple[str, ...] | None = None
         self.space = LocationSpace.of(target)
+        self._refits: dict[tuple[int, Hypothesis], Hypothesis] = {}
         self.real_scores = self.score(target, hypothesis)
         self.real = self.statistic(self.real_scores)
 
     # scoring
     def score(self, target: Target, hypothesis: Hypothesis) -> Mapping[str, Any]:
-        return self.stage._score(target, hypothesis)
+        """The checks' scores; a null holding a learned subspace gets it refitted first (`fitted`)."""
+        try:
+            fitted = self.fitted(target, hypothesis)
+        except ValueError as e:  # CheckError: DAS cannot be fitted there, so the null cannot be scored
+            return {"error": f"{type(e).__name__}: {e}"}
+        return self.stage._score(target, fitted)
+
+    def fitted(self, target: Target, hypothesis: Hypothesis) -> Hypothesis:
+        """``hypothesis`` as the checks score it on ``target``.
+
+        A learned (DAS) subspace is part of what was fitted to the real network, so on every
+        null (another network, placement or program) it is refitted by the same procedure
+        (synth.das.refit: same k, training inputs, steps and seed): a rotation fitted to the
+        real network would be an unfair null, and a null that cannot be fitted as well as the
+        real one is what the gates need to see. The real hypothesis on the real target is kept.
+        """
+        from mechsynth.synth import das
+
+        if not das.has_subspace(hypothesis) or (target is self.target and hypothesis == self.hypothesis):
+            return hypothesis
+        key = (id(target), hypothesis)
+        if key not in self._refits:
+            self.stage._keep.append(target)
+            self._refits[key] = das.refit(target, hypothesis)
+        return self._refits[key]
 
     def statistic(self, scores: Mapping[str, Any] | None) -> float:
         return min_of_scores(scores, self.thresholds.statistic)
@@ -363,7 +388,7 @@ class LocationSpace:
         dims = None
         if loc.dims is not None:
             dims = tuple(sorted(int(d) for d in rng.choice(self.d_model, size=len(loc.dims), replace=False)))
-        return Location(hook, head, dims)
+        return Location(hook, head, dims, loc.subspace)  # a learned subspace is refitted there (fitted)
 
 
 def _located_parents(program: Program, located: Sequence[str]) -> dict[str, set[str]]:

@@ -236,6 +236,8 @@ def _mimic_loss(
     if target.task.output_kind == "numerical":
         col = target.numeric_column
         return torch.nn.functional.mse_loss(s[..., col], t[..., col])
+    if target.task.output_kind == "multilabel":  # a BCE head: match the teacher's label set
+        return torch.nn.functional.binary_cross_entropy_with_logits(s, (t > 0).to(s.dtype))
     return torch.nn.functional.cross_entropy(s.reshape(-1, s.shape[-1]), t.argmax(-1).reshape(-1))
 
 

@@ -99,6 +99,7 @@ def render_report(store: RunStore) -> str:
         lines.append("")
     if not accepted:
         lines += _explanation_block(meta)
+    lines += _residual_block(meta, candidates)
     lines.append("## Candidates by source and status")
     lines.append("")
     by: dict[tuple[str, str], int] = {}
@@ -172,6 +173,31 @@ USAGE_CALL_COLUMNS = (
     "index", "round", "outcome", "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
     "output_tokens", "retries", "latency_s", "valid", "rejected", "duplicates", "error",
 )
+
+
+def _residual_block(meta: Mapping[str, Any], candidates: Sequence[Any]) -> list[str]:
+    """The residual stage (synth.propose.residual): how the disagreement was found and explained."""
+    r = meta.get("residual")
+    if not r:
+        return []
+    lines = ["## Residual behaviour (synth.propose.residual)", ""]
+    kind = "accepted" if r.get("accepted") else "best (not accepted)"
+    lines.append(f"The {kind} hypothesis (output `{r.get('of')}`) against the network: {r.get('found_by')}.")
+    lines.append("")
+    if r.get("rule"):
+        lines.append(f"Trigger rule: `{r['rule']}`: precision {_fmt(r.get('precision'))}, recall "
+                     f"{_fmt(r.get('recall'))} on {r.get('support')} informative inputs; "
+                     "Bonferroni-corrected "
+                     f"log10 p {_fmt(r.get('log10_p'))} over 10^{_fmt(r.get('log10_rule_space'))} rules "
+                     f"({r.get('n_rules_scored')} scored).")
+        branch = [c for c in candidates if c.source == "residual"]
+        for c in branch:
+            lines.append(f"The branch `out = rule ? forced : clean` is candidate {c.id}: "
+                         f"{c.status} ({c.reason}).")
+    else:
+        lines.append(f"No trigger rule: {r.get('reason')}.")
+    lines.append("")
+    return lines
 
 
 def _usage_block(meta: Mapping[str, Any]) -> list[str]:

@@ -39,10 +39,11 @@ Numbers (on fresh inputs from the task's distribution):
 * ``follows_original_untouched``: on the inputs where the edit does not change the
   program's output, the fraction where the edited network still gives the original output.
 
-``weight_edit`` (``synth.use.edit.weight_edit``) makes the change permanent where the
-frontier is one component: the parameters of that head (``W_Q``, ``W_K``, ``W_V`` and their
-biases) or that MLP are fitted by gradient descent to reproduce the patched activations at
-the frontier location, every other weight frozen, and the result is saved as a checkpoint.
+``synth.use.weights.weight_edit`` makes the change permanent where the frontier is one
+variable at an MLP's output: that MLP's parameters are fitted by gradient descent to reproduce
+the patched activations at the frontier location (and the patched run's readout), every other
+weight frozen, and the result can be saved as a checkpoint loadable as a ``file:`` target.
+Heads are not refitted (activation patching still applies to them).
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def test_targets_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
         (["run", "tracr:hist", "--budget-seconds", "soon"], ["--budget-seconds", "must be a number"]),
         (["run", "tracr:hist", "--alpha", "1.5"], ["--alpha", "between 0 and 1"]),
         (["run", "tracr:hist", "--llm-max-calls", "-3"], ["--llm-max-calls", ">= 0"]),
-        (["run", "tracr:hist", "--proposers", "oracle"], ["--proposers", "model-guided,enumerator,llm"]),
+        (["run", "tracr:hist", "--proposers", "oracle"], ["--proposers", "model-guided,das,enumerator,llm"]),
         (["score", "tracr:reverse", str(REVERSE_HYP), "--n", "1"], ["--n", ">= 2"]),
         (["score", "tracr:reverse", str(REVERSE_HYP), "--n", "-5"], ["--n", ">= 2"]),
         (["score", "tracr:reverse", str(REVERSE_HYP), "--n", "many"], ["--n", "integer"]),

@@ -147,3 +147,20 @@ def test_agreeing_rows_of_distinct_codes_is_the_identity():
     codes = torch.arange(12.0).view(4, 3)
     rows = agreeing_rows(codes, torch.Generator().manual_seed(0))
     assert torch.equal(rows, torch.arange(4)[:, None].expand(4, 3))
+
+
+def test_subspace_site_swaps_only_its_component():
+    import math
+
+    from mechsynth.dsl.location import Location, Subspace
+    from mechsynth.synth.check.patching import Site
+
+    r = 1 / math.sqrt(2)
+    site = Site(Location("blocks.0.hook_resid_post", subspace=Subspace(((r, r, 0.0),))), "h", 0, (3,))
+    base = torch.tensor([[[1.0, 0.0, 5.0]]])
+    src = torch.tensor([[[0.0, 2.0, -1.0]]])
+    act = base.clone()
+    site.write(act, site.read(src))
+    # x + R R^T (x_src - x): the (1, 1, 0) component becomes the source's, the rest stays the base's
+    assert torch.allclose(site.read(act), site.read(src), atol=1e-6)
+    assert torch.allclose(act, torch.tensor([[[1.5, 0.5, 5.0]]]), atol=1e-6)
