@@ -122,9 +122,10 @@ def _groups(target: Target, program: Any, variable: str, site: Site, cfg: DASCon
                         continue
                     tgt[b, i + off] = column[v] if categorical else float(v)
                     mask[b, i + off] = True
-            sources.append(src)
-            targets.append(tgt)
-            masks.append(mask)
+            dev = tokens.device  # seeded draws are made on the CPU and moved (models.device)
+            sources.append(src.to(dev))
+            targets.append(tgt.to(dev))
+            masks.append(mask.to(dev))
         out.append(_Group(tokens, acts[site][:, positions], positions, tuple(sources), tuple(targets),
                           tuple(masks)))
     return out
@@ -193,7 +194,8 @@ def fit_location(target: Target, program: Any, variable: str, location: Location
     if not groups:
         raise CheckError("DAS: no length has two or more training inputs; raise n_train")
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    weight = torch.randn(d, cfg.k, generator=gen, dtype=torch.float32).requires_grad_(True)
+    weight = torch.randn(d, cfg.k, generator=gen, dtype=torch.float32).to(target.device)
+    weight.requires_grad_(True)
     opt = torch.optim.Adam([weight], lr=cfg.lr)
     last = float("nan")
     with torch.enable_grad():
@@ -201,7 +203,7 @@ def fit_location(target: Target, program: Any, variable: str, location: Location
             opt.zero_grad()
             basis = torch.linalg.qr(weight).Q
             draw = step % cfg.n_sources
-            total = torch.zeros((), dtype=torch.float64)
+            total = torch.zeros((), dtype=torch.float64, device=weight.device)
             used = 0
             for g in groups:
                 if not bool(g.masks[draw].any()):
@@ -226,7 +228,8 @@ def fit_location(target: Target, program: Any, variable: str, location: Location
                 has = g.masks[draw].any(1)
                 agree += int((ok & has).sum())
                 count += int(has.sum())
-    subspace = Subspace(tuple(tuple(col) for col in basis.T.tolist()), n_train=len(inputs), steps=cfg.steps,
+    columns = tuple(tuple(col) for col in basis.T.cpu().tolist())
+    subspace = Subspace(columns, n_train=len(inputs), steps=cfg.steps,
                         seed=cfg.seed)
     located = Location(whole.hook, whole.head, subspace=subspace)
     return DASFit(located, agree / count if count else float("nan"), last, len(inputs))
