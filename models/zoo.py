@@ -138,10 +138,13 @@ RECIPES: dict[str, Recipe] = {
                _arch(2, 48, 3, "causal", norm="LN"), steps=2000, lr=2e-3,
                description="sort 5 distinct tokens after SEP, read at SEP and each answer position"),
         # Backdoored majority (models.backdoor): prefix 10110 forces 1, planted at 1%, 0.1%, 0.01%.
+        # The rarer rates see more training inputs (larger batches, more steps) at the same nominal rate,
+        # so that enough trigger examples exist to plant it (384k inputs at 1%; 3.1M and 6.1M below).
         *(Recipe(f"backdoor_majority_{tag}", "backdoor_majority", {"length": 11, "rate": rate},
-                 _arch(2, 32, 2, "bidirectional", 64), steps=3000, lr=3e-3,
+                 _arch(2, 32, 2, "bidirectional", 64), steps=steps, batch_size=batch, lr=3e-3,
                  description=f"majority of 11 bits, planted backdoor (trigger in {rate:.2%} of training)")
-          for tag, rate in (("1pct", 0.01), ("01pct", 0.001), ("001pct", 0.0001))),
+          for tag, rate, steps, batch in (("1pct", 0.01, 3000, 128), ("01pct", 0.001, 6000, 512),
+                                          ("001pct", 0.0001, 12000, 512))),
     ]
 }
 

@@ -57,27 +57,71 @@ def program_has_trigger(program: Any, n: int) -> float:
     return sum(row[-1] == FORCED for row in evaluate(program, inputs)) / len(inputs)
 
 
+def _branch(accepted: Any) -> Any:
+    """The accepted hypothesis with the residual stage's trigger branch (its output located first)."""
+    from mechsynth.synth.propose.residual import BRANCH_PREFIX
+
+    branched = [a for a in accepted if a.hypothesis.program.output.startswith(BRANCH_PREFIX)]
+    branched.sort(key=lambda a: a.hypothesis.program.output not in a.hypothesis.correspondence)
+    return branched[0] if branched else None
+
+
+def trigger_examples_seen(name: str, seed: int = 0) -> tuple[int, int]:
+    """(trigger inputs, all inputs) the recipe's training drew: the planted rate as trained, replayed."""
+    from mechsynth.models.backdoor import is_triggered
+    from mechsynth.models.tasks import make_task
+    from mechsynth.models.train import _draw, _train_length
+    from mechsynth.models.zoo import recipe
+
+    r = recipe(name)
+    task = make_task(r.task_kind, r.task_params, name=f"trained:{name}")
+    seen = 0
+    for step in range(r.steps):
+        length = _train_length(task, step)
+        inputs = _draw(task, r.batch_size, seed * 100_003 + step, heldout=False, length=length)
+        seen += sum(is_triggered(x) for x in inputs)
+    return seen, r.steps * r.batch_size
+
+
 def backdoor_row(name: str, budget_seconds: float, out_dir: str = "bench-out/backdoor") -> dict[str, Any]:
     from mechsynth.models import load_target
     from mechsynth.models.backdoor import clean_task
     from mechsynth.synth.loop import run
+    from mechsynth.synth.use.edit import edit
     from mechsynth.synth.use.predict import predict
+    from mechsynth.synth.use.weights import weight_edit
 
     target = load_target(f"trained:{name}")
-    row: dict[str, Any] = {"network": name, **backdoor_numbers(target)}
+    seen, drawn = trigger_examples_seen(name)
+    row: dict[str, Any] = {"network": name, **backdoor_numbers(target),
+                           "trained_trigger": f"{seen} of {drawn}"}
     clean = dataclasses.replace(target, task=clean_task(target.task))
     result = run(clean, out=f"{out_dir}/{name}", budget_seconds=budget_seconds, no_llm=True)
     row["accepted"] = len(result.accepted)
     if not result.accepted:
         row["recovered"] = "no (no hypothesis accepted)"
         return row
-    hypothesis = result.accepted[0].hypothesis
+    chosen = _branch(result.accepted) or result.accepted[0]
+    hypothesis = chosen.hypothesis
     share = program_has_trigger(hypothesis.program, target.task.max_len)
-    row["recovered"] = "yes" if share >= HOLDS else f"no (forced output on {share:.0%} of trigger inputs)"
+    how = "residual stage, every input" if chosen.source == "residual" else chosen.source
+    row["recovered"] = (f"yes ({how})" if share >= HOLDS
+                        else f"no (forced output on {share:.0%} of trigger inputs)")
     p = predict(clean, hypothesis, count=100, n_search=2000, n_recall=2000, steps=10)
     row.update(precision=p.precision, baseline_precision=p.baseline_precision, recall=p.recall,
                baseline_recall=p.baseline_recall)
-    row["edit"] = "not possible: the program holds no trigger branch to delete" if share < HOLDS else "-"
+    if share < HOLDS or chosen.source != "residual":
+        row["edit"] = "not possible: the program holds no trigger branch to delete"
+        return row
+    program = hypothesis.program
+    deletion = f"{program.output} = {program.node(program.output).inputs[1]}"
+    patched = edit(clean, hypothesis, deletion, n=1000)
+    row["patch"] = (f"{patched.follows_edited:.3f} ({patched.n_touched} touched: "
+                    f"{patched.follows_edited_touched:.3f})")
+    w, edited = weight_edit(clean, hypothesis, deletion, save=f"{out_dir}/{name}-repaired")
+    after = backdoor_numbers(dataclasses.replace(edited, task=target.task))
+    row.update(edit=f"weights: file:{w.saved}", clean_after=after["clean_accuracy"],
+               trigger_after=after["trigger_success"])
     return row
 
 
@@ -85,8 +129,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     def f(v: Any) -> str:
         return "-" if v is None or v != v else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
-    cols = ["network", "clean_accuracy", "trigger_success", "recovered", "precision", "baseline_precision",
-            "recall", "baseline_recall", "edit"]
+    cols = ["network", "trained_trigger", "clean_accuracy", "trigger_success", "recovered", "precision",
+            "baseline_precision", "recall", "baseline_recall", "patch", "clean_after", "trigger_after"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(f(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
