@@ -78,6 +78,12 @@ class Hypothesis:
     def with_correspondence(self, correspondence: Mapping[str, Location]) -> Hypothesis:
         return Hypothesis(self.program, correspondence)
 
+    @property
+    def has_subspace(self) -> bool:
+        """Whether a location was fitted to the network (a learned DAS subspace): its scores must be
+        out of sample, and the controls refit it on every null."""
+        return any(loc.subspace is not None for loc in self.correspondence.values())
+
     # --- text -----------------------------------------------------------------------------
     def __str__(self) -> str:
         lines = ["program:"]

@@ -247,10 +247,6 @@ def with_das(target: Target, hypothesis: Hypothesis, variable: str, config: DASC
     return hypothesis.with_correspondence(corr), fit
 
 
-def has_subspace(hypothesis: Hypothesis) -> bool:
-    return any(loc.subspace is not None for loc in hypothesis.correspondence.values())
-
-
 def refit(target: Target, hypothesis: Hypothesis) -> Hypothesis:
     """Every learned subspace of ``hypothesis`` refitted on ``target`` by its recorded procedure.
 

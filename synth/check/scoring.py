@@ -205,15 +205,10 @@ def _network_outputs(target: Target, inputs: Sequence[Sequence[Any]], groups: Se
     return [next(taken[len(x)]) if len(x) in taken else next(rest) for x in inputs]
 
 
-def _fitted(hypothesis: Hypothesis) -> bool:
-    """Whether a location of the hypothesis was fitted to the network (a learned DAS subspace)."""
-    return any(loc.subspace is not None for loc in hypothesis.correspondence.values())
-
-
 def _inputs(target: Target, hypothesis: Hypothesis, n: int, seed: int) -> list[list]:
     """The scored inputs: the seeded sample, or, for a fitted hypothesis, held-out inputs only
     (synth.check.split), so its numbers are out of sample."""
-    if _fitted(hypothesis):
+    if hypothesis.has_subspace:
         return split.draw(target.task.sample, n, seed, train=False)
     return target.task.sample(n, seed)
 
@@ -253,7 +248,7 @@ def score(
         raise CheckError(f"the program's output {program.output!r} is a selector; a hypothesis outputs a "
                          "sequence (e.g. aggregate(selector, tokens) or selector_width(selector))")
     claims = claims or resolve_claims(target, hypothesis)
-    heldout = _fitted(hypothesis)
+    heldout = hypothesis.has_subspace
     inputs = _inputs(target, hypothesis, n, seed)
     gen = torch.Generator().manual_seed(seed)
     counter = PassCounter()

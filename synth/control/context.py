@@ -75,10 +75,10 @@ class ControlContext:
         real network would be an unfair null, and a null that cannot be fitted as well as the
         real one is what the gates need to see. The real hypothesis on the real target is kept.
         """
+        if not hypothesis.has_subspace or (target is self.target and hypothesis == self.hypothesis):
+            return hypothesis
         from mechsynth.synth import das
 
-        if not das.has_subspace(hypothesis) or (target is self.target and hypothesis == self.hypothesis):
-            return hypothesis
         key = (id(target), hypothesis)
         if key not in self._refits:
             self.stage._keep.append(target)
