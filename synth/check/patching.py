@@ -31,6 +31,7 @@ its consumer (synth.check.batching builds whole checks this way).
 
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -102,21 +103,16 @@ class Site:
             view.copy_(values.to(act.device, act.dtype))
 
 
-_MATRICES: dict[Subspace, torch.Tensor] = {}
-
-
+@functools.cache
 def subspace_matrix(subspace: Subspace) -> torch.Tensor:
     """A learned subspace's columns as an orthonormal ``[d, k]`` float64 matrix.
 
     The stored numbers keep 6 significant digits, so they are re-orthonormalised (QR, signs
     fixed so each column keeps its stored direction); memoised per subspace.
     """
-    m = _MATRICES.get(subspace)
-    if m is None:
-        raw = torch.tensor(subspace.basis, dtype=torch.float64).T
-        q, r = torch.linalg.qr(raw)
-        m = _MATRICES[subspace] = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, 1.0)
-    return m
+    raw = torch.tensor(subspace.basis, dtype=torch.float64).T
+    q, r = torch.linalg.qr(raw)
+    return q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, 1.0)
 
 
 @dataclass(frozen=True, eq=False)
