@@ -5,14 +5,18 @@ For a pair of available variables ``(k, q)`` the pattern says, for each observed
 the pattern is a function of ``(k, q)`` and the relation is named: a DSL comparison when one
 agrees on every observed pair (:func:`_name_relation`), a shifted comparison, or a fitted
 relabelling of a variable. Trained heads are soft: :func:`explain_head_soft` ranks candidate
-selectors by where the head looks instead. The head's output (``hook_z``) is then matched with
-``aggregate(selector, x)`` for an available ``x``. A matched selector whose head writes no
+selectors by where the head looks instead; a sorting head, which attends to the best-scoring key
+among those a relation selects (the smallest token above the query's), is no single ``select``
+and is matched by ``select_best(select(k, q, pred), score, ARGMIN|ARGMAX)`` when that fits the
+head better than every plain selector (:func:`_add_best_of`). The head's output (``hook_z``) is
+then matched with ``aggregate(selector, x)`` for an available ``x``. A matched selector whose head writes no
 aggregate is offered to the MLP of the same layer as ``selector_width`` (counting).
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator, Sequence
 
@@ -28,6 +32,8 @@ from mechsynth.synth.propose.guided_state import (
     layer_of,
     representatives,
 )
+from mechsynth.dsl.primitives import best_keys
+from mechsynth.dsl.program import Direction, Node
 from mechsynth.dsl.values import SYMBOL_BASE
 from mechsynth.synth.propose.match_stats import (
     argmax_agreement, class_ids, decode_accuracy, explains, linear_r2, selector_agreement,
@@ -243,6 +249,7 @@ def explain_head_soft(
                 candidates.append((pool.items[k].cost + pool.items[q].cost + 2.0, node))
     # Attention spread over every key (a count over the whole input): one canonical selector.
     candidates.append((0.5, Node("select", ("tokens", "tokens", "TRUE"), None)))
+    bases: list[tuple[float, Any, torch.Tensor]] = []  # plain selects a select_best may narrow
     for cost, node in candidates:
         try:
             values = pool.evaluate(node)
@@ -253,9 +260,12 @@ def explain_head_soft(
             cost += 1.0
         if not bool(values.any()):
             continue
+        if node.op == "select" and node.args[2] in BEST_BASE_PREDICATES:
+            bases.append((cost, node, values))
         for ranking, (rows_name, agreement) in zip(rankings, agreements_of(values)):
             ranking.append((agreement, -cost, rows_name, node, values))
     _add_conjunctions(rankings, agreements_of)
+    _add_best_of(rankings, agreements_of, pool, bases, causal)
     nominated: list[tuple[float, str, Any, torch.Tensor]] = []
     ranked = [t for ranking in rankings for t in ranking]
     if ranked:  # the closest selector, kept for the run's partial explanation
@@ -277,6 +287,10 @@ def explain_head_soft(
             if None in parts:
                 continue
             node = Node("selector_and", tuple(parts), None)
+        elif isinstance(node, BestOf):
+            node = _best_of_node(pool, node, causal_node, f"sel{layer}_{head}_")
+            if node is None:
+                continue
         if causal_values is not None and not torch.equal(pool.evaluate(node), values):
             base = try_add(pool, node, prefix=f"sel{layer}_{head}_base", dedupe=False)
             mask_name = try_add(pool, causal_node, prefix="causal", dedupe=False)
@@ -296,7 +310,8 @@ def explain_head_soft(
 
 
 CONJUNCTION_TOP = 6  # the best single selectors per ranking that are paired into conjunctions
-CONJUNCTION_GAIN = 0.05  # how much a conjunction must beat the best single selector by
+# How much a composite selector (a conjunction, a select_best) must beat every simpler one by.
+COMPOSITE_GAIN = 0.05
 
 
 def _add_conjunctions(rankings: Sequence[list], agreements_of: Any) -> None:
@@ -304,7 +319,7 @@ def _add_conjunctions(rankings: Sequence[list], agreements_of: Any) -> None:
 
     A trained head often attends where two relations hold at once (the mirror position AND
     an equal token). Each ranking gets the conjunctions that beat its best single selector by
-    ``CONJUNCTION_GAIN``; entries are ``(agreement, -cost, rows, (node_s, node_t), values)``.
+    ``COMPOSITE_GAIN``; entries are ``(agreement, -cost, rows, (node_s, node_t), values)``.
     """
     singles: list[tuple[float, Any, torch.Tensor]] = []
     for ranking in rankings:
@@ -321,8 +336,80 @@ def _add_conjunctions(rankings: Sequence[list], agreements_of: Any) -> None:
         if not bool(both.any()):
             continue
         for i, (rows_name, agreement) in enumerate(agreements_of(both)):
-            if agreement >= best[i] + CONJUNCTION_GAIN:
+            if agreement >= best[i] + COMPOSITE_GAIN:
                 rankings[i].append((agreement, -(ca + cb + 1.0), rows_name, (a, b), both))
+
+
+# The relations a select_best narrows: an order (the keys above or below the query's value), a
+# difference, or every key. EQ already names one value (its best-of is itself or a tie-break).
+BEST_BASE_PREDICATES = ("LT", "LEQ", "GT", "GEQ", "NEQ", "TRUE")
+
+
+@dataclass(frozen=True)
+class BestOf:
+    """A ranked ``select_best(base, scores, direction)`` not yet in the pool (``causal``: base & causal)."""
+
+    base: Node
+    scores: str
+    direction: Direction
+    causal: bool
+
+
+def _add_best_of(
+    rankings: Sequence[list],
+    agreements_of: Any,
+    pool: Pool,
+    bases: Sequence[tuple[float, Any, torch.Tensor]],
+    causal: bool,
+) -> None:
+    """Rank ``select_best(select(k, q, pred), score, ARGMIN|ARGMAX)`` for each plain base select.
+
+    A sorting head attends, from each query, to the one key whose value is the smallest above
+    the query's (the next output); no predicate of one key and one query names that key, but
+    the best-scoring key among those ``select(k, q, GT)`` selects does. The score is the key
+    variable itself or ``indices`` (the nearest or farthest selected key). Scored by the same
+    agreements as every other selector; an entry joins a ranking only when it beats the best
+    selector already there by ``COMPOSITE_GAIN`` (a plain select that fits as well stays the
+    explanation). Entries are ``(agreement, -cost, rows, BestOf, values)``.
+    """
+    best = [max((t[0] for t in ranking), default=0.0) for ranking in rankings]
+    cost_of = 3.0  # select_best's own cost (the registered primitive's)
+    seen: set[tuple] = set()
+    for base_cost, node, values in bases:
+        k = node.args[0]
+        for scores in dict.fromkeys((k, "indices")):
+            if scores not in pool.items:
+                continue
+            score_values = pool.values[scores]
+            for direction in Direction:
+                chosen = best_keys(values, score_values, direction)
+                if torch.equal(chosen, values):
+                    continue  # narrows nothing: the base itself is ranked already
+                key = (pool.key(chosen),)
+                if key in seen:
+                    continue
+                seen.add(key)
+                entry = BestOf(node, scores, direction, causal)
+                cost = base_cost + cost_of + pool.items[scores].cost
+                for i, (rows_name, agreement) in enumerate(agreements_of(chosen)):
+                    if agreement >= best[i] + COMPOSITE_GAIN:
+                        rankings[i].append((agreement, -cost, rows_name, entry, chosen))
+
+
+def _best_of_node(pool: Pool, best: BestOf, causal_node: Node, prefix: str) -> Node | None:
+    """Pool the base selector of a ranked ``BestOf`` (restricted to past keys when causal)."""
+    base = try_add(pool, best.base, prefix=f"{prefix}base", dedupe=False)
+    if base is None:
+        return None
+    if best.causal:
+        mask_name = try_add(pool, causal_node, prefix="causal", dedupe=False)
+        if mask_name is None:
+            return None
+        base = try_add(pool, Node("selector_and", (base, mask_name), None), prefix=f"{prefix}past",
+                       dedupe=False)
+        if base is None:
+            return None
+    return Node("select_best", (base, best.scores, best.direction), None)
 
 
 def _head_aggregates(

@@ -1,0 +1,122 @@
+"""Sorting heads: the head explainer proposes select_best when no plain selector fits the head."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from mechsynth import dsl
+from mechsynth.dsl.primitives import best_keys
+from mechsynth.dsl.program import Direction, Node
+from mechsynth.synth.propose.enumerate import Pool
+from mechsynth.synth.propose.explain_heads import (
+    COMPOSITE_GAIN, BestOf, _add_best_of, _best_of_node,
+)
+from mechsynth.synth.propose.match_stats import argmax_agreement, selector_agreement
+
+GREATER = Node("select", ("tokens", "tokens", "GT"), None)
+SMALLER = Node("select", ("tokens", "tokens", "LT"), None)
+EVERY = Node("select", ("tokens", "tokens", "TRUE"), None)
+
+
+def _pool() -> Pool:
+    inputs = [list(x) for x in itertools.product((0, 1, 2, 3), repeat=4)]
+    return Pool(dsl.encode(inputs))
+
+
+def _rankings(pool: Pool, pattern: torch.Tensor, bos: torch.Tensor):
+    mask = pool.batch.mask
+
+    def agreements_of(values):
+        return [("all", argmax_agreement(values, pattern, bos, mask))]
+
+    ranking, bases = [], []
+    for node in (GREATER, SMALLER, EVERY):
+        values = pool.evaluate(node)
+        ranking.append((agreements_of(values)[0][1], -2.0, "all", node, values))
+        bases.append((2.0, node, values))
+    return (ranking,), agreements_of, bases
+
+
+def _soft(sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A soft head: 0.8 spread over the selected keys, 0.2 over every key; on BOS where none is selected."""
+    t = sel.shape[-1]
+    width = sel.double().sum(-1, keepdim=True)
+    some = width > 0
+    spread = 0.8 * sel.double() / width.clamp(min=1) + 0.2 / t
+    pattern = torch.where(some, spread, torch.full_like(width, 0.02))
+    return pattern, (~some[..., 0]).double() * 0.9
+
+
+def test_a_head_on_the_next_larger_token_is_matched_by_select_best():
+    pool = _pool()
+    greater = pool.evaluate(GREATER)
+    want = best_keys(greater, pool.values["tokens"], Direction.ARGMIN)
+    pattern, bos = _soft(want)
+    rankings, agreements_of, bases = _rankings(pool, pattern, bos)
+    best_plain = max(t[0] for t in rankings[0])
+    assert best_plain < 0.9  # no plain select names the next larger token
+    _add_best_of(rankings, agreements_of, pool, bases, causal=False)
+    agreement, _, _, entry, values = max(rankings[0], key=lambda t: (t[0], t[1]))
+    assert isinstance(entry, BestOf)
+    assert (entry.base, entry.scores, entry.direction) == (GREATER, "tokens", Direction.ARGMIN)
+    # The statistic charges every row for the share of keys it selects, so the exact selector's
+    # agreement is below 1; the proposal reaches it.
+    assert agreement == pytest.approx(agreements_of(want)[0][1])
+    assert agreement >= best_plain + COMPOSITE_GAIN
+    assert bool((values == want).all())
+    # Pooled, it is a DSL selector with exactly these values.
+    node = _best_of_node(pool, entry, Node("select", ("indices", "indices", "LEQ"), None), "sel1_0_")
+    assert node is not None and node.op == "select_best"
+    assert bool((pool.evaluate(node) == want).all())
+
+
+def test_a_head_a_plain_select_explains_gets_no_select_best():
+    pool = _pool()
+    # Spread evenly over the larger tokens: select(tokens, tokens, GT) itself.
+    greater = pool.evaluate(GREATER)
+    pattern = greater.double() / greater.double().sum(-1, keepdim=True).clamp(min=1)
+    bos = (~greater.any(-1)).double()
+    mask = pool.batch.mask
+
+    def agreements_of(values):
+        return [("all", selector_agreement(values, pattern, bos, mask))]
+
+    ranking = [(agreements_of(pool.evaluate(n))[0][1], -2.0, "all", n, pool.evaluate(n))
+               for n in (GREATER, SMALLER, EVERY)]
+    rankings = (ranking,)
+    _add_best_of(rankings, agreements_of, pool, [(2.0, n, pool.evaluate(n)) for n in (GREATER, EVERY)],
+                 causal=False)
+    assert all(not isinstance(t[3], BestOf) for t in rankings[0])
+
+
+def test_a_causal_head_narrows_its_past_keys_before_choosing_the_best():
+    pool = _pool()
+    past = pool.evaluate(Node("select", ("indices", "indices", "LEQ"), None))
+    entry = BestOf(EVERY, "tokens", Direction.ARGMAX, causal=True)
+    node = _best_of_node(pool, entry, Node("select", ("indices", "indices", "LEQ"), None), "sel0_0_")
+    got = pool.evaluate(node)
+    want = best_keys(pool.evaluate(EVERY) & past, pool.values["tokens"], Direction.ARGMAX)
+    assert bool((got == want).all())
+    # The running maximum of the prefix, not the maximum of the whole input.
+    prog = dsl.parse("s = select(tokens, tokens, TRUE)\npast = select(indices, indices, LEQ)\n"
+                     "both = selector_and(s, past)\nb = select_best(both, tokens, ARGMAX)\n"
+                     "out = aggregate(b, tokens)\n")
+    assert dsl.evaluate(prog, [[1, 0, 3, 2]]) == [[1, 1, 3, 3]]
+
+
+@pytest.mark.slow
+def test_trained_sort_after_sep_is_explained_by_a_sorting_head(tmp_path):
+    """The whole run on the trained network: model-guided proposes a select_best head and it is accepted."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "mechsynth.synth.cli", "run", "trained:sort_after_sep", "--no-llm",
+         "--proposers", "model-guided", "--budget-seconds", "150", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "1 accepted" in out.stdout and "select_best(" in out.stdout
