@@ -179,6 +179,11 @@ def explain_head(
     return info
 
 
+def _tag(head: int | None) -> str:
+    """How a head is named in pooled variable names (``all``: the layer's heads together)."""
+    return "all" if head is None else str(head)
+
+
 def read_mask(pool: Pool, obs: Observations) -> torch.Tensor:
     """[batch, pos] True at the positions the task reads (where the network's output is observed)."""
     from mechsynth.synth.propose.enumerate import encode_outputs
@@ -191,7 +196,7 @@ def explain_head_soft(
     state: GuidedState,
     obs: Observations,
     layer: int,
-    head: int,
+    head: int | None,
     z: torch.Tensor,
     pattern: torch.Tensor,
     bos: torch.Tensor,
@@ -265,7 +270,7 @@ def explain_head_soft(
         for ranking, (rows_name, agreement) in zip(rankings, agreements_of(values)):
             ranking.append((agreement, -cost, rows_name, node, values))
     _add_conjunctions(rankings, agreements_of)
-    _add_best_of(rankings, agreements_of, pool, bases, causal)
+    _add_best_of(rankings, agreements_of, pool, bases, causal_values)
     nominated: list[tuple[float, str, Any, torch.Tensor]] = []
     ranked = [t for ranking in rankings for t in ranking]
     if ranked:  # the closest selector, kept for the run's partial explanation
@@ -283,21 +288,22 @@ def explain_head_soft(
             nominated.append((agreement, rows_name, node, values))
     for agreement, rows_name, node, values in sorted(nominated, key=lambda n: -n[0]):
         if isinstance(node, tuple):  # a conjunction of two selectors over different variables
-            parts = [try_add(pool, part, prefix=f"sel{layer}_{head}_part", dedupe=False) for part in node]
+            prefix = f"sel{layer}_{_tag(head)}_part"
+            parts = [try_add(pool, part, prefix=prefix, dedupe=False) for part in node]
             if None in parts:
                 continue
             node = Node("selector_and", tuple(parts), None)
         elif isinstance(node, BestOf):
-            node = _best_of_node(pool, node, causal_node, f"sel{layer}_{head}_")
+            node = _best_of_node(pool, node, causal_node, f"sel{layer}_{_tag(head)}_")
             if node is None:
                 continue
         if causal_values is not None and not torch.equal(pool.evaluate(node), values):
-            base = try_add(pool, node, prefix=f"sel{layer}_{head}_base", dedupe=False)
+            base = try_add(pool, node, prefix=f"sel{layer}_{_tag(head)}_base", dedupe=False)
             mask_name = try_add(pool, causal_node, prefix="causal", dedupe=False)
             if base is None or mask_name is None:
                 continue
             node = Node("selector_and", (base, mask_name), None)
-        sel = pool.add(node, prefix=f"sel{layer}_{head}_", values=values, dedupe=False)
+        sel = pool.add(node, prefix=f"sel{layer}_{_tag(head)}_", values=values, dedupe=False)
         if sel is None:
             continue
         info["selectors"].append(sel)
@@ -306,6 +312,51 @@ def explain_head_soft(
         rows = mask if rows_name == "all" else read
         for name in _head_aggregates(pool, state, layer, head, z, avail, th, sel, rows):
             info["aggregates"].append(name)
+    return info
+
+
+# A layer's joint claim is ordered after its single heads' (attention L, MLP L + 0.5), so the
+# output step tries the whole layer first when it explains the layer better than any head.
+JOINT_ORDER = 0.25
+
+
+def explain_layer_soft(
+    pool: Pool,
+    state: GuidedState,
+    obs: Observations,
+    layer: int,
+    patterns: torch.Tensor,
+    bos: torch.Tensor,
+    avail: list[str],
+    th: MatchThresholds,
+) -> dict[str, Any] | None:
+    """The heads of one layer together: one selection split between them (a sorting layer).
+
+    A trained layer may share one job among its heads: each attends to the next output's key
+    for part of the value range and rests on BOS elsewhere (trained:sort_after_sep's three
+    layer-1 heads). No head alone is the selector, and a claim at one head fails interchange
+    (the other heads still carry the base input's value). The layer's mean pattern is matched
+    like one head's (:func:`explain_head_soft`) and its aggregate claimed at the whole
+    ``hook_z``. Kept only when it beats every single head's agreement by ``COMPOSITE_GAIN`` and
+    the heads' outputs together decode its aggregate; otherwise nothing it located is kept.
+    ``patterns`` is ``[N, H, T, T]``, ``bos`` ``[N, H, T]``.
+    """
+    if patterns.shape[1] < 2:
+        return None
+    single = max((info.get("agreement", 0.0) for (lay, _), info in state.heads.items() if lay == layer),
+                 default=0.0)
+    z = obs.flat(act_name("z", layer))
+    before = set(state.located)
+    info = explain_head_soft(pool, state, obs, layer, None, z, patterns.mean(1), bos.mean(1), avail, th)
+    new = [n for n in state.located if n not in before]
+    if not info["aggregates"] or info["agreement"] < single + COMPOSITE_GAIN:
+        for name in new:
+            del state.located[name]
+        return None
+    for name in info["aggregates"]:
+        loc = state.located[name]
+        state.located[name] = Located(name, loc.location, layer + JOINT_ORDER, loc.score)
+    info["single_agreement"] = single
     return info
 
 
@@ -360,22 +411,37 @@ def _add_best_of(
     agreements_of: Any,
     pool: Pool,
     bases: Sequence[tuple[float, Any, torch.Tensor]],
-    causal: bool,
+    causal_values: torch.Tensor | None,
 ) -> None:
     """Rank ``select_best(select(k, q, pred), score, ARGMIN|ARGMAX)`` for each plain base select.
 
     A sorting head attends, from each query, to the one key whose value is the smallest above
     the query's (the next output); no predicate of one key and one query names that key, but
     the best-scoring key among those ``select(k, q, GT)`` selects does. The score is the key
-    variable itself or ``indices`` (the nearest or farthest selected key). Scored by the same
-    agreements as every other selector; an entry joins a ranking only when it beats the best
-    selector already there by ``COMPOSITE_GAIN`` (a plain select that fits as well stays the
-    explanation). Entries are ``(agreement, -cost, rows, BestOf, values)``.
+    variable itself or ``indices`` (the nearest or farthest selected key). An order base whose
+    query takes symbol values (a separator) is also tried with the query relabelled so that
+    each symbol lies beyond every key (:func:`_symbols_beyond`): from the separator, the first
+    output is the smallest key of all. Scored by the same agreements as every other selector;
+    an entry joins a ranking only when it beats the best selector already there by
+    ``COMPOSITE_GAIN`` (a plain select that fits as well stays the explanation). Entries are
+    ``(agreement, -cost, rows, BestOf, values)``.
     """
     best = [max((t[0] for t in ranking), default=0.0) for ranking in rankings]
     cost_of = 3.0  # select_best's own cost (the registered primitive's)
-    seen: set[tuple] = set()
-    for base_cost, node, values in bases:
+    causal = causal_values is not None
+    seen: set[str] = set()
+    todo = list(bases)
+    for base_cost, node, _ in bases:
+        k, q, pred = node.args
+        relabelled = _symbols_beyond(pool, k, q, pred)
+        if relabelled is None:
+            continue
+        new = Node("select", (k, relabelled, pred), None)
+        values = pool.evaluate(new)
+        if causal_values is not None:
+            values = values & causal_values
+        todo.append((base_cost + pool.items[relabelled].cost - pool.items[q].cost, new, values))
+    for base_cost, node, values in todo:
         k = node.args[0]
         for scores in dict.fromkeys((k, "indices")):
             if scores not in pool.items:
@@ -385,7 +451,7 @@ def _add_best_of(
                 chosen = best_keys(values, score_values, direction)
                 if torch.equal(chosen, values):
                     continue  # narrows nothing: the base itself is ranked already
-                key = (pool.key(chosen),)
+                key = pool.key(chosen)
                 if key in seen:
                     continue
                 seen.add(key)
@@ -394,6 +460,39 @@ def _add_best_of(
                 for i, (rows_name, agreement) in enumerate(agreements_of(chosen)):
                     if agreement >= best[i] + COMPOSITE_GAIN:
                         rankings[i].append((agreement, -cost, rows_name, entry, chosen))
+
+
+ORDERS = {"GT": "below", "GEQ": "below", "LT": "above", "LEQ": "above"}
+
+
+def _symbols_beyond(pool: Pool, k: str, q: str, pred: str) -> str | None:
+    """``q`` relabelled so that its symbol values lie below (GT, GEQ) or above (LT, LEQ) every ``k``.
+
+    Codes order every symbol after every number, so from a separator query ``select(tokens,
+    tokens, GT)`` selects no number. The head decides what the separator means: this is the
+    relabelling under which the separator is the start of the order (``map(table({...,
+    'SEP': -1}), tokens)``), pooled once per (k, q, side); None when ``q`` has no symbol or
+    number values, or the map cannot be fitted.
+    """
+    side = ORDERS.get(pred) if isinstance(pred, str) else None
+    if side is None:
+        return None
+    memo_key = ("symbols_beyond", k, q, side)
+    if memo_key in pool.fn_memo:
+        return pool.fn_memo[memo_key][0]
+    mask = pool.batch.mask
+    qv, kv = pool.values[q], pool.values[k][mask]
+    numbers = kv[~torch.isnan(kv) & (kv < SYMBOL_BASE)]
+    symbols = ~torch.isnan(qv) & (qv >= SYMBOL_BASE) & mask
+    name = None
+    if numbers.numel() and bool(symbols.any()) and pool.items[q].dtype == "value":
+        bound = float(numbers.min()) - 1.0 if side == "below" else float(numbers.max()) + 1.0
+        target = torch.where(symbols, bound, qv)
+        node = fit_map(pool, [q], target, where=mask)
+        if node is not None:
+            name = try_add(pool, node, prefix=f"{q}_{side}", dedupe=False)
+    pool.fn_memo[memo_key] = [name]
+    return name
 
 
 def _best_of_node(pool: Pool, best: BestOf, causal_node: Node, prefix: str) -> Node | None:
@@ -416,7 +515,7 @@ def _head_aggregates(
     pool: Pool,
     state: GuidedState,
     layer: int,
-    head: int,
+    head: int | None,
     z: torch.Tensor,
     avail: list[str],
     th: MatchThresholds,
@@ -454,7 +553,7 @@ def _head_aggregates(
     best.sort(key=lambda t: -t[0])
     names = []
     for acc, node, vals in best[:2]:
-        name = pool.add(node, prefix=f"attn{layer}_{head}_", values=vals, dedupe=False)
+        name = pool.add(node, prefix=f"attn{layer}_{_tag(head)}_", values=vals, dedupe=False)
         if name is None:
             continue
         state.located[name] = Located(name, here, float(layer), acc)

@@ -58,7 +58,7 @@ def test_a_head_on_the_next_larger_token_is_matched_by_select_best():
     rankings, agreements_of, bases = _rankings(pool, pattern, bos)
     best_plain = max(t[0] for t in rankings[0])
     assert best_plain < 0.9  # no plain select names the next larger token
-    _add_best_of(rankings, agreements_of, pool, bases, causal=False)
+    _add_best_of(rankings, agreements_of, pool, bases, None)
     agreement, _, _, entry, values = max(rankings[0], key=lambda t: (t[0], t[1]))
     assert isinstance(entry, BestOf)
     assert (entry.base, entry.scores, entry.direction) == (GREATER, "tokens", Direction.ARGMIN)
@@ -88,7 +88,7 @@ def test_a_head_a_plain_select_explains_gets_no_select_best():
                for n in (GREATER, SMALLER, EVERY)]
     rankings = (ranking,)
     _add_best_of(rankings, agreements_of, pool, [(2.0, n, pool.evaluate(n)) for n in (GREATER, EVERY)],
-                 causal=False)
+                 None)
     assert all(not isinstance(t[3], BestOf) for t in rankings[0])
 
 
@@ -120,3 +120,22 @@ def test_trained_sort_after_sep_is_explained_by_a_sorting_head(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "1 accepted" in out.stdout and "select_best(" in out.stdout
+
+
+def test_a_separator_query_is_relabelled_to_the_start_of_the_order():
+    from mechsynth.synth.propose.explain_heads import _symbols_beyond
+
+    inputs = [[a, b, "SEP", min(a, b)] for a in range(4) for b in range(4) if a != b]
+    pool = Pool(dsl.encode(inputs))
+    name = _symbols_beyond(pool, "tokens", "tokens", "GT")
+    assert name is not None and _symbols_beyond(pool, "tokens", "tokens", "GT") == name  # pooled once
+    assert _symbols_beyond(pool, "tokens", "tokens", "EQ") is None  # only orders have a start
+    node = Node("select", ("tokens", name, "GT"), None)
+    chosen = best_keys(pool.evaluate(node), pool.values["tokens"], Direction.ARGMIN)
+    # From SEP the smallest body token is chosen (and its copy, a tie, at the first output);
+    # from the first output, the next one.
+    for i, x in enumerate(inputs):
+        row_sep = chosen[i, 2].nonzero().reshape(-1).tolist()
+        assert row_sep == [x.index(min(x[0], x[1])), 3]
+        row_next = chosen[i, 3].nonzero().reshape(-1).tolist()
+        assert [x[k] for k in row_next] == [max(x[0], x[1])]
