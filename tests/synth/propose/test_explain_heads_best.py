@@ -12,7 +12,7 @@ from mechsynth.dsl.primitives import best_keys
 from mechsynth.dsl.program import Direction, Node
 from mechsynth.synth.propose.enumerate import Pool
 from mechsynth.synth.propose.explain_heads import (
-    COMPOSITE_GAIN, BestOf, _add_best_of, _best_of_node,
+    COMPOSITE_GAIN, BestOf, _add_best_of, _best_of_node, explain_head_soft,
 )
 from mechsynth.synth.propose.match_stats import argmax_agreement, selector_agreement
 
@@ -139,3 +139,69 @@ def test_a_separator_query_is_relabelled_to_the_start_of_the_order():
         assert row_sep == [x.index(min(x[0], x[1])), 3]
         row_next = chosen[i, 3].nonzero().reshape(-1).tolist()
         assert [x[k] for k in row_next] == [max(x[0], x[1])]
+
+
+def _split_sorting_layer(split: bool):
+    """A bidirectional 2-head layer attending to the next larger token; ``split``: head 0 for
+    next values below 5, head 1 for the rest (each rests on BOS otherwise), else both do all."""
+    from mechsynth.synth.observe import LengthGroup, Observations
+
+    inputs = [list(p) for p in itertools.permutations(range(9), 4)][::7]
+    n, t, d = len(inputs), 4, 9
+    pattern = torch.zeros(n, 2, t, t, dtype=torch.float64)
+    bos = torch.zeros(n, 2, t, dtype=torch.float64)
+    z = torch.zeros(n, t, 2, d)
+    outputs = []
+    for i, x in enumerate(inputs):
+        row = []
+        for q in range(t):
+            above = [v for v in x if v > x[q]]
+            nxt = min(above) if above else None
+            row.append(nxt)
+            for h in range(2):
+                mine = nxt is not None and (not split or (nxt < 5) == (h == 0))
+                if mine:
+                    pattern[i, h, q] = 0.1 / t
+                    pattern[i, h, q, x.index(nxt)] += 0.85
+                    bos[i, h, q] = 0.05
+                    z[i, q, h, nxt] = 1.0
+                else:
+                    pattern[i, h, q] = 0.05 / t
+                    bos[i, h, q] = 0.95
+        outputs.append(tuple(row))
+    group = LengthGroup(t, tuple(map(tuple, inputs)), tuple(outputs), {"blocks.0.attn.hook_z": z},
+                        (pattern.float(),), (bos.float(),))
+    obs = Observations("synthetic", (group,), 1, 2, 12, "all", "categorical")
+    return inputs, obs, pattern, bos
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_heads_splitting_one_selection_are_explained_together(split):
+    from mechsynth.dsl.location import Location
+    from mechsynth.synth.propose.explain_heads import explain_layer_soft
+    from mechsynth.synth.propose.guided_state import GuidedState, MatchThresholds
+
+    inputs, obs, pattern, bos = _split_sorting_layer(split)
+    pool = Pool(dsl.encode(inputs))
+    th = MatchThresholds.soft()
+    state = GuidedState(pool, thresholds=th)
+    avail = ["tokens", "indices"]
+    for h in range(2):
+        state.heads[(0, h)] = explain_head_soft(pool, state, obs, 0, h, obs.flat("blocks.0.attn.hook_z", h),
+                                                pattern[:, h], bos[:, h], avail, th)
+    located_before = dict(state.located)
+    joint = explain_layer_soft(pool, state, obs, 0, pattern, bos, avail, th)
+    singles = [state.heads[(0, h)]["agreement"] for h in range(2)]
+    if not split:  # each head is the whole selector already: nothing joint is kept
+        assert joint is None and state.located == located_before
+        return
+    assert joint is not None and joint["agreement"] >= max(singles) + COMPOSITE_GAIN
+    name = joint["aggregates"][0]
+    assert state.located[name].location == Location("blocks.0.attn.hook_z")
+    through = pool.items[name].node.args[0]  # the aggregate's selector
+    assert pool.items[through].node.op == "select_best"
+    singles_ops = {pool.items[s].node.op for h in range(2) for s in state.heads[(0, h)]["selectors"]}
+    assert "select_best" not in singles_ops  # no single head is the sorting selector
+    want = [list(row) for row in obs.groups[0].outputs]
+    got = dsl.decode(pool.values[name], "value", pool.batch)
+    assert all(g == w for gr, wr in zip(got, want) for g, w in zip(gr, wr) if w is not None)
