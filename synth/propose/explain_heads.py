@@ -343,6 +343,7 @@ def explain_layer_soft(
     """
     if patterns.shape[1] < 2:
         return None
+    # The single heads' explanations: the agreement of the selector each head was explained by.
     single = max((info.get("agreement", 0.0) for (lay, _), info in state.heads.items() if lay == layer),
                  default=0.0)
     z = obs.flat(act_name("z", layer))

@@ -149,3 +149,19 @@ def test_reference_documents_select_best():
     text = dsl.reference()
     assert "select_best(selector: selector, scores: sop, direction: direction)" in text
     assert "ARGMIN or ARGMAX" in text
+
+
+SORT_WITH_DUPLICATES = """\
+at_most = select(tokens, tokens, LEQ)
+rank = selector_width(at_most)
+covers = select(rank, indices, GT)
+smallest = select_best(covers, tokens, ARGMIN)
+sorted_tokens = aggregate(smallest, tokens)
+"""
+
+
+@FAST
+@given(st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=7), min_size=1, max_size=6))
+def test_select_best_sorts_with_duplicates(inputs):
+    # Output i is the smallest token whose count of tokens at most it exceeds i: the i-th smallest.
+    assert dsl.evaluate(dsl.parse(SORT_WITH_DUPLICATES), inputs) == [sorted(x) for x in inputs]
