@@ -95,8 +95,9 @@ def test_the_comparison_can_fail():
     changed = dict(recorded, loss_recovered=recorded["loss_recovered"] - 1e-4)
     with pytest.raises(AssertionError):
         assert_close(changed, recorded)
-    flipped = dict(recorded, per_input=dict(recorded["per_input"], changed=[not recorded["per_input"]["changed"][0]]
-                                            + recorded["per_input"]["changed"][1:]))
+    changed_rows = recorded["per_input"]["changed"]
+    flipped_rows = [not changed_rows[0]] + changed_rows[1:]
+    flipped = dict(recorded, per_input=dict(recorded["per_input"], changed=flipped_rows))
     with pytest.raises(AssertionError):
         assert_close(flipped, recorded)
 
