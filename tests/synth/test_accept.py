@@ -61,3 +61,28 @@ def test_statuses():
 def test_bad_thresholds_are_one_line_errors():
     with pytest.raises(ControlError, match="alpha"):
         Thresholds(alpha=1.5)
+
+
+UNDEFINED_LR = {
+    "behaviour": 1.0, "loss_recovered": math.nan, "iia": 0.95,
+    "loss_recovered_undefined": "resampling the whole input even across lengths changes nothing",
+}
+
+
+def test_an_undefined_loss_recovered_with_a_reason_is_decided_on_behaviour_and_iia() -> None:
+    from mechsynth.synth.accept import undefined_note
+
+    th = Thresholds()
+    assert th.failures(UNDEFINED_LR) == []
+    assert statistic(UNDEFINED_LR, th.statistic) == 0.95 and strength(UNDEFINED_LR) == 0.95
+    note = undefined_note(UNDEFINED_LR)
+    assert note.startswith("loss recovered undefined: resampling") and "behaviour and interchange" in note
+    # Behaviour and IIA still decide: a null that matches neither fails without the loss.
+    assert th.failures({**UNDEFINED_LR, "iia": 0.3}) == ["iia 0.300 < 0.8"]
+    assert th.failures({**UNDEFINED_LR, "behaviour": 0.5})[0].startswith("behaviour")
+
+
+def test_a_bare_nan_loss_recovered_still_fails() -> None:
+    scores = {k: v for k, v in UNDEFINED_LR.items() if k != "loss_recovered_undefined"}
+    assert Thresholds().failures(scores) == ["loss_recovered nan < 0.8"]
+    assert math.isnan(statistic(scores, Thresholds().statistic))
