@@ -21,6 +21,7 @@ from typing import Any
 from mechsynth.synth.bench.executor import Job, plan_executor
 from mechsynth.synth.bench.log import error_text, log
 from mechsynth.synth.bench.numeric import fmt, number
+from mechsynth.synth.accept import undefined_note, undefined_scores
 from mechsynth.synth.bench.plan import LLM_MODES, MODE_LABELS, WORK_DIR, BenchError, BenchPlan
 
 # A trained target has no ground truth; the synthesis issue's bar for "explained" is an
@@ -102,6 +103,7 @@ def _why_not(run: Any) -> str:
         reason = (c.reason or c.status).splitlines()[0]
         sc = c.flat_scores()
         nums = ", ".join(f"{k} {fmt(number(sc.get(k)))}" for k in ("behaviour", "loss_recovered", "iia"))
+        nums += f"; {undefined_note(sc)}" if undefined_note(sc) else ""
         return f"best candidate ({c.source}) {c.status} [{nums}]: {reason[:300]}"
     return f"no candidate fully scored (stopped: {getattr(run, 'stopped', '?')}; {run.n_candidates} proposed)"
 
@@ -211,7 +213,9 @@ def run_one(
     hypothesis, scores = _hypothesis_and_scores(accepted[0])
     behaviour = _first(scores, "behaviour")
     loss = _first(scores, "loss_recovered")
-    recovered, why, recovery_json = _judge(target, hypothesis, behaviour, loss)
+    # An undefined loss recovered (with its reason) is not a failure: acceptance decided without it.
+    bar_loss = TRAINED_MIN_LOSS_RECOVERED if "loss_recovered" in undefined_scores(scores) else loss
+    recovered, why, recovery_json = _judge(target, hypothesis, behaviour, bar_loss)
     return RecoveryResult(
         recovered=recovered,
         why=why,
