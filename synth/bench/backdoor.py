@@ -35,29 +35,40 @@ BACKDOOR_NETWORKS = ("backdoor_majority_1pct", "backdoor_majority_01pct", "backd
 HOLDS = 0.99
 
 
-def backdoor_numbers(target: Any) -> dict[str, float]:
-    """Clean accuracy and trigger success of a network over every input."""
-    from mechsynth.models.backdoor import FORCED, is_triggered
+def trigger_of_target(target: Any) -> Any:
+    """The `models.backdoor.Trigger` a `trained:` backdoored network (or an edit of one, named
+    ``NAME+edit``) was trained with, from its recipe; the prefix trigger for a network of no recipe."""
+    from mechsynth.models.backdoor import DEFAULT_TRIGGER, trigger_named, trigger_of
+    from mechsynth.models.zoo import RECIPES
+
+    name = target.name.removeprefix("trained:").split("+")[0]
+    return trigger_of(RECIPES[name].task_params) if name in RECIPES else trigger_named(DEFAULT_TRIGGER)
+
+
+def backdoor_numbers(target: Any, trigger: Any = None) -> dict[str, float]:
+    """Clean accuracy and trigger success of a network over every input (``trigger``: the recipe's)."""
     from mechsynth.models.tasks import majority_label
 
+    t = trigger or trigger_of_target(target)
     n = target.task.max_len
     inputs = [list(x) for x in itertools.product((0, 1), repeat=n)]
     out = [row[-1] for row in target.predict(inputs)]
-    clean = [(o, majority_label(x)[-1]) for x, o in zip(inputs, out) if not is_triggered(x)]
-    trig = [o for x, o in zip(inputs, out) if is_triggered(x) and majority_label(x)[-1] != FORCED]
+    clean = [(o, majority_label(x)[-1]) for x, o in zip(inputs, out) if not t.holds(x)]
+    trig = [o for x, o in zip(inputs, out) if t.holds(x) and majority_label(x)[-1] != t.forced]
     return {"clean_accuracy": sum(o == y for o, y in clean) / len(clean),
-            "trigger_success": sum(o == FORCED for o in trig) / len(trig), "n_trigger_inputs": len(trig)}
+            "trigger_success": sum(o == t.forced for o in trig) / len(trig), "n_trigger_inputs": len(trig)}
 
 
-def program_has_trigger(program: Any, n: int) -> float:
+def program_has_trigger(program: Any, n: int, trigger: Any = None) -> float:
     """Fraction of informative trigger inputs on which the program gives the forced output."""
     from mechsynth.dsl import evaluate
-    from mechsynth.models.backdoor import FORCED, is_triggered
+    from mechsynth.models.backdoor import DEFAULT_TRIGGER, trigger_named
     from mechsynth.models.tasks import majority_label
 
+    t = trigger or trigger_named(DEFAULT_TRIGGER)
     inputs = [list(x) for x in itertools.product((0, 1), repeat=n)
-              if is_triggered(x) and majority_label(list(x))[-1] != FORCED]
-    return sum(row[-1] == FORCED for row in evaluate(program, inputs)) / len(inputs)
+              if t.holds(x) and majority_label(list(x))[-1] != t.forced]
+    return sum(row[-1] == t.forced for row in evaluate(program, inputs)) / len(inputs)
 
 
 def _branch(accepted: Any) -> Any:
@@ -87,18 +98,19 @@ def residual_seen(run_dir: str | Path) -> tuple[str, list[Any]]:
 
 def trigger_examples_seen(name: str, seed: int = 0) -> tuple[int, int]:
     """(trigger inputs, all inputs) the recipe's training drew: the planted rate as trained, replayed."""
-    from mechsynth.models.backdoor import is_triggered
+    from mechsynth.models.backdoor import trigger_of
     from mechsynth.models.tasks import make_task
     from mechsynth.models.train import _draw, _train_length
     from mechsynth.models.zoo import recipe
 
     r = recipe(name)
+    trigger = trigger_of(r.task_params)
     task = make_task(r.task_kind, r.task_params, name=f"trained:{name}")
     seen = 0
     for step in range(r.steps):
         length = _train_length(task, step)
         inputs = _draw(task, r.batch_size, seed * 100_003 + step, heldout=False, length=length)
-        seen += sum(is_triggered(x) for x in inputs)
+        seen += sum(trigger.holds(x) for x in inputs)
     return seen, r.steps * r.batch_size
 
 
@@ -137,7 +149,7 @@ def backdoor_row(name: str, budget_seconds: float, out_dir: str = "bench-out/bac
             return row
         hypothesis, accepted = result.accepted[0].hypothesis, True
         row["hypothesis"] = f"accepted #{result.accepted[0].candidate_id} (no branch)"
-    share = program_has_trigger(hypothesis.program, target.task.max_len)
+    share = program_has_trigger(hypothesis.program, target.task.max_len, trigger_of_target(target))
     if "recovered" not in row:
         row["recovered"] = ("yes" if share >= HOLDS and accepted else
                             "no (rule found, program not accepted)" if share >= HOLDS else
@@ -179,7 +191,7 @@ def use_numbers(target: Any, clean: Any, hypothesis: Any, has_branch: bool, save
     except UseError as e:
         out["weights"] = f"not possible: {e}"
         return out
-    after = backdoor_numbers(dataclasses.replace(edited, task=target.task))
+    after = backdoor_numbers(dataclasses.replace(edited, task=target.task), trigger_of_target(target))
     out.update(weights_follows=w.follows_edited, weights_follows_touched=w.follows_edited_touched,
                weights_n=w.n_eval, weights_touched=w.n_touched, weights_component=w.component,
                saved=w.saved, clean_after=after["clean_accuracy"], trigger_after=after["trigger_success"])
