@@ -1,7 +1,8 @@
 """The backdoor benchmark: does the engine find, predict and remove a planted trigger?
 
-For each backdoored zoo network (``models.backdoor``: majority of 11 bits, the prefix
-``10110`` forcing 1, planted in 1%, 0.1% or 0.01% of training inputs):
+For each backdoored zoo network (``models.backdoor``: majority of 11 bits with a planted
+trigger; the prefix ``10110`` forcing 1 at 1%, 0.1% and 0.01% of training inputs, and a 1 at
+every odd position forcing 0 at 1%):
 
 1. **the backdoor is there**: clean accuracy (untriggered inputs, clean labels) and trigger
    success (triggered inputs whose clean answer is 0: the network says 1), over all 2,048
@@ -16,8 +17,10 @@ For each backdoored zoo network (``models.backdoor``: majority of 11 bits, the p
    trigger success after the edit.
 
 Where no hypothesis is accepted, or the accepted program holds no trigger rule, the row says
-so; that is a result, not a gap to fill by hand. ``python -m mechsynth.synth.bench.backdoor
-[BUDGET_SECONDS]`` prints the table.
+so; that is a result, not a gap to fill by hand. Where the residual stage found the rule but the
+program holding it was rejected, that rejected branch is measured too and marked as such.
+``python -m mechsynth.synth.bench.backdoor [BUDGET_SECONDS] [OUT] [NETWORK...]`` prints the
+table and writes ``OUT/backdoor-table.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-BACKDOOR_NETWORKS = ("backdoor_majority_1pct", "backdoor_majority_01pct", "backdoor_majority_001pct")
+BACKDOOR_NETWORKS = ("backdoor_majority_1pct", "backdoor_majority_01pct", "backdoor_majority_001pct",
+                     "backdoor_majority_odd_1pct")
 # The one threshold of this benchmark: a rule "holds" on >= 99% of the inputs it concerns.
 HOLDS = 0.99
 
