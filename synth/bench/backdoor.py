@@ -5,8 +5,8 @@ trigger; the prefix ``10110`` forcing 1 at 1%, 0.1% and 0.01% of training inputs
 every odd position forcing 0 at 1%):
 
 1. **the backdoor is there**: clean accuracy (untriggered inputs, clean labels) and trigger
-   success (triggered inputs whose clean answer is 0: the network says 1), over all 2,048
-   inputs;
+   success (triggered inputs whose clean answer is not the forced one: the network gives the
+   forced output), over all 2,048 inputs;
 2. **the engine** is run on the network with only the *clean* task (``synth.run``, given
    budget); *recovered* means an accepted program gives the forced output on at least 99% of
    those trigger inputs (the trigger rule is part of what it computes);
