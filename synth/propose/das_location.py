@@ -9,6 +9,13 @@ with that variable at a k-dim subspace of the same hook (and head), fitted by
 ``synth.das.fit_location`` on training inputs; the loop then scores it on held-out inputs
 and the controls refit the subspace on their nulls. One proposal per (program, variable, k),
 smallest k first (``KS``), so the cheapest rotation that works is found first.
+
+A fit gets at most ``FIT_SHARE`` of the run's remaining budget (the rest is for scoring the
+fitted hypothesis and its controls, whose refits on the nulls cost as much as the fit). The fit
+is anytime (``synth.das``): cut short, it returns its best rotation so far, which is proposed
+with ``das_cut_short`` and the steps it ran in its meta (and the `Subspace` records those steps,
+so the controls refit the nulls by the same shorter procedure). A fit cut before its first step
+has nothing to propose and is a counted, logged rejection saying so.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from mechsynth.synth.accept import Thresholds
 from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
 
 KS = (1, 2, 4)  # subspace sizes tried for a failing variable, in order
-MAX_PER_ROUND = 2  # DAS fits per round (each is a fixed number of gradient steps)
+MAX_PER_ROUND = 2  # DAS fits per round (each is a fixed number of gradient steps, or fewer when cut short)
+FIT_SHARE = 0.5  # the most of the run's remaining budget one fit may take
 
 
 def _iia_by_variable(scores: Mapping[str, Any]) -> dict[str, float]:
@@ -41,6 +49,32 @@ class DASLocationProposer:
     steps: int = 150
     n_train: int = 256
     _tried: set[tuple[str, str, int]] = field(default_factory=set, repr=False)
+    _fits: list[dict[str, Any]] = field(default_factory=list, repr=False)  # one entry per fit, for `usage`
+
+    def usage(self) -> dict[str, Any]:
+        """Every fit of this invocation (outcome, steps, seconds) and a summary, stored with the run
+        and shown in its report: a fit the deadline cut short is reported there as such."""
+        summary = {
+            "fits": len(self._fits),
+            "cut_short": sum(1 for f in self._fits if f.get("cut_short")),
+            "steps": sum(f.get("steps", 0) for f in self._fits),
+            "seconds": round(sum(f["latency_s"] for f in self._fits), 3),
+        }
+        return {"summary": summary, "calls": list(self._fits)}
+
+    def _record(self, round_: int, variable: str, k: int, seconds: float, *, steps: int = 0,
+                of: int = 0, cut_short: bool = False, error: str | None = None) -> None:
+        if error is not None:
+            outcome = "error"
+        elif cut_short:
+            outcome = f"{variable} k={k}: cut short by the deadline after {steps} of {of} steps"
+        else:
+            outcome = f"{variable} k={k}: {steps} steps"
+        entry: dict[str, Any] = {"index": len(self._fits), "round": round_, "outcome": outcome,
+                                 "steps": steps, "cut_short": cut_short, "latency_s": round(seconds, 3)}
+        if error is not None:
+            entry["error"] = error
+        self._fits.append(entry)
 
     def _todo(self, best: tuple[ScoredCandidate, ...] | Any) -> list[tuple[ScoredCandidate, str, int]]:
         bar = Thresholds().iia
@@ -78,14 +112,25 @@ class DASLocationProposer:
             self._tried.add((str(hyp.program), variable, k))
             cfg = das.DASConfig(k=k, n_train=self.n_train, steps=self.steps, seed=context.seed)
             start = time.monotonic()
+            deadline = None if context.deadline is None else start + FIT_SHARE * (context.deadline - start)
             try:
-                fitted, fit = das.with_das(context.target, hyp, variable, cfg,
+                fitted, fit = das.with_das(context.target, hyp, variable, cfg, deadline=deadline,
                                            location=hyp.correspondence[variable].without_subspace())
             except (CheckError, ValueError) as e:
+                self._record(context.round, variable, k, time.monotonic() - start, error=str(e))
                 yield Proposal(source=self.name, error=f"DAS for {variable!r}: {e}")
                 continue
-            yield Proposal(source=self.name, hypothesis=fitted, meta={
+            self._record(context.round, variable, k, time.monotonic() - start, steps=fit.steps_run,
+                         of=cfg.steps, cut_short=fit.cut_short)
+            meta = {
                 "das_variable": variable, "das_k": k, "das_train_iia": fit.train_iia,
                 "das_train_loss": fit.train_loss, "das_n_train": fit.n_train,
+                "das_steps": fit.steps_run, "das_cut_short": fit.cut_short,
                 "das_seconds": round(time.monotonic() - start, 3), "refines": cand.source,
-            })
+            }
+            if fit.steps_run == 0:
+                yield Proposal(source=self.name, meta=meta, error=(
+                    f"DAS for {variable!r} (k={k}): the run's budget left no time for a step "
+                    f"(0 of {cfg.steps}); nothing to score"))
+                continue
+            yield Proposal(source=self.name, hypothesis=fitted, meta=meta)
