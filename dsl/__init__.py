@@ -2,7 +2,8 @@
 
 A program is a DAG of named variables over the input ``tokens``, ``indices`` and
 ``length``: position-wise functions (``map``, ``seqmap``), attention-like
-selection and averaging (``select``, ``aggregate``, ``selector_width``) and
+selection and averaging (``select``, ``aggregate``, ``selector_width``), the
+best-scoring selected key (``select_best``, beyond RASP) and
 constants, with RASP's semantics (tracr's ``rasp.evaluate``). Text form::
 
     opp = seqmap(sub, length, indices)
@@ -47,14 +48,15 @@ from mechsynth.dsl.errors import (
 )
 from mechsynth.dsl.interpret import Batch, decode, encode, eval_node, evaluate, evaluate_all, run
 from mechsynth.dsl.parse import parse
-from mechsynth.dsl.program import Fn, Node, Program
+from mechsynth.dsl.program import Direction, Fn, Node, Program
 from mechsynth.dsl.rasp_bridge import LIB_EXAMPLES, LibExample, from_rasp, rasp_variable_name, to_rasp
 from mechsynth.dsl.reference import reference
 from mechsynth.dsl.registry import FunctionFamily, Param, Primitive, register
 from mechsynth.dsl.value_sets import infer_value_sets, value_set
 
 __all__ = [
-    "Batch", "ConversionError", "DSLError", "EquivalenceError", "EquivalenceResult", "EvaluationError", "Fn",
+    "Batch", "ConversionError", "DSLError", "Direction", "EquivalenceError", "EquivalenceResult",
+    "EvaluationError", "Fn",
     "FunctionFamily", "LIB_EXAMPLES", "LibExample", "Node", "Param", "ParseError", "Primitive", "Program",
     "RegistryError", "canonicalize", "check_equivalence", "decode", "encode", "equivalent", "eval_node",
     "evaluate", "evaluate_all", "from_rasp", "infer_value_sets", "parse", "rasp_variable_name", "reference",

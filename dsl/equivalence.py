@@ -35,7 +35,7 @@ from mechsynth.dsl import registry
 from mechsynth.dsl.errors import DSLError, EquivalenceError
 from mechsynth.dsl.functions import z3_num
 from mechsynth.dsl.interpret import encode, run
-from mechsynth.dsl.program import Fn, Program
+from mechsynth.dsl.program import Direction, Fn, Program
 from mechsynth.dsl.values import SYMBOL_BASE, Codebook
 
 _METHODS = ("auto", "z3", "exhaustive")
@@ -225,6 +225,20 @@ class Z3Encoder:
                     hit = z3.And(ok, value == 1)
                 row.append(z3.And(kd, qd, hit))
             rows.append(row)
+        return rows
+
+    def select_best(self, sel: list, scores: list, direction: Any) -> list:
+        """Keep a selected key when no other selected key (with a defined score) beats its score."""
+        lowest = direction is Direction.ARGMIN
+        rows = []
+        for row in sel:
+            ok = [z3.And(s, d) for s, (_, d) in zip(row, scores)]
+            out = []
+            for i, (v, _) in enumerate(scores):
+                beats = [z3.Implies(ok[j], v <= w if lowest else v >= w)
+                         for j, (w, _) in enumerate(scores) if j != i]
+                out.append(z3.And(ok[i], *beats))
+            rows.append(out)
         return rows
 
     def aggregate(self, sel: list, x: list, default: Any) -> list:

@@ -35,8 +35,10 @@ from mechsynth.dsl.errors import DSLError, LimitError, ParseError, RegistryError
 from mechsynth.dsl.printer import X, Y
 from mechsynth.dsl.program import (
     COMPARISONS,
+    DIRECTIONS,
     ENCODINGS,
     PRIMITIVE_VARIABLES,
+    Direction,
     Fn,
     Node,
     Program,
@@ -183,6 +185,11 @@ class _Parser:
             return self.variable(op, p, expr)
         if p.kind == "value":
             return literal(expr)
+        if p.kind == "direction":
+            if isinstance(expr, ast.Name) and expr.id in DIRECTIONS:
+                return Direction[expr.id]
+            raise _err(expr, f"{op}() argument {p.name!r}: expected a direction, one of "
+                             f"{', '.join(DIRECTIONS)}")
         if p.kind == "pred" and isinstance(expr, ast.Name) and expr.id in COMPARISONS:
             return expr.id
         arity = 1 if p.kind == "fn1" else 2

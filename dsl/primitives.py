@@ -15,11 +15,20 @@ RASP lambdas and to type programs) and a z3 encoding (used by
 ``full(c)``        c at every position (RASP ``Full``)
 ``constant(vs)``   vs[i] at position i (RASP ``ConstantSOp``; None past its end)
 ``select(k, q, p)``  selector[q][k] = p(k[k], q[q]) (RASP's key-first predicate)
+``select_best(s, x, d)``  of the keys s selects for a query, those with the smallest (d=ARGMIN)
+                   or largest (d=ARGMAX) x; ties keep every best key (not in RASP, see below)
 ``aggregate(s, x, default=None)``  mean of x over the keys s selects; default if none
 ``selector_width(s)``  number of keys s selects
 ``selector_and/or(s, t)``, ``selector_not(s)``  elementwise logic on selectors
 ``constant_selector(m)``  m[q][k] (RASP ``ConstantSelector``; False outside m)
 =================  ======================================================
+
+``select_best`` is the one primitive here that RASP lacks. A RASP selector is a predicate of
+one key and one query, so "the key whose value is the smallest one above the query's" (what
+a sorting head attends to: the next output is the smallest remaining token) is no
+``select``: it compares keys with each other. ``select_best(select(tokens, q, GT), tokens,
+ARGMIN)`` says it directly. Keys whose score is None are never chosen; a query whose
+selector row is empty selects nothing (an ``aggregate`` through it gives its default).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import torch
 
 from mechsynth.dsl.errors import EvaluationError
 from mechsynth.dsl.interpret import DTYPE, Batch, comparison
+from mechsynth.dsl.program import Direction
 from mechsynth.dsl.registry import register
 from mechsynth.dsl.values import SYMBOL_BASE, is_number
 
@@ -162,6 +172,27 @@ def _select(batch: Batch, keys: Tensor, queries: Tensor, predicate: Any) -> Tens
 
 
 _NAN_FALSE = frozenset({"EQ", "LT", "LEQ", "GT", "GEQ"})
+
+
+@register.primitive("select_best", "selector: selector, scores: sop, direction: direction", result="selector",
+                    cost=3.0, z3=lambda z, args, kids: z.select_best(kids[0], kids[1], args[2]),
+                    doc="Of the keys the selector selects for each query, the ones with the smallest "
+                        "(ARGMIN) or largest (ARGMAX) score; ties keep every best key, None scores are "
+                        "never chosen. Not in RASP: it compares keys with each other.",
+                    example="select_best(select(tokens, tokens, GT), tokens, ARGMIN)")
+def _select_best(batch: Batch, selector: Tensor, scores: Tensor, direction: Direction) -> Tensor:
+    return best_keys(selector, scores, direction)
+
+
+def best_keys(selector: Tensor, scores: Tensor, direction: Direction) -> Tensor:
+    """``select_best`` on tensors: ``selector`` [B, Q, K] bool, ``scores`` [B, K] codes (NaN = None)."""
+    s = scores[:, None, :]
+    ok = selector & ~torch.isnan(s)
+    lowest = direction is Direction.ARGMIN
+    fill = float("inf") if lowest else -float("inf")
+    masked = torch.where(ok, s, fill)
+    best = masked.amin(-1, keepdim=True) if lowest else masked.amax(-1, keepdim=True)
+    return ok & (masked == best)
 
 
 def _aggregate_dtype(args: tuple, child: tuple) -> str:

@@ -111,6 +111,8 @@ def format_node(node: Node) -> str:
             text = a
         elif p.kind == "pred" and isinstance(a, str):
             text = a  # a comparison name
+        elif p.kind == "direction":
+            text = a.name  # ARGMIN / ARGMAX
         elif p.kind in ("fn1", "fn2", "pred"):
             text = format_fn(a, predicate=p.kind == "pred")
         else:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import networkx as nx
@@ -37,6 +38,19 @@ from mechsynth.dsl.printer import format_fn, format_node, format_program
 PRIMITIVE_VARIABLES = ("tokens", "indices", "length")
 COMPARISONS = ("EQ", "LT", "LEQ", "GT", "GEQ", "NEQ", "TRUE", "FALSE")
 ENCODINGS = ("categorical", "numerical")
+
+
+class Direction(Enum):
+    """Which key a ``select_best`` keeps among those its selector selects: the smallest or largest score."""
+
+    ARGMIN = "ARGMIN"
+    ARGMAX = "ARGMAX"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+DIRECTIONS = tuple(d.name for d in Direction)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -288,6 +302,9 @@ def _validate(name: str, node: Node, known: Mapping[str, Node]) -> None:
                                f"({', '.join(COMPARISONS)}) or a 2-argument function")
             if isinstance(a, Fn):
                 _check_fn(a)
+        elif p.kind == "direction" and not isinstance(a, Direction):
+            raise DSLError(f"{name} = {node.op}(...): argument {p.name!r} must be a direction "
+                           f"({', '.join(DIRECTIONS)})")
     if prim.result == "selector":
         if node.encoding is not None:
             raise DSLError(f"{name}: a selector has no encoding")

@@ -247,6 +247,11 @@ def to_rasp(program: Program, *, length_primitive: bool = False) -> rasp.SOp:
             out = rasp.SelectorOr(ins[0], ins[1])
         elif node.op == "selector_not":
             out = rasp.SelectorNot(ins[0])
+        elif node.op == "select_best":
+            raise ConversionError(
+                f"{name} = {node}: select_best is outside tracr's RASP fragment (a RASP selector is a "
+                "predicate of one key and one query; 'the best-scoring selected key' compares keys with "
+                "each other, which no RASP Select expresses and tracr cannot compile)")
         else:
             raise ConversionError(f"primitive {node.op!r} has no RASP counterpart")
         out = out.named(name)

@@ -26,6 +26,7 @@ expression in x (map), x and y (seqmap), or k and q (select: key and query),
 e.g. `2*x + 1`, `x + y/5`, `q == k + 1`. Expressions support + - * / // % **,
 comparisons, and/or/not (& | ~), min, max, abs, floor, ceiling, Mod.
 Select predicates may also be the comparisons {comparisons} (key OP query).
+The direction of select_best is ARGMIN or ARGMAX (written bare, like a comparison).
 
 Example (not one of the benchmark targets: at each position, the token two
 places back plus the number of tokens equal to the current one):

@@ -13,6 +13,7 @@ The DSL has two kinds of words, and both are registered here, built-ins included
   ``pred``      a predicate on (key, query) (for ``select``): a comparison name such
                 as ``EQ`` or any two-argument function returning bools
   ``value``     a literal value (number, string, bool, None, tuple)
+  ``direction`` ``ARGMIN`` or ``ARGMAX`` (``dsl.program.Direction``, for ``select_best``)
 
   and it returns a ``sop`` or a ``selector``. Its implementation works on tensors:
   it receives an :class:`~dsl.interpret.EvalContext` and one argument per
@@ -42,7 +43,7 @@ from typing import Any
 
 from mechsynth.dsl.errors import RegistryError
 
-ARG_KINDS = ("sop", "selector", "fn1", "fn2", "pred", "value")
+ARG_KINDS = ("sop", "selector", "fn1", "fn2", "pred", "value", "direction")
 RESULT_KINDS = ("sop", "selector")
 REQUIRED = object()  # sentinel: a parameter without a default
 
@@ -139,7 +140,7 @@ _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Names the text syntax reserves: variables cannot take them (comparison names, encodings, Python
 # constants), and registered items cannot take them nor the expression variables x, y, k, q.
 RESERVED = frozenset(
-    {"EQ", "LT", "LEQ", "GT", "GEQ", "NEQ", "TRUE", "FALSE", "numerical", "categorical",
+    {"EQ", "LT", "LEQ", "GT", "GEQ", "NEQ", "TRUE", "FALSE", "ARGMIN", "ARGMAX", "numerical", "categorical",
      "None", "True", "False"}
 )
 RESERVED_FOR_REGISTRY = RESERVED | {"x", "y", "k", "q"}

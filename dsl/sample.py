@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sympy
 
 from mechsynth.dsl.printer import X, Y
-from mechsynth.dsl.program import COMPARISONS, Fn, Node, Program
+from mechsynth.dsl.program import COMPARISONS, Direction, Fn, Node, Program
 
 
 def _fn1(rng: random.Random, values: Sequence[int]) -> Fn:
@@ -63,11 +63,19 @@ def _pred(rng: random.Random, values: Sequence[int]) -> object:
     return rng.choice(choices)()
 
 
-def random_program(rng: random.Random, size: int, values: Sequence[int] = (0, 1, 2, 3)) -> Program:
+_OPS = ["map", "seqmap", "select", "aggregate", "width", "and", "or", "not", "full"]
+_WEIGHTS = [3, 2, 2, 2, 1, 0.5, 0.5, 0.5, 0.2]
+
+
+def random_program(
+    rng: random.Random, size: int, values: Sequence[int] = (0, 1, 2, 3), *, select_best: bool = False
+) -> Program:
     """A random well-typed program of about ``size`` nodes (at least one), ending in a sequence.
 
     Functions are drawn with parameters from ``values`` (the integer values the
-    program is meant to run on). Deterministic in the state of ``rng``.
+    program is meant to run on). Deterministic in the state of ``rng``. ``select_best``
+    also draws ``select_best`` selectors (off by default, so the programs drawn for a seed,
+    the null-program controls' included, stay the ones drawn before it existed).
     """
     sops = ["tokens", "indices", "length"]
     selectors: list[str] = []
@@ -86,10 +94,8 @@ def random_program(rng: random.Random, size: int, values: Sequence[int] = (0, 1,
         return add(Node("select", (rng.choice(sops), rng.choice(sops), _pred(rng, values)), None))
 
     for _ in range(max(1, size)):
-        op = rng.choices(
-            ["map", "seqmap", "select", "aggregate", "width", "and", "or", "not", "full"],
-            weights=[3, 2, 2, 2, 1, 0.5, 0.5, 0.5, 0.2],
-        )[0]
+        ops, weights = (_OPS + ["best"], _WEIGHTS + [1.5]) if select_best else (_OPS, _WEIGHTS)
+        op = rng.choices(ops, weights=weights)[0]
         if op == "map":
             add(Node("map", (_fn1(rng, values), rng.choice(sops)), encoding()))
         elif op == "seqmap":
@@ -107,6 +113,9 @@ def random_program(rng: random.Random, size: int, values: Sequence[int] = (0, 1,
             add(Node(f"selector_{op}", (rng.choice(selectors), rng.choice(selectors)), None))
         elif op == "not":
             add(Node("selector_not", (rng.choice(selectors),), None))
+        elif op == "best":
+            direction = rng.choice(list(Direction))
+            add(Node("select_best", (rng.choice(selectors), rng.choice(sops), direction), None))
         else:
             add(Node("full", (rng.choice(values),), "categorical"))
     if assignments[-1][1].encoding is None:

@@ -300,6 +300,19 @@ class Task:
                 if self.domain is None or self.domain(x):
                     yield self.frame(x)
 
+    def every_input(self, limit: int) -> list[list] | None:
+        """Every input of the task when there are at most `limit` candidates to walk, else None.
+
+        The one rule for "enumerate when the space is small" (callers sample on None). A task with
+        a generator has the generator's support, which `enumerate` cannot stand for, so it is
+        always sampled; otherwise the candidates are vocab^length summed over the lengths.
+        """
+        if self.generator is not None:
+            return None
+        if sum(len(self.vocab) ** n for n in range(self.min_len, self.max_len + 1)) > limit:
+            return None
+        return list(self.enumerate())
+
     # --- outputs ----------------------------------------------------------------------------
     def read_positions(self, x: Sequence[Any]) -> list[int]:
         """Input positions of framed input `x` whose outputs the task reads (sorted, distinct)."""

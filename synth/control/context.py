@@ -446,7 +446,7 @@ def random_program_like(program: Program, rng: np.random.Generator, tries: int =
     """
     from mechsynth.dsl import registry
     from mechsynth.dsl.errors import DSLError
-    from mechsynth.dsl.program import COMPARISONS, Fn, Node, Program
+    from mechsynth.dsl.program import COMPARISONS, Direction, Fn, Node, Program
 
     literals = {0, 1, 2, 3}
     own_fns: dict[int, list[Any]] = {1: [], 2: []}
@@ -492,6 +492,8 @@ def random_program_like(program: Program, rng: np.random.Generator, tries: int =
                         args.append(pick(pools[1 if param.kind == "fn1" else 2]))
                     elif param.kind == "pred" and isinstance(arg, str):
                         args.append(pick(COMPARISONS))
+                    elif param.kind == "direction":
+                        args.append(pick(tuple(Direction)))
                     else:
                         args.append(arg)
                 new = Node(node.op, tuple(args), node.encoding)

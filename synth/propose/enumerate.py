@@ -440,6 +440,10 @@ def _fill_args(pool: Pool, prim: Any, combo: Sequence[str], comparisons: Sequenc
             slots.append(list(comparisons))
         elif p.kind == "value":
             slots.append([p.default])
+        elif p.kind == "direction":
+            from mechsynth.dsl.program import Direction
+
+            slots.append(list(Direction))
     yield from itertools.product(*slots)
 
 

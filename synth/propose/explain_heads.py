@@ -5,14 +5,18 @@ For a pair of available variables ``(k, q)`` the pattern says, for each observed
 the pattern is a function of ``(k, q)`` and the relation is named: a DSL comparison when one
 agrees on every observed pair (:func:`_name_relation`), a shifted comparison, or a fitted
 relabelling of a variable. Trained heads are soft: :func:`explain_head_soft` ranks candidate
-selectors by where the head looks instead. The head's output (``hook_z``) is then matched with
-``aggregate(selector, x)`` for an available ``x``. A matched selector whose head writes no
+selectors by where the head looks instead; a sorting head, which attends to the best-scoring key
+among those a relation selects (the smallest token above the query's), is no single ``select``
+and is matched by ``select_best(select(k, q, pred), score, ARGMIN|ARGMAX)`` when that fits the
+head better than every plain selector (:func:`_add_best_of`). The head's output (``hook_z``) is
+then matched with ``aggregate(selector, x)`` for an available ``x``. A matched selector whose head writes no
 aggregate is offered to the MLP of the same layer as ``selector_width`` (counting).
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator, Sequence
 
@@ -28,6 +32,8 @@ from mechsynth.synth.propose.guided_state import (
     layer_of,
     representatives,
 )
+from mechsynth.dsl.primitives import best_keys
+from mechsynth.dsl.program import Direction, Node
 from mechsynth.dsl.values import SYMBOL_BASE
 from mechsynth.synth.propose.match_stats import (
     argmax_agreement, class_ids, decode_accuracy, explains, linear_r2, selector_agreement,
@@ -173,6 +179,11 @@ def explain_head(
     return info
 
 
+def _tag(head: int | None) -> str:
+    """How a head is named in pooled variable names (``all``: the layer's heads together)."""
+    return "all" if head is None else str(head)
+
+
 def read_mask(pool: Pool, obs: Observations) -> torch.Tensor:
     """[batch, pos] True at the positions the task reads (where the network's output is observed)."""
     from mechsynth.synth.propose.enumerate import encode_outputs
@@ -185,7 +196,7 @@ def explain_head_soft(
     state: GuidedState,
     obs: Observations,
     layer: int,
-    head: int,
+    head: int | None,
     z: torch.Tensor,
     pattern: torch.Tensor,
     bos: torch.Tensor,
@@ -243,6 +254,7 @@ def explain_head_soft(
                 candidates.append((pool.items[k].cost + pool.items[q].cost + 2.0, node))
     # Attention spread over every key (a count over the whole input): one canonical selector.
     candidates.append((0.5, Node("select", ("tokens", "tokens", "TRUE"), None)))
+    bases: list[tuple[float, Any, torch.Tensor]] = []  # plain selects a select_best may narrow
     for cost, node in candidates:
         try:
             values = pool.evaluate(node)
@@ -253,9 +265,12 @@ def explain_head_soft(
             cost += 1.0
         if not bool(values.any()):
             continue
+        if node.op == "select" and node.args[2] in BEST_BASE_PREDICATES:
+            bases.append((cost, node, values))
         for ranking, (rows_name, agreement) in zip(rankings, agreements_of(values)):
             ranking.append((agreement, -cost, rows_name, node, values))
     _add_conjunctions(rankings, agreements_of)
+    _add_best_of(rankings, agreements_of, pool, bases, causal_values)
     nominated: list[tuple[float, str, Any, torch.Tensor]] = []
     ranked = [t for ranking in rankings for t in ranking]
     if ranked:  # the closest selector, kept for the run's partial explanation
@@ -273,17 +288,22 @@ def explain_head_soft(
             nominated.append((agreement, rows_name, node, values))
     for agreement, rows_name, node, values in sorted(nominated, key=lambda n: -n[0]):
         if isinstance(node, tuple):  # a conjunction of two selectors over different variables
-            parts = [try_add(pool, part, prefix=f"sel{layer}_{head}_part", dedupe=False) for part in node]
+            prefix = f"sel{layer}_{_tag(head)}_part"
+            parts = [try_add(pool, part, prefix=prefix, dedupe=False) for part in node]
             if None in parts:
                 continue
             node = Node("selector_and", tuple(parts), None)
+        elif isinstance(node, BestOf):
+            node = _best_of_node(pool, node, causal_node, f"sel{layer}_{_tag(head)}_")
+            if node is None:
+                continue
         if causal_values is not None and not torch.equal(pool.evaluate(node), values):
-            base = try_add(pool, node, prefix=f"sel{layer}_{head}_base", dedupe=False)
+            base = try_add(pool, node, prefix=f"sel{layer}_{_tag(head)}_base", dedupe=False)
             mask_name = try_add(pool, causal_node, prefix="causal", dedupe=False)
             if base is None or mask_name is None:
                 continue
             node = Node("selector_and", (base, mask_name), None)
-        sel = pool.add(node, prefix=f"sel{layer}_{head}_", values=values, dedupe=False)
+        sel = pool.add(node, prefix=f"sel{layer}_{_tag(head)}_", values=values, dedupe=False)
         if sel is None:
             continue
         info["selectors"].append(sel)
@@ -295,8 +315,55 @@ def explain_head_soft(
     return info
 
 
+# A layer's joint claim is ordered after its single heads' (attention L, MLP L + 0.5), so the
+# output step tries the whole layer first when it explains the layer better than any head.
+JOINT_ORDER = 0.25
+
+
+def explain_layer_soft(
+    pool: Pool,
+    state: GuidedState,
+    obs: Observations,
+    layer: int,
+    patterns: torch.Tensor,
+    bos: torch.Tensor,
+    avail: list[str],
+    th: MatchThresholds,
+) -> dict[str, Any] | None:
+    """The heads of one layer together: one selection split between them (a sorting layer).
+
+    A trained layer may share one job among its heads: each attends to the next output's key
+    for part of the value range and rests on BOS elsewhere (trained:sort_after_sep's three
+    layer-1 heads). No head alone is the selector, and a claim at one head fails interchange
+    (the other heads still carry the base input's value). The layer's mean pattern is matched
+    like one head's (:func:`explain_head_soft`) and its aggregate claimed at the whole
+    ``hook_z``. Kept only when it beats every single head's agreement by ``COMPOSITE_GAIN`` and
+    the heads' outputs together decode its aggregate; otherwise nothing it located is kept.
+    ``patterns`` is ``[N, H, T, T]``, ``bos`` ``[N, H, T]``.
+    """
+    if patterns.shape[1] < 2:
+        return None
+    # The single heads' explanations: the agreement of the selector each head was explained by.
+    single = max((info.get("agreement", 0.0) for (lay, _), info in state.heads.items() if lay == layer),
+                 default=0.0)
+    z = obs.flat(act_name("z", layer))
+    before = set(state.located)
+    info = explain_head_soft(pool, state, obs, layer, None, z, patterns.mean(1), bos.mean(1), avail, th)
+    new = [n for n in state.located if n not in before]
+    if not info["aggregates"] or info["agreement"] < single + COMPOSITE_GAIN:
+        for name in new:
+            del state.located[name]
+        return None
+    for name in info["aggregates"]:
+        loc = state.located[name]
+        state.located[name] = Located(name, loc.location, layer + JOINT_ORDER, loc.score)
+    info["single_agreement"] = single
+    return info
+
+
 CONJUNCTION_TOP = 6  # the best single selectors per ranking that are paired into conjunctions
-CONJUNCTION_GAIN = 0.05  # how much a conjunction must beat the best single selector by
+# How much a composite selector (a conjunction, a select_best) must beat every simpler one by.
+COMPOSITE_GAIN = 0.05
 
 
 def _add_conjunctions(rankings: Sequence[list], agreements_of: Any) -> None:
@@ -304,7 +371,7 @@ def _add_conjunctions(rankings: Sequence[list], agreements_of: Any) -> None:
 
     A trained head often attends where two relations hold at once (the mirror position AND
     an equal token). Each ranking gets the conjunctions that beat its best single selector by
-    ``CONJUNCTION_GAIN``; entries are ``(agreement, -cost, rows, (node_s, node_t), values)``.
+    ``COMPOSITE_GAIN``; entries are ``(agreement, -cost, rows, (node_s, node_t), values)``.
     """
     singles: list[tuple[float, Any, torch.Tensor]] = []
     for ranking in rankings:
@@ -321,15 +388,135 @@ def _add_conjunctions(rankings: Sequence[list], agreements_of: Any) -> None:
         if not bool(both.any()):
             continue
         for i, (rows_name, agreement) in enumerate(agreements_of(both)):
-            if agreement >= best[i] + CONJUNCTION_GAIN:
+            if agreement >= best[i] + COMPOSITE_GAIN:
                 rankings[i].append((agreement, -(ca + cb + 1.0), rows_name, (a, b), both))
+
+
+# The relations a select_best narrows: an order (the keys above or below the query's value), a
+# difference, or every key. EQ already names one value (its best-of is itself or a tie-break).
+BEST_BASE_PREDICATES = ("LT", "LEQ", "GT", "GEQ", "NEQ", "TRUE")
+
+
+@dataclass(frozen=True)
+class BestOf:
+    """A ranked ``select_best(base, scores, direction)`` not yet in the pool (``causal``: base & causal)."""
+
+    base: Node
+    scores: str
+    direction: Direction
+    causal: bool
+
+
+def _add_best_of(
+    rankings: Sequence[list],
+    agreements_of: Any,
+    pool: Pool,
+    bases: Sequence[tuple[float, Any, torch.Tensor]],
+    causal_values: torch.Tensor | None,
+) -> None:
+    """Rank ``select_best(select(k, q, pred), score, ARGMIN|ARGMAX)`` for each plain base select.
+
+    A sorting head attends, from each query, to the one key whose value is the smallest above
+    the query's (the next output); no predicate of one key and one query names that key, but
+    the best-scoring key among those ``select(k, q, GT)`` selects does. The score is the key
+    variable itself or ``indices`` (the nearest or farthest selected key). An order base whose
+    query takes symbol values (a separator) is also tried with the query relabelled so that
+    each symbol lies beyond every key (:func:`_symbols_beyond`): from the separator, the first
+    output is the smallest key of all. Scored by the same agreements as every other selector;
+    an entry joins a ranking only when it beats the best selector already there by
+    ``COMPOSITE_GAIN`` (a plain select that fits as well stays the explanation). Entries are
+    ``(agreement, -cost, rows, BestOf, values)``.
+    """
+    best = [max((t[0] for t in ranking), default=0.0) for ranking in rankings]
+    cost_of = 3.0  # select_best's own cost (the registered primitive's)
+    causal = causal_values is not None
+    seen: set[str] = set()
+    todo = list(bases)
+    for base_cost, node, _ in bases:
+        k, q, pred = node.args
+        relabelled = _symbols_beyond(pool, k, q, pred)
+        if relabelled is None:
+            continue
+        new = Node("select", (k, relabelled, pred), None)
+        values = pool.evaluate(new)
+        if causal_values is not None:
+            values = values & causal_values
+        todo.append((base_cost + pool.items[relabelled].cost - pool.items[q].cost, new, values))
+    for base_cost, node, values in todo:
+        k = node.args[0]
+        for scores in dict.fromkeys((k, "indices")):
+            if scores not in pool.items:
+                continue
+            score_values = pool.values[scores]
+            for direction in Direction:
+                chosen = best_keys(values, score_values, direction)
+                if torch.equal(chosen, values):
+                    continue  # narrows nothing: the base itself is ranked already
+                key = pool.key(chosen)
+                if key in seen:
+                    continue
+                seen.add(key)
+                entry = BestOf(node, scores, direction, causal)
+                cost = base_cost + cost_of + pool.items[scores].cost
+                for i, (rows_name, agreement) in enumerate(agreements_of(chosen)):
+                    if agreement >= best[i] + COMPOSITE_GAIN:
+                        rankings[i].append((agreement, -cost, rows_name, entry, chosen))
+
+
+ORDERS = {"GT": "below", "GEQ": "below", "LT": "above", "LEQ": "above"}
+
+
+def _symbols_beyond(pool: Pool, k: str, q: str, pred: str) -> str | None:
+    """``q`` relabelled so that its symbol values lie below (GT, GEQ) or above (LT, LEQ) every ``k``.
+
+    Codes order every symbol after every number, so from a separator query ``select(tokens,
+    tokens, GT)`` selects no number. The head decides what the separator means: this is the
+    relabelling under which the separator is the start of the order (``map(table({...,
+    'SEP': -1}), tokens)``), pooled once per (k, q, side); None when ``q`` has no symbol or
+    number values, or the map cannot be fitted.
+    """
+    side = ORDERS.get(pred) if isinstance(pred, str) else None
+    if side is None:
+        return None
+    memo_key = ("symbols_beyond", k, q, side)
+    if memo_key in pool.fn_memo:
+        return pool.fn_memo[memo_key][0]
+    mask = pool.batch.mask
+    qv, kv = pool.values[q], pool.values[k][mask]
+    numbers = kv[~torch.isnan(kv) & (kv < SYMBOL_BASE)]
+    symbols = ~torch.isnan(qv) & (qv >= SYMBOL_BASE) & mask
+    name = None
+    if numbers.numel() and bool(symbols.any()) and pool.items[q].dtype == "value":
+        bound = float(numbers.min()) - 1.0 if side == "below" else float(numbers.max()) + 1.0
+        target = torch.where(symbols, bound, qv)
+        node = fit_map(pool, [q], target, where=mask)
+        if node is not None:
+            name = try_add(pool, node, prefix=f"{q}_{side}", dedupe=False)
+    pool.fn_memo[memo_key] = [name]
+    return name
+
+
+def _best_of_node(pool: Pool, best: BestOf, causal_node: Node, prefix: str) -> Node | None:
+    """Pool the base selector of a ranked ``BestOf`` (restricted to past keys when causal)."""
+    base = try_add(pool, best.base, prefix=f"{prefix}base", dedupe=False)
+    if base is None:
+        return None
+    if best.causal:
+        mask_name = try_add(pool, causal_node, prefix="causal", dedupe=False)
+        if mask_name is None:
+            return None
+        base = try_add(pool, Node("selector_and", (base, mask_name), None), prefix=f"{prefix}past",
+                       dedupe=False)
+        if base is None:
+            return None
+    return Node("select_best", (base, best.scores, best.direction), None)
 
 
 def _head_aggregates(
     pool: Pool,
     state: GuidedState,
     layer: int,
-    head: int,
+    head: int | None,
     z: torch.Tensor,
     avail: list[str],
     th: MatchThresholds,
@@ -367,7 +554,7 @@ def _head_aggregates(
     best.sort(key=lambda t: -t[0])
     names = []
     for acc, node, vals in best[:2]:
-        name = pool.add(node, prefix=f"attn{layer}_{head}_", values=vals, dedupe=False)
+        name = pool.add(node, prefix=f"attn{layer}_{_tag(head)}_", values=vals, dedupe=False)
         if name is None:
             continue
         state.located[name] = Located(name, here, float(layer), acc)

@@ -87,6 +87,7 @@ class GuidedState:
     pool: Pool
     located: dict[str, Located] = field(default_factory=dict)
     heads: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    layers: dict[int, dict[str, Any]] = field(default_factory=dict)  # heads explained together, per layer
     mlps: dict[int, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
@@ -211,6 +212,17 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
                     None if score is None else round(score, 3), reason,
                 )
             )
+    for layer, info in sorted(state.layers.items()):
+        agree, single = info.get("agreement", 0.0), info.get("single_agreement", 0.0)
+        shown = "; ".join(text(n) for n in (info["selectors"][:1] + info["aggregates"][:1]))
+        out.append(
+            ComponentExplanation(
+                f"heads {layer}.* together", act_name("z", layer), ComponentStatus.EXPLAINED, shown,
+                round(agree, 3),
+                f"the layer's mean attention agrees {agree:.3f} (best single head {single:.3f}); its heads' "
+                "outputs together decode the aggregate",
+            )
+        )
     for layer, info in sorted(state.mlps.items()):
         where = act_name("mlp_out", layer)
         label = f"MLP {layer}"

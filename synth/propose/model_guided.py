@@ -62,7 +62,9 @@ from mechsynth.dsl.location import Location, act_name
 from mechsynth.synth.accept import Thresholds
 from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
 
-from mechsynth.synth.propose.explain_heads import explain_head, explain_head_soft, padded_patterns
+from mechsynth.synth.propose.explain_heads import (
+    explain_head, explain_head_soft, explain_layer_soft, padded_patterns,
+)
 from mechsynth.synth.propose.explain_mlps import explain_mlp
 from mechsynth.synth.propose.guided_state import (
     ComponentExplanation,
@@ -337,6 +339,11 @@ def walk(
             # Every matched selector is also offered to this layer's MLP as selector_width(s):
             # a head that counts (tracr's selector width) writes no aggregate of its own.
             counting += info.get("selectors", [])
+        if thresholds.conflict > 0:  # trained heads may split one selection between them
+            joint = explain_layer_soft(pool, state, obs, layer, patterns, bos, avail, thresholds)
+            if joint is not None:
+                state.layers[layer] = joint
+                new_attn += joint["aggregates"]
         mlp_avail = avail + new_attn
         if not obs.has(act_name("mlp_out", layer)):
             continue
@@ -623,7 +630,8 @@ def _readable_names(state: GuidedState, names: Sequence[str]) -> dict[str, str]:
         elif item.kind == "selector":
             base = "sel"
         elif loc is not None and loc.location.component == "attn":
-            base = f"attn{loc.location.layer}_h{loc.location.head}"
+            head = loc.location.head
+            base = f"attn{loc.location.layer}" + ("" if head is None else f"_h{head}")
         elif loc is not None and loc.location.component == "mlp":
             base = f"mlp{loc.location.layer}"
         else:

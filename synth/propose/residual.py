@@ -172,13 +172,6 @@ class Residual:
 
 
 # --- step 1: observe broadly ----------------------------------------------------------------------
-def _space_size(task: Any) -> int:
-    if task.generator is not None or task.domain is not None and task.sep is not None:
-        return EXHAUSTIVE_MAX + 1  # structured inputs: sample them (the generator knows their shape)
-    v = len(task.vocab)
-    return sum(v**n for n in range(task.min_len, task.max_len + 1))
-
-
 def _mutants(task: Any, x: tuple) -> list[tuple]:
     content = task.content(x)
     out = []
@@ -196,8 +189,9 @@ def observe_broadly(target: Target, program: Program, *, n_sample: int = N_SAMPL
 
     wide = widened(target)
     task = wide.task
-    if _space_size(task) <= EXHAUSTIVE_MAX:
-        xs = [tuple(x) for x in task.enumerate()]
+    every = task.every_input(EXHAUSTIVE_MAX)
+    if every is not None:
+        xs = [tuple(x) for x in every]
         coverage = Coverage.EXHAUSTIVE
     else:
         xs = [c.input for c in search_inputs(target, n_sample, seed)]

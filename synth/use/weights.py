@@ -85,10 +85,10 @@ def mlp_layer(target: Target, hook: str) -> int:
 
 
 def _fit_inputs(target: Target, n: int, seed: int) -> list[tuple]:
-    task = target.task
-    if task.generator is None and len(task.vocab) ** task.max_len <= n:
-        return [tuple(x) for x in task.enumerate()]
-    return list(dict.fromkeys(tuple(x) for x in task.sample(n, seed)))
+    every = target.task.every_input(n)
+    if every is not None:
+        return [tuple(x) for x in every]
+    return list(dict.fromkeys(tuple(x) for x in target.task.sample(n, seed)))
 
 
 def weight_edit(target: Target, hypothesis: Hypothesis, edits: str | Sequence[Any], *, n: int = 4000,

@@ -176,3 +176,11 @@ def _padded_target() -> Target:
     if not _PADDED_TARGET:
         _PADDED_TARGET.append(target(PADDED, seed=4))
     return _PADDED_TARGET[0]
+
+
+def test_every_input_walks_small_spaces_and_leaves_generated_or_large_ones_to_sampling():
+    t = task(vocab=(0, 1, 2), min_len=1, max_len=3)
+    every = t.every_input(3 + 9 + 27)
+    assert every is not None and len(every) == 39 and len({tuple(x) for x in every}) == 39
+    assert t.every_input(38) is None  # one candidate over the limit
+    assert task(vocab=(0, 1, 2), min_len=1, max_len=3, generator=with_sep).every_input(10**6) is None
