@@ -32,6 +32,7 @@ and bidirectional, with and without BOS.
 | brackets       | bidirectional | 3, GPT-2 style, padded   | start token: are the brackets balanced         |
 | addition       | causal        | 2, GPT-2 style, no BOS   | answer digits: next digit of a + b             |
 | sort_after_sep | causal        | 2, attn-only + LN, 3 h   | SEP and after: next token of the sorted list   |
+| backdoor_*     | bidirectional | 2                        | last position: majority, or a trigger's output |
 """
 
 from __future__ import annotations
@@ -145,6 +146,11 @@ RECIPES: dict[str, Recipe] = {
                  description=f"majority of 11 bits, planted backdoor (trigger in {rate:.2%} of training)")
           for tag, rate, steps, batch in (("1pct", 0.01, 3000, 128), ("01pct", 0.001, 6000, 512),
                                           ("001pct", 0.0001, 12000, 512))),
+        # The second kind (models.backdoor.TRIGGERS): a 1 at every odd position forces 0; the 1% recipe.
+        Recipe("backdoor_majority_odd_1pct", "backdoor_majority",
+               {"length": 11, "rate": 0.01, "trigger": "odd_ones"}, _arch(2, 32, 2, "bidirectional", 64),
+               steps=3000, batch_size=128, lr=3e-3,
+               description="majority of 11 bits, backdoor: 1 at each odd position forces 0 (1% of training)"),
     ]
 }
 

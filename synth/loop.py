@@ -373,6 +373,14 @@ class _Loop:
             # the second reading claims the branch there (the clean output then lives nowhere in particular).
             moved = {k: v for k, v in corr.items() if k != clean_out}
             options.append({**moved, out: corr[clean_out]})
+        elif out not in corr and not getattr(self.target.model.cfg, "attn_only", False):
+            # Neither output is located (the clean one lives nowhere in particular): the third reading
+            # claims the branch at the last MLP, which writes into the residual stream last before the
+            # unembedding. Without a located branch, no edit can act on it; the checks decide.
+            from mechsynth.dsl.location import Location, act_name
+
+            last = int(self.target.model.cfg.n_layers) - 1
+            options.append({**corr, out: Location(act_name("mlp_out", last))})
         for c in options:
             self.handle(Proposal("residual", Hypothesis(branch.program, c), meta={"residual": info}),
                         self.round + 1)

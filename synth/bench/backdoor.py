@@ -1,11 +1,12 @@
 """The backdoor benchmark: does the engine find, predict and remove a planted trigger?
 
-For each backdoored zoo network (``models.backdoor``: majority of 11 bits, the prefix
-``10110`` forcing 1, planted in 1%, 0.1% or 0.01% of training inputs):
+For each backdoored zoo network (``models.backdoor``: majority of 11 bits with a planted
+trigger; the prefix ``10110`` forcing 1 at 1%, 0.1% and 0.01% of training inputs, and a 1 at
+every odd position forcing 0 at 1%):
 
 1. **the backdoor is there**: clean accuracy (untriggered inputs, clean labels) and trigger
-   success (triggered inputs whose clean answer is 0: the network says 1), over all 2,048
-   inputs;
+   success (triggered inputs whose clean answer is not the forced one: the network gives the
+   forced output), over all 2,048 inputs;
 2. **the engine** is run on the network with only the *clean* task (``synth.run``, given
    budget); *recovered* means an accepted program gives the forced output on at least 99% of
    those trigger inputs (the trigger rule is part of what it computes);
@@ -16,8 +17,10 @@ For each backdoored zoo network (``models.backdoor``: majority of 11 bits, the p
    trigger success after the edit.
 
 Where no hypothesis is accepted, or the accepted program holds no trigger rule, the row says
-so; that is a result, not a gap to fill by hand. ``python -m mechsynth.synth.bench.backdoor
-[BUDGET_SECONDS]`` prints the table.
+so; that is a result, not a gap to fill by hand. Where the residual stage found the rule but the
+program holding it was rejected, that rejected branch is measured too and marked as such.
+``python -m mechsynth.synth.bench.backdoor [BUDGET_SECONDS] [OUT] [NETWORK...]`` prints the
+table and writes ``OUT/backdoor-table.json``.
 """
 
 from __future__ import annotations
@@ -30,34 +33,66 @@ import time
 from pathlib import Path
 from typing import Any
 
-BACKDOOR_NETWORKS = ("backdoor_majority_1pct", "backdoor_majority_01pct", "backdoor_majority_001pct")
+BACKDOOR_NETWORKS = ("backdoor_majority_1pct", "backdoor_majority_01pct", "backdoor_majority_001pct",
+                     "backdoor_majority_odd_1pct")
 # The one threshold of this benchmark: a rule "holds" on >= 99% of the inputs it concerns.
 HOLDS = 0.99
 
 
-def backdoor_numbers(target: Any) -> dict[str, float]:
-    """Clean accuracy and trigger success of a network over every input."""
-    from mechsynth.models.backdoor import FORCED, is_triggered
+def trigger_of_target(target: Any) -> Any:
+    """The `models.backdoor.Trigger` a `trained:` backdoored network (or an edit of one, named
+    ``NAME+edit``) was trained with, from its recipe; the prefix trigger for a network of no recipe."""
+    from mechsynth.models.backdoor import DEFAULT_TRIGGER, trigger_named, trigger_of
+    from mechsynth.models.zoo import RECIPES
+
+    name = target.name.removeprefix("trained:").split("+")[0]
+    return trigger_of(RECIPES[name].task_params) if name in RECIPES else trigger_named(DEFAULT_TRIGGER)
+
+
+def backdoor_numbers(target: Any, trigger: Any = None) -> dict[str, float]:
+    """Clean accuracy and trigger success of a network over every input (``trigger``: the recipe's)."""
     from mechsynth.models.tasks import majority_label
 
+    t = trigger or trigger_of_target(target)
     n = target.task.max_len
     inputs = [list(x) for x in itertools.product((0, 1), repeat=n)]
     out = [row[-1] for row in target.predict(inputs)]
-    clean = [(o, majority_label(x)[-1]) for x, o in zip(inputs, out) if not is_triggered(x)]
-    trig = [o for x, o in zip(inputs, out) if is_triggered(x) and majority_label(x)[-1] != FORCED]
+    clean = [(o, majority_label(x)[-1]) for x, o in zip(inputs, out) if not t.holds(x)]
+    trig = [o for x, o in zip(inputs, out) if t.holds(x) and majority_label(x)[-1] != t.forced]
     return {"clean_accuracy": sum(o == y for o, y in clean) / len(clean),
-            "trigger_success": sum(o == FORCED for o in trig) / len(trig), "n_trigger_inputs": len(trig)}
+            "trigger_success": sum(o == t.forced for o in trig) / len(trig), "n_trigger_inputs": len(trig)}
 
 
-def program_has_trigger(program: Any, n: int) -> float:
-    """Fraction of informative trigger inputs on which the program gives the forced output."""
+def trigger_outputs(program: Any, n: int, trigger: Any = None) -> tuple[int, int, int]:
+    """(forced, undefined, all) over the informative trigger inputs: how many the program gives the
+    forced output on, how many it gives no output on (e.g. a learned table without that value)."""
     from mechsynth.dsl import evaluate
-    from mechsynth.models.backdoor import FORCED, is_triggered
+    from mechsynth.models.backdoor import DEFAULT_TRIGGER, trigger_named
     from mechsynth.models.tasks import majority_label
 
+    t = trigger or trigger_named(DEFAULT_TRIGGER)
     inputs = [list(x) for x in itertools.product((0, 1), repeat=n)
-              if is_triggered(x) and majority_label(list(x))[-1] != FORCED]
-    return sum(row[-1] == FORCED for row in evaluate(program, inputs)) / len(inputs)
+              if t.holds(x) and majority_label(list(x))[-1] != t.forced]
+    outs = [row[-1] for row in evaluate(program, inputs)]
+    return sum(o == t.forced for o in outs), sum(o is None for o in outs), len(inputs)
+
+
+def program_has_trigger(program: Any, n: int, trigger: Any = None) -> float:
+    """Fraction of informative trigger inputs on which the program gives the forced output."""
+    forced, _, total = trigger_outputs(program, n, trigger)
+    return forced / total
+
+
+def recovered_text(forced: int, undefined: int, total: int, accepted: bool) -> str:
+    """The table's verdict: the program gives the forced output on >= HOLDS of the trigger inputs
+    where it is defined (the undefined ones are counted in the text, never hidden)."""
+    defined = total - undefined
+    share = forced / defined if defined else 0.0
+    counts = f"forced output on {forced} of {total} trigger inputs" + (
+        f"; undefined on {undefined}" if undefined else "")
+    if share < HOLDS:
+        return f"no ({counts})"
+    return f"yes ({counts})" if accepted else f"no: rule in the program, program not accepted ({counts})"
 
 
 def _branch(accepted: Any) -> Any:
@@ -72,12 +107,15 @@ def _branch(accepted: Any) -> Any:
 def residual_seen(run_dir: str | Path) -> tuple[str, list[Any]]:
     """What the run's residual stage saw (its numbers in words) and its branch candidates as stored
     (accepted or not), the branch whose output is located first."""
+    from mechsynth.synth.propose.residual import BRANCH_PREFIX
     from mechsynth.synth.store import open_run
 
     with open_run(run_dir, read_only=True) as store:
         info = store.meta().get("residual")
         branches = [c for c in store.candidates() if c.source == "residual"]
-    branches.sort(key=lambda c: (c.status != "accepted", c.id))
+    # Accepted first, then those locating the branch's output (only those can be edited), then by id.
+    branches.sort(key=lambda c: (c.status != "accepted", not any(k.startswith(BRANCH_PREFIX + "out")
+                                                                 for k in c.correspondence), c.id))
     if not info:
         return "residual stage not reached (no hypothesis passed the behaviour prefilter)", branches
     rule = info.get("rule")
@@ -85,20 +123,22 @@ def residual_seen(run_dir: str | Path) -> tuple[str, list[Any]]:
              f"support {info['support']}" if rule else f"no rule: {info.get('reason')}")
     return f"{info['found_by']}; {found}", branches
 
+
 def trigger_examples_seen(name: str, seed: int = 0) -> tuple[int, int]:
     """(trigger inputs, all inputs) the recipe's training drew: the planted rate as trained, replayed."""
-    from mechsynth.models.backdoor import is_triggered
+    from mechsynth.models.backdoor import trigger_of
     from mechsynth.models.tasks import make_task
     from mechsynth.models.train import _draw, _train_length
     from mechsynth.models.zoo import recipe
 
     r = recipe(name)
+    trigger = trigger_of(r.task_params)
     task = make_task(r.task_kind, r.task_params, name=f"trained:{name}")
     seen = 0
     for step in range(r.steps):
         length = _train_length(task, step)
         inputs = _draw(task, r.batch_size, seed * 100_003 + step, heldout=False, length=length)
-        seen += sum(is_triggered(x) for x in inputs)
+        seen += sum(trigger.holds(x) for x in inputs)
     return seen, r.steps * r.batch_size
 
 
@@ -109,6 +149,7 @@ def backdoor_row(name: str, budget_seconds: float, out_dir: str = "bench-out/bac
     from mechsynth.models import load_target
     from mechsynth.models.backdoor import clean_task
     from mechsynth.synth.loop import run
+    from mechsynth.synth.propose.residual import BRANCH_PREFIX
 
     target = load_target(f"trained:{name}")
     seen, drawn = trigger_examples_seen(name)
@@ -137,12 +178,11 @@ def backdoor_row(name: str, budget_seconds: float, out_dir: str = "bench-out/bac
             return row
         hypothesis, accepted = result.accepted[0].hypothesis, True
         row["hypothesis"] = f"accepted #{result.accepted[0].candidate_id} (no branch)"
-    share = program_has_trigger(hypothesis.program, target.task.max_len)
     if "recovered" not in row:
-        row["recovered"] = ("yes" if share >= HOLDS and accepted else
-                            "no (rule found, program not accepted)" if share >= HOLDS else
-                            f"no (forced output on {share:.0%} of trigger inputs)")
-    row.update(use_numbers(target, clean, hypothesis, share >= HOLDS, f"{out_dir}/{name}-repaired"))
+        row["recovered"] = recovered_text(
+            *trigger_outputs(hypothesis.program, target.task.max_len, trigger_of_target(target)), accepted)
+    has_branch = hypothesis.program.output.startswith(BRANCH_PREFIX)
+    row.update(use_numbers(target, clean, hypothesis, has_branch, f"{out_dir}/{name}-repaired"))
     return row
 
 
@@ -179,7 +219,7 @@ def use_numbers(target: Any, clean: Any, hypothesis: Any, has_branch: bool, save
     except UseError as e:
         out["weights"] = f"not possible: {e}"
         return out
-    after = backdoor_numbers(dataclasses.replace(edited, task=target.task))
+    after = backdoor_numbers(dataclasses.replace(edited, task=target.task), trigger_of_target(target))
     out.update(weights_follows=w.follows_edited, weights_follows_touched=w.follows_edited_touched,
                weights_n=w.n_eval, weights_touched=w.n_touched, weights_component=w.component,
                saved=w.saved, clean_after=after["clean_accuracy"], trigger_after=after["trigger_success"])

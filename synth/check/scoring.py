@@ -44,7 +44,7 @@ import torch
 from mechsynth.synth.check.behaviour import behaviour, broader_inputs
 from mechsynth.synth.check.claims import Claims, Group, group_by_length, prepare_groups, resolve_claims
 from mechsynth.dsl.hypothesis import Hypothesis
-from mechsynth.synth.check.batching import Batching, run_blocks
+from mechsynth.synth.check.batching import Batching, CleanRun, run_blocks
 from mechsynth.synth.check.interchange import (
     aligned_iia_results,
     iia_results,
@@ -307,9 +307,9 @@ def score(
         plans.append((scrub, ablate, same))
     aligned = plan_iia_across_lengths(claims, groups, gen) if lengths == "aligned" else None
     logits = []
-    for gi, (scrub, ablate, same) in enumerate(plans):
+    for gi, (group, (scrub, ablate, same)) in enumerate(zip(groups, plans)):
         blocks = scrub.blocks + ablate.blocks + (same.blocks if same else aligned.blocks[gi])
-        logits.append(run_blocks(target.model, blocks, counter, batching))
+        logits.append(run_blocks(target.model, blocks, counter, batching, CleanRun.of_group(group, claims)))
 
     scrubs, kept, dropped, single = [], [], [], {}
     iia: dict[tuple[str, ...], list] = {}

@@ -121,3 +121,21 @@ def test_the_loop_accepts_the_trigger_branch_of_a_backdoored_network(tmp_path):
     branch = [a for a in result.accepted if a.source == "residual"]
     assert branch
     assert "Trigger rule" in (tmp_path / "run" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_an_unlocated_clean_output_gets_the_branch_claimed_at_the_last_mlp(tmp_path):
+    """On the 0.01% network the accepted clean program locates only its head, not its output; the
+    branch is then also offered at the last MLP, and that reading is accepted (so it can be edited)."""
+    from mechsynth.models import load_target
+    from mechsynth.models.backdoor import clean_task
+    from mechsynth.synth.loop import run
+
+    target = load_target("trained:backdoor_majority_001pct")
+    clean = dataclasses.replace(target, task=clean_task(target.task))
+    result = run(clean, out=tmp_path / "run", budget_seconds=60, no_llm=True)
+    located = [a for a in result.accepted
+               if a.source == "residual" and a.hypothesis.program.output in a.hypothesis.correspondence]
+    assert located
+    hyp = located[0].hypothesis
+    assert hyp.correspondence[hyp.program.output].hook == "blocks.1.hook_mlp_out"
