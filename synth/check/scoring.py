@@ -439,6 +439,10 @@ def format_scores(scores: Mapping[str, Any]) -> str:
     rows = [(k, fmt(scores[k])) for k in HEADLINE if k in scores]
     width = max([len(k) for k, _ in rows] + [10])
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    if scores.get("loss_recovered_undefined"):
+        lines.append(f"loss recovered undefined: {scores['loss_recovered_undefined']}")
+    if "lengths_used" in scores:
+        lines.append(f"{'lengths_used':<{width}}  {scores['lengths_used']}")
     per_var = scores.get("iia_per_variable") or {}
     if per_var:
         inf = scores.get("iia_informative_per_variable", {})
