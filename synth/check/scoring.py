@@ -269,15 +269,16 @@ def score(
 
     ``lengths="same"`` keeps every resampled input and interchange source within the
     reference's length; ``"aligned"`` takes interchange sources of any length, aligned at
-    the positions both inputs have (synth.check.interchange), and scrubs with resampled
-    inputs of any length (synth.check.scrub.scrub_across_lengths), so that a variable of the
-    length alone is tested. The default, ``"auto"``, is "same" unless within-length
-    resampling is degenerate (the whole-input resampled loss is below
-    ``MIN_RESAMPLED_LOSS``: every input of a length gives the same output), then
-    "aligned"; ``lengths_used`` says which ran. When even across lengths the resampled
-    loss is below the floor, ``loss_recovered`` is NaN and ``loss_recovered_undefined``
-    says why in words. ``batching`` only changes how the patched runs are grouped into
-    forward passes (synth.check.batching), not the numbers.
+    the positions both inputs have (synth.check.interchange), so that a variable of the
+    length alone is tested. Under ``"aligned"`` and under the default, ``"auto"``, when
+    within-length resampling is degenerate (the whole-input resampled loss is below
+    ``MIN_RESAMPLED_LOSS``: every input of a length gives the same output), scrubbing also
+    resamples across lengths (synth.check.scrub.scrub_across_lengths) and "auto" switches
+    interchange to aligned sources; otherwise "auto" is "same". ``lengths_used`` says which
+    ran (``scrub_fallback_fraction`` is present when scrubbing crossed lengths). When even
+    across lengths the resampled loss is below the floor, ``loss_recovered`` is NaN and
+    ``loss_recovered_undefined`` says why in words. ``batching`` only changes how the
+    patched runs are grouped into forward passes (synth.check.batching), not the numbers.
     """
     _check_options(n, ablation)
     if lengths not in LENGTHS:
@@ -342,10 +343,9 @@ def score(
     }
     numbers, arrays = _summarise_losses(scrubs, "")
     used = "same" if lengths == "auto" else lengths
-    if used == "aligned" or (lengths == "auto" and _degenerate(numbers) and ablation == "resample"
-                             and len(groups) > 1):
-        # Resampling within a length changes nothing (or aligned was asked): every resampled
-        # input and interchange source from any length, at the positions both inputs have.
+    if lengths != "same" and _degenerate(numbers) and ablation == "resample" and len(groups) > 1:
+        # Resampling within a length changes nothing: every resampled input and interchange
+        # source from any length, at the positions both inputs have.
         if used == "same":
             used = "aligned"
             aligned = plan_iia_across_lengths(claims, groups, gen)

@@ -27,8 +27,9 @@ Values are per position, so agreement is per position: the value of a parent at
 position ``k`` comes from an input whose value of that parent *at k* equals the
 reference's. Only inputs of the reference's length are drawn (see synth.check.claims), so a
 variable that depends on the length alone is never varied: for the `length` program the
-whole-input resampling changes nothing and loss recovered is 0/0, reported as NaN
-(interchange across lengths, synth.check.interchange, does test such a variable).
+whole-input resampling changes nothing and loss recovered is 0/0. `scrub_across_lengths`
+(the end of this module) then draws resampled inputs of any length, aligned at the
+positions both inputs have; synth.check.scoring chooses it (``lengths="auto"``).
 
 The scrubbed activation of ``v`` is computed in one forward pass whose
 **base input is a random other input** (for ``ablation="resample"``; the mean or zero

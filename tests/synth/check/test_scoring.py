@@ -100,10 +100,13 @@ def test_ground_truth_scores_perfectly(name):
     assert s["behaviour"] == 1.0 and s["behaviour_broader"] == 1.0
     assert s["iia"] >= 0.99, format_scores(s)
     if name == "length":
-        # Inputs share a batch only within one length (bidirectional, no padding mask), and the
-        # output of `length` is a function of the length alone: resampling the whole input never
-        # changes it, so loss recovered is 0/0. Reported as NaN, not as a fake 1.
-        assert s["loss_resampled"] == 0.0 and math.isnan(s["loss_recovered"])
+        # The output of `length` is a function of the length alone: resampling the whole input
+        # within a length never changes it (0/0, NaN with the reason), so "auto" resamples
+        # across lengths (tests/synth/check/test_scrub_lengths.py).
+        same = score(t, truth(name), n=N, seed=0, lengths="same")
+        assert same["loss_resampled"] == 0.0 and math.isnan(same["loss_recovered"])
+        assert same["loss_recovered_undefined"]
+        assert s["lengths_used"] == "aligned" and s["loss_recovered"] >= 0.99, format_scores(s)
     else:
         assert s["loss_recovered"] >= 0.99, format_scores(s)
         assert s["accuracy_recovered"] >= 0.99 and s["frac_changed"] <= 0.01
