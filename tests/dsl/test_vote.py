@@ -33,7 +33,11 @@ def test_vote_matches_a_python_reference_and_round_trips(seed):
     bias = tuple(round(rng.uniform(-1, 1), 3) for _ in labels)
     voters = ("tokens", "indices")
     tables = tuple(
-        tuple((v, tuple(round(rng.uniform(-2, 2), 3) for _ in labels)) for v in range(4) if rng.random() < 0.8)
+        tuple(
+            (v, tuple(round(rng.uniform(-2, 2), 3) for _ in labels))
+            for v in range(4)
+            if rng.random() < 0.8
+        )
         for _ in voters
     )
     text = f"v = vote2(tokens, indices, {(labels, bias) + tables!r})"
@@ -47,7 +51,8 @@ def test_vote_of_every_arity_is_registered_and_undefined_where_a_voter_is():
     for k in range(2, MAX_VOTERS + 1):
         args = ", ".join(["tokens"] * (k - 1) + ["s"])
         tables = ", ((1, (0.0, 1.0)),)" * k
-        program = dsl.parse(f"s = map(table({{0: None, 1: 1}}), tokens)\nv = vote{k}({args}, ((0, 1), (0.5, 0.0){tables}))")
+        text = f"s = map(table({{0: None, 1: 1}}), tokens)\nv = vote{k}({args}, ((0, 1), (0.5, 0.0){tables}))"
+        program = dsl.parse(text)
         assert evaluate(program, [[0, 1]]) == [[None, 1]]
 
 
