@@ -56,7 +56,11 @@ _BLOCK_HOOKS = {
     "pre": "mlp.hook_pre",
     "post": "mlp.hook_post",
 }
-_GLOBAL_HOOKS = {"embed": "hook_embed", "pos_embed": "hook_pos_embed"}
+_GLOBAL_HOOKS = {
+    "embed": "hook_embed",
+    "pos_embed": "hook_pos_embed",
+    "ln_final_scale": "ln_final.hook_scale",
+}
 
 
 def act_name(name: str, layer: int | None = None) -> str:

@@ -304,3 +304,70 @@ def _selector_or(batch: Batch, a: Tensor, b: Tensor) -> Tensor:
                     doc="Keys not selected (among real positions).", example="selector_not(s)")
 def _selector_not(batch: Batch, a: Tensor) -> Tensor:
     return ~a & batch.pair_mask
+
+
+# ---------------------------------------------------------------- output votes
+# A trained network often computes its output as the *sum* of several components' direct
+# logit contributions: no single variable equals the output, each component casts a vote
+# (a score per output label that depends on the variable it holds) and the unembedding
+# takes the argmax of the sum. RASP has no such node (tracr reads one categorical SOp), and
+# a seqmap table over k variables grows as the product of their value sets, so a vote is
+# its own primitive: additive in the voters, so its table grows as their sum. The DSL's
+# signatures are fixed, so it is registered once per number of voters (vote2 .. voteN,
+# one definition below). ``scores = (labels, bias, table_1, ..., table_k)``: ``labels`` the
+# output values, ``bias`` one score per label, ``table_c`` pairs ``(value, (score per
+# label))`` for voter c; a value missing from a voter's table abstains (adds 0). Ties go to
+# the first label. Undefined (None) where any voter is.
+MAX_VOTERS = 5
+_VOTER_NAMES = "abcdefgh"
+
+
+def _vote_scores(scores: Any, k: int) -> tuple[tuple, tuple, tuple]:
+    if not (isinstance(scores, tuple) and len(scores) == k + 2):
+        raise EvaluationError(f"vote{k}(...): scores must be (labels, bias, {k} voter tables)")
+    labels, bias, tables = scores[0], scores[1], scores[2:]
+    if not (isinstance(labels, tuple) and isinstance(bias, tuple) and len(bias) == len(labels) > 0):
+        raise EvaluationError(f"vote{k}(...): labels and bias must be tuples of one length")
+    for table in tables:
+        ok = isinstance(table, tuple) and all(
+            isinstance(e, tuple) and len(e) == 2 and isinstance(e[1], tuple) and len(e[1]) == len(labels)
+            for e in table
+        )
+        if not ok:
+            raise EvaluationError(f"vote{k}(...): a voter table holds (value, (one score per label)) pairs")
+    return labels, bias, tables
+
+
+def _vote(batch: Batch, *args: Any) -> Tensor:
+    *voters, scores = args
+    labels, bias, tables = _vote_scores(scores, len(voters))
+    total = torch.tensor(bias, dtype=DTYPE).expand(*batch.tokens.shape, len(labels)).clone()
+    undefined = ~batch.mask
+    for x, table in zip(voters, tables):
+        undefined |= torch.isnan(x)
+        if not table:
+            continue
+        keys = torch.tensor([batch.code(v) for v, _ in table], dtype=DTYPE)
+        rows = torch.tensor([s for _, s in table], dtype=DTYPE)
+        total += (x[..., None] == keys).to(DTYPE) @ rows
+    codes = torch.tensor([batch.code(v) for v in labels], dtype=DTYPE)
+    return codes[total.argmax(-1)].masked_fill(undefined, _NAN)
+
+
+def _vote_dtype(args: tuple, child: tuple) -> str:
+    kinds = {_value_dtype(v) for v in args[-1][0] if v is not None}
+    return kinds.pop() if len(kinds) == 1 else "value"
+
+
+for _k in range(2, MAX_VOTERS + 1):
+    register.primitive(
+        f"vote{_k}",
+        ", ".join(f"{n}: sop" for n in _VOTER_NAMES[:_k]) + ", scores: value",
+        cost=1.0 + _k,
+        dtype=_vote_dtype,
+        value_set=lambda args, sets, ctx: frozenset(set(args[-1][0]) - {None}),
+        doc=f"argmax over labels of bias + the sum of {_k} voters' label scores (a sum of direct "
+            "logit contributions); scores = (labels, bias, one ((value, scores), ...) table per voter).",
+        example=f"vote{_k}({', '.join(_VOTER_NAMES[:_k])}, ((0, 1), (0.0, 0.0)"
+                + ", ((0, (1.0, 0.0)),)" * _k + "))",
+    )(_vote)

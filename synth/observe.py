@@ -25,6 +25,7 @@ values of candidate variables.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,9 @@ class LengthGroup:
     acts: Mapping[str, torch.Tensor]
     patterns: tuple[torch.Tensor, ...]
     bos: tuple[torch.Tensor, ...]
+    # (hook, head) -> [batch, length, n_labels]: each component's direct logit contribution
+    # (synth.logit_attribution); empty for non-categorical readouts.
+    logit_parts: Mapping[tuple[str, int | None], torch.Tensor] = dataclasses.field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -78,6 +82,7 @@ class Observations:
     d_model: int
     readout: str  # "all", "last" or the task's readout function's name
     output_kind: str
+    output_values: tuple = ()  # the label of each logit column (categorical readouts)
 
     @property
     def n_inputs(self) -> int:
@@ -103,6 +108,12 @@ class Observations:
     def has(self, hook: str) -> bool:
         return bool(self.groups) and hook in self.groups[0].acts
 
+    def flat_logit_part(self, key: tuple[str, int | None]) -> torch.Tensor | None:
+        """``[n_positions, n_labels]``: one component's direct logit contribution (None if not kept)."""
+        if not self.groups or key not in self.groups[0].logit_parts:
+            return None
+        return torch.cat([g.logit_parts[key].reshape(g.size * g.length, -1) for g in self.groups], 0)
+
     def at(self, location: Location) -> torch.Tensor:
         return self.flat(location.hook, location.head, location.dims)
 
@@ -124,6 +135,7 @@ def hook_names(n_layers: int) -> list[str]:
             act_name("mlp_out", layer),
         ]
     names.append(act_name("resid_post", n_layers - 1))
+    names.append(act_name("ln_final_scale"))
     return names
 
 
@@ -165,6 +177,12 @@ def observe(target: Target, *, per_length: int = 256, seed: int = 0) -> Observat
             logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
             outputs = target.decode(logits, inputs)
             sl = slice(offset, offset + length)
+            parts = {}
+            if getattr(target.task, "output_kind", "categorical") == "categorical":
+                from mechsynth.synth.logit_attribution import direct_logit_parts
+
+                n_pos = int(logits.shape[1])
+                parts = {k: v[:, sl].contiguous() for k, v in direct_logit_parts(model, cache, n_pos).items()}
             acts = {}
             for name in names:
                 if name.endswith("hook_pattern"):
@@ -191,6 +209,7 @@ def observe(target: Target, *, per_length: int = 256, seed: int = 0) -> Observat
                     acts=acts,
                     patterns=tuple(patterns),
                     bos=tuple(bos),
+                    logit_parts=parts,
                 )
             )
     task = target.task
@@ -202,4 +221,5 @@ def observe(target: Target, *, per_length: int = 256, seed: int = 0) -> Observat
         d_model=d_model,
         readout=task.readout_name,
         output_kind=getattr(task, "output_kind", "categorical"),
+        output_values=tuple(getattr(target, "output_values", ())),
     )

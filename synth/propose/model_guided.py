@@ -66,6 +66,7 @@ from mechsynth.synth.propose.explain_heads import (
     explain_head, explain_head_soft, explain_layer_soft, padded_patterns,
 )
 from mechsynth.synth.propose.explain_mlps import explain_mlp
+from mechsynth.synth.propose.explain_output import fit_vote
 from mechsynth.synth.propose.guided_state import (
     ComponentExplanation,
     ComponentStatus,
@@ -395,6 +396,18 @@ def _match_outputs(state: GuidedState, obs: Observations, th: MatchThresholds) -
         return
     if _output_functions(state, located, target, read, atol, th):
         return
+    if obs.output_kind == "categorical":
+        vote = fit_vote(state, obs, target, read, max(2, int(read.sum()) // TABLE_SUPPORT))
+        if vote is not None and vote.name is not None and vote.agreement >= th.output:
+            state.outputs.append(vote.name)
+            state.output_agreement[vote.name] = vote.agreement
+            return
+        if vote is not None:
+            voters = ", ".join(f"{v.variable} (R^2 {v.r2:.2f})" for v in vote.voters)
+            state.notes.append(
+                f"output: best vote of direct logit contributions ({voters}) agrees on {vote.agreement:.3f} "
+                f"(bar {th.output:g})"
+            )
     if scored:
         a, loc = max(scored, key=lambda t: (t[0], t[1].layer))
         node = pool.items[loc.name].node
