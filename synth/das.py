@@ -19,6 +19,18 @@ TRAIN inputs of `synth.check.split` are used; the checks score the fitted hypoth
 held-out inputs only, so the IIA and scrubbing numbers are out of sample. The network's
 weights are never changed (gradients are taken with respect to ``W`` alone).
 
+Fitting is *anytime*: the steps are grouped in cycles of ``n_sources`` (one pass over the
+source draws); before each cycle the fit asks its deadline (a ``time.monotonic()`` value, the
+run's budget as the loop hands it to proposers) and, once it has passed, stops and returns the
+best rotation so far with ``cut_short`` set. "Best" is the rotation after the cycle with the
+lowest mean training loss (a cycle sees every source draw once, so cycle means compare; a final
+partial cycle counts with its own mean), the same rule whether or not the fit is cut short.
+The `Subspace` records the steps actually run, so a refit on a null (below) replays exactly
+the procedure that produced the real rotation, never a longer one and never a cut one.
+
+The interchange itself is `synth.check.patching.Site.write` with an explicit ``basis``: the
+one definition shared by the checks (which score the stored subspace) and by this fit.
+
 A learned subspace is a powerful fitter: with k close to d any variable can be "found".
 The frivolous-circuit controls therefore refit it (:func:`refit`, same k, training inputs,
 steps and seed, as recorded in the `Subspace`) on every null they score: a re-initialised
@@ -37,6 +49,7 @@ bridge's own hooks, so it is implemented here.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +88,10 @@ class DASFit:
 
     location: Location
     train_iia: float  # interchange accuracy on the training pairs after fitting
-    train_loss: float  # the objective at the last step
+    train_loss: float  # the mean objective over the cycle whose rotation was kept
     n_train: int
+    steps_run: int  # gradient steps taken (the config's steps unless cut short)
+    cut_short: bool = False  # the deadline passed before the config's steps were run
 
 
 @dataclass(frozen=True)
@@ -132,17 +147,12 @@ def _groups(target: Target, program: Any, variable: str, site: Site, cfg: DASCon
 
 
 def _patched_logits(target: Target, site: Site, group: _Group, src: torch.Tensor, basis: torch.Tensor):
-    head = site.head
-
+    """The network's logits with ``site``'s ``basis`` component swapped in from the source rows ``src``
+    at every input position (`Site.write`), differentiable in ``basis``."""
     def fn(act: torch.Tensor, hook: object) -> torch.Tensor:
         act = act.clone()
-        view = act[:, group.positions] if head is None else act[:, group.positions, head]
         x_src = group.source_acts[src].to(act.dtype)
-        new = view + ((x_src - view) @ basis) @ basis.T
-        if head is None:
-            act[:, group.positions] = new
-        else:
-            act[:, group.positions, head] = new
+        site.write(act, x_src @ basis.to(act.dtype), group.positions, basis=basis)
         return act
 
     with target.model.hooks(fwd_hooks=[(site.hook, fn)]):
@@ -169,15 +179,20 @@ def _agreement(target: Target, logits: torch.Tensor, tgt: torch.Tensor, mask: to
     return (ok | ~mask).all(1)
 
 
+_clock = time.monotonic  # what a deadline is compared with (tests replace it by a step counter)
+
+
 def fit_location(target: Target, program: Any, variable: str, location: Location,
-                 config: DASConfig | None = None) -> DASFit:
+                 config: DASConfig | None = None, *, deadline: float | None = None) -> DASFit:
     """Fit a k-dim subspace of ``location``'s hook (and head) holding ``variable`` (see module docstring).
 
+    ``deadline`` (a ``time.monotonic()`` value) is asked before every cycle of ``n_sources`` steps;
+    past it the fit stops and returns its best rotation so far with ``cut_short`` set.
     CheckError when the location cannot hold a subspace or no training input can be drawn.
     """
     cfg = config or DASConfig()
-    if cfg.k < 1 or cfg.steps < 0 or cfg.n_train < 2:
-        raise CheckError(f"DAS needs k >= 1, steps >= 0 and n_train >= 2, got {cfg}")
+    if cfg.k < 1 or cfg.steps < 0 or cfg.n_train < 2 or cfg.n_sources < 1:
+        raise CheckError(f"DAS needs k >= 1, steps >= 0, n_train >= 2 and n_sources >= 1, got {cfg}")
     if variable not in program.variables:
         raise CheckError(f"DAS: {variable!r} is not a variable of the program")
     whole = location.without_subspace()
@@ -197,9 +212,14 @@ def fit_location(target: Target, program: Any, variable: str, location: Location
     weight = torch.randn(d, cfg.k, generator=gen, dtype=torch.float32).to(target.device)
     weight.requires_grad_(True)
     opt = torch.optim.Adam([weight], lr=cfg.lr)
-    last = float("nan")
+    best_weight, best_loss = weight.detach().clone(), float("inf")
+    cycle: list[float] = []  # the losses of the current cycle's steps
+    steps_run, cut_short = 0, False
     with torch.enable_grad():
         for step in range(cfg.steps):
+            if step % cfg.n_sources == 0 and deadline is not None and _clock() > deadline:
+                cut_short = True
+                break
             opt.zero_grad()
             basis = torch.linalg.qr(weight).Q
             draw = step % cfg.n_sources
@@ -217,9 +237,19 @@ def fit_location(target: Target, program: Any, variable: str, location: Location
             (grad,) = torch.autograd.grad(loss, [weight])
             weight.grad = grad
             opt.step()
-            last = float(loss.detach())
+            steps_run += 1
+            cycle.append(float(loss.detach()))
+            if len(cycle) == cfg.n_sources or step == cfg.steps - 1:
+                mean = sum(cycle) / len(cycle)
+                if mean < best_loss:
+                    best_weight, best_loss = weight.detach().clone(), mean
+                cycle = []
+    if cycle:  # a cycle cut by a break (no draw had a read position): it counts like a final one
+        mean = sum(cycle) / len(cycle)
+        if mean < best_loss:
+            best_weight, best_loss = weight.detach().clone(), mean
     with torch.no_grad():
-        basis = torch.linalg.qr(weight.detach()).Q
+        basis = torch.linalg.qr(best_weight).Q
         agree, count = 0, 0
         for g in groups:
             for draw in range(cfg.n_sources):
@@ -229,19 +259,19 @@ def fit_location(target: Target, program: Any, variable: str, location: Location
                 agree += int((ok & has).sum())
                 count += int(has.sum())
     columns = tuple(tuple(col) for col in basis.T.cpu().tolist())
-    subspace = Subspace(columns, n_train=len(inputs), steps=cfg.steps,
-                        seed=cfg.seed)
+    subspace = Subspace(columns, n_train=len(inputs), steps=steps_run, seed=cfg.seed)
     located = Location(whole.hook, whole.head, subspace=subspace)
-    return DASFit(located, agree / count if count else float("nan"), last, len(inputs))
+    return DASFit(located, agree / count if count else float("nan"),
+                  best_loss if steps_run else float("nan"), len(inputs), steps_run, cut_short)
 
 
 def with_das(target: Target, hypothesis: Hypothesis, variable: str, config: DASConfig | None = None,
-             location: Location | None = None) -> tuple[Hypothesis, DASFit]:
+             location: Location | None = None, *, deadline: float | None = None) -> tuple[Hypothesis, DASFit]:
     """``hypothesis`` with ``variable`` moved to a DAS subspace of its location's hook (or ``location``)."""
     where = location or hypothesis.correspondence.get(variable)
     if where is None:
         raise CheckError(f"DAS: {variable!r} has no location to fit a subspace in")
-    fit = fit_location(target, hypothesis.program, variable, where, config)
+    fit = fit_location(target, hypothesis.program, variable, where, config, deadline=deadline)
     corr = dict(hypothesis.correspondence)
     corr[variable] = fit.location
     return hypothesis.with_correspondence(corr), fit
@@ -252,6 +282,8 @@ def refit(target: Target, hypothesis: Hypothesis) -> Hypothesis:
 
     What the controls score on a null: the null network (or placement, or program) gets DAS
     fitted exactly as the real hypothesis did, so a rotation cannot make it pass for free.
+    A refit has no deadline: it runs the recorded steps (the real fit's, cut short or not), since
+    a null fitted less than the real hypothesis would be an unfair null.
     """
     corr = dict(hypothesis.correspondence)
     for name, loc in hypothesis.correspondence.items():

@@ -20,6 +20,24 @@ clean pass plus one wider pass per length group, instead of one pass per level o
 hypothesis graph plus one per check. The per-position arithmetic is the same as running
 the blocks one by one; only float rounding of a wider batch can differ.
 
+Rows the clean pass already computed
+-------------------------------------
+Many blocks change only what the embedding hooks hold: an interchange of ``tokens`` or
+``indices``, the ablation of a located input, a scrubbing pool whose parents all sit at the
+embeddings. Such a row's whole run is a function of its two embedding activations
+(``hook_embed`` and ``hook_pos_embed``; the network reads the token ids through nothing else:
+no attention mask is passed to a same-length group). When both equal, bit for bit, those of
+a row of the group's clean pass, the row *is* that clean row: its logits and its activation
+at every site are the clean ones, already computed. Often they do: swapping ``indices``
+between two inputs of one length changes nothing, swapping ``tokens`` at every position is
+the clean run of the source, and a pool that resamples tokens from rows agreeing on every
+token rebuilds the reference's own embedding. Given the group's clean run (`CleanRun`),
+the fused pass computes each such block's effective embeddings, and a block whose every
+row matches a clean row leaves the pass: its logits are gathered from the clean logits and
+its consumers' patches read the clean activations of the matched rows instead. This is
+exact (the same numbers, not an approximation); only the float rounding of a different
+batch width can differ, as for any fused pass.
+
 `Batching.REFERENCE` runs the blocks one by one, in the order given, each source block
 first with its pooled sites captured: the straightforward reading of the same plan,
 kept so that a test can check that the fused pass gives the same numbers.
@@ -30,9 +48,10 @@ in the order the checks have always drawn in, so both modes see the same draws.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -41,6 +60,8 @@ from mechsynth.synth.check.patching import Edit, PassCounter, Pull, Site, run
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
+
+    from mechsynth.synth.check.claims import Claims, Group
 
 
 class Batching(StrEnum):
@@ -72,6 +93,84 @@ class Block:
     logits: bool = True
 
 
+@dataclass(frozen=True, eq=False)
+class CleanRun:
+    """A group's clean pass as the fused pass reuses it: tokens, logits, embedding activations
+    (whole ``hook_embed`` / ``hook_pos_embed`` sites) and every claimed site's activation."""
+
+    tokens: torch.Tensor  # [n, T]
+    logits: torch.Tensor  # [n, T, d_vocab_out]
+    embeds: Mapping[Site, torch.Tensor]  # whole embedding sites -> [n, T, d_model]
+    sites: Mapping[Site, torch.Tensor]  # claimed sites -> site values [n, T, ...]
+
+    @functools.cached_property
+    def token_index(self) -> _RowIndex:
+        return _RowIndex.of(self.tokens)
+
+    @functools.cached_property
+    def embed_index(self) -> _RowIndex:
+        return _RowIndex.of(torch.cat([v.flatten(1) for v in self.embeds.values()], 1))
+
+    @classmethod
+    def of_group(cls, group: Group, claims: Claims) -> CleanRun:
+        return cls(
+            group.tokens, group.clean_logits, dict(zip(claims.embed_sites, group.embeds)),
+            {c.site: group.clean[name] for name, c in claims.claims.items()},
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class _RowIndex:
+    """Rows of a 2-d tensor, findable by content: a fixed random projection (float64) of each row,
+    sorted, is its key; a looked-up candidate is then compared entry by entry, so a key collision
+    can only make a matching row look unmatched (it is then run like any other), never match a
+    different row."""
+
+    rows: torch.Tensor  # [n, D] float64
+    weights: torch.Tensor  # [D]
+    keys: torch.Tensor  # [n] sorted
+    order: torch.Tensor  # [n]: row of each sorted key
+
+    @classmethod
+    def of(cls, rows: torch.Tensor) -> _RowIndex:
+        flat = rows.flatten(1).double()
+        gen = torch.Generator().manual_seed(0)
+        weights = torch.rand(flat.shape[1], generator=gen, dtype=torch.float64).to(flat.device)
+        keys, order = torch.sort(flat @ weights)
+        return cls(flat, weights, keys, order)
+
+    def find(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """For each of ``rows``, an equal indexed row (None when some row equals none)."""
+        mine = rows.flatten(1).double()
+        if mine.shape[1] != self.rows.shape[1]:
+            return None
+        probe = mine @ self.weights
+        at = torch.searchsorted(self.keys, probe).clamp_max(len(self.keys) - 1)
+        found = self.order[at]
+        if not bool((self.keys[at] == probe).all()) or not bool((self.rows[found] == mine).all()):
+            return None
+        return found
+
+
+def _clean_rows(clean: CleanRun, block: Block) -> torch.Tensor | None:
+    """The clean row that each of ``block``'s rows equals, when every row equals one (see the module
+    docstring); None when some row differs or a patch is anything but fixed values at the embeddings."""
+    by_hook = {s.hook: s for s in clean.embeds}
+    if any(p.source is not None or p.site.hook not in by_hook for p in block.patches):
+        return None
+    start = clean.token_index.find(block.tokens)  # a clean row with the same token ids
+    if start is None:
+        return None
+    effective = []
+    for hook, site in by_hook.items():
+        act = clean.embeds[site][start].clone()  # the row's own embedding before its patches
+        for p in block.patches:
+            if p.site.hook == hook:
+                p.site.write(act, p.values, p.positions)
+        effective.append(act.flatten(1))
+    return clean.embed_index.find(torch.cat(effective, 1))
+
+
 def _sourced_sites(blocks: Sequence[Block]) -> dict[str, list[Site]]:
     """Block name -> the sites other blocks read from it."""
     out: dict[str, list[Site]] = {}
@@ -84,9 +183,13 @@ def _sourced_sites(blocks: Sequence[Block]) -> dict[str, list[Site]]:
 
 def run_blocks(
     model: TransformerBridge, blocks: Sequence[Block], counter: PassCounter,
-    batching: Batching = Batching.FUSED,
+    batching: Batching = Batching.FUSED, clean: CleanRun | None = None,
 ) -> dict[str, torch.Tensor | None]:
-    """Logits of every block (None for a block whose output nothing reads, in reference mode)."""
+    """Logits of every block (None for a block whose output nothing reads, in reference mode).
+
+    With the group's ``clean`` run, the fused pass leaves out the blocks that equal clean rows
+    (see the module docstring); the reference mode runs every block whatever ``clean`` is.
+    """
     if not blocks:
         return {}
     names = [b.name for b in blocks]
@@ -94,7 +197,39 @@ def run_blocks(
         raise ValueError(f"block names repeat: {names}")
     if batching is Batching.REFERENCE:
         return _run_one_by_one(model, blocks, counter)
-    return _run_fused(model, blocks, counter)
+    if clean is None:
+        return _run_fused(model, blocks, counter)
+    return _run_fused_reusing(model, blocks, counter, clean)
+
+
+def _from_clean(clean: CleanRun, rows: torch.Tensor, patch: Patch) -> torch.Tensor:
+    """A patch's values when its source block is the clean rows ``rows``: what `Pull` would read."""
+    pool = clean.sites[patch.site][rows][:, patch.positions]
+    r = patch.rows.to(pool.device)
+    return pool[r, torch.arange(r.shape[1], device=pool.device)[None, :]]
+
+
+def _run_fused_reusing(
+    model: TransformerBridge, blocks: Sequence[Block], counter: PassCounter, clean: CleanRun
+) -> dict[str, torch.Tensor | None]:
+    matched: dict[str, torch.Tensor] = {}
+    kept: list[Block] = []
+    for b in blocks:
+        # A consumer of a left-out block reads fixed clean values instead (then it may match too).
+        if any(p.source in matched for p in b.patches):
+            b = Block(b.name, b.tokens, tuple(
+                Patch(p.site, p.positions, values=_from_clean(clean, matched[p.source], p))
+                if p.source in matched else p
+                for p in b.patches
+            ), b.logits)
+        rows = _clean_rows(clean, b)
+        if rows is None:
+            kept.append(b)
+        else:
+            matched[b.name] = rows
+    logits: dict[str, Any] = _run_fused(model, kept, counter) if kept else {}
+    logits.update({name: clean.logits[rows] for name, rows in matched.items()})
+    return {b.name: logits[b.name] for b in blocks}
 
 
 def _run_one_by_one(

@@ -68,8 +68,13 @@ class Site:
     def dims(self) -> tuple[int, ...] | None:
         return self.location.dims
 
-    def _basis(self, like: torch.Tensor) -> torch.Tensor | None:
-        """The learned subspace's orthonormal ``[d, k]`` columns (None for a whole or dims site)."""
+    def _basis(self, like: torch.Tensor, basis: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The orthonormal ``[d, k]`` columns of the subspace to read or write: ``basis`` when given
+        (DAS, while it fits one), else the location's learned subspace (None for a whole or dims site)."""
+        if basis is not None:
+            if self.dims is not None:
+                raise CheckError(f"location {self.location}: a basis is for a whole hook or head, not dims")
+            return basis.to(like.device, like.dtype)
         sub = self.location.subspace
         return None if sub is None else subspace_matrix(sub).to(like.device, like.dtype)
 
@@ -80,25 +85,40 @@ class Site:
             view = view[:, :, self.head]
         return view
 
-    def read(self, act: torch.Tensor, positions: slice = slice(None)) -> torch.Tensor:
-        """The site's values ``[batch, pos, ...]`` inside a whole-hook activation."""
+    def read(self, act: torch.Tensor, positions: slice = slice(None), *,
+             basis: torch.Tensor | None = None) -> torch.Tensor:
+        """The site's values ``[batch, pos, ...]`` inside a whole-hook activation.
+
+        With a subspace (the location's, or an explicit ``[d, k]`` ``basis``) the values are its
+        k coordinates ``R_k^T x``.
+        """
         view = self._view(act, positions)
+        r = self._basis(view, basis)
         if self.dims is not None:
             return view[..., torch.tensor(self.dims, dtype=torch.long, device=act.device)]
-        basis = self._basis(view)
-        if basis is not None:  # the k coordinates R_k^T x
-            return view @ basis
+        if r is not None:
+            return view @ r
         return view
 
-    def write(self, act: torch.Tensor, values: torch.Tensor, positions: slice = slice(None)) -> None:
-        """Overwrite the site's values in place (``values`` shaped like `read`'s result)."""
+    def write(self, act: torch.Tensor, values: torch.Tensor, positions: slice = slice(None), *,
+              basis: torch.Tensor | None = None) -> None:
+        """Overwrite the site's values in place (``values`` shaped like `read`'s result).
+
+        A subspace site swaps the subspace component only, ``x + R_k (v - R_k^T x)``: the one
+        definition of the interchange in a learned subspace, used by the checks (the location's
+        stored subspace) and by DAS while it fits ``basis`` (differentiable in ``basis`` and
+        ``values``; ``act`` must not be a leaf that requires grad).
+        """
         view = self._view(act, positions)
-        basis = self._basis(view)
+        r = self._basis(view, basis)
         if self.dims is not None:
             dims = torch.tensor(self.dims, dtype=torch.long, device=act.device)
             view[..., dims] = values.to(act.device, act.dtype)
-        elif basis is not None:  # swap the subspace component only: x + R_k (v - R_k^T x)
-            view.add_((values.to(act.device, act.dtype) - view @ basis) @ basis.T)
+        elif r is not None:
+            # Under autograd the product must not keep ``view`` itself for the backward pass, since
+            # add_ then changes it (a contiguous view is saved as it is): it reads a copy.
+            current = (view.clone() if torch.is_grad_enabled() else view) @ r
+            view.add_((values.to(act.device, act.dtype) - current) @ r.T)
         else:
             view.copy_(values.to(act.device, act.dtype))
 

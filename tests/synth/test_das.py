@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import time
+
+import torch
+
 from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.dsl.location import Location
 from mechsynth.synth import das
 from mechsynth.synth.check import split
+from mechsynth.synth.check.patching import Edit, probe, resolve, run, subspace_matrix
 from mechsynth.synth.check.scoring import score
 
 from tiny_targets import COPY, EMBED, rotated_copy_target, tiny_target
@@ -24,7 +30,7 @@ def test_planted_rotated_variable_recovered_held_out():
     scores = score(target, hypothesis, n=128)
     assert scores["heldout_only"] is True
     assert not any(split.in_train_split(x) for x in scores["per_input"]["inputs"])
-    assert fit.train_iia > 0.95
+    assert fit.train_iia > 0.95 and fit.steps_run == CFG.steps and not fit.cut_short
     assert scores["iia"] > 0.95  # out of sample
     assert scores["loss_recovered"] > 0.9
 
@@ -46,3 +52,48 @@ def test_fit_is_deterministic_in_seed():
     a = das.fit_location(target, COPY, "out", Location(MLP0), cfg).location
     b = das.fit_location(target, COPY, "out", Location(MLP0), cfg).location
     assert a == b
+
+
+def test_fit_cut_by_its_deadline_stops_at_a_cycle_and_replays(monkeypatch):
+    """The deadline is asked before each cycle of n_sources steps: a clock that ticks once per question
+    (steps counted, not time) past the deadline at the third question stops the fit after 2 cycles."""
+    target = rotated_copy_target()
+    cfg = das.DASConfig(k=1, n_train=32, steps=40, seed=0)  # the recorded procedure: n_sources default
+    ticks = itertools.count(1)
+    monkeypatch.setattr(das, "_clock", lambda: next(ticks))
+    cut = das.fit_location(target, COPY, "out", Location(MLP0), cfg, deadline=2.5)
+    assert cut.cut_short and cut.steps_run == 2 * cfg.n_sources
+    assert cut.location.subspace.steps == cut.steps_run  # what the controls' refit replays
+    monkeypatch.undo()
+    replay = das.fit_location(target, COPY, "out", Location(MLP0), das.DASConfig.of(cut.location.subspace))
+    assert not replay.cut_short and replay.location == cut.location
+    full = das.fit_location(target, COPY, "out", Location(MLP0), cfg, deadline=time.monotonic() + 3600)
+    assert not full.cut_short and full.steps_run == cfg.steps and full.location != cut.location
+
+
+def test_fit_past_its_deadline_takes_no_step():
+    target = rotated_copy_target()
+    cfg = das.DASConfig(k=1, n_train=32, steps=40, seed=0)
+    fit = das.fit_location(target, COPY, "out", Location(MLP0), cfg, deadline=time.monotonic() - 1.0)
+    assert fit.cut_short and fit.steps_run == 0 and fit.location.subspace.steps == 0
+
+
+def test_fit_interchange_is_the_checks_interchange():
+    """One definition of the subspace swap: the logits DAS trains on, at the fitted rotation, are the
+    logits of the checks' patching run with the fitted location (Site.write either way)."""
+    target = rotated_copy_target()
+    fit = das.fit_location(target, COPY, "out", Location(MLP0), das.DASConfig(k=2, n_train=32, steps=8))
+    info = probe(target.model)
+    whole, fitted = resolve(target.model, Location(MLP0), info), resolve(target.model, fit.location, info)
+    basis = subspace_matrix(fit.location.subspace).float()
+    cfg = das.DASConfig(k=2, n_train=32, steps=8)
+    from mechsynth.synth.check import split
+
+    inputs = split.draw(target.task.sample, cfg.n_train, cfg.seed, train=True)
+    for group in das._groups(target, COPY, "out", whole, cfg, inputs):
+        src = group.sources[0]
+        with torch.no_grad():
+            trained_on = das._patched_logits(target, whole, group, src, basis)
+        values = fitted.read(group.source_acts)[src]
+        checked, _ = run(target.model, group.tokens, [Edit(fitted, values, group.positions)])
+        assert torch.allclose(trained_on, checked, atol=1e-5)

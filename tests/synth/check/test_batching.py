@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.dsl.location import Location
 from mechsynth.synth.bench.perf import chain_probe_hypothesis
-from mechsynth.synth.check.batching import Batching, Block, Patch, run_blocks
+from mechsynth.synth.check.batching import Batching, Block, CleanRun, Patch, run_blocks
 from mechsynth.synth.check.claims import prepare_groups, resolve_claims
 from mechsynth.synth.check.patching import PassCounter
 from mechsynth.synth.check.scoring import score
@@ -102,6 +102,41 @@ def test_a_pull_reads_the_source_block_patched_at_an_earlier_hook():
     reference = run_blocks(target.model, blocks, PassCounter(), Batching.REFERENCE)
     torch.testing.assert_close(fused["reader"], reference["reader"], atol=1e-6, rtol=0)
     assert not torch.allclose(fused["reader"], group.clean_logits)
+
+
+def test_blocks_equal_to_clean_rows_leave_the_pass_and_keep_their_numbers():
+    """Swapping tokens at every position is the source's clean run, swapping indices within one
+    length changes nothing: both blocks are gathered from the clean pass, and a consumer of one
+    reads the clean activations of the matched rows. One changed entry makes a block run."""
+    target = load("trained:reverse")
+    claims = resolve_claims(target, chain_probe_hypothesis(target.model.cfg.n_layers))
+    group = prepare_groups(target, claims, target.task.sample(64, 0), PassCounter())[0]
+    n, pos = group.size, group.positions
+    site = {name: claims.claims[name].site for name in ("tokens", "indices", "copy0")}
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    swapped = group.clean["tokens"][perm][:, pos]
+    other_positions = group.clean["indices"].flip(0)[:, pos]
+    off = swapped.clone()
+    off[0, 0, 0] += 1.0
+    same = torch.arange(n)[:, None].expand(n, group.length)
+    blocks = [
+        Block("tokens", group.tokens, (Patch(site["tokens"], pos, values=swapped),), logits=False),
+        Block("indices", group.tokens, (Patch(site["indices"], pos, values=other_positions),)),
+        Block("off", group.tokens, (Patch(site["tokens"], pos, values=off),)),
+        Block("reader", group.tokens, (Patch(site["copy0"], pos, source="tokens", rows=same),)),
+    ]
+    counter = PassCounter()
+    reusing = run_blocks(target.model, blocks, counter, Batching.FUSED, CleanRun.of_group(group, claims))
+    fused = run_blocks(target.model, blocks, PassCounter(), Batching.FUSED)
+    reference = run_blocks(target.model, blocks, PassCounter(), Batching.REFERENCE)
+    assert counter.sequences == 2 * n  # "off" and "reader" ran; "tokens" and "indices" did not
+    assert torch.equal(reusing["tokens"], group.clean_logits[perm])
+    assert torch.equal(reusing["indices"], group.clean_logits)
+    for name in ("indices", "off", "reader"):
+        torch.testing.assert_close(reusing[name], reference[name], atol=1e-5, rtol=0)
+        torch.testing.assert_close(reusing[name], fused[name], atol=1e-5, rtol=0)
+    assert not torch.allclose(reusing["off"][0], group.clean_logits[perm][0], atol=1e-6)
+    assert not torch.allclose(reusing["reader"], group.clean_logits, atol=1e-3)
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])

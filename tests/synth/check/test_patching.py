@@ -164,3 +164,29 @@ def test_subspace_site_swaps_only_its_component():
     # x + R R^T (x_src - x): the (1, 1, 0) component becomes the source's, the rest stays the base's
     assert torch.allclose(site.read(act), site.read(src), atol=1e-6)
     assert torch.allclose(act, torch.tensor([[[1.5, 0.5, 5.0]]]), atol=1e-6)
+
+
+def test_explicit_basis_is_the_stored_subspace_and_differentiable():
+    """Site.write(basis=R) (what DAS trains through) is the same swap as a site holding R as its
+    subspace (what the checks score), and carries gradients to R."""
+    from mechsynth.dsl.location import Location, Subspace
+    from mechsynth.synth.check.patching import Site, subspace_matrix
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.linalg.qr(torch.randn(5, 2, generator=gen, dtype=torch.float64)).Q
+    stored = Site(Location("h", subspace=Subspace(tuple(tuple(c) for c in q.T.tolist()))), "h", 0, (5,))
+    whole = Site(Location("h"), "h", 0, (5,))
+    base, src = torch.randn(3, 4, 5, generator=gen), torch.randn(3, 4, 5, generator=gen)
+    r = subspace_matrix(stored.location.subspace).float()
+    a, b = base.clone(), base.clone()
+    stored.write(a, stored.read(src, slice(1, 3)), slice(1, 3))
+    whole.write(b, whole.read(src, slice(1, 3), basis=r), slice(1, 3), basis=r)
+    assert torch.allclose(a, b, atol=1e-6)
+    assert torch.equal(a[:, [0, 3]], base[:, [0, 3]])  # positions outside the slice untouched
+    w = r.clone().requires_grad_(True)
+    c = base.clone()
+    whole.write(c, src @ w, basis=w)
+    (grad,) = torch.autograd.grad(c.sum(), [w])
+    assert grad.abs().sum() > 0
+    with pytest.raises(CheckError):
+        Site(Location("h", dims=(0, 1)), "h", 0, (5,)).write(base.clone(), src[..., :2], basis=r)

@@ -25,3 +25,63 @@ def test_failing_variable_is_moved_into_a_fitted_subspace_once():
     assert proposal.meta["das_variable"] == "out"
     (again,) = list(proposer.propose(ctx))  # the next size, not the same fit twice
     assert again.hypothesis.correspondence["out"].subspace.k == 2
+
+
+def test_a_fit_the_budget_cuts_is_reported(monkeypatch):
+    """Half of the remaining budget per fit: a clock past that point at the fit's second cycle check
+    cuts it after one cycle; the proposal and the proposer's usage say so. A budget already spent
+    before the first step gives a logged rejection, not an unfitted rotation."""
+    import itertools
+
+    from mechsynth.synth import das
+    from mechsynth.synth.propose import das_location
+
+    target = rotated_copy_target()
+    hyp = Hypothesis(COPY, {"tokens": EMBED, "out": "blocks.0.hook_mlp_out[dims=3,4,5]"})
+    failed = ScoredCandidate(hyp, "model-guided", {"iia[out]": 0.1})
+    ticks = itertools.count(0)
+    clock = lambda: float(next(ticks))  # noqa: E731  one tick per question: steps, not time
+    monkeypatch.setattr(das_location.time, "monotonic", clock)
+    monkeypatch.setattr(das, "_clock", clock)
+    proposer = DASLocationProposer(steps=40, n_train=32)
+    # tick 0: the proposer's own deadline check; 1: the fit starts, its deadline 1 + 0.5 * (6 - 1) = 3.5;
+    # cycle checks (every 8 steps) at ticks 2, 3 go on, at 4 stop: 16 steps (the whole budget: 40)
+    (proposal,) = list(proposer.propose(ProposalContext(target, None, best=(failed,), deadline=6.0)))
+    assert proposal.hypothesis is not None
+    assert proposal.meta["das_cut_short"] is True and proposal.meta["das_steps"] == 16
+    assert proposal.hypothesis.correspondence["out"].subspace.steps == 16
+    usage = proposer.usage()
+    assert usage["summary"]["fits"] == 1 and usage["summary"]["cut_short"] == 1
+    assert "cut short by the deadline after 16 of 40 steps" in usage["calls"][0]["outcome"]
+    ticks = itertools.count(10)
+    (late,) = list(proposer.propose(ProposalContext(target, None, best=(failed,), deadline=11.0)))
+    assert late.hypothesis is None and "no time for a step" in late.error
+    assert proposer.usage()["summary"]["fits"] == 2
+
+
+def test_a_head_variable_is_widened_to_its_layers_attention_output_first():
+    """A variable failing at one head: first the layer's whole attention output (nothing fitted), then
+    subspaces of the head, then subspaces of the attention output."""
+    from mechsynth.dsl.location import Location
+
+    loc = Location("blocks.1.attn.hook_z", 0)
+    moves = [(str(w), k) for w, k in DASLocationProposer._moves(loc)]
+    assert moves[0] == ("blocks.1.hook_attn_out", 0)
+    assert moves[1:4] == [("blocks.1.attn.hook_z[0]", 1), ("blocks.1.attn.hook_z[0]", 2),
+                          ("blocks.1.attn.hook_z[0]", 4)]
+    assert moves[4:] == [("blocks.1.hook_attn_out", 1), ("blocks.1.hook_attn_out", 2),
+                         ("blocks.1.hook_attn_out", 4)]
+    assert [k for _, k in DASLocationProposer._moves(Location("blocks.0.hook_mlp_out"))] == [1, 2, 4]
+
+    target = rotated_copy_target()
+    hyp = Hypothesis(COPY, {"tokens": EMBED, "out": "blocks.0.attn.hook_z[0]"})
+    failed = ScoredCandidate(hyp, "model-guided", {"iia[out]": 0.1})
+    proposer = DASLocationProposer(steps=8, n_train=32)
+    ctx = ProposalContext(target, None, best=(failed,))
+    (widened,) = list(proposer.propose(ctx))
+    assert widened.hypothesis.correspondence["out"] == Location("blocks.0.hook_attn_out")
+    assert widened.meta["das_k"] == 0 and widened.meta["das_from"] == "blocks.0.attn.hook_z[0]"
+    assert proposer.usage()["summary"]["fits"] == 0  # nothing was fitted
+    (fitted,) = list(proposer.propose(ctx))
+    assert fitted.hypothesis.correspondence["out"].hook == "blocks.0.attn.hook_z"
+    assert fitted.hypothesis.correspondence["out"].subspace.k == 1
