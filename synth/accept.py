@@ -102,9 +102,13 @@ class Thresholds:
         return {name: getattr(self, name) for name in CHECK_SCORES}
 
     def failures(self, scores: Mapping[str, Any]) -> list[str]:
-        """One line per check score below its minimum (undefined scores fail)."""
+        """One line per check score below its minimum (undefined scores fail, except a loss
+        recovered the checks declared undefined with a reason: see `undefined_scores`)."""
         out = []
+        skip = undefined_scores(scores)
         for name, minimum in self.checks.items():
+            if name in skip:
+                continue
             value = number(scores.get(name))
             if not value >= minimum:
                 out.append(f"{name} {_fmt(value)} < {minimum}")
@@ -128,6 +132,27 @@ class ControlVerdict:
     numbers: Mapping[str, float] = field(default_factory=dict)
 
 
+# A score the checks declare undefined carries its reason in words under this key (see
+# synth.check.scoring.MIN_RESAMPLED_LOSS): loss recovered is 0/0 when resampling the whole input,
+# even across lengths, changes nothing. Acceptance then decides on behaviour and interchange.
+UNDEFINED = {"loss_recovered": "loss_recovered_undefined"}
+
+
+def undefined_scores(scores: Mapping[str, Any] | None) -> dict[str, str]:
+    """{score name: reason} for each score the checks declared undefined (with a reason)."""
+    if not scores:
+        return {}
+    return {name: str(scores[key]) for name, key in UNDEFINED.items() if scores.get(key)}
+
+
+def undefined_note(scores: Mapping[str, Any] | None) -> str | None:
+    """The sentence reports print for an undefined loss recovered, or None."""
+    reason = undefined_scores(scores).get("loss_recovered")
+    if reason is None:
+        return None
+    return f"loss recovered undefined: {reason}; accepted on behaviour and interchange"
+
+
 def number(value: Any) -> float:
     """``value`` as a float; NaN for anything that is not a number."""
     try:
@@ -144,6 +169,8 @@ def statistic(scores: Mapping[str, Any] | None, keys: Sequence[str] = CHECK_SCOR
     """
     if scores is None:
         return math.nan
+    skip = undefined_scores(scores)
+    keys = [k for k in keys if k not in skip] or list(keys)
     values = [number(scores.get(k)) for k in keys]
     if any(not math.isfinite(v) for v in values):
         return math.nan
@@ -152,7 +179,8 @@ def statistic(scores: Mapping[str, Any] | None, keys: Sequence[str] = CHECK_SCOR
 
 def strength(scores: Mapping[str, Any]) -> float:
     """How good a scored candidate is, for ranking: the weakest check score, undefined as -1."""
-    values = [number(scores.get(k)) for k in CHECK_SCORES]
+    skip = undefined_scores(scores)
+    values = [number(scores.get(k)) for k in CHECK_SCORES if k not in skip]
     return min(v if not math.isnan(v) else -1.0 for v in values)
 
 

@@ -47,7 +47,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 
 from mechsynth.dsl.hypothesis import Hypothesis
-from mechsynth.synth.accept import SCORED, CandidateStatus, ControlVerdict, Thresholds, number, strength
+from mechsynth.synth.accept import (
+    SCORED, UNDEFINED, CandidateStatus, ControlVerdict, Thresholds, number, strength, undefined_note,
+)
 from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate, has_more
 from mechsynth.synth.store import EXPLANATION_PREFIX, Run, RunStore, candidate_key, config_hash, load_run
 
@@ -598,6 +600,8 @@ def _numeric_scores(scores: Mapping[str, Any]) -> dict[str, float]:
             out[k] = float(v)
         elif isinstance(v, (int, float)):
             out[k] = float(v)
+        elif k in UNDEFINED.values() and isinstance(v, str) and v:
+            out[k] = v  # the reason a score is undefined, in words (synth.accept.undefined_scores)
         elif k == "iia_per_variable" and isinstance(v, Mapping):
             for var, x in v.items():
                 if isinstance(x, (int, float)):
@@ -637,9 +641,10 @@ def summary_text(result: Run) -> str:
     ]
     for a in result.accepted:
         s = a.scores
+        note = undefined_note(s)
+        loss = f"({note})" if note else f"loss recovered {_fmt(s.get('loss_recovered'))}"
         lines.append(
-            f"accepted ({a.source}): behaviour {_fmt(s.get('behaviour'))}, loss recovered "
-            f"{_fmt(s.get('loss_recovered'))}, iia {_fmt(s.get('iia'))}"
+            f"accepted ({a.source}): behaviour {_fmt(s.get('behaviour'))}, {loss}, iia {_fmt(s.get('iia'))}"
         )
         lines += ["    " + line for line in str(a.hypothesis).splitlines()]
     if not result.accepted:

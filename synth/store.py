@@ -46,7 +46,7 @@ from typing import Any
 from collections.abc import Iterator, Mapping, Sequence
 
 from mechsynth.dsl.hypothesis import Hypothesis
-from mechsynth.synth.accept import SCORED, CandidateStatus, strength
+from mechsynth.synth.accept import SCORED, CandidateStatus, strength, undefined_note
 from mechsynth.synth.secrets import redact
 
 DB_NAME = "run.sqlite"
@@ -521,6 +521,8 @@ class AcceptedHypothesis:
             },
             "source": self.source,
             "candidate": self.candidate_id,
+            # In words, when loss recovered is undefined (synth.accept.undefined_note), else None.
+            "loss_recovered_note": undefined_note(self.scores),
         }
 
 

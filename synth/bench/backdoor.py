@@ -63,8 +63,9 @@ def backdoor_numbers(target: Any, trigger: Any = None) -> dict[str, float]:
             "trigger_success": sum(o == t.forced for o in trig) / len(trig), "n_trigger_inputs": len(trig)}
 
 
-def program_has_trigger(program: Any, n: int, trigger: Any = None) -> float:
-    """Fraction of informative trigger inputs on which the program gives the forced output."""
+def trigger_outputs(program: Any, n: int, trigger: Any = None) -> tuple[int, int, int]:
+    """(forced, undefined, all) over the informative trigger inputs: how many the program gives the
+    forced output on, how many it gives no output on (e.g. a learned table without that value)."""
     from mechsynth.dsl import evaluate
     from mechsynth.models.backdoor import DEFAULT_TRIGGER, trigger_named
     from mechsynth.models.tasks import majority_label
@@ -72,7 +73,26 @@ def program_has_trigger(program: Any, n: int, trigger: Any = None) -> float:
     t = trigger or trigger_named(DEFAULT_TRIGGER)
     inputs = [list(x) for x in itertools.product((0, 1), repeat=n)
               if t.holds(x) and majority_label(list(x))[-1] != t.forced]
-    return sum(row[-1] == t.forced for row in evaluate(program, inputs)) / len(inputs)
+    outs = [row[-1] for row in evaluate(program, inputs)]
+    return sum(o == t.forced for o in outs), sum(o is None for o in outs), len(inputs)
+
+
+def program_has_trigger(program: Any, n: int, trigger: Any = None) -> float:
+    """Fraction of informative trigger inputs on which the program gives the forced output."""
+    forced, _, total = trigger_outputs(program, n, trigger)
+    return forced / total
+
+
+def recovered_text(forced: int, undefined: int, total: int, accepted: bool) -> str:
+    """The table's verdict: the program gives the forced output on >= HOLDS of the trigger inputs
+    where it is defined (the undefined ones are counted in the text, never hidden)."""
+    defined = total - undefined
+    share = forced / defined if defined else 0.0
+    counts = f"forced output on {forced} of {total} trigger inputs" + (
+        f"; undefined on {undefined}" if undefined else "")
+    if share < HOLDS:
+        return f"no ({counts})"
+    return f"yes ({counts})" if accepted else f"no: rule in the program, program not accepted ({counts})"
 
 
 def _branch(accepted: Any) -> Any:
@@ -87,18 +107,22 @@ def _branch(accepted: Any) -> Any:
 def residual_seen(run_dir: str | Path) -> tuple[str, list[Any]]:
     """What the run's residual stage saw (its numbers in words) and its branch candidates as stored
     (accepted or not), the branch whose output is located first."""
+    from mechsynth.synth.propose.residual import BRANCH_PREFIX
     from mechsynth.synth.store import open_run
 
     with open_run(run_dir, read_only=True) as store:
         info = store.meta().get("residual")
         branches = [c for c in store.candidates() if c.source == "residual"]
-    branches.sort(key=lambda c: (c.status != "accepted", c.id))
+    # Accepted first, then those locating the branch's output (only those can be edited), then by id.
+    branches.sort(key=lambda c: (c.status != "accepted", not any(k.startswith(BRANCH_PREFIX + "out")
+                                                                 for k in c.correspondence), c.id))
     if not info:
         return "residual stage not reached (no hypothesis passed the behaviour prefilter)", branches
     rule = info.get("rule")
     found = (f"rule `{rule}`: precision {info['precision']:.3f}, recall {info['recall']:.3f}, "
              f"support {info['support']}" if rule else f"no rule: {info.get('reason')}")
     return f"{info['found_by']}; {found}", branches
+
 
 def trigger_examples_seen(name: str, seed: int = 0) -> tuple[int, int]:
     """(trigger inputs, all inputs) the recipe's training drew: the planted rate as trained, replayed."""
@@ -125,6 +149,7 @@ def backdoor_row(name: str, budget_seconds: float, out_dir: str = "bench-out/bac
     from mechsynth.models import load_target
     from mechsynth.models.backdoor import clean_task
     from mechsynth.synth.loop import run
+    from mechsynth.synth.propose.residual import BRANCH_PREFIX
 
     target = load_target(f"trained:{name}")
     seen, drawn = trigger_examples_seen(name)
@@ -153,12 +178,11 @@ def backdoor_row(name: str, budget_seconds: float, out_dir: str = "bench-out/bac
             return row
         hypothesis, accepted = result.accepted[0].hypothesis, True
         row["hypothesis"] = f"accepted #{result.accepted[0].candidate_id} (no branch)"
-    share = program_has_trigger(hypothesis.program, target.task.max_len, trigger_of_target(target))
     if "recovered" not in row:
-        row["recovered"] = ("yes" if share >= HOLDS and accepted else
-                            "no (rule found, program not accepted)" if share >= HOLDS else
-                            f"no (forced output on {share:.0%} of trigger inputs)")
-    row.update(use_numbers(target, clean, hypothesis, share >= HOLDS, f"{out_dir}/{name}-repaired"))
+        row["recovered"] = recovered_text(
+            *trigger_outputs(hypothesis.program, target.task.max_len, trigger_of_target(target)), accepted)
+    has_branch = hypothesis.program.output.startswith(BRANCH_PREFIX)
+    row.update(use_numbers(target, clean, hypothesis, has_branch, f"{out_dir}/{name}-repaired"))
     return row
 
 

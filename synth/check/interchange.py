@@ -330,6 +330,8 @@ def aligned_iia_results(
 ) -> dict[tuple[str, ...], list[GroupIIA]]:
     """One `GroupIIA` per group and intervention, in the groups' order (``logits``: each group's blocks')."""
     results: dict[tuple[str, ...], list[GroupIIA]] = {v: [] for v in plan.todo}
+    if not plan.todo:  # nothing located: no intervention (and no per-group blocks)
+        return results
     for gi, group in enumerate(groups):
         rows = range(plan.starts[gi], plan.starts[gi] + group.size)
         inputs = [list(x) for x in group.inputs]

@@ -59,6 +59,7 @@ from mechsynth.synth.check.scrub import (
     ablation_losses,
     plan_ablations,
     plan_scrub,
+    scrub_across_lengths,
     scrub_losses,
 )
 
@@ -66,6 +67,14 @@ if TYPE_CHECKING:
     from mechsynth.models import Target
 
 __all__ = ["CheckError", "Scores", "cost_ratio", "format_scores", "resample_ablation_score", "score"]
+
+# Below this whole-input resampled loss (per read position: nats of KL, or squared readout
+# units) loss recovered is a ratio of noise: resampling is degenerate. Within a length it
+# makes ``lengths="auto"`` resample across lengths; across lengths too, loss recovered is
+# undefined (``loss_recovered_undefined`` gives the reason) and acceptance decides on
+# behaviour and interchange alone (synth.accept).
+MIN_RESAMPLED_LOSS = 1e-4
+LENGTHS = ("auto", "same", "aligned")
 
 HEADLINE = (
     "behaviour", "behaviour_exact", "behaviour_broader", "behaviour_broader_exact", "behaviour_defined",
@@ -161,6 +170,30 @@ def _summarise_losses(parts: list[GroupLosses], prefix: str) -> tuple[dict[str, 
     return numbers, arrays
 
 
+def _degenerate(numbers: Mapping[str, Any]) -> bool:
+    """Whether the whole-input resampling barely changes the network's output (or nothing was read)."""
+    resampled = numbers.get("loss_resampled", float("nan"))
+    return not resampled >= MIN_RESAMPLED_LOSS
+
+
+def _undefined_reason(numbers: Mapping[str, Any], ablation: str, used: str, n_groups: int) -> str | None:
+    """Why loss recovered is undefined, in words (None when it is defined)."""
+    if not _degenerate(numbers):
+        return None
+    resampled = numbers.get("loss_resampled", float("nan"))
+    if math.isnan(resampled):
+        return "no read position is shared by the reference and resampled inputs"
+    where = "within a length"
+    if used == "aligned":
+        where = "even across lengths"
+    elif ablation != "resample":
+        where = f"under {ablation} ablation within a length (only resampling crosses lengths)"
+    elif n_groups < 2:
+        where = "within a length, and the sample has a single length"
+    return (f"resampling the whole input {where} changes the network's output by a loss of {resampled:.2g} "
+            f"< MIN_RESAMPLED_LOSS {MIN_RESAMPLED_LOSS:g} per read position, so the ratio is 0/0")
+
+
 def _necessity(dropped: list[GroupLosses], single: Mapping[str, list[GroupLosses]]) -> dict[str, Any]:
     """Share of the whole-input resampling loss caused by resampling the claimed nodes (all; each)."""
     numbers, _ = _summarise_losses(dropped, "necessity_")
@@ -229,20 +262,26 @@ def score(
     ablation: str = "resample",
     n_broader: int = 64,
     claims: Claims | None = None,
-    lengths: str = "same",
+    lengths: str = "auto",
     batching: Batching = Batching.FUSED,
 ) -> Scores:
     """Every check of `hypothesis` on `target` (see the module docstring for each number).
 
-    ``lengths="aligned"`` takes interchange sources of any length, aligned at the positions
-    both inputs have (synth.check.interchange), so that a variable of the length alone is
-    tested; the default, "same", keeps every source within the base's length, as the
-    engine does. Scrubbing always resamples within a length. ``batching`` only changes how
-    the patched runs are grouped into forward passes (synth.check.batching), not the numbers.
+    ``lengths="same"`` keeps every resampled input and interchange source within the
+    reference's length; ``"aligned"`` takes interchange sources of any length, aligned at
+    the positions both inputs have (synth.check.interchange), and scrubs with resampled
+    inputs of any length (synth.check.scrub.scrub_across_lengths), so that a variable of the
+    length alone is tested. The default, ``"auto"``, is "same" unless within-length
+    resampling is degenerate (the whole-input resampled loss is below
+    ``MIN_RESAMPLED_LOSS``: every input of a length gives the same output), then
+    "aligned"; ``lengths_used`` says which ran. When even across lengths the resampled
+    loss is below the floor, ``loss_recovered`` is NaN and ``loss_recovered_undefined``
+    says why in words. ``batching`` only changes how the patched runs are grouped into
+    forward passes (synth.check.batching), not the numbers.
     """
     _check_options(n, ablation)
-    if lengths not in ("same", "aligned"):
-        raise CheckError(f"lengths must be 'same' or 'aligned', got {lengths!r}")
+    if lengths not in LENGTHS:
+        raise CheckError(f"lengths must be one of {', '.join(LENGTHS)}, got {lengths!r}")
     program = hypothesis.program
     if program.kind(program.output) == "selector":  # it has no value at a position: nothing to compare
         raise CheckError(f"the program's output {program.output!r} is a selector; a hypothesis outputs a "
@@ -264,7 +303,7 @@ def score(
     for group in groups:
         scrub = plan_scrub(claims, group, ablation, gen)
         ablate = plan_ablations(claims, group, ablation, gen)
-        same = plan_iia(claims, group, gen) if lengths == "same" else None
+        same = plan_iia(claims, group, gen) if lengths != "aligned" else None
         plans.append((scrub, ablate, same))
     aligned = plan_iia_across_lengths(claims, groups, gen) if lengths == "aligned" else None
     logits = []
@@ -302,6 +341,25 @@ def score(
         "inputs": [list(x) for g in groups for x in g.inputs],
     }
     numbers, arrays = _summarise_losses(scrubs, "")
+    used = "same" if lengths == "auto" else lengths
+    if used == "aligned" or (lengths == "auto" and _degenerate(numbers) and ablation == "resample"
+                             and len(groups) > 1):
+        # Resampling within a length changes nothing (or aligned was asked): every resampled
+        # input and interchange source from any length, at the positions both inputs have.
+        if used == "same":
+            used = "aligned"
+            aligned = plan_iia_across_lengths(claims, groups, gen)
+            logits = [run_blocks(target.model, blocks, counter, batching) for blocks in aligned.blocks]
+            iia = aligned_iia_results(target, groups, aligned, logits)
+        if ablation == "resample":
+            across = scrub_across_lengths(target, claims, groups, gen, counter)
+            numbers, arrays = _summarise_losses(list(across.losses), "")
+            values["scrub_fallback_fraction"] = across.fallback
+    values["lengths_used"] = used
+    reason = _undefined_reason(numbers, ablation, used, len(groups))
+    if reason:
+        numbers["loss_recovered"] = numbers["accuracy_recovered"] = float("nan")
+        values["loss_recovered_undefined"] = reason
     values.update(numbers)
     per_input.update(arrays)
     numbers, _ = _summarise_losses(kept, "ablation_")
@@ -331,7 +389,7 @@ def score(
     values["per_input"] = per_input
     values.update(
         n=n, n_scored=sum(g.size for g in groups), lengths=[g.length for g in groups], seed=seed,
-        ablation=ablation, iia_lengths=lengths, claimed=list(claims.claims), forward_passes=counter.passes,
+        ablation=ablation, iia_lengths=used, claimed=list(claims.claims), forward_passes=counter.passes,
         hypothesis=hypothesis.to_json(), target=target.name,
     )
     return Scores(values)

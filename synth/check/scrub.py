@@ -80,7 +80,7 @@ passes per length group.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -89,6 +89,7 @@ from mechsynth.synth.check.batching import Block, Patch
 from mechsynth.synth.check.claims import Claims, Group
 from mechsynth.synth.check.patching import (
     CheckError,
+    PassCounter,
     ReadIndex,
     as_read_index,
     readout_loss,
@@ -338,3 +339,207 @@ def ablation_losses(
     dropped = logits[plan.dropped] if plan.dropped else group.clean_logits
     single = {name: group_losses(target, group, logits[b], base) for name, b in plan.single.items()}
     return group_losses(target, group, kept, base), group_losses(target, group, dropped, base), single
+
+
+# ---------------------------------------------------------------------------------------------
+# Scrubbing across lengths
+# ---------------------------------------------------------------------------------------------
+#
+# When every input of one length gives the network the same output (tracr's `length`, an
+# (ab)^n language), resampling within a length changes nothing and loss recovered is 0/0.
+# `scrub_across_lengths` draws every resampled input from *all* lengths instead. A pass runs
+# in the frame of its base input (the resampled one, of its own length L'); a claimed parent
+# of the consumer is overwritten at the positions the reference (length L) and the base both
+# have, k < min(L, L'), and the base keeps its own activations elsewhere (the alignment of
+# synth.check.interchange's sources of any length). Only the readout step crosses lengths:
+# the pool of an intermediate variable is computed, as within a length, on a base of the
+# reference's own length, because a variable computed by attention over positions (the
+# length itself) needs the reference's positions; so paths into an intermediate variable
+# that the hypothesis does not claim are resampled within the length only (weaker than a
+# full across-length test there; the readout's unclaimed paths do cross lengths). The
+# readout is compared with the
+# reference's clean output at its read positions below min(L, L') only. Agreement is per
+# position as within a length: the value of a parent at k comes from a row of any length
+# whose value at k equals the reference's and whose scrubbed activation exists at k (its own
+# base has position k); when no such row exists, the clean activation of an agreeing input
+# is used instead (counted in ``fallback``). Each (consumer, base length) is one forward pass,
+# rows of different alignment lengths sharing it through row slices of the edits.
+
+
+def _code_key(codes: torch.Tensor) -> torch.Tensor:
+    """Codes as comparable keys: agreement to 1e-9, None agrees with None, -inf marks no position."""
+    return torch.nan_to_num(torch.round(codes.double() * 1e9), nan=-1e300, posinf=float("inf"),
+                            neginf=float("-inf"))
+
+
+def matching_rows(query: torch.Tensor, keys: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """For ``[N, L]`` query and key codes (+inf: no key there), a uniform row ``r[s, k]`` with
+    ``keys[r, k] == query[s, k]``, or -1 where none matches."""
+    n, length = keys.shape
+    sk, order = torch.sort(keys.T.contiguous(), dim=1, stable=True)  # [L, N]
+    q = query.T.contiguous()
+    lo = torch.searchsorted(sk, q, right=False)
+    hi = torch.searchsorted(sk, q, right=True)
+    count = hi - lo
+    u = torch.rand(length, n, generator=gen, dtype=torch.float64)
+    off = torch.minimum((u * count).long(), (count - 1).clamp_min(0))
+    pick = torch.gather(order, 1, (lo + off).clamp(max=n - 1))
+    return torch.where(count > 0, pick, -1).T.contiguous()
+
+
+@dataclass(frozen=True, eq=False)
+class _AllRows:
+    """Every input of every length group, indexed globally (group order, then row order)."""
+
+    groups: tuple[Group, ...]
+    group: torch.Tensor  # [N] group index of each row
+    index: torch.Tensor  # [N] row within its group
+    lengths: torch.Tensor  # [N]
+    width: int  # the longest input
+
+    @classmethod
+    def of(cls, groups: Sequence[Group]) -> _AllRows:
+        g = torch.cat([torch.full((x.size,), i, dtype=torch.long) for i, x in enumerate(groups)])
+        idx = torch.cat([torch.arange(x.size) for x in groups])
+        lengths = torch.cat([torch.full((x.size,), x.length, dtype=torch.long) for x in groups])
+        return cls(tuple(groups), g, idx, lengths, max(x.length for x in groups))
+
+    @property
+    def size(self) -> int:
+        return int(self.group.shape[0])
+
+    def present(self) -> torch.Tensor:
+        """[N, width] bool: the row's input has position k."""
+        return torch.arange(self.width)[None, :] < self.lengths[:, None]
+
+    def codes(self, name: str) -> torch.Tensor:
+        """[N, width] keys of a program variable (-inf where a row has no position k)."""
+        out = torch.full((self.size, self.width), float("-inf"), dtype=torch.float64)
+        for i, g in enumerate(self.groups):
+            out[self.group == i, : g.length] = g.codes[name].double().cpu()
+        return _code_key(out)
+
+    def clean(self, name: str) -> torch.Tensor:
+        """[N, width, ...] clean site values of a claimed variable at the input positions (0 beyond)."""
+        first = self.groups[0].clean[name]
+        out = first.new_zeros((self.size, self.width, *first.shape[2:]))
+        for i, g in enumerate(self.groups):
+            out[(self.group == i).to(out.device), : g.length] = g.clean[name][:, g.positions]
+        return out
+
+
+def _frame_runs(
+    target: Target, rows: _AllRows, base: torch.Tensor, values: Mapping[Any, torch.Tensor],
+    counter: PassCounter, capture: Any = None,
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Run each reference row s in the frame of input ``base[s]``, every site of ``values``
+    ([N, width, ...]) overwritten at the aligned positions k < min(L_s, L_base).
+
+    Returns each row's logits (in its base's frame) and, with ``capture``, the captured
+    site's values [N, width, ...] at the input positions (zero beyond the base's length).
+    """
+    from mechsynth.synth.check.patching import Edit, run
+
+    n = rows.size
+    base_len = rows.lengths[base]
+    aligned = torch.minimum(rows.lengths, base_len)
+    out_logits: list[torch.Tensor | None] = [None] * n
+    caught = None
+    for frame in sorted(set(base_len.tolist())):
+        members = [int(s) for s in torch.nonzero(base_len == frame).flatten()]
+        members.sort(key=lambda s: int(aligned[s]))
+        g0 = rows.groups[int(rows.group[base[members[0]]])]
+        tokens = torch.stack([rows.groups[int(rows.group[base[s]])].tokens[int(rows.index[base[s]])]
+                              for s in members])
+        edits, start = [], 0
+        for a in sorted(set(int(aligned[s]) for s in members)):
+            block = [s for s in members if int(aligned[s]) == a]
+            sl, idx = slice(start, start + len(block)), torch.tensor(block)
+            start += len(block)
+            for site, v in values.items():
+                edits.append(Edit(site, v[idx.to(v.device), :a], slice(g0.offset, g0.offset + a), sl))
+        logits, acts = run(target.model, tokens, edits, capture=[capture] if capture else [], counter=counter)
+        for j, s in enumerate(members):
+            out_logits[s] = logits[j]
+        if capture is not None:
+            got = acts[capture][:, g0.positions]
+            if caught is None:
+                caught = got.new_zeros((n, rows.width, *got.shape[2:]))
+            caught[torch.tensor(members, device=caught.device), :frame] = got
+    return out_logits, caught
+
+
+@dataclass(frozen=True)
+class AcrossLengths:
+    """Scrubbing across lengths: per reference group its losses, and how often a parent's
+    scrubbed activation had to fall back to a clean agreeing one."""
+
+    losses: tuple[GroupLosses, ...]
+    fallback: float  # share of (row, parent, position) draws that used a clean agreeing activation
+
+
+def scrub_across_lengths(
+    target: Target, claims: Claims, groups: Sequence[Group], gen: torch.Generator, counter: PassCounter
+) -> AcrossLengths:
+    """Causal scrubbing with every resampled input drawn from all lengths (see the section above)."""
+    rows = _AllRows.of(groups)
+    n = rows.size
+    present = rows.present()
+    pools: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (values, valid [N, width])
+    draws, fallbacks = 0, 0
+
+    def parent_values(parent: str, base: torch.Tensor) -> torch.Tensor:
+        nonlocal draws, fallbacks
+        codes = rows.codes(parent)
+        need = present & (torch.arange(rows.width)[None, :] < rows.lengths[base][:, None])
+        clean_keys = torch.where(present, codes, float("inf"))
+        clean_rows = matching_rows(codes, clean_keys, gen)  # always found: the row itself agrees
+        clean = rows.clean(parent)
+        pos = torch.arange(rows.width)[None, :].expand(n, -1)
+        values = clean[clean_rows.clamp_min(0).to(clean.device), pos.to(clean.device)]
+        if parent in pools:
+            pool, valid = pools[parent]
+            pool_rows = matching_rows(codes, torch.where(valid, codes, float("inf")), gen)
+            ok = pool_rows >= 0
+            from_pool = pool[pool_rows.clamp_min(0).to(pool.device), pos.to(pool.device)]
+            mask = ok.to(pool.device).view(*ok.shape, *([1] * (from_pool.dim() - 2)))
+            values = torch.where(mask, from_pool, values)
+            draws += int(need.sum())
+            fallbacks += int((need & ~ok).sum())
+        return values
+
+    sizes = torch.tensor([g.size for g in groups])
+    starts = sizes.cumsum(0) - sizes
+    for level in _levels(claims):
+        for name in level:
+            # In the reference's own length: a variable computed by attention over positions
+            # (the length itself) needs the reference's positions.
+            u = torch.rand(n, generator=gen, dtype=torch.float64)
+            base = starts[rows.group] + torch.minimum((u * sizes[rows.group]).long(), sizes[rows.group] - 1)
+            values = {claims.claims[p].site: parent_values(p, base) for p in claims.claims[name].parents}
+            _, caught = _frame_runs(target, rows, base, values, counter, capture=claims.claims[name].site)
+            valid = present & (torch.arange(rows.width)[None, :] < rows.lengths[base][:, None])
+            pools[name] = (caught, valid)
+    base = torch.randint(n, (n,), generator=gen)
+    values = {claims.claims[p].site: parent_values(p, base) for p in claims.root_parents}
+    scrubbed, _ = _frame_runs(target, rows, base, values, counter) if values else ([None] * n, None)
+    losses = []
+    for gi, group in enumerate(groups):
+        members = torch.nonzero(rows.group == gi).flatten().tolist()
+        sc = group.clean_logits.clone()
+        rs = group.clean_logits.clone()
+        limit = torch.empty(group.size, dtype=torch.long)
+        for j, s in enumerate(members):
+            b = int(base[s])
+            bg, bi = rows.groups[int(rows.group[b])], int(rows.index[b])
+            a = min(group.length, bg.length)
+            limit[j] = group.offset + a
+            window = slice(group.offset, group.offset + a)
+            rs[j, window] = bg.clean_logits[bi, window]
+            sc[j, window] = (scrubbed[s] if scrubbed[s] is not None else bg.clean_logits[bi])[window]
+        idx = group.readout.index
+        valid = group.readout.valid & (idx >= group.offset) & (idx < limit.to(idx.device)[:, None])
+        base_losses = _against_clean(target, group, rs)
+        gl = group_losses(target, group, sc, base_losses)
+        losses.append(GroupLosses(gl.loss, gl.loss_resampled, gl.same, gl.same_resampled, valid))
+    return AcrossLengths(tuple(losses), fallbacks / draws if draws else 0.0)

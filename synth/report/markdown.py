@@ -14,7 +14,7 @@ import math
 from typing import Any
 from collections.abc import Mapping, Sequence
 
-from mechsynth.synth.accept import SCORED, CandidateStatus, Thresholds, strength
+from mechsynth.synth.accept import SCORED, CandidateStatus, Thresholds, strength, undefined_note
 from mechsynth.synth.store import RunStore, StoredCandidate, explanations
 
 HEADLINE = (
@@ -53,7 +53,10 @@ def _hypothesis_block(c: StoredCandidate) -> list[str]:
 
 
 def _scores_line(scores: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k} {_fmt(scores.get(k))}" for k in HEADLINE if k in scores)
+    note = undefined_note(scores)
+    skip = ("loss_recovered", "accuracy_recovered") if note else ()
+    line = ", ".join(f"{k} {_fmt(scores.get(k))}" for k in HEADLINE if k in scores and k not in skip)
+    return f"{line}; {note}" if note else line
 
 
 def render_report(store: RunStore) -> str:

@@ -354,8 +354,10 @@ def plot_scrub_per_input(
     left.set_xlabel("loss, whole input resampled")
     left.set_ylabel("loss, scrubbed (hypothesis kept)")
     lr = scores.get("loss_recovered")
+    defined = lr is not None and math.isfinite(float(lr)) and not scores.get("loss_recovered_undefined")
     left.set_title(
-        f"per-input scrubbing (loss recovered {float(lr):.3f})" if lr is not None else "per-input scrubbing",
+        f"per-input scrubbing (loss recovered {float(lr):.3f})" if defined
+        else "per-input scrubbing (loss recovered undefined)",
         fontsize=10,
     )
     left.legend(fontsize=8)

@@ -18,7 +18,7 @@ def length_target(target_named):
 
 
 def test_within_a_length_no_pair_can_test_the_length(length_target):
-    s = score(length_target, length_target.ground_truth, n=N, seed=0)
+    s = score(length_target, length_target.ground_truth, n=N, seed=0, lengths="same")
     assert s["iia_n_informative"]["length_2"] == 0 and s["loss_recovered"] != s["loss_recovered"]  # NaN
 
 
@@ -32,7 +32,7 @@ def test_across_lengths_a_wrong_location_fails(length_target):
     h = length_target.ground_truth
     wrong = Hypothesis(h.program, {**dict(h.correspondence),
                                    "length_2": Location.parse("blocks.0.hook_mlp_out[dims=0,1,2,3,4]")})
-    assert score(length_target, wrong, n=N, seed=0)["iia"] == 1.0  # within a length it cannot tell
+    assert score(length_target, wrong, n=N, seed=0, lengths="same")["iia"] == 1.0  # within a length: no test
     s = score(length_target, wrong, n=N, seed=0, lengths="aligned")
     assert s["iia_informative_per_variable"]["length_2"] < 0.5 and s["iia"] < 0.5
 

@@ -57,3 +57,31 @@ def test_a_fit_the_budget_cuts_is_reported(monkeypatch):
     (late,) = list(proposer.propose(ProposalContext(target, None, best=(failed,), deadline=11.0)))
     assert late.hypothesis is None and "no time for a step" in late.error
     assert proposer.usage()["summary"]["fits"] == 2
+
+
+def test_a_head_variable_is_widened_to_its_layers_attention_output_first():
+    """A variable failing at one head: first the layer's whole attention output (nothing fitted), then
+    subspaces of the head, then subspaces of the attention output."""
+    from mechsynth.dsl.location import Location
+
+    loc = Location("blocks.1.attn.hook_z", 0)
+    moves = [(str(w), k) for w, k in DASLocationProposer._moves(loc)]
+    assert moves[0] == ("blocks.1.hook_attn_out", 0)
+    assert moves[1:4] == [("blocks.1.attn.hook_z[0]", 1), ("blocks.1.attn.hook_z[0]", 2),
+                          ("blocks.1.attn.hook_z[0]", 4)]
+    assert moves[4:] == [("blocks.1.hook_attn_out", 1), ("blocks.1.hook_attn_out", 2),
+                         ("blocks.1.hook_attn_out", 4)]
+    assert [k for _, k in DASLocationProposer._moves(Location("blocks.0.hook_mlp_out"))] == [1, 2, 4]
+
+    target = rotated_copy_target()
+    hyp = Hypothesis(COPY, {"tokens": EMBED, "out": "blocks.0.attn.hook_z[0]"})
+    failed = ScoredCandidate(hyp, "model-guided", {"iia[out]": 0.1})
+    proposer = DASLocationProposer(steps=8, n_train=32)
+    ctx = ProposalContext(target, None, best=(failed,))
+    (widened,) = list(proposer.propose(ctx))
+    assert widened.hypothesis.correspondence["out"] == Location("blocks.0.hook_attn_out")
+    assert widened.meta["das_k"] == 0 and widened.meta["das_from"] == "blocks.0.attn.hook_z[0]"
+    assert proposer.usage()["summary"]["fits"] == 0  # nothing was fitted
+    (fitted,) = list(proposer.propose(ctx))
+    assert fitted.hypothesis.correspondence["out"].hook == "blocks.0.attn.hook_z"
+    assert fitted.hypothesis.correspondence["out"].subspace.k == 1
