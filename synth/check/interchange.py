@@ -32,6 +32,7 @@ pair is informative and its claim is untested; across lengths it is tested.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
@@ -68,6 +69,19 @@ def counterfactual_output(
     from mechsynth.dsl import interpret
 
     batch = group.batch if batch is None else batch
+    codes = counterfactual_codes(program, group, variables, src, base_values, batch=batch, where=where)
+    return interpret.decode(codes, interpret.dtypes(program)[program.output], batch)
+
+
+def counterfactual_codes(
+    program: Any, group: Group | None, variables: Sequence[str], src: torch.Tensor,
+    base_values: Mapping[str, torch.Tensor] | None = None,
+    *, batch: Any = None, where: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`counterfactual_output` as the output variable's codes ``[B, T]`` (dsl.values), not decoded."""
+    from mechsynth.dsl import interpret
+
+    batch = group.batch if batch is None else batch
     values = dict(base_values) if base_values is not None else interpret.run(program, batch)
     changed = set(variables)
     for v in variables:
@@ -78,8 +92,7 @@ def counterfactual_output(
         if any(c in changed for c in node.inputs):
             values[name] = interpret.eval_node(node, [values[c] for c in node.inputs], batch)
             changed.add(name)
-    out = program.output
-    return interpret.decode(values[out], interpret.dtypes(program)[out], batch)
+    return values[program.output]
 
 
 @dataclass(frozen=True)
@@ -142,16 +155,111 @@ def iia_results(
 
     if not plan.todo:
         return {}
-    base_values = interpret.run(claims.program, group.batch)
-    out = claims.program.output
-    base_out = interpret.decode(base_values[out], interpret.dtypes(claims.program)[out], group.batch)
-    inputs = [list(x) for x in group.inputs]
+    program = claims.program
+    base_values = interpret.run(program, group.batch)
+    base_out = _read_codes(group, base_values[program.output])
     results: dict[tuple[str, ...], GroupIIA] = {}
     for variables, src, block in zip(plan.todo, plan.sources, plan.blocks):
-        network = target.decode(logits[block.name], inputs)
-        predicted = counterfactual_output(claims.program, group, variables, src, base_values)
-        results[variables] = _pair_results(target, inputs, network, predicted, base_out)
+        predicted = counterfactual_codes(program, group, variables, src, base_values)
+        results[variables] = compare_pairs(
+            target, program, group, network_keys(target, logits[block.name], group),
+            _read_codes(group, predicted), base_out,
+        )
     return results
+
+
+def _read_codes(group: Group, codes: torch.Tensor) -> torch.Tensor:
+    """A program variable's codes ``[n, L]`` at each row's read positions: ``[n, R]`` float64."""
+    index = (group.readout.index - group.offset).clamp(0, group.length - 1).to(codes.device)
+    return torch.gather(codes, 1, index)
+
+
+def network_keys(target: Target, logits: torch.Tensor, group: Group) -> torch.Tensor:
+    """The network's decoded output at each row's read positions as one float64 key ``[n, R]``:
+    the class index (categorical), the bit mask of positive labels (multilabel) or the value
+    (numerical), exactly what `Target.decode` reads."""
+    read = group.readout.take(logits)
+    kind = target.task.output_kind
+    if kind == "categorical":
+        return read.argmax(-1).double().to(PROGRAM_DEVICE)
+    if kind == "multilabel":
+        bits = 2.0 ** torch.arange(read.shape[-1], dtype=torch.float64, device=read.device)
+        return ((read > 0).double() * bits).sum(-1).to(PROGRAM_DEVICE)
+    return read[..., target.numeric_column].double().to(PROGRAM_DEVICE)
+
+
+_NONE = -(2.0**60)  # stands for NaN (None) in the distinct-value tables: below every code
+
+
+def _table(a: torch.Tensor, b: torch.Tensor, equal: Any) -> torch.Tensor:
+    """``equal(x, y)`` for every entry pair of ``a`` and ``b`` (same shape), called once per
+    distinct pair: the Python comparison of decoded values, vectorised without changing it."""
+    pairs = torch.stack([torch.nan_to_num(x, nan=_NONE).reshape(-1) for x in (a, b)], 1)
+    distinct, inverse = torch.unique(pairs, dim=0, return_inverse=True)
+    value = [bool(equal(x, y)) for x, y in distinct.tolist()]
+    return torch.tensor(value, dtype=torch.bool, device=PROGRAM_DEVICE)[inverse].view(a.shape)
+
+
+def _distinct_map(a: torch.Tensor, fn: Any) -> torch.Tensor:
+    """``fn(x)`` (a float) for every entry of ``a``, called once per distinct entry."""
+    flat = torch.nan_to_num(a, nan=_NONE).reshape(-1)
+    distinct, inverse = torch.unique(flat, return_inverse=True)
+    mapped = torch.tensor([fn(x) for x in distinct.tolist()], dtype=torch.float64, device=PROGRAM_DEVICE)
+    return mapped[inverse].view(a.shape)
+
+
+def _as_float(v: Any) -> float:
+    """A decoded program value as `outputs_equal` reads a numerical one (NaN where float() fails)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _numbers_close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``math.isclose(a, b, abs_tol=NUMERIC_ATOL)`` entrywise (default rel_tol 1e-9; NaN is never close)."""
+    from mechsynth.models.target import NUMERIC_ATOL
+
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    tol = (1e-9 * torch.maximum(a.abs(), b.abs())).clamp_min(NUMERIC_ATOL)
+    return (a == b) | (finite & ((a - b).abs() <= tol))
+
+
+def compare_pairs(
+    target: Target, program: Any, group: Group, network: torch.Tensor, predicted: torch.Tensor,
+    base_out: torch.Tensor,
+) -> GroupIIA:
+    """`GroupIIA` from keys and codes at the read positions, by the one rule of `outputs_equal`."""
+    from mechsynth.dsl import interpret
+    from mechsynth.models.target import outputs_equal
+
+    kind = target.task.output_kind
+    dtype = interpret.dtypes(program)[program.output]
+    codebook = group.batch.codebook
+    labels = target.output_values
+
+    def value(code: float) -> Any:
+        return None if code == _NONE else codebook.decode(code, dtype)
+
+    def network_value(key: float) -> Any:
+        if kind == "categorical":
+            return labels[int(key)]
+        if kind == "multilabel":
+            return tuple(v for j, v in enumerate(labels) if int(key) >> j & 1)
+        return key
+
+    valid = group.readout.valid.to(PROGRAM_DEVICE)
+    predicted, base_out = predicted.to(PROGRAM_DEVICE), base_out.to(PROGRAM_DEVICE)
+    read = valid & _table(predicted, predicted, lambda c, _: value(c) is not None)
+    if kind == "numerical":  # network values are all distinct: compare with the program's numbers in bulk
+        match_at = _numbers_close(network, _distinct_map(predicted, lambda c: _as_float(value(c))))
+    else:
+        match_at = _table(network, predicted, lambda k, c: outputs_equal(network_value(k), value(c), kind))
+    differs = ~_table(predicted, base_out, lambda c, b: outputs_equal(value(c), value(b), kind))
+    cpu = PROGRAM_DEVICE
+    return GroupIIA(
+        (match_at | ~read).all(1).to(cpu), (differs & read).any(1).to(cpu), read.any(1).to(cpu),
+    )
 
 
 @dataclass(frozen=True)
