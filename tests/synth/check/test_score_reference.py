@@ -7,9 +7,8 @@ the scorer as it was before the work that removed passes and Python loops from i
 compared input by input in Python). Every later change to how a score is computed must give
 the same numbers to 1e-6 on the same seed. The cases cover categorical, numerical and
 multilabel readouts, a wrong hypothesis, mean ablation and interchange across lengths.
-The "reverse-wrong-aligned" case was re-recorded after merging main at 4595827, where
-``lengths="aligned"`` deliberately started to scrub across lengths too (#19); its old numbers
-had been reproduced by every change of #17 before that merge.
+``lengths="aligned"`` scrubs across lengths only when within-length scrubbing is degenerate
+(#19), which tracr:reverse is not, so its case keeps the numbers recorded before #17.
 
 To re-record after a deliberate change to what a score means (not how fast it is):
 ``python tests/synth/check/test_score_reference.py --record``.
