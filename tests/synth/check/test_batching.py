@@ -7,12 +7,12 @@ wrong hypotheses, and for every ablation and interchange mode.
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from score_compare import assert_scores_close
 
 from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.dsl.location import Location
@@ -46,20 +46,8 @@ def wrong_reverse() -> Hypothesis:
     return Hypothesis(h.program, corr)
 
 
-def assert_same(a, b, path: str = "") -> None:
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            if k != "forward_passes":
-                assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-6, (path, a, b)
-    else:
-        assert a == b, (path, a, b)
+def assert_same(a, b) -> None:
+    assert_scores_close(a, b, ignore=frozenset({"forward_passes"}))
 
 
 CASES = [

@@ -17,13 +17,13 @@ To re-record after a deliberate change to what a score means (not how fast it is
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from score_compare import assert_scores_close
 
 from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.dsl.location import Location
@@ -76,23 +76,6 @@ def _scores(name: str) -> dict[str, Any]:
     return {k: v for k, v in out.items() if k not in IGNORED}
 
 
-def assert_close(a: Any, b: Any, path: str = "") -> None:
-    """Equal structure and values; floats to 1e-6 (NaN, stored as null, equals NaN)."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), (path, sorted(set(a) ^ set(b)))
-        for k in a:
-            assert_close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) or isinstance(b, float):
-        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), (path, a, b)
-        assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-6, (path, a, b)
-    else:
-        assert a == b, (path, a, b)
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_score_equals_the_recorded_reference(name):
     """Every recorded number is reproduced; keys added to the scores since (new numbers) are not
@@ -100,19 +83,19 @@ def test_score_equals_the_recorded_reference(name):
     recorded = json.loads(REFERENCE.read_text())[name]
     now = _scores(name)
     assert set(recorded) <= set(now), sorted(set(recorded) - set(now))
-    assert_close({k: now[k] for k in recorded}, recorded)
+    assert_scores_close({k: now[k] for k in recorded}, recorded)
 
 
 def test_the_comparison_can_fail():
     recorded = json.loads(REFERENCE.read_text())["reverse-truth"]
     changed = dict(recorded, loss_recovered=recorded["loss_recovered"] - 1e-4)
     with pytest.raises(AssertionError):
-        assert_close(changed, recorded)
+        assert_scores_close(changed, recorded)
     changed_rows = recorded["per_input"]["changed"]
     flipped_rows = [not changed_rows[0]] + changed_rows[1:]
     flipped = dict(recorded, per_input=dict(recorded["per_input"], changed=flipped_rows))
     with pytest.raises(AssertionError):
-        assert_close(flipped, recorded)
+        assert_scores_close(flipped, recorded)
 
 
 if __name__ == "__main__" and "--record" in sys.argv:

@@ -1,0 +1,25 @@
+"""Comparing two score JSONs in tests: equal structure, floats to 1e-6 (NaN equals NaN)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def assert_scores_close(a: Any, b: Any, path: str = "", ignore: frozenset[str] = frozenset()) -> None:
+    """Equal structure and values; floats to 1e-6 (NaN, stored as null, equals NaN); keys in
+    `ignore` are left out at every depth."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), (path, sorted(set(a) ^ set(b)))
+        for k in a:
+            if k not in ignore:
+                assert_scores_close(a[k], b[k], f"{path}.{k}", ignore)
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_scores_close(x, y, f"{path}[{i}]", ignore)
+    elif isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), (path, a, b)
+        assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-6, (path, a, b)
+    else:
+        assert a == b, (path, a, b)
