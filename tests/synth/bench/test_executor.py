@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,26 @@ def test_controls_suite_on_ray_gives_the_local_outcomes_and_resumes(tmp_path: Pa
     assert len(submitted) == 1
     again = [(r.network, r.accepted, r.accepted_hypotheses) for r in report.runs]
     assert again == [(n, a, h) for n, a, h, *_ in ray]
+
+
+def _decided(suite: dict) -> list[tuple]:
+    # What a run decides, not its timings: which program was accepted, at which location, scored how.
+    return [(r["target"], r["mode"], r["recovered"], r["accepted"], r["program"], r["correspondence"],
+             r["behaviour"], r["loss_recovered"], r["iia"], r["error"]) for r in suite["rows"]]
+
+
+@pytest.mark.slow  # two full runs twice (~50 s on 2 cores)
+def test_recovery_suite_in_processes_gives_the_inline_outcomes(tmp_path: Path) -> None:
+    from mechsynth.synth.bench.plan import BenchPlan
+    from mechsynth.synth.bench.recovery import recovery_suite
+
+    # Targets the model-guided walk accepts in seconds, so a generous budget makes every run
+    # finish on its own decision rather than on the clock.
+    plan = BenchPlan(suites=("recovery",), quick=True, targets=("tracr:hist", "tracr:reverse"),
+                     modes=("model_guided",), budget_seconds=60.0, control_seeds=(), control_targets=(),
+                     control_budget_seconds=0.0, perf_batch=0, device="cpu")
+    inline = recovery_suite(plan, tmp_path / "inline")
+    pooled = recovery_suite(replace(plan, executor="processes", jobs=2), tmp_path / "processes")
+    assert pooled["executor"] == "processes" and pooled["workers"] == 2
+    assert all(r["accepted"] >= 1 and r["error"] is None for r in inline["rows"]), inline["rows"]
+    assert _decided(pooled) == _decided(inline)
