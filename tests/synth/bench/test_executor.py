@@ -53,9 +53,17 @@ def test_bad_back_ends_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _outcomes(bench_json: Path) -> list[tuple]:
     runs = json.loads(bench_json.read_text())["controls"]["result"]["runs"]
-    # What a run decides; not its wall time or how many candidates fit in the budget.
-    return [(r["network"], r["accepted"], tuple(r["accepted_hypotheses"]), r["passed_checks"],
-             r["best_statistic"], r["best_hypothesis"]) for r in runs]
+    # What a run decides; not its wall time. How many candidates fit in the 4 s budget depends on
+    # the machine's load, so what the scored candidates say is compared only where as many were
+    # scored (the candidates come in a fixed order): the last field, with n_scored inside it.
+    return [(r["network"], r["accepted"], tuple(r["accepted_hypotheses"]),
+             (r["n_scored"], r["passed_checks"], r["best_statistic"], r["best_hypothesis"])) for r in runs]
+
+
+def _same_outcomes(a: list[tuple], b: list[tuple]) -> bool:
+    return len(a) == len(b) and all(
+        x[:3] == y[:3] and (x[3][0] != y[3][0] or x[3] == y[3]) for x, y in zip(a, b)
+    )
 
 
 def test_controls_suite_on_ray_gives_the_local_outcomes_and_resumes(tmp_path: Path) -> None:
@@ -68,7 +76,7 @@ def test_controls_suite_on_ray_gives_the_local_outcomes_and_resumes(tmp_path: Pa
     assert main([*common, "--out", str(tmp_path / "local")]) == 0
     assert main([*common, "--out", str(tmp_path / "ray"), "--ray", "--jobs", "2"]) == 0
     local, ray = _outcomes(tmp_path / "local" / "bench.json"), _outcomes(tmp_path / "ray" / "bench.json")
-    assert len(local) == 3 and ray == local
+    assert len(local) == 3 and _same_outcomes(ray, local), (ray, local)
     data = json.loads((tmp_path / "ray" / "bench.json").read_text())
     assert data["controls"]["executor"] == "ray" and data["controls"]["workers"] == 2
 
