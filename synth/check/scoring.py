@@ -274,7 +274,7 @@ def score(
     within-length resampling is degenerate (the whole-input resampled loss is below
     ``MIN_RESAMPLED_LOSS``: every input of a length gives the same output), scrubbing also
     resamples across lengths (synth.check.scrub.scrub_across_lengths) and "auto" switches
-    interchange to aligned sources; otherwise "auto" is "same". ``lengths_used`` says which
+    interchange to aligned sources; otherwise "auto" is "same". ``iia_lengths`` says which
     ran (``scrub_fallback_fraction`` is present when scrubbing crossed lengths). When even
     across lengths the resampled loss is below the floor, ``loss_recovered`` is NaN and
     ``loss_recovered_undefined`` says why in words. ``batching`` only changes how the
@@ -351,11 +351,9 @@ def score(
             aligned = plan_iia_across_lengths(claims, groups, gen)
             logits = [run_blocks(target.model, blocks, counter, batching) for blocks in aligned.blocks]
             iia = aligned_iia_results(target, groups, aligned, logits)
-        if ablation == "resample":
-            across = scrub_across_lengths(target, claims, groups, gen, counter)
-            numbers, arrays = _summarise_losses(list(across.losses), "")
-            values["scrub_fallback_fraction"] = across.fallback
-    values["lengths_used"] = used
+        across = scrub_across_lengths(target, claims, groups, gen, counter)
+        numbers, arrays = _summarise_losses(list(across.losses), "")
+        values["scrub_fallback_fraction"] = across.fallback
     reason = _undefined_reason(numbers, ablation, used, len(groups))
     if reason:
         numbers["loss_recovered"] = numbers["accuracy_recovered"] = float("nan")
@@ -441,8 +439,8 @@ def format_scores(scores: Mapping[str, Any]) -> str:
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     if scores.get("loss_recovered_undefined"):
         lines.append(f"loss recovered undefined: {scores['loss_recovered_undefined']}")
-    if "lengths_used" in scores:
-        lines.append(f"{'lengths_used':<{width}}  {scores['lengths_used']}")
+    if "iia_lengths" in scores:  # which resampling ran: within a length, or across lengths
+        lines.append(f"{'iia_lengths':<{width}}  {scores['iia_lengths']}")
     per_var = scores.get("iia_per_variable") or {}
     if per_var:
         inf = scores.get("iia_informative_per_variable", {})

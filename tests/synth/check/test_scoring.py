@@ -106,7 +106,7 @@ def test_ground_truth_scores_perfectly(name):
         same = score(t, truth(name), n=N, seed=0, lengths="same")
         assert same["loss_resampled"] == 0.0 and math.isnan(same["loss_recovered"])
         assert same["loss_recovered_undefined"]
-        assert s["lengths_used"] == "aligned" and s["loss_recovered"] >= 0.99, format_scores(s)
+        assert s["iia_lengths"] == "aligned" and s["loss_recovered"] >= 0.99, format_scores(s)
     else:
         assert s["loss_recovered"] >= 0.99, format_scores(s)
         assert s["accuracy_recovered"] >= 0.99 and s["frac_changed"] <= 0.01

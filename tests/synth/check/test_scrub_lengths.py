@@ -31,7 +31,7 @@ def truth_scores(length_target):
 
 def test_a_length_degenerate_task_scrubs_across_lengths_with_a_defined_loss_recovered(truth_scores):
     s = truth_scores
-    assert s["lengths_used"] == "aligned" and s["iia_lengths"] == "aligned"
+    assert s["iia_lengths"] == "aligned"
     assert s["loss_resampled"] >= MIN_RESAMPLED_LOSS and "loss_recovered_undefined" not in s
     assert s["loss_recovered"] == pytest.approx(1.0, abs=1e-6) and s["iia_informative"] == 1.0
     assert s["scrub_fallback_fraction"] == 0.0
@@ -39,7 +39,7 @@ def test_a_length_degenerate_task_scrubs_across_lengths_with_a_defined_loss_reco
 
 def test_within_a_length_the_same_task_says_why_loss_recovered_is_undefined(length_target):
     s = score(length_target, length_target.ground_truth, n=N, seed=0, lengths="same")
-    assert math.isnan(s["loss_recovered"]) and s["lengths_used"] == "same"
+    assert math.isnan(s["loss_recovered"]) and s["iia_lengths"] == "same"
     assert "within a length" in s["loss_recovered_undefined"]
     assert "MIN_RESAMPLED_LOSS" in s["loss_recovered_undefined"]
 
@@ -49,14 +49,14 @@ def test_across_lengths_a_wrong_location_loses_the_loss(length_target):
     wrong = Hypothesis(h.program, {**dict(h.correspondence),
                                    "length_2": Location.parse("blocks.0.hook_mlp_out[dims=0,1,2,3,4]")})
     s = score(length_target, wrong, n=N, seed=0)
-    assert s["lengths_used"] == "aligned" and s["loss_recovered"] < 0.2 and s["iia"] < 0.5
+    assert s["iia_lengths"] == "aligned" and s["loss_recovered"] < 0.2 and s["iia"] < 0.5
 
 
 def test_a_task_that_is_not_degenerate_keeps_resampling_within_a_length(target_named):
     t = target_named("tracr:reverse")
     auto = score(t, t.ground_truth, n=64, seed=0)
     same = score(t, t.ground_truth, n=64, seed=0, lengths="same")
-    assert auto["lengths_used"] == "same"
+    assert auto["iia_lengths"] == "same"
     assert auto["loss_recovered"] == same["loss_recovered"] and auto["iia"] == same["iia"]
 
 
@@ -68,7 +68,7 @@ def test_a_network_whose_output_never_changes_has_loss_recovered_undefined_in_wo
                 p.zero_()  # every input gives the same (all-zero) logits
     flat = dataclasses.replace(length_target, name="tracr:length#flat", model=model, ground_truth=None)
     s = score(flat, length_target.ground_truth, n=N, seed=0)
-    assert s["lengths_used"] == "aligned" and math.isnan(s["loss_recovered"])
+    assert s["iia_lengths"] == "aligned" and math.isnan(s["loss_recovered"])
     assert "even across lengths" in s["loss_recovered_undefined"]
 
 
