@@ -104,6 +104,14 @@ NUMERIC_ATOL = 1e-2  # numerical readouts "agree" within this (models.target.NUM
 TIE_ATOL = 1e-5  # logits this close to the maximum count as tied for the top class
 
 
+def _code_key(codes: torch.Tensor) -> torch.Tensor:
+    """Codes as comparable keys. Means computed in a different order can differ in the last
+    bits: agreement to 1e-9; None (NaN) agrees with None; infinities stay infinite (-inf marks
+    no position in the across-lengths tables)."""
+    return torch.nan_to_num(torch.round(codes.double() * 1e9), nan=-1e300, posinf=float("inf"),
+                            neginf=float("-inf"))
+
+
 def agreeing_rows(codes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """For codes ``[n, L]``, a uniformly random row ``r[s, k]`` with ``codes[r, k] == codes[s, k]``.
 
@@ -111,8 +119,7 @@ def agreeing_rows(codes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     each element falls in, and pick a uniform element of that run.
     """
     n, length = codes.shape
-    # Means computed in a different order can differ in the last bits: agree to 1e-9. None agrees with None.
-    c = torch.nan_to_num(torch.round(codes.double() * 1e9), nan=-1e300)
+    c = _code_key(codes)
     order = torch.argsort(c, dim=0, stable=True)  # [n, L]
     sc = torch.gather(c, 0, order)
     new = torch.ones(n, length, dtype=torch.bool, device=codes.device)
@@ -365,12 +372,6 @@ def ablation_losses(
 # base has position k); when no such row exists, the clean activation of an agreeing input
 # is used instead (counted in ``fallback``). Each (consumer, base length) is one forward pass,
 # rows of different alignment lengths sharing it through row slices of the edits.
-
-
-def _code_key(codes: torch.Tensor) -> torch.Tensor:
-    """Codes as comparable keys: agreement to 1e-9, None agrees with None, -inf marks no position."""
-    return torch.nan_to_num(torch.round(codes.double() * 1e9), nan=-1e300, posinf=float("inf"),
-                            neginf=float("-inf"))
 
 
 def matching_rows(query: torch.Tensor, keys: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
