@@ -17,8 +17,9 @@ it holds (:mod:`synth.propose.explain_output`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 
@@ -41,48 +42,84 @@ def direct_logit_parts(model: Any, cache: Mapping[str, torch.Tensor], n_pos: int
 
     ``cache`` holds the model's activations over all ``n_pos`` model positions.
     """
-    cfg = model.cfg
-    norm = getattr(cfg, "normalization_type", None)
-    with torch.no_grad():
-        w_u = model.W_U.detach().float().cpu()
+    return dict(LogitParts(Unembedding.of(model), cache, n_pos))
+
+
+@dataclass(frozen=True, eq=False)
+class Unembedding:
+    """The parameters that read a component's output into logits (the final LN and ``W_U``)."""
+
+    n_layers: int
+    n_heads: int
+    norm: str | None
+    w_u: torch.Tensor  # [d_model, d_vocab_out]
+    w_o: torch.Tensor  # [n_layers, n_heads, d_head, d_model]
+    b_o: torch.Tensor  # [d_model]: every layer's attention output bias, summed
+    b_u: torch.Tensor | None
+    ln_weight: torch.Tensor | None
+    ln_bias: torch.Tensor | None
+
+    @classmethod
+    def of(cls, model: Any) -> Unembedding:
+        cfg = model.cfg
+        with torch.no_grad():
+            w_u = model.W_U.detach().float().cpu()
+            no_bias = torch.zeros(w_u.shape[0])
+            b_o = model.b_O.detach().float().cpu().sum(0) if hasattr(model, "b_O") else no_bias
+            b_u = model.b_U.detach().float().cpu() if hasattr(model, "b_U") else None
+            weight, bias = _ln_params(getattr(model, "ln_final", None))
+            return cls(int(cfg.n_layers), int(cfg.n_heads), getattr(cfg, "normalization_type", None), w_u,
+                       model.W_O.detach().float().cpu(), b_o, b_u, weight, bias)
+
+
+class LogitParts(Mapping):
+    """Each component's direct logit contribution, computed when it is read (not stored): a
+    network with a large vocabulary has one ``[batch, n_pos, d_vocab_out]`` tensor per head."""
+
+    def __init__(self, unembedding: Unembedding, acts: Mapping[str, torch.Tensor], n_pos: int) -> None:
+        self._u, self._acts, self._n_pos = unembedding, acts, n_pos
+        self._keys = [k for k in component_keys(unembedding.n_layers, unembedding.n_heads) if k[0] in acts]
+        self._keys.append(BIAS)
         scale_name = act_name("ln_final_scale")
-        has_ln = norm is not None and scale_name in cache
-        scale = cache[scale_name].float().cpu() if has_ln else None
-        ln = getattr(model, "ln_final", None)
-        weight, bias = _ln_params(ln) if has_ln else (None, None)
+        self._has_ln = unembedding.norm is not None and scale_name in acts
+        self._scale = acts[scale_name].float().cpu() if self._has_ln else None
+        self._batch = acts[act_name("z", 0)].shape[0]
 
-        def through(out: torch.Tensor) -> torch.Tensor:
-            out = out.float().cpu()
-            if out.shape[1] != n_pos:
-                out = out[:, :n_pos]
-            if has_ln:
-                if norm in ("LN", "LNPre"):
-                    out = out - out.mean(-1, keepdim=True)
-                out = out / scale
-                if weight is not None:
-                    out = out * weight
-            return out @ w_u
+    def __iter__(self) -> Iterator[tuple[str, int | None]]:
+        return iter(self._keys)
 
-        parts: dict = {}
-        batch = cache[act_name("z", 0)].shape[0]
-        for hook, head in component_keys(int(cfg.n_layers), int(cfg.n_heads)):
-            if hook not in cache:
-                continue
-            a = cache[hook]
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _through(self, out: torch.Tensor) -> torch.Tensor:
+        out = out.float().cpu()
+        if out.shape[1] != self._n_pos:
+            out = out[:, : self._n_pos]
+        if self._has_ln:
+            if self._u.norm in ("LN", "LNPre"):
+                out = out - out.mean(-1, keepdim=True)
+            out = out / self._scale
+            if self._u.ln_weight is not None:
+                out = out * self._u.ln_weight
+        return out @ self._u.w_u
+
+    def __getitem__(self, key: tuple[str, int | None]) -> torch.Tensor:
+        if key not in self._keys:
+            raise KeyError(key)
+        u = self._u
+        with torch.no_grad():
+            if key == BIAS:
+                const = self._through(u.b_o.expand(self._batch, self._n_pos, -1).clone())
+                if self._has_ln and u.ln_bias is not None:
+                    const = const + u.ln_bias @ u.w_u
+                return const + u.b_u if u.b_u is not None else const
+            hook, head = key
+            a = self._acts[hook]
             if head is not None:
-                layer = int(hook.split(".")[1])
-                a = a[:, :, head].float().cpu() @ model.W_O[layer, head].detach().float().cpu()
-            if a.shape[0] != batch:
-                a = a.expand(batch, *a.shape[1:])
-            parts[(hook, head)] = through(a)
-        b_o = model.b_O.detach().float().cpu().sum(0) if hasattr(model, "b_O") else torch.zeros(w_u.shape[0])
-        const = through(b_o.expand(batch, n_pos, -1).clone())
-        if has_ln and bias is not None:
-            const = const + bias @ w_u
-        if hasattr(model, "b_U"):
-            const = const + model.b_U.detach().float().cpu()
-        parts[BIAS] = const
-    return parts
+                a = a[:, :, head].float().cpu() @ u.w_o[int(hook.split(".")[1]), head]
+            if a.shape[0] != self._batch:
+                a = a.expand(self._batch, *a.shape[1:])
+            return self._through(a)
 
 
 def _ln_params(ln: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:

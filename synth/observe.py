@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from mechsynth.dsl.location import act_name
+from mechsynth.synth.logit_attribution import LogitParts, Unembedding
 from mechsynth.models.device import PROGRAM_DEVICE
 
 if TYPE_CHECKING:
@@ -170,6 +171,8 @@ def observe(target: Target, *, per_length: int = 256, seed: int = 0) -> Observat
     for x in sample_inputs(target, per_length=per_length, seed=seed):
         by_length.setdefault(len(x), []).append(x)
     groups = []
+    categorical = getattr(target.task, "output_kind", "categorical") == "categorical"
+    unembedding = Unembedding.of(model) if categorical else None
     with torch.no_grad():
         for length in sorted(by_length):
             inputs = by_length[length]
@@ -177,12 +180,6 @@ def observe(target: Target, *, per_length: int = 256, seed: int = 0) -> Observat
             logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
             outputs = target.decode(logits, inputs)
             sl = slice(offset, offset + length)
-            parts = {}
-            if getattr(target.task, "output_kind", "categorical") == "categorical":
-                from mechsynth.synth.logit_attribution import direct_logit_parts
-
-                n_pos = int(logits.shape[1])
-                parts = {k: v[:, sl].contiguous() for k, v in direct_logit_parts(model, cache, n_pos).items()}
             acts = {}
             for name in names:
                 if name.endswith("hook_pattern"):
@@ -196,6 +193,8 @@ def observe(target: Target, *, per_length: int = 256, seed: int = 0) -> Observat
                 if name == act_name("pos_embed") and a.shape[0] != len(inputs):
                     a = a.expand(len(inputs), *a.shape[1:])
                 acts[name] = a.contiguous()
+            # Computed from these activations when the output step reads them (not stored).
+            parts = LogitParts(unembedding, acts, length) if unembedding is not None else {}
             patterns, bos = [], []
             for layer in range(n_layers):
                 p = cache[act_name("pattern", layer)].to(PROGRAM_DEVICE).float()  # [batch, head, q, k]
