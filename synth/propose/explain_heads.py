@@ -428,7 +428,9 @@ def _add_best_of(
     ``(agreement, -cost, rows, BestOf, values)``.
     """
     best = [max((t[0] for t in ranking), default=0.0) for ranking in rankings]
-    cost_of = 3.0  # select_best's own cost (the registered primitive's)
+    from mechsynth.dsl import registry
+
+    cost_of = registry.primitive("select_best").cost  # the primitive's own cost, as registered
     causal = causal_values is not None
     seen: set[str] = set()
     todo = list(bases)
