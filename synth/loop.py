@@ -137,9 +137,13 @@ class NoControls:
 
 
 # --- the loop -----------------------------------------------------------------------------------
+def safe_name(target_name: str) -> str:
+    """A target's name as a folder name (``tracr:reverse`` -> ``tracr_reverse``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", target_name).strip("_")
+
+
 def default_out(target_name: str, seed: int) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", target_name).strip("_")
-    return Path("runs") / f"{safe}-seed{seed}"
+    return Path("runs") / f"{safe_name(target_name)}-seed{seed}"
 
 
 def default_proposers(options: RunOptions) -> tuple[list[Any], str]:

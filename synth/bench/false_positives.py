@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -143,8 +142,10 @@ class SuiteJob:
             return None
         from pathlib import Path
 
+        from mechsynth.synth.loop import safe_name
+
         sub = "real" if self.kind is None else f"{self.kind}-{self.seed}"
-        return str(Path(out) / re.sub(r"[^A-Za-z0-9_.-]+", "_", self.target_name) / sub)
+        return str(Path(out) / safe_name(self.target_name) / sub)
 
 
 def false_positive_suite(

@@ -29,7 +29,6 @@ runs every target, prints the markdown table and writes ``OUT/predict-table.json
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -57,7 +56,9 @@ DEFAULT_OUT = "bench-out/predict"
 
 def run_dir(out_dir: str | Path, spec: str) -> Path:
     """Where the run of ``spec`` is stored under ``out_dir`` (one folder per target)."""
-    return Path(out_dir) / re.sub(r"[^A-Za-z0-9_.-]", "_", spec)
+    from mechsynth.synth.loop import safe_name
+
+    return Path(out_dir) / safe_name(spec)
 
 
 def chosen_hypothesis(accepted: Any) -> Any:

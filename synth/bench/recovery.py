@@ -274,13 +274,15 @@ def _totals(modes: Sequence[str], rows: Sequence[RecoveryResult]) -> dict[str, d
 
 
 def recovery_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
+    from mechsynth.synth.loop import safe_name
+
     runs_root = out_dir / WORK_DIR / "runs"
     # Runs resume from their directory; a benchmark must time fresh runs, never resumed ones.
     shutil.rmtree(runs_root, ignore_errors=True)
     runs = [(spec, mode) for spec in plan.targets for mode in plan.modes]
     jobs = [
         Job(f"{__name__}:run_or_error",
-            (spec, mode, plan.budget_seconds, plan.seed, str(runs_root / f"{spec.replace(':', '_')}-{mode}"),
+            (spec, mode, plan.budget_seconds, plan.seed, str(runs_root / f"{safe_name(spec)}-{mode}"),
              plan.device), name=f"{spec} [{mode}]")
         for spec, mode in runs
     ]
