@@ -8,7 +8,10 @@ function that reproduces it exactly on that domain:
 1. every registered family offered for fitting, cheapest first, with parameters
    guessed by the family's ``propose`` from the data (``add(k)``: ``k = y - x``);
 2. closed forms found by solving for coefficients: ``a*x + b`` and
-   ``a*x + b*y + c`` with exact rational coefficients, and the predicates
+   ``a*x + b*y + c`` with exact rational coefficients; modular forms
+   ``Mod(a*x + c, m)`` and ``Mod(a*x + b*y + c, m)`` with small integer
+   coefficients and the modulus read off the outputs (``m`` = largest output + 1:
+   what a network trained on modular arithmetic computes); and the predicates
    ``x OP c``, ``y OP c`` and ``y == x + c`` for two-argument boolean functions;
 3. otherwise the lookup table itself.
 
@@ -161,6 +164,35 @@ def _closed_forms(known: Sequence[tuple], arity: int) -> Iterable[Fn]:
             coef, *_ = np.linalg.lstsq(rows, rhs, rcond=None)
             a, b, c = (_rational(float(v)) for v in coef)
             yield Fn("expr", 2, (a * X + b * Y + c,))
+    yield from _modular_forms(nums, arity)
+
+
+MOD_COEFFICIENTS = (1, -1, 2, -2, 3, -3)  # the coefficients of x (and y) a modular closed form may have
+
+
+def _modular_forms(nums: Sequence[tuple], arity: int) -> Iterable[Fn]:
+    """``Mod(a*x + c, m)`` / ``Mod(a*x + b*y + c, m)`` consistent with integer data, smallest ``|a|+|b|`` first.
+
+    The modulus is the largest output + 1 (the outputs of a modular function cover its
+    residues on any sizeable domain); ``c`` is solved from the first point, so each
+    coefficient choice yields one candidate, checked on every point by the caller.
+    """
+    if not all(float(v) == int(v) for d, o in nums for v in (*d, o)):
+        return
+    outs = [int(o) for _, o in nums]
+    if min(outs) < 0 or len(set(outs)) < 3:
+        return
+    m = max(outs) + 1
+    point, out = [int(v) for v in nums[0][0]], outs[0]
+    pairs = [(a,) for a in MOD_COEFFICIENTS] if arity == 1 else sorted(
+        itertools.product(MOD_COEFFICIENTS, repeat=2), key=lambda ab: (abs(ab[0]) + abs(ab[1]), ab[0] < 0, ab[1] < 0)
+    )
+    for coefs in pairs:
+        c = (out - sum(k * v for k, v in zip(coefs, point))) % m
+        linear = sum(k * s for k, s in zip(coefs, (X, Y)[:arity])) + c
+        if all((sum(k * int(v) for k, v in zip(coefs, d)) + c) % m == o for (d, _), o in zip(nums, outs)):
+            yield Fn("expr", arity, (sympy.Mod(linear, m),))
+            return
 
 
 def _predicates(nums: Sequence[tuple]) -> Iterable[Fn]:
