@@ -171,7 +171,7 @@ MOD_COEFFICIENTS = (1, -1, 2, -2, 3, -3)  # the coefficients of x (and y) a modu
 
 
 def _modular_forms(nums: Sequence[tuple], arity: int) -> Iterable[Fn]:
-    """``Mod(a*x + c, m)`` / ``Mod(a*x + b*y + c, m)`` consistent with integer data, smallest ``|a|+|b|`` first.
+    """``Mod(a*x + c, m)`` / ``Mod(a*x + b*y + c, m)`` agreeing with integer data, smallest ``|a|+|b|`` first.
 
     The modulus is the largest output + 1 (the outputs of a modular function cover its
     residues on any sizeable domain); ``c`` is solved from the first point, so each
@@ -185,7 +185,8 @@ def _modular_forms(nums: Sequence[tuple], arity: int) -> Iterable[Fn]:
     m = max(outs) + 1
     point, out = [int(v) for v in nums[0][0]], outs[0]
     pairs = [(a,) for a in MOD_COEFFICIENTS] if arity == 1 else sorted(
-        itertools.product(MOD_COEFFICIENTS, repeat=2), key=lambda ab: (abs(ab[0]) + abs(ab[1]), ab[0] < 0, ab[1] < 0)
+        itertools.product(MOD_COEFFICIENTS, repeat=2),
+        key=lambda ab: (abs(ab[0]) + abs(ab[1]), ab[0] < 0, ab[1] < 0),
     )
     for coefs in pairs:
         c = (out - sum(k * v for k, v in zip(coefs, point))) % m
