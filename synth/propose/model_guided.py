@@ -74,6 +74,7 @@ from mechsynth.synth.propose.guided_state import (
     GuidedState,
     Located,
     MatchThresholds,
+    TABLE_SUPPORT,
     explanation,
 )
 from mechsynth.synth.propose.match_stats import bijective, decode_accuracy
@@ -337,6 +338,9 @@ def walk(
             )
             state.heads[(layer, head)] = info
             new_attn += info.get("aggregates", [])
+            # A head attending to two keys at once writes a function of both values: the pair of
+            # operands (pooled, not located) is offered to the MLP that may compute a lookup of it.
+            new_attn += [n for n in info.get("operands", []) if n not in new_attn and n not in avail]
             # Every matched selector is also offered to this layer's MLP as selector_width(s):
             # a head that counts (tracr's selector width) writes no aggregate of its own.
             counting += info.get("selectors", [])
@@ -457,7 +461,6 @@ def _relabel_output(
     return None
 
 
-TABLE_SUPPORT = 8  # read positions per table entry an output function needs at least
 FUNCTION_ARGS = 6  # the latest-written variables an output function may read (pairs among them)
 MAX_OUTPUTS = 3
 
