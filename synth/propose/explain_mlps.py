@@ -245,8 +245,9 @@ def read_lookup(
         ok = ~torch.isnan(codes)
         if int(torch.unique(codes[ok]).numel()) < 2 or not state.allows(where, values):
             continue
+        agree = agreement(values, target, read, atol)
         acc, r2 = explains(act_r[ok], codes[ok])
-        if acc < th.decode or r2 < th.explain:
+        if agree < th.output or acc < th.decode or r2 < th.explain:
             continue
         name = pool.add(node, prefix=f"mlp{layer}_lookup", values=values, dedupe=False)
         if name is None:
@@ -257,7 +258,7 @@ def read_lookup(
             "lookup": str(node),
             "decode": round(acc, 4),
             "r2": round(r2, 4),
-            "agreement": round(agreement(values, target, read, atol), 4),
+            "agreement": round(agree, 4),
         }
     return None
 

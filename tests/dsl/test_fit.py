@@ -43,3 +43,13 @@ def test_non_modular_tables_stay_tables_and_linear_stays_linear() -> None:
     outs = [(a + b) % 23 for a, b in dom]
     outs[0] = (outs[0] + 1) % 23
     assert fit_table(dom, outs, 2).name == "table"
+
+
+def test_below_full_agreement_a_modular_form_survives_a_few_wrong_entries() -> None:
+    dom = _pairs(150, 23, seed=3)
+    outs = [(a + b) % 23 for a, b in dom]
+    for i in (0, 5, 9):  # a network's mistakes, one of them on the first point
+        outs[i] = (outs[i] + 4) % 23
+    assert fit_table(dom, outs, 2, min_agreement=0.95).params[0] == fit_table(
+        dom, [(a + b) % 23 for a, b in dom], 2).params[0]
+    assert fit_table(dom, outs, 2, min_agreement=0.999).name == "table"
