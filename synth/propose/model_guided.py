@@ -66,7 +66,7 @@ from mechsynth.synth.propose.explain_heads import (
     explain_head, explain_head_soft, explain_layer_soft, padded_patterns,
 )
 from mechsynth.synth.propose.explain_mlps import explain_mlp
-from mechsynth.synth.propose.explain_output import fit_vote
+from mechsynth.synth.propose.explain_output import claimed_at_last_mlp, fit_lookup, fit_vote, rank
 from mechsynth.synth.propose.guided_state import (
     ComponentExplanation,
     ComponentStatus,
@@ -396,18 +396,36 @@ def _match_outputs(state: GuidedState, obs: Observations, th: MatchThresholds) -
         return
     if _output_functions(state, located, target, read, atol, th):
         return
+    # No variable and no function of one or two of the latest is the output: the output as a
+    # lookup over the located variables that predict it best (also claimed at the last MLP
+    # where nothing explains it), and as a vote of the components' logit contributions;
+    # ranked, every one at the bar proposed.
+    max_keys = max(2, int(read.sum()) // TABLE_SUPPORT)
+    fits = []
+    lookup = fit_lookup(state, target, read, max_keys, atol)
+    if lookup is not None:
+        fits.append(lookup)
+        if lookup.agreement >= th.output:
+            claimed = claimed_at_last_mlp(state, obs, lookup)
+            fits += [claimed] if claimed is not None else []
     if obs.output_kind == "categorical":
-        vote = fit_vote(state, obs, target, read, max(2, int(read.sum()) // TABLE_SUPPORT))
-        if vote is not None and vote.name is not None and vote.agreement >= th.output:
-            state.outputs.append(vote.name)
-            state.output_agreement[vote.name] = vote.agreement
-            return
-        if vote is not None:
-            voters = ", ".join(f"{v.variable} (R^2 {v.r2:.2f})" for v in vote.voters)
-            state.notes.append(
-                f"output: best vote of direct logit contributions ({voters}) agrees on {vote.agreement:.3f} "
-                f"(bar {th.output:g})"
+        vote = fit_vote(state, obs, target, read, max_keys)
+        fits += [vote] if vote is not None else []
+    ranked = [f for f in rank(fits) if f.name is not None]
+    good = [f for f in ranked if f.agreement >= th.output]
+    for fit in good[:MAX_OUTPUTS]:
+        state.outputs.append(fit.name)
+        state.output_agreement[fit.name] = fit.agreement
+    if good:
+        return
+    for fit in ranked:
+        why = f"output: best {fit.describe()} agrees on {fit.agreement:.3f} (bar {th.output:g})"
+        if fit.ceiling is not None:
+            why += (
+                f"; without the bound of {max_keys} entries the greedy lookup over the located variables "
+                f"agrees on {fit.ceiling[0]:.3f} ({fit.ceiling[1]} entries)"
             )
+        state.notes.append(why)
     if scored:
         a, loc = max(scored, key=lambda t: (t[0], t[1].layer))
         node = pool.items[loc.name].node
