@@ -420,7 +420,7 @@ def _match_outputs(state: GuidedState, obs: Observations, th: MatchThresholds) -
         return
     for fit in ranked:
         why = f"output: best {fit.describe()} agrees on {fit.agreement:.3f} (bar {th.output:g})"
-        if fit.ceiling is not None:
+        if fit.ceiling is not None and fit.ceiling != (round(fit.agreement, 3), fit.entries):
             why += (
                 f"; without the bound of {max_keys} entries the greedy lookup over the located variables "
                 f"agrees on {fit.ceiling[0]:.3f} ({fit.ceiling[1]} entries)"
