@@ -40,7 +40,7 @@ from __future__ import annotations
 import enum
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Sequence
 
 import torch
@@ -49,6 +49,7 @@ from mechsynth.dsl.primitives import MAX_VOTERS
 from mechsynth.synth.logit_attribution import BIAS, component_keys
 from mechsynth.dsl.location import Location, act_name
 from mechsynth.synth.propose.enumerate import MIN_DEFINED, agreement, fit_map, try_add
+from mechsynth.synth.propose.explain_heads import JOINT_ORDER
 
 if TYPE_CHECKING:
     from mechsynth.synth.observe import Observations
@@ -73,6 +74,7 @@ class OutputKind(enum.Enum):
 
     VOTE = "vote"  # argmax of summed class-mean logit contributions
     LOOKUP = "lookup"  # a table (or closed form) over the joint values
+    PATTERN = "pattern"  # a function of whether a local token pattern occurred so far
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class OutputFit:
             parts = ", ".join(f"{v.variable} (R^2 {v.r2:.2f})" for v in self.voters)
             return f"vote of direct logit contributions ({parts})"
         where = f", claimed at {self.location}" if self.location is not None else ""
+        if self.kind == OutputKind.PATTERN:
+            return f"function of whether a token pattern occurred so far ({', '.join(self.reads)}{where})"
         return f"lookup over {', '.join(self.reads)} ({self.entries} entries{where})"
 
 
@@ -414,3 +418,156 @@ def claimed_at_last_mlp(state: GuidedState, obs: Observations, fit: OutputFit) -
     location = Location(hook)
     state.located[name] = Located(name, location, order, fit.agreement)
     return OutputFit(fit.kind, name, fit.agreement, fit.reads, fit.entries, fit.voters, location, fit.ceiling)
+
+
+PATTERN_WIDTH = 3  # longest window of consecutive tokens a prefix pattern reads
+PATTERN_VOCAB = 4  # window patterns are tried for token vocabularies up to this size
+SHIFT_DEFAULT = -1  # the token value before the input's start (no input token has it)
+FIRST_WRITER = 0.005  # decode accuracy within this of the best counts as written there already
+
+
+def fit_prefix_pattern(
+    state: GuidedState, obs: Observations, target: torch.Tensor, read: torch.Tensor, atol: float
+) -> OutputFit | None:
+    """The output as a function of whether a local token pattern occurred at or before each position.
+
+    Regular-language recognisers (is each prefix free of ``000``) answer from a prefix
+    aggregate of a local pattern: ``seen = map(gt(0), numerical(aggregate(select(indices,
+    indices, LEQ), is_p)))`` with ``is_p`` "the window of the last ``w`` tokens is ``p``"
+    (shifted copies of the tokens, ``aggregate(select(indices, indices, k + s == q), tokens)``).
+    Every window of up to ``PATTERN_WIDTH`` tokens over a vocabulary of at most
+    ``PATTERN_VOCAB`` is scored by the agreement of the output's majority function of ``seen``
+    (two entries: it cannot memorise). The best one's ``seen`` is located where it is first
+    written: the earliest component output that decodes it within ``FIRST_WRITER`` of the
+    best decoder; the pattern itself is claimed nowhere (the checks resample what computes it).
+    A pattern below the bar is returned unbuilt (``name`` None) for the run's note.
+    """
+    pool = state.pool
+    mask = pool.batch.mask
+    tokens = pool.values["tokens"]
+    codes = sorted(torch.unique(tokens[mask]).tolist())
+    if not 2 <= len(codes) <= PATTERN_VOCAB or not bool(read.any()):
+        return None
+    shifted = [tokens]
+    for s in range(1, PATTERN_WIDTH):
+        prev = torch.full_like(tokens, float(SHIFT_DEFAULT))
+        prev[:, s:] = tokens[:, :-s]
+        shifted.append(prev)
+    best: tuple[float, tuple] | None = None
+    for w in range(1, PATTERN_WIDTH + 1):
+        for window in itertools.product(codes, repeat=w):  # window[j]: the token j positions back
+            hit = mask.clone()
+            for j, c in enumerate(window):
+                hit &= shifted[j] == c
+            seen = torch.cumsum(hit.long(), 1) > 0
+            a = _JointTable([seen[read].double()], target[read]).fit([0])[0]
+            if best is None or a > best[0] + MIN_GAIN:
+                best = (a, window)
+    if best is None:
+        return None
+    a, window = best
+    if a < state.thresholds.output:
+        return OutputFit(OutputKind.PATTERN, None, round(a, 6), (_window_name(pool, window),), 2)
+    built = _prefix_pattern_nodes(state, obs, window, target, read)
+    if built is None:
+        return None
+    name, seen = built
+    a = round(agreement(pool.values[name], target, read, atol), 6)
+    return OutputFit(OutputKind.PATTERN, name, a, (seen,), 2)
+
+
+def _window_name(pool: Any, window: tuple) -> str:
+    """``seen(0 0 0)``: the window oldest token first, for notes."""
+    book = pool.batch.codebook
+    return "seen(" + " ".join(str(book.decode(c, "value")) for c in reversed(window)) + ")"
+
+
+def _prefix_pattern_nodes(
+    state: GuidedState, obs: Observations, window: tuple, target: torch.Tensor, read: torch.Tensor
+) -> tuple[str, str] | None:
+    """Pool ``is_p``, its prefix ``seen`` (located where first written) and the output map of it."""
+    import sympy
+
+    from mechsynth.dsl.printer import X, Y
+    from mechsynth.dsl.program import Fn, Node
+    from mechsynth.synth.propose.guided_state import Located
+
+    pool = state.pool
+    book = pool.batch.codebook
+
+    def pooled(node: Node, prefix: str) -> str | None:
+        try:
+            values = pool.evaluate(node)
+        except (ValueError, TypeError, RuntimeError):
+            return None
+        return pool.lookup(values) or pool.add(node, prefix=prefix, values=values)
+
+    term = None
+    for j, code in enumerate(window):
+        src = "tokens"
+        if j > 0:
+            shift = Fn("expr", 2, (sympy.Eq(X + j, Y),))  # the key j positions before the query
+            sel = pooled(Node("select", ("indices", "indices", shift), None), "shift")
+            if sel is None:
+                return None
+            src = pooled(Node("aggregate", (sel, "tokens", SHIFT_DEFAULT), "categorical"), f"prev{j}_")
+        if src is None:
+            return None
+        eq = pooled(Node("map", (Fn("eq", 1, (book.decode(code, "value"),)), src), "categorical"), "is_")
+        if eq is None:
+            return None
+        if term is not None:
+            eq = pooled(Node("seqmap", (Fn("and_", 2, ()), term, eq), "categorical"), "win")
+        term = eq
+        if term is None:
+            return None
+    prefix = pooled(Node("select", ("indices", "indices", "LEQ"), None), "prefix")
+    if prefix is None:
+        return None
+    frac = pooled(Node("aggregate", (prefix, term, 0), "numerical"), "frac")
+    if frac is None:
+        return None
+    seen_node = Node("map", (Fn("gt", 1, (0,)), frac), "categorical")
+    seen = try_add(pool, seen_node, prefix="seen", dedupe=False)
+    if seen is None:
+        return None
+    location = _first_writer(state, obs, pool.values[seen])
+    if location is not None:
+        state.located[seen] = Located(seen, location[0], location[1], location[2])
+    node = fit_map(pool, [seen], target, read & ~torch.isnan(pool.values[seen]), min_agreement=0.0)
+    name = try_add(pool, node, prefix="out_seen", dedupe=False) if node is not None else None
+    return (name, seen) if name is not None else None
+
+
+def _first_writer(
+    state: GuidedState, obs: Observations, values: torch.Tensor
+) -> tuple[Location, float, float] | None:
+    """(location, layer order, decode accuracy) of the earliest sublayer whose output decodes
+    ``values`` within ``FIRST_WRITER`` of the best one, if that reaches the walk's decode bar.
+
+    Within that sublayer the best decoder is taken: the whole attention output where the
+    heads share the variable (one head's claim would leave the other holding it)."""
+    from mechsynth.synth.propose.match_stats import decode_accuracy
+
+    mask = state.pool.batch.mask
+    codes = values[mask]
+    if bool(torch.isnan(codes).any()):
+        return None
+    found = []  # (accuracy, sublayer, walk order, location)
+    for layer in range(obs.n_layers):
+        heads = [(act_name("z", layer), None, layer + JOINT_ORDER)]
+        heads += [(act_name("z", layer), h, float(layer)) for h in range(obs.n_heads)]
+        for stage, (hook, head, order) in [(2 * layer, h) for h in heads] + [
+            (2 * layer + 1, (act_name("mlp_out", layer), None, layer + 0.5))
+        ]:
+            if obs.has(hook):
+                acc = decode_accuracy(obs.flat(hook, head), codes)
+                found.append((acc, stage, order, Location(hook, head=head)))
+    if not found:
+        return None
+    top = max(f[0] for f in found)
+    if top < state.thresholds.decode:
+        return None
+    near = [f for f in found if f[0] >= top - FIRST_WRITER]
+    acc, _, order, location = min(near, key=lambda f: (f[1], -f[0]))
+    return location, order, round(acc, 4)

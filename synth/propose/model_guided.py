@@ -66,7 +66,9 @@ from mechsynth.synth.propose.explain_heads import (
     explain_head, explain_head_soft, explain_layer_soft, padded_patterns,
 )
 from mechsynth.synth.propose.explain_mlps import explain_mlp
-from mechsynth.synth.propose.explain_output import claimed_at_last_mlp, fit_lookup, fit_vote, rank
+from mechsynth.synth.propose.explain_output import (
+    OutputKind, claimed_at_last_mlp, fit_lookup, fit_prefix_pattern, fit_vote, rank,
+)
 from mechsynth.synth.propose.guided_state import (
     ComponentExplanation,
     ComponentStatus,
@@ -397,28 +399,28 @@ def _match_outputs(state: GuidedState, obs: Observations, th: MatchThresholds) -
     if _output_functions(state, located, target, read, atol, th):
         return
     # No variable and no function of one or two of the latest is the output: the output as a
-    # lookup over the located variables that predict it best (also claimed at the last MLP
-    # where nothing explains it), and as a vote of the components' logit contributions;
-    # ranked, every one at the bar proposed.
+    # lookup over the located variables that predict it best, as a function of whether a local
+    # token pattern occurred so far (each also claimed at the last MLP where nothing explains
+    # it), and as a vote of the components' logit contributions; ranked, every one at the bar
+    # proposed.
     max_keys = max(2, int(read.sum()) // TABLE_SUPPORT)
-    fits = []
-    lookup = fit_lookup(state, target, read, max_keys, atol)
-    if lookup is not None:
-        fits.append(lookup)
-        if lookup.agreement >= th.output:
-            claimed = claimed_at_last_mlp(state, obs, lookup)
-            fits += [claimed] if claimed is not None else []
+    fits = [fit_lookup(state, target, read, max_keys, atol)]
+    fits.append(fit_prefix_pattern(state, obs, target, read, atol))
     if obs.output_kind == "categorical":
-        vote = fit_vote(state, obs, target, read, max_keys)
-        fits += [vote] if vote is not None else []
-    ranked = [f for f in rank(fits) if f.name is not None]
+        fits.append(fit_vote(state, obs, target, read, max_keys))
+    ranked = rank([f for f in fits if f is not None and f.name is not None])
+    # The last MLP can be one lookup only: the best one at the bar (the vote is the logits' sum).
+    lookups = [f for f in ranked if f.kind != OutputKind.VOTE and f.agreement >= th.output]
+    claimed = claimed_at_last_mlp(state, obs, lookups[0]) if lookups else None
+    ranked = rank(ranked + ([claimed] if claimed is not None else []))
     good = [f for f in ranked if f.agreement >= th.output]
     for fit in good[:MAX_OUTPUTS]:
         state.outputs.append(fit.name)
         state.output_agreement[fit.name] = fit.agreement
     if good:
         return
-    for fit in ranked:
+    unbuilt = [f for f in fits if f is not None and f.name is None]  # a prefix pattern below the bar
+    for fit in ranked + unbuilt:
         why = f"output: best {fit.describe()} agrees on {fit.agreement:.3f} (bar {th.output:g})"
         if fit.ceiling is not None and fit.ceiling != (round(fit.agreement, 3), fit.entries):
             why += (
