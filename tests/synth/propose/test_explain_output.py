@@ -148,3 +148,69 @@ def test_greedy_in_pairs_finds_what_only_two_options_together_determine():
     assert _greedy(3, xor_score, len, 0.5, 3, None)[0] == [2]  # one at a time: stuck after 2
     chosen, s = _greedy(3, xor_score, len, 0.5, 3, None, step=2)
     assert sorted(chosen) == [0, 1] and s == 1.0
+
+
+def _pattern_case(heads_hold_seen: bool = True):
+    """Binary inputs; the "network" answers "no 0 0 so far"; both heads of layer 1 hold whether
+    a 0 0 occurred (plus noise), layer 0 and the MLPs hold noise."""
+    from mechsynth.synth.observe import LengthGroup, Observations
+
+    length = 6
+    inputs = [list(x) for x in itertools.product((0, 1), repeat=length)]
+    pool = Pool(dsl.encode(inputs))
+    state = GuidedState(pool, thresholds=MatchThresholds.soft())
+    state.located["tokens"] = Located("tokens", Location(act_name("embed")), -1.0)
+    state.located["indices"] = Located("indices", Location(act_name("pos_embed")), -1.0)
+    gen = torch.Generator().manual_seed(0)
+    n = len(inputs)
+    seen = torch.zeros(n, length)
+    outputs = []
+    for b, x in enumerate(inputs):
+        row = []
+        for i in range(length):
+            seen[b, i] = float(any(x[j - 1] == x[j] == 0 for j in range(1, i + 1)))
+            row.append(1 - int(seen[b, i]))
+        outputs.append(tuple(row))
+    z1 = 0.1 * torch.randn(n, length, 2, 4, generator=gen)
+    if heads_hold_seen:
+        z1[:, :, :, 0] += seen[:, :, None]
+    acts = {
+        act_name("z", 0): torch.randn(n, length, 2, 4, generator=gen),
+        act_name("mlp_out", 0): torch.randn(n, length, 8, generator=gen),
+        act_name("z", 1): z1,
+        act_name("mlp_out", 1): torch.randn(n, length, 8, generator=gen),
+    }
+    patterns = tuple(torch.zeros(n, 2, length, length) for _ in range(2))
+    bos = tuple(torch.zeros(n, 2, length) for _ in range(2))
+    group = LengthGroup(length, tuple(map(tuple, inputs)), tuple(outputs), acts, patterns, bos)
+    return pool, state, Observations("constructed", (group,), 2, 2, 8, "all", "categorical")
+
+
+def test_the_output_as_whether_a_token_pattern_occurred_so_far_is_found_and_located():
+    from mechsynth.synth.propose.explain_output import fit_prefix_pattern
+
+    pool, state, obs = _pattern_case()
+    target, read, atol = network_outputs(pool, obs)
+    assert fit_lookup(state, target, read, int(read.sum()) // 8, atol).agreement < 0.9  # tokens alone: no
+    fit = fit_prefix_pattern(state, obs, target, read, atol)
+    assert fit is not None and fit.kind == OutputKind.PATTERN and fit.agreement == 1.0
+    seen = fit.reads[0]
+    assert state.located[seen].location == Location(act_name("z", 1))  # both heads hold it: the layer
+    pool, state, obs = _pattern_case()  # the whole output step, from the walk's located variables
+    _match_outputs(state, obs, state.thresholds)
+    assert state.output_agreement[state.outputs[0]] == 1.0
+    assert state.located[state.outputs[0]].location == Location(act_name("mlp_out", 1))
+    hyp, _ = next(compose(state, obs))
+    text = str(hyp.program)
+    assert "map(gt(0), " in text and "LEQ" in text and "k + 1 == q" in text
+    assert Location(act_name("z", 1)) in set(hyp.correspondence.values())
+
+
+def test_a_pattern_no_component_writes_is_not_located():
+    from mechsynth.synth.propose.explain_output import fit_prefix_pattern
+
+    pool, state, obs = _pattern_case(heads_hold_seen=False)
+    target, read, atol = network_outputs(pool, obs)
+    fit = fit_prefix_pattern(state, obs, target, read, atol)
+    assert fit is not None and fit.agreement == 1.0  # the output is still that function...
+    assert fit.reads[0] not in state.located  # ...but no component is claimed to write it
