@@ -482,6 +482,15 @@ def _window_name(pool: Any, window: tuple) -> str:
     return "seen(" + " ".join(str(book.decode(c, "value")) for c in reversed(window)) + ")"
 
 
+def _pattern_word(pool: Any, window: tuple) -> str:
+    """The window as part of a variable name, oldest token first: ``000``, ``ab``, else ``p1_2``."""
+    book = pool.batch.codebook
+    parts = [str(book.decode(c, "value")) for c in reversed(window)]
+    if all(len(p) == 1 and p.isalnum() for p in parts):
+        return "".join(parts)
+    return "p" + "_".join(str(int(c)) for c in reversed(window))
+
+
 def _prefix_pattern_nodes(
     state: GuidedState, obs: Observations, window: tuple, target: torch.Tensor, read: torch.Tensor
 ) -> tuple[str, str] | None:
@@ -495,13 +504,15 @@ def _prefix_pattern_nodes(
     pool = state.pool
     book = pool.batch.codebook
 
-    def pooled(node: Node, prefix: str) -> str | None:
+    def pooled(node: Node, prefix: str, role: str | None = None) -> str | None:
         try:
             values = pool.evaluate(node)
         except (ValueError, TypeError, RuntimeError):
             return None
-        return pool.lookup(values) or pool.add(node, prefix=prefix, values=values)
+        meta = {"role": role} if role else None
+        return pool.lookup(values) or pool.add(node, prefix=prefix, values=values, meta=meta)
 
+    word = _pattern_word(pool, window)
     term = None
     for j, code in enumerate(window):
         src = "tokens"
@@ -510,25 +521,28 @@ def _prefix_pattern_nodes(
             sel = pooled(Node("select", ("indices", "indices", shift), None), "shift")
             if sel is None:
                 return None
-            src = pooled(Node("aggregate", (sel, "tokens", SHIFT_DEFAULT), "categorical"), f"prev{j}_")
+            node = Node("aggregate", (sel, "tokens", SHIFT_DEFAULT), "categorical")
+            src = pooled(node, f"prev{j}_", "prev_token" if j == 1 else f"prev{j}_token")
         if src is None:
             return None
         eq = pooled(Node("map", (Fn("eq", 1, (book.decode(code, "value"),)), src), "categorical"), "is_")
         if eq is None:
             return None
         if term is not None:
-            eq = pooled(Node("seqmap", (Fn("and_", 2, ()), term, eq), "categorical"), "win")
+            last = j == len(window) - 1
+            eq = pooled(Node("seqmap", (Fn("and_", 2, ()), term, eq), "categorical"), "win",
+                        f"ends_{word}" if last else None)
         term = eq
         if term is None:
             return None
     prefix = pooled(Node("select", ("indices", "indices", "LEQ"), None), "prefix")
     if prefix is None:
         return None
-    frac = pooled(Node("aggregate", (prefix, term, 0), "numerical"), "frac")
+    frac = pooled(Node("aggregate", (prefix, term, 0), "numerical"), "frac", f"frac_{word}")
     if frac is None:
         return None
     seen_node = Node("map", (Fn("gt", 1, (0,)), frac), "categorical")
-    seen = try_add(pool, seen_node, prefix="seen", dedupe=False)
+    seen = try_add(pool, seen_node, prefix="seen", dedupe=False, meta={"role": f"seen_{word}"})
     if seen is None:
         return None
     location = _first_writer(state, obs, pool.values[seen])

@@ -646,7 +646,8 @@ def _readable_names(state: GuidedState, names: Sequence[str]) -> dict[str, str]:
     """Program names for pooled variables: the role its values show, else its component.
 
     A variable whose values are a quantity a person would name (the sequence length, the
-    mirror index ``length - indices - 1``, "is the token c") gets that name; otherwise it is
+    mirror index ``length - indices - 1``, "is the token c"), or that its proposer named
+    (``meta["role"]``: ``prev_token``, ``seen_000``), gets that name; otherwise it is
     named for the component that writes it (``attn1_h0``, ``mlp2``) or ``sel``/``v``.
     """
     roles = _roles(state.pool)
@@ -657,7 +658,7 @@ def _readable_names(state: GuidedState, names: Sequence[str]) -> dict[str, str]:
         if item.node is None:
             continue
         loc = state.located.get(n)
-        role = roles.get(state.pool.key(state.pool.values[n]))
+        role = item.meta.get("role") or roles.get(state.pool.key(state.pool.values[n]))
         if role is not None:
             base = role
         elif item.kind == "selector":

@@ -203,6 +203,10 @@ def test_the_output_as_whether_a_token_pattern_occurred_so_far_is_found_and_loca
     hyp, _ = next(compose(state, obs))
     text = str(hyp.program)
     assert "map(gt(0), " in text and "LEQ" in text and "k + 1 == q" in text
+    # Named by role: the previous token, the window ending here, whether it occurred so far.
+    assert "prev_token = aggregate(" in text and "ends_00 = seqmap(and_, " in text
+    assert "seen_00 = map(gt(0), frac_00)" in text
+    assert hyp.correspondence["seen_00"] == Location(act_name("z", 1))
     assert Location(act_name("z", 1)) in set(hyp.correspondence.values())
 
 
