@@ -453,6 +453,9 @@ def fit_prefix_pattern(
         prev = torch.full_like(tokens, float(SHIFT_DEFAULT))
         prev[:, s:] = tokens[:, :-s]
         shifted.append(prev)
+    # A pattern must say more than the constant output does (a network that always answers the
+    # same is no recogniser of anything).
+    constant = _JointTable([], target[read]).fit([])[0]
     best: tuple[float, tuple] | None = None
     for w in range(1, PATTERN_WIDTH + 1):
         for window in itertools.product(codes, repeat=w):  # window[j]: the token j positions back
@@ -461,7 +464,7 @@ def fit_prefix_pattern(
                 hit &= shifted[j] == c
             seen = torch.cumsum(hit.long(), 1) > 0
             a = _JointTable([seen[read].double()], target[read]).fit([0])[0]
-            if best is None or a > best[0] + MIN_GAIN:
+            if a > (constant if best is None else best[0]) + MIN_GAIN:
                 best = (a, window)
     if best is None:
         return None

@@ -218,3 +218,12 @@ def test_a_pattern_no_component_writes_is_not_located():
     fit = fit_prefix_pattern(state, obs, target, read, atol)
     assert fit is not None and fit.agreement == 1.0  # the output is still that function...
     assert fit.reads[0] not in state.located  # ...but no component is claimed to write it
+
+
+def test_a_constant_output_is_no_pattern():
+    from mechsynth.synth.propose.explain_output import fit_prefix_pattern
+
+    pool, state, obs = _pattern_case()
+    target, read, atol = network_outputs(pool, obs)
+    constant = torch.where(read, torch.ones_like(target), target)  # a network that always answers 1
+    assert fit_prefix_pattern(state, obs, constant, read, atol) is None
