@@ -113,6 +113,14 @@ def fit_table(domain: Sequence[tuple], outputs: Sequence[Any], arity: int, *, ar
         for fn in _candidates(known, arity):
             if fits(fn, domain, outputs, codebook, arg_dtypes):
                 return fn
+        if {type(o) for _, o in known} == {int} and {o for _, o in known} <= {0, 1}:
+            # 0/1 outputs (a binary readout's labels) that a predicate reproduces are that
+            # predicate: every check compares True with 1 and False with 0 as equal.
+            flags = [o if o is _MISSING else bool(o) for o in outputs]
+            as_bool = [(d, bool(o)) for d, o in known]
+            for fn in _candidates(as_bool, arity):
+                if fits(fn, domain, flags, Codebook.of([v for d, o in as_bool for v in (*d, o)]), arg_dtypes):
+                    return fn
         if min_agreement < 1.0:
             for fn in _modular_forms(known, arity, min_agreement):
                 if agreement_on(fn, domain, outputs, codebook, arg_dtypes) >= min_agreement:

@@ -201,7 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-PROPOSER_NAMES = ("model-guided", "das", "enumerator", "llm")
+PROPOSER_NAMES = ("model-guided", "coarsen", "das", "enumerator", "llm")
 
 
 def _proposers(names: Sequence[str], options: dict[str, Any]) -> tuple[list[Any], str]:

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from mechsynth.synth.propose.enumerate import Pool, fit_map, try_add
+from mechsynth.synth.propose.chains import value_indicators
 from mechsynth.dsl.location import Location, act_name
 
 from mechsynth.synth.propose.guided_state import (
@@ -698,7 +699,8 @@ def _head_aggregates(
     zr = z.double()[rows[pool.batch.mask]]
     here = Location(act_name("z", layer), head=head)
     best: list[tuple[float, Any, torch.Tensor]] = []
-    for x in [*avail, *token_indicators(pool)]:
+    chained = value_indicators(pool, state, avail)
+    for x in [*avail, *token_indicators(pool), *chained]:
         agg = Node("aggregate", (sel, x, None), "categorical")
         try:
             vals = pool.evaluate(agg)
@@ -721,8 +723,12 @@ def _head_aggregates(
             node = Node("aggregate", (sel, x, None), "numerical" if numerical else "categorical")
             best.append((acc - 0.001 * pool.items[x].cost, node, vals))
     best.sort(key=lambda t: -t[0])
+    # The best mean of an earlier component's indicator is kept beside the two best aggregates: a
+    # positional mean (of indices) often decodes better from a causal head, but the chain of
+    # aggregates (synth.propose.chains) is what the later components read.
+    kept = best[:2] + [t for t in best[2:] if t[1].inputs[1] in chained][:1]
     names = []
-    for acc, node, vals in best[:2]:
+    for acc, node, vals in kept:
         name = pool.add(node, prefix=f"attn{layer}_{_tag(head)}_", values=vals, dedupe=False)
         if name is None:
             continue

@@ -69,6 +69,7 @@ from mechsynth.synth.propose.explain_mlps import explain_mlp
 from mechsynth.synth.propose.explain_output import (
     OutputKind, claimed_at_last_mlp, fit_lookup, fit_prefix_pattern, fit_vote, rank,
 )
+from mechsynth.synth.propose.chains import threshold_args
 from mechsynth.synth.propose.guided_state import (
     ComponentExplanation,
     ComponentStatus,
@@ -396,6 +397,7 @@ def _match_outputs(state: GuidedState, obs: Observations, th: MatchThresholds) -
         state.outputs.append(loc.name)
         state.output_agreement[loc.name] = round(a, 6)
     if state.outputs:
+        _better_functions(state, located, target, read, atol, th)
         return
     relabelled = _relabel_output(state, located, target, read, atol, th)
     if relabelled is not None:
@@ -440,6 +442,31 @@ def _match_outputs(state: GuidedState, obs: Observations, th: MatchThresholds) -
             f"output: no located variable agrees with the network's outputs on >= {th.output:g} of "
             f"the read positions; closest {what} (written by {loc.location}) agrees on {a:.3f}"
         )
+
+
+def _better_functions(
+    state: GuidedState,
+    located: Sequence[Located],
+    target: torch.Tensor,
+    read: torch.Tensor,
+    atol: float,
+    th: MatchThresholds,
+) -> None:
+    """Output functions that beat every direct output, when none of those reaches the behaviour bar.
+
+    A located variable agreeing with the outputs on 0.97 of the read positions cannot be accepted
+    (behaviour >= ``Thresholds().behaviour``), while a function of two earlier variables (the sign
+    of the depth and a threshold of a second prefix mean, :mod:`synth.propose.chains`) may agree on
+    all of them; such functions are ranked before the direct outputs.
+    """
+    best = max(state.output_agreement.values())
+    if best >= Thresholds().behaviour:
+        return
+    direct = list(state.outputs)
+    state.outputs.clear()
+    found = [n for n in _output_functions(state, located, target, read, atol, th)
+             if state.output_agreement[n] > best]
+    state.outputs[:] = found + direct
 
 
 def _relabel_output(
@@ -528,7 +555,14 @@ def _output_functions(
             continue
         keys = torch.unique(torch.stack([torch.round(c[where] * 1e6) for c in cols], 1), dim=0)
         if keys.shape[0] > max_keys:
-            continue
+            # A many-valued mean is read through a threshold (synth.propose.chains).
+            args = threshold_args(pool, args, target, where)
+            if args is None:
+                continue
+            cols = [pool.values[a] for a in args]
+            keys = torch.unique(torch.stack([torch.round(c[where] * 1e6) for c in cols], 1), dim=0)
+            if keys.shape[0] > max_keys:
+                continue
         node = fit_map(pool, list(args), target, where, min_agreement=th.output)
         if node is None:
             continue
