@@ -174,6 +174,8 @@ def _command(args: Any, plan: BenchPlan, budget: float | None, jobs: int) -> str
         + (["--ray"] if plan.executor == "ray" and not plan.ray_address else [])
         + ([f"--ray-address {plan.ray_address}"] if plan.ray_address else [])
         + ([f"--device {plan.device}"] if plan.device != "cpu" else [])
+        + [f"--{flag} {value}" for flag in ("targets", "modes", "seeds")
+           if (value := getattr(args, flag, None)) is not None]
     )
     return "mechsynth bench " + " ".join(flags)
 
@@ -209,7 +211,9 @@ def cmd_bench(args: Any) -> int:
     ray = bool(getattr(args, "ray", False) or ray_address)
     backend = "ray" if ray else ("processes" if jobs > 1 else "inline")
     plan = make_plan(args.suite, bool(args.quick), with_acdc=with_acdc, budget=budget, jobs=jobs,
-                     device=device, executor=backend, ray_address=ray_address)
+                     device=device, executor=backend, ray_address=ray_address,
+                     target_names=getattr(args, "targets", None), mode_names=getattr(args, "modes", None),
+                     seed_names=getattr(args, "seeds", None))
     results = run_bench(plan, out_dir, command=_command(args, plan, budget, jobs))
     check = check_baseline(results, load_baseline())
     results["baseline_check"] = asdict(check)
