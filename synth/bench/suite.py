@@ -71,22 +71,32 @@ def acdc_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Pat
 
 
 def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
-    """The false-positive suite on the plan's control targets and seeds."""
-    _log(f"controls: {len(plan.control_targets)} targets x seeds {list(plan.control_seeds)}")
+    """The false-positive suite on the plan's control targets and seeds, once per engine configuration.
+
+    ``result`` is the first configuration's (the shipped engine unless ``--modes`` says otherwise);
+    ``by_mode`` holds each configuration's, all at the same budget, targets and seeds.
+    """
+    modes = list(plan.control_modes)
+    _log(f"controls: {len(plan.control_targets)} targets x seeds {list(plan.control_seeds)} x {modes}")
     start = time.perf_counter()
+    by_mode: dict[str, Any] = {}
     with plan_executor(plan) as executor:
         _log(f"controls: runs on {executor.describe()}, networks on {plan.device}")
-        result = false_positive_suite(
-            list(plan.control_targets),
-            seeds=list(plan.control_seeds),
-            budget_seconds=plan.control_budget_seconds,
-            out=str(out_dir / WORK_DIR / "controls"),
-            progress=lambda msg: _log(f"controls: {msg}"),
-            executor=executor,
-            device=plan.device,
-        )
-    data = result.to_json() if hasattr(result, "to_json") else result
-    data = json.loads(json.dumps(data, default=str))
+        for mode in modes:
+            # The shipped engine keeps the folder it always had, so earlier outcomes are reused.
+            work = out_dir / WORK_DIR / "controls" / ("" if mode == "engine" else f"mode-{mode}")
+            result = false_positive_suite(
+                list(plan.control_targets),
+                seeds=list(plan.control_seeds),
+                budget_seconds=plan.control_budget_seconds,
+                out=str(work),
+                progress=lambda msg, mode=mode: _log(f"controls [{mode}]: {msg}"),
+                executor=executor,
+                device=plan.device,
+                mode=mode,
+            )
+            data = result.to_json() if hasattr(result, "to_json") else result
+            by_mode[mode] = json.loads(json.dumps(data, default=str))
     return {
         "seconds": time.perf_counter() - start,
         "seeds": list(plan.control_seeds),
@@ -96,7 +106,10 @@ def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
         "workers": plan.jobs,
         "device": plan.device,
         "statistic": list(Thresholds().statistic),
-        "result": data,
+        "modes": modes,
+        "mode_labels": {m: MODE_LABELS[m] for m in modes},
+        "result": by_mode[modes[0]],
+        "by_mode": by_mode,
     }
 
 
