@@ -22,7 +22,7 @@ def _scope(results: Mapping[str, Any]) -> str:
 
 def _header(results: Mapping[str, Any]) -> list[str]:
     """The title, how the run was made, and the machine, versions, commit and memory."""
-    m, v, g, plan = results["machine"], results["versions"], results["git"], results["plan"]
+    m, v, g = results["machine"], results["versions"], results["git"]
     return [
         "# mechsynth benchmarks",
         "",
