@@ -128,34 +128,45 @@ class CleanRun:
 
 @dataclass(frozen=True, eq=False)
 class _RowIndex:
-    """Rows of a 2-d tensor, findable by content: a fixed random projection (float64) of each row,
-    sorted, is its key; a looked-up candidate is then compared entry by entry, so a key collision
-    can only make a matching row look unmatched (it is then run like any other), never match a
-    different row."""
+    """Rows of a 2-d tensor, findable by content. A row's key is an integer hash of its entries' bits
+    (a fixed random int64 weight per column, products and sum wrapping around): integer arithmetic,
+    so the same row gets the same key in a batch of any width (a float projection through a matrix
+    product can round differently with the batch width, and then an equal row is not found). A
+    looked-up candidate is then compared entry by entry, so a key collision can only make a matching
+    row look unmatched (it is then run like any other), never match a different row."""
 
-    rows: torch.Tensor  # [n, D] float64
-    weights: torch.Tensor  # [D]
+    rows: torch.Tensor  # [n, D]
+    weights: torch.Tensor  # [D] int64
     keys: torch.Tensor  # [n] sorted
     order: torch.Tensor  # [n]: row of each sorted key
 
     @classmethod
     def of(cls, rows: torch.Tensor) -> _RowIndex:
-        flat = rows.flatten(1).double()
+        flat = rows.flatten(1)
         gen = torch.Generator().manual_seed(0)
-        weights = torch.rand(flat.shape[1], generator=gen, dtype=torch.float64).to(flat.device)
-        keys, order = torch.sort(flat @ weights)
+        weights = torch.randint(-(2**62), 2**62, (flat.shape[1],), generator=gen, dtype=torch.int64)
+        weights = weights.to(flat.device)
+        keys, order = torch.sort(_row_keys(flat, weights))
         return cls(flat, weights, keys, order)
 
     def find(self, rows: torch.Tensor) -> torch.Tensor:
         """For each of ``rows``, an equal indexed row, or -1 where it equals none."""
-        mine = rows.flatten(1).double().to(self.rows.device)
+        mine = rows.flatten(1).to(self.rows.device, self.rows.dtype)
         if mine.shape[1] != self.rows.shape[1]:
             return torch.full((mine.shape[0],), -1, dtype=torch.long, device=self.rows.device)
-        probe = mine @ self.weights
+        probe = _row_keys(mine, self.weights)
         at = torch.searchsorted(self.keys, probe).clamp_max(len(self.keys) - 1)
         found = self.order[at]
         equal = (self.keys[at] == probe) & (self.rows[found] == mine).all(1)
         return torch.where(equal, found, -1)
+
+
+def _row_keys(flat: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """[n] int64 hash of each row's entries (their bit patterns for floats)."""
+    if flat.is_floating_point():
+        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()]
+        flat = flat.contiguous().view(bits)
+    return (flat.long() * weights).sum(1)
 
 
 def _clean_rows(clean: CleanRun, block: Block) -> torch.Tensor:
