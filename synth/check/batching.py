@@ -240,6 +240,31 @@ def _from_clean(clean: CleanRun, rows: torch.Tensor, patch: Patch) -> torch.Tens
     return pool[r, torch.arange(r.shape[1], device=pool.device)[None, :]]
 
 
+def _without_idle_embeds(clean: CleanRun, block: Block) -> Block:
+    """The block without the embedding patches that write, in every row, what the row's own tokens
+    put there (the first patch at an embedding hook sees the clean embedding of the row's tokens;
+    within one length, resampling ``indices`` is such a patch). Nothing changes for the block, but
+    it can then enter the network at a later block."""
+    by_hook = {s.hook: s for s in clean.embeds}
+    if not any(p.source is None and p.site.hook in by_hook for p in block.patches):
+        return block
+    rows = clean.rows_of_tokens(block.tokens)
+    if not bool((rows >= 0).all()):
+        return block
+    seen: set[str] = set()
+    patches = []
+    for p in block.patches:
+        first = p.site.hook not in seen
+        seen.add(p.site.hook)
+        if first and p.source is None and p.site.hook in by_hook:
+            own = p.site.read(clean.embeds[by_hook[p.site.hook]][rows], p.positions)
+            if own.shape == p.values.shape and bool((p.values.to(own.device) == own).all()):
+                continue
+        patches.append(p)
+    return block if len(patches) == len(block.patches) else Block(block.name, block.tokens, tuple(patches),
+                                                                   block.logits)
+
+
 def _rows_of(block: Block, keep: torch.Tensor) -> Block:
     """The block restricted to the rows ``keep`` (fixed-value patches only)."""
     return Block(block.name, block.tokens[keep], tuple(
@@ -261,6 +286,7 @@ def _run_fused_reusing(
                 if p.source in matched else p
                 for p in b.patches
             ), b.logits)
+        b = _without_idle_embeds(clean, b)
         rows = _clean_rows(clean, b)
         found = rows >= 0
         if bool(found.all()):
