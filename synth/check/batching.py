@@ -56,7 +56,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from mechsynth.synth.check.patching import Edit, PassCounter, Pull, Site, run
+from mechsynth.synth.check.patching import Edit, PassCounter, Pull, Site, block_starts, run, site_layer
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -102,10 +102,17 @@ class CleanRun:
     logits: torch.Tensor  # [n, T, d_vocab_out]
     embeds: Mapping[Site, torch.Tensor]  # whole embedding sites -> [n, T, d_model]
     sites: Mapping[Site, torch.Tensor]  # claimed sites -> site values [n, T, ...]
+    resid: tuple[torch.Tensor, ...] = ()  # residual stream entering each block [n, T, d_model]
 
     @functools.cached_property
     def token_index(self) -> _RowIndex:
         return _RowIndex.of(self.tokens)
+
+    def rows_of_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The clean row with each row's token ids (-1 where none has them)."""
+        if tokens is self.tokens:  # most blocks run the group's own inputs
+            return torch.arange(int(tokens.shape[0]), device=tokens.device)
+        return self.token_index.find(tokens)
 
     @functools.cached_property
     def embed_index(self) -> _RowIndex:
@@ -115,60 +122,84 @@ class CleanRun:
     def of_group(cls, group: Group, claims: Claims) -> CleanRun:
         return cls(
             group.tokens, group.clean_logits, dict(zip(claims.embed_sites, group.embeds)),
-            {c.site: group.clean[name] for name, c in claims.claims.items()},
+            {c.site: group.clean[name] for name, c in claims.claims.items()}, group.resid,
         )
 
 
 @dataclass(frozen=True, eq=False)
 class _RowIndex:
-    """Rows of a 2-d tensor, findable by content: a fixed random projection (float64) of each row,
-    sorted, is its key; a looked-up candidate is then compared entry by entry, so a key collision
-    can only make a matching row look unmatched (it is then run like any other), never match a
-    different row."""
+    """Rows of a 2-d tensor, findable by content. A row's key is an integer hash of its entries' bits
+    (a fixed random int64 weight per column, products and sum wrapping around): integer arithmetic,
+    so the same row gets the same key in a batch of any width (a float projection through a matrix
+    product can round differently with the batch width, and then an equal row is not found). A
+    looked-up candidate is then compared entry by entry, so a key collision can only make a matching
+    row look unmatched (it is then run like any other), never match a different row."""
 
-    rows: torch.Tensor  # [n, D] float64
-    weights: torch.Tensor  # [D]
+    rows: torch.Tensor  # [n, D]
+    weights: torch.Tensor  # [D] int64
     keys: torch.Tensor  # [n] sorted
     order: torch.Tensor  # [n]: row of each sorted key
 
     @classmethod
     def of(cls, rows: torch.Tensor) -> _RowIndex:
-        flat = rows.flatten(1).double()
+        flat = rows.flatten(1)
         gen = torch.Generator().manual_seed(0)
-        weights = torch.rand(flat.shape[1], generator=gen, dtype=torch.float64).to(flat.device)
-        keys, order = torch.sort(flat @ weights)
+        weights = torch.randint(-(2**62), 2**62, (flat.shape[1],), generator=gen, dtype=torch.int64)
+        weights = weights.to(flat.device)
+        keys, order = torch.sort(_row_keys(flat, weights))
         return cls(flat, weights, keys, order)
 
-    def find(self, rows: torch.Tensor) -> torch.Tensor | None:
-        """For each of ``rows``, an equal indexed row (None when some row equals none)."""
-        mine = rows.flatten(1).double()
+    def find(self, rows: torch.Tensor) -> torch.Tensor:
+        """For each of ``rows``, an equal indexed row, or -1 where it equals none."""
+        mine = rows.flatten(1).to(self.rows.device, self.rows.dtype)
         if mine.shape[1] != self.rows.shape[1]:
-            return None
-        probe = mine @ self.weights
+            return torch.full((mine.shape[0],), -1, dtype=torch.long, device=self.rows.device)
+        probe = _row_keys(mine, self.weights)
         at = torch.searchsorted(self.keys, probe).clamp_max(len(self.keys) - 1)
         found = self.order[at]
-        if not bool((self.keys[at] == probe).all()) or not bool((self.rows[found] == mine).all()):
-            return None
-        return found
+        equal = (self.keys[at] == probe) & (self.rows[found] == mine).all(1)
+        return torch.where(equal, found, -1)
 
 
-def _clean_rows(clean: CleanRun, block: Block) -> torch.Tensor | None:
-    """The clean row that each of ``block``'s rows equals, when every row equals one (see the module
-    docstring); None when some row differs or a patch is anything but fixed values at the embeddings."""
+def _row_keys(flat: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """[n] int64 hash of each row's entries (their bit patterns for floats)."""
+    if flat.is_floating_point():
+        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()]
+        flat = flat.contiguous().view(bits)
+    return (flat.long() * weights).sum(1)
+
+
+def _clean_rows(clean: CleanRun, block: Block) -> torch.Tensor:
+    """The clean row that each of ``block``'s rows equals, -1 where it equals none (see the module
+    docstring). A row equals clean row c when its effective embeddings are c's and every other patch
+    writes, bit for bit, c's own clean values there (a write that changes nothing). A block whose
+    patches read other blocks, or write a site the clean run did not keep, matches nowhere."""
+    n = int(block.tokens.shape[0])
+    nowhere = torch.full((n,), -1, dtype=torch.long, device=clean.tokens.device)
     by_hook = {s.hook: s for s in clean.embeds}
-    if any(p.source is not None or p.site.hook not in by_hook for p in block.patches):
-        return None
-    start = clean.token_index.find(block.tokens)  # a clean row with the same token ids
-    if start is None:
-        return None
-    effective = []
-    for hook, site in by_hook.items():
-        act = clean.embeds[site][start].clone()  # the row's own embedding before its patches
-        for p in block.patches:
-            if p.site.hook == hook:
-                p.site.write(act, p.values, p.positions)
-        effective.append(act.flatten(1))
-    return clean.embed_index.find(torch.cat(effective, 1))
+    if any(p.source is not None or (p.site.hook not in by_hook and p.site not in clean.sites)
+           for p in block.patches):
+        return nowhere
+    start = clean.rows_of_tokens(block.tokens)  # a clean row with the same token ids
+    if not bool((start >= 0).any()):
+        return nowhere
+    rows = start  # no patch at the embeddings: the row's embeddings are its own clean row's
+    if any(p.site.hook in by_hook for p in block.patches):
+        effective = []
+        for hook, site in by_hook.items():
+            act = clean.embeds[site][start.clamp_min(0)].clone()  # the row's own embedding before its patches
+            for p in block.patches:
+                if p.site.hook == hook:
+                    p.site.write(act, p.values, p.positions)
+            effective.append(act.flatten(1))
+        rows = clean.embed_index.find(torch.cat(effective, 1))
+    ok = (start >= 0) & (rows >= 0)
+    at = rows.clamp_min(0)
+    for p in block.patches:
+        if p.site.hook not in by_hook and bool(ok.any()):
+            own = clean.sites[p.site][at][:, p.positions]
+            ok &= (p.values.to(own.device) == own).flatten(1).all(1)
+    return torch.where(ok, rows, -1)
 
 
 def _sourced_sites(blocks: Sequence[Block]) -> dict[str, list[Site]]:
@@ -209,10 +240,43 @@ def _from_clean(clean: CleanRun, rows: torch.Tensor, patch: Patch) -> torch.Tens
     return pool[r, torch.arange(r.shape[1], device=pool.device)[None, :]]
 
 
+def _without_idle_embeds(clean: CleanRun, block: Block) -> Block:
+    """The block without the embedding patches that write, in every row, what the row's own tokens
+    put there (the first patch at an embedding hook sees the clean embedding of the row's tokens;
+    within one length, resampling ``indices`` is such a patch). Nothing changes for the block, but
+    it can then enter the network at a later block."""
+    by_hook = {s.hook: s for s in clean.embeds}
+    if not any(p.source is None and p.site.hook in by_hook for p in block.patches):
+        return block
+    rows = clean.rows_of_tokens(block.tokens)
+    if not bool((rows >= 0).all()):
+        return block
+    seen: set[str] = set()
+    patches = []
+    for p in block.patches:
+        first = p.site.hook not in seen
+        seen.add(p.site.hook)
+        if first and p.source is None and p.site.hook in by_hook:
+            own = p.site.read(clean.embeds[by_hook[p.site.hook]][rows], p.positions)
+            if own.shape == p.values.shape and bool((p.values.to(own.device) == own).all()):
+                continue
+        patches.append(p)
+    return block if len(patches) == len(block.patches) else Block(block.name, block.tokens, tuple(patches),
+                                                                   block.logits)
+
+
+def _rows_of(block: Block, keep: torch.Tensor) -> Block:
+    """The block restricted to the rows ``keep`` (fixed-value patches only)."""
+    return Block(block.name, block.tokens[keep], tuple(
+        Patch(p.site, p.positions, values=p.values[keep.to(p.values.device)]) for p in block.patches
+    ), block.logits)
+
+
 def _run_fused_reusing(
     model: TransformerBridge, blocks: Sequence[Block], counter: PassCounter, clean: CleanRun
 ) -> dict[str, torch.Tensor | None]:
-    matched: dict[str, torch.Tensor] = {}
+    sourced = _sourced_sites(blocks)
+    matched: dict[str, torch.Tensor] = {}  # block -> the clean row of each of its rows (-1: it runs)
     kept: list[Block] = []
     for b in blocks:
         # A consumer of a left-out block reads fixed clean values instead (then it may match too).
@@ -222,14 +286,28 @@ def _run_fused_reusing(
                 if p.source in matched else p
                 for p in b.patches
             ), b.logits)
+        b = _without_idle_embeds(clean, b)
         rows = _clean_rows(clean, b)
-        if rows is None:
-            kept.append(b)
+        found = rows >= 0
+        if bool(found.all()):
+            matched[b.name] = rows
+        elif b.name in sourced or not bool(found.any()):
+            kept.append(b)  # a block other blocks read from runs whole: their rows index it
         else:
             matched[b.name] = rows
-    logits: dict[str, Any] = _run_fused(model, kept, counter) if kept else {}
-    logits.update({name: clean.logits[rows] for name, rows in matched.items()})
-    return {b.name: logits[b.name] for b in blocks}
+            kept.append(_rows_of(b, ~found))  # only the rows no clean row equals
+    logits: dict[str, Any] = _run_fused(model, kept, counter, clean) if kept else {}
+    out: dict[str, torch.Tensor | None] = {}
+    for b in blocks:
+        rows = matched.get(b.name)
+        if rows is None:
+            out[b.name] = logits[b.name]
+            continue
+        full = clean.logits[rows.clamp_min(0)]
+        if b.name in logits:  # some rows ran
+            full[rows < 0] = logits[b.name]
+        out[b.name] = full
+    return out
 
 
 def _run_one_by_one(
@@ -254,18 +332,53 @@ def _run_one_by_one(
     return logits
 
 
-def _run_fused(
-    model: TransformerBridge, blocks: Sequence[Block], counter: PassCounter
-) -> dict[str, torch.Tensor | None]:
-    starts, start = {}, 0
+def _entry_layers(
+    model: TransformerBridge, blocks: Sequence[Block], clean: CleanRun | None
+) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
+    """The block each block's rows enter the network at, and their clean rows (for the residual).
+
+    A block enters at the first block with one of its patches or with a site other blocks read from
+    it (-1: at the embeddings); before that its rows are clean rows, so the residual stream they
+    carry is the clean one. Rows whose tokens are no clean row's, or a run without the clean
+    residuals, start at the embeddings.
+    """
+    if clean is None or not clean.resid:
+        return {b.name: -1 for b in blocks}, {}
+    starts = block_starts(model)
+    last = len(starts) - 1
+    sourced = _sourced_sites(blocks)
+    layers, rows = {}, {}
     for b in blocks:
+        sites = [p.site for p in b.patches] + sourced.get(b.name, [])
+        layer = min((site_layer(s, starts) for s in sites), default=last)
+        found = clean.rows_of_tokens(b.tokens) if layer >= 0 else None
+        if found is None or not bool((found >= 0).all()):
+            layer = -1
+        layers[b.name] = min(layer, last)
+        if layer >= 0:
+            rows[b.name] = found
+    return layers, rows
+
+
+def _run_fused(
+    model: TransformerBridge, blocks: Sequence[Block], counter: PassCounter, clean: CleanRun | None = None
+) -> dict[str, torch.Tensor | None]:
+    layers, clean_rows = _entry_layers(model, blocks, clean)
+    order = sorted(blocks, key=lambda b: layers[b.name])  # rows that enter later join the batch later
+    starts, start = {}, 0
+    for b in order:
         starts[b.name] = start
         start += int(b.tokens.shape[0])
     edits = []
-    for b in blocks:
+    for b in blocks:  # in the given order: a source's own edits at a hook precede its consumers' pulls
         rows = slice(starts[b.name], starts[b.name] + int(b.tokens.shape[0]))
         for p in b.patches:
             values = p.values if p.source is None else Pull(p.rows + starts[p.source])
             edits.append(Edit(p.site, values, p.positions, rows))
-    logits, _ = run(model, torch.cat([b.tokens for b in blocks]), edits, counter=counter)
+    entering = []
+    for layer in sorted({layers[b.name] for b in order} - {-1}):
+        here = [clean.resid[layer][clean_rows[b.name]] for b in order if layers[b.name] == layer]
+        entering.append((layer, torch.cat(here)))
+    tokens = torch.cat([b.tokens for b in order])
+    logits, _ = run(model, tokens, edits, counter=counter, entering=entering)
     return {b.name: logits[starts[b.name] : starts[b.name] + int(b.tokens.shape[0])] for b in blocks}

@@ -8,6 +8,11 @@ Two input sets: fresh samples from the task's distribution, and a broader set: e
 length the task allows (the same number of inputs per length, so short and long inputs
 weigh the same) plus the task's broader input distribution when it defines one.
 
+The network's outputs on the broader set do not depend on the hypothesis, and every score of a
+run reads the same broader set (same seed, same size): `network_outputs` remembers them per
+network object, for exactly those inputs and that decoding, so a run pays for them once
+(`forget_network_outputs` empties the memo; a modified network is a new object).
+
 Numbers: ``behaviour`` is the fraction of readout positions where program and network
 agree; ``behaviour_exact`` the fraction of inputs where they agree at every readout
 position; the per-input agreement fractions are kept. For a multilabel target (a set of
@@ -20,6 +25,7 @@ of readout positions where it does predict, so a program cannot score by saying 
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
@@ -120,7 +126,7 @@ def behaviour(
     except DSLError as e:
         raise CheckError(f"the program does not evaluate on the target's inputs: {e}") from None
     readouts = [target.read_positions(x) for x in inputs]
-    network = target.predict(inputs) if network is None else network
+    network = network_outputs(target, inputs) if network is None else network
     c = compare_outputs(network, predicted, readouts, target.task.output_kind)
     per_input = [a / n if n else float("nan") for a, n in zip(c.agree, c.compared)]
     scored = [p for p in per_input if p == p]
@@ -136,6 +142,34 @@ def behaviour(
         n=len(inputs),
         per_label=per_label,
     )
+
+
+_OUTPUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network -> {inputs key: outputs}
+_KEPT_PER_NETWORK = 4  # input sets remembered per network (a run reads one broader set)
+
+
+def network_outputs(target: Target, inputs: Sequence[Sequence[Any]]) -> list[list]:
+    """``target.predict(inputs)``, remembered per network for the same inputs and decoding (treat the
+    result as read-only)."""
+    key = (
+        target.name, target.position_offset, target.padded, target.task.output_kind,
+        tuple(target.output_values), tuple(tuple(x) for x in inputs),
+    )
+    try:
+        hash(key)
+    except TypeError:  # unhashable input values: nothing to remember them by
+        return target.predict([list(x) for x in inputs])
+    memo = _OUTPUTS.setdefault(target.model, {})
+    if key not in memo:
+        if len(memo) >= _KEPT_PER_NETWORK:
+            memo.pop(next(iter(memo)))
+        memo[key] = target.predict([list(x) for x in inputs])
+    return memo[key]
+
+
+def forget_network_outputs() -> None:
+    """Empty the memo of `network_outputs` (to time a score that pays for them)."""
+    _OUTPUTS.clear()
 
 
 def broader_inputs(target: Target, n: int, seed: int) -> list[list]:

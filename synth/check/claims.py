@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from mechsynth.models.bridge import can_stage
 from mechsynth.dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
 from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.dsl.location import Location, act_name
@@ -153,6 +154,9 @@ class Group:
     embeds: tuple[torch.Tensor, ...]  # clean hook_embed and hook_pos_embed [n, T, d_model]
     codes: Mapping[str, torch.Tensor]  # program variable -> float64 codes [n, length] (selectors left out)
     batch: Any  # the dsl.interpret.Batch the codes were computed on
+    # The clean residual stream entering each block [n, T, d_model] (empty where the model cannot be
+    # run from a later block, models.bridge.can_stage): patched rows start at their first patched block.
+    resid: tuple[torch.Tensor, ...] = ()
 
     @property
     def size(self) -> int:
@@ -184,6 +188,12 @@ def group_by_length(inputs: Sequence[Sequence[Any]]) -> dict[int, list[tuple[Any
     return dict(sorted(groups.items()))
 
 
+def _resid_sites(model: Any, info: HookInfo) -> list[Site]:
+    """The whole residual stream entering each block (``hook_resid_pre``), block 0 first."""
+    layers = range(int(model.cfg.n_layers))
+    return [resolve(model, Location(act_name("resid_pre", layer)), info) for layer in layers]
+
+
 def prepare_groups(
     target: Target, claims: Claims, inputs: Sequence[Sequence[Any]], counter: PassCounter, min_size: int = 2
 ) -> list[Group]:
@@ -191,6 +201,8 @@ def prepare_groups(
     out = []
     off = target.position_offset
     capture = [c.site for c in claims.claims.values()] + list(claims.embed_sites)
+    resid_sites = _resid_sites(target.model, claims.info) if can_stage(target.model) else []
+    capture += [s for s in resid_sites if s not in capture]
     for length, xs in group_by_length(inputs).items():
         if len(xs) < min_size:
             continue
@@ -203,6 +215,7 @@ def prepare_groups(
                 length=length, inputs=tuple(xs), tokens=tokens, offset=off, readout=readout,
                 clean_logits=logits, clean={n: acts[c.site] for n, c in claims.claims.items()},
                 embeds=tuple(acts[s] for s in claims.embed_sites), codes=codes, batch=batch,
+                resid=tuple(acts[s] for s in resid_sites),
             )
         )
     return out

@@ -194,9 +194,13 @@ _NONE = -(2.0**60)  # stands for NaN (None) in the distinct-value tables: below 
 def _table(a: torch.Tensor, b: torch.Tensor, equal: Any) -> torch.Tensor:
     """``equal(x, y)`` for every entry pair of ``a`` and ``b`` (same shape), called once per
     distinct pair: the Python comparison of decoded values, vectorised without changing it."""
-    pairs = torch.stack([torch.nan_to_num(x, nan=_NONE).reshape(-1) for x in (a, b)], 1)
-    distinct, inverse = torch.unique(pairs, dim=0, return_inverse=True)
-    value = [bool(equal(x, y)) for x, y in distinct.tolist()]
+    # Distinct pairs through 1-d uniques (each side's distinct values, then their index pairs):
+    # far cheaper than a row-wise unique over stacked pairs, and the same set of pairs.
+    left, li = torch.unique(torch.nan_to_num(a, nan=_NONE).reshape(-1), return_inverse=True)
+    right, ri = torch.unique(torch.nan_to_num(b, nan=_NONE).reshape(-1), return_inverse=True)
+    keys, inverse = torch.unique(li * len(right) + ri, return_inverse=True)
+    xs, ys = left[keys // len(right)].tolist(), right[keys % len(right)].tolist()
+    value = [bool(equal(x, y)) for x, y in zip(xs, ys)]
     return torch.tensor(value, dtype=torch.bool, device=PROGRAM_DEVICE)[inverse].view(a.shape)
 
 

@@ -40,7 +40,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from mechsynth.dsl.location import Location, Subspace
+from mechsynth.dsl.location import Location, Subspace, act_name
+from mechsynth.models.bridge import can_stage, staged_forward
 from mechsynth.models.device import module_device
 
 if TYPE_CHECKING:
@@ -261,6 +262,19 @@ def resolve(model: TransformerBridge, location: Location, info: HookInfo | None 
     return Site(location, hook, info.order[hook], shape)
 
 
+def block_starts(model: TransformerBridge, info: HookInfo | None = None) -> tuple[int, ...]:
+    """Execution rank of each block's first hook (its ``hook_resid_pre``), block 0 first."""
+    info = info or probe(model)
+    names = (info.canonical[act_name("resid_pre", layer)] for layer in range(int(model.cfg.n_layers)))
+    return tuple(info.order[name] for name in names)
+
+
+def site_layer(site: Site, starts: Sequence[int]) -> int:
+    """The block a site's hook fires in (``starts`` from `block_starts`): -1 for the embeddings,
+    ``len(starts) - 1`` for the last block and whatever follows it (the final norm, the unembedding)."""
+    return sum(1 for s in starts if s <= site.order) - 1
+
+
 class PassCounter:
     """Counts batched forward passes (one per `run` call), to report the cost of a check."""
 
@@ -281,13 +295,24 @@ def run(
     *,
     counter: PassCounter | None = None,
     need_logits: bool = True,
+    entering: Sequence[tuple[int, torch.Tensor]] = (),
 ) -> tuple[torch.Tensor | None, dict[Site, torch.Tensor]]:
     """One forward pass with edits applied; returns (logits or None, captured site values).
 
     Captured values are read after the edits at that hook, as full-position tensors
     ``[batch, pos, ...]``. With ``need_logits=False`` the pass stops right after the last
     captured hook, which saves the later layers.
+
+    ``entering`` (increasing layers) lets the last rows of the batch skip the blocks before the
+    one they enter (models.bridge.staged_forward): ``(layer, residual)`` gives the residual
+    stream entering block ``layer`` of ``k`` rows, which must be what those rows' own ``tokens``
+    produce there (no edit of theirs before that block). At a hook, only the rows that have
+    entered are in the activation, so an edit's rows must lie among them. Where the model cannot
+    be run in stages (models.bridge.can_stage), every row runs from its tokens, which gives the
+    same result.
     """
+    staged = bool(entering) and not capture and can_stage(model)
+    joined = sum(int(r.shape[0]) for _, r in entering) if staged else 0
     by_hook: dict[str, list[Edit]] = {}
     for e in edits:
         by_hook.setdefault(e.site.hook, []).append(e)
@@ -321,7 +346,10 @@ def run(
     with torch.no_grad():
         try:
             with model.hooks(fwd_hooks=hooks):
-                logits = model(tokens)
+                if staged:
+                    logits = staged_forward(model, tokens[: int(tokens.shape[0]) - joined], entering)
+                else:
+                    logits = model(tokens)
         except _Stop:
             pass
     return logits, captured
