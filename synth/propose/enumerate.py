@@ -271,6 +271,7 @@ def fit_map(
     inputs still has the function it means).
     """
     from mechsynth.dsl.program import Node
+    from mechsynth.synth.accept import Thresholds
 
     mask = pool.batch.mask if where is None else where
     cols = [pool.values[a][mask] for a in args]
@@ -281,7 +282,10 @@ def fit_map(
         table = _majority_table(cols, y, min_agreement)
     if not table:
         return None
-    fn = fit_function(pool, args, table, min_agreement=min_agreement)
+    # A closed form stands in for a majority table only at the bar a trained network's outputs
+    # must meet against a variable; a table kept at any agreement (ranked later) keeps that bar.
+    closed_form_bar = 1.0 if min_agreement >= 1.0 else max(min_agreement, Thresholds().prefilter_behaviour)
+    fn = fit_function(pool, args, table, min_agreement=closed_form_bar)
     if fn is None:
         return None
     op = "map" if len(args) == 1 else "seqmap"
