@@ -63,7 +63,7 @@ from mechsynth.synth.accept import Thresholds
 from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
 
 from mechsynth.synth.propose.explain_heads import (
-    explain_head, explain_head_soft, explain_layer_soft, padded_patterns,
+    _shifted_predicate, explain_head, explain_head_soft, explain_layer_soft, padded_patterns,
 )
 from mechsynth.synth.propose.explain_mlps import explain_mlp
 from mechsynth.synth.propose.explain_output import (
@@ -718,6 +718,7 @@ def _readable_names(state: GuidedState, names: Sequence[str]) -> dict[str, str]:
 
 
 ROLE_TOKENS = 16  # "is_c" names are derived for at most this many token values
+ROLE_OFFSETS = (1, 2, -1, -2)  # "token_2_back" names are derived for these position offsets
 
 
 def _roles(pool: Pool) -> dict[str, str]:
@@ -744,12 +745,25 @@ def _roles(pool: Pool) -> dict[str, str]:
                 hit = tokens == code
                 sops[f"is_{word}"] = hit
                 sops[f"is_{word}_num"] = hit.double()
+    # The token a fixed number of positions back or ahead (a split head's operands).
+    for c in ROLE_OFFSETS:
+        shifted = torch.full_like(tokens, float("nan"))
+        if c > 0:
+            shifted[:, c:] = tokens[:, :-c]
+        else:
+            shifted[:, :c] = tokens[:, -c:]
+        shifted = torch.where(indices - c < length, shifted, torch.full_like(shifted, float("nan")))
+        sops[f"token_{c}_back" if c > 0 else f"token_{-c}_ahead"] = shifted
     roles = {pool.key(values): name.removesuffix("_num") for name, values in sops.items()}
-    for name, node in (
+    selectors = [
         ("all_positions", Node("select", ("tokens", "tokens", "TRUE"), None)),
         ("same_token", Node("select", ("tokens", "tokens", "EQ"), None)),
         ("prefix", Node("select", ("indices", "indices", "LEQ"), None)),
-    ):
+    ]
+    for c in ROLE_OFFSETS:
+        offset = Node("select", ("indices", "indices", _shifted_predicate(torch.eq, c)), None)
+        selectors.append((f"back_{c}" if c > 0 else f"ahead_{-c}", offset))
+    for name, node in selectors:
         roles.setdefault(pool.key(pool.evaluate(node)), name)
     pool.fn_memo[("roles",)] = [roles]
     return roles
