@@ -23,8 +23,11 @@ specifications. Walking the layers in order, with a set of
    different residual directions, so each candidate claims the output dimensions it
    explains and candidates are chosen to cover every active dimension.
 3. **Output.** The network's decoded outputs are a variable of the pool (or a fitted
-   relabelling of one); its dependency closure, with every variable mapped to the component
-   that wrote it, is a whole-program hypothesis.
+   relabelling of one, or a function of one or two); failing that, a lookup over the located
+   variables that predict them best, a function of whether a local token pattern occurred so
+   far, or a vote of the components' logit contributions (:mod:`synth.propose.explain_output`).
+   Its dependency closure, with every variable mapped to the component that wrote it, is a
+   whole-program hypothesis.
 
 "v explains activation A" means both directions of "A encodes exactly v": v is decodable
 from A (nearest-class-mean classification of A recovers v) and A is a function of v (the
