@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 DECODE_ROWS = 8192  # rows on which a block's variable is decoded (nearest class mean / probe)
 SCREEN_ROWS = 4096  # rows on which a candidate is screened before its R^2 on the whole batch
 SCREEN_MARGIN = 0.1  # a candidate this far below the R^2 bar on the sample is not computed in full
+WHOLE_ALTERNATIVES = 2  # blocks beyond the covering ones whose variables a whole-output claim keeps
 
 
 def explain_mlp(
@@ -133,7 +134,9 @@ def explain_mlp(
         if len(entries) >= labellings and agreement(values, *network_out) < th.output:
             continue
         decode_step = max(1, act.shape[0] // DECODE_ROWS)  # a class decoder on a row sample
-        acc = decode_accuracy(act[::decode_step, list(block)], codes[::decode_step])
+        # Claimed at the whole output (trained networks), a variable is decoded from the whole output.
+        cols = active_idx.tolist() if th.whole_mlp else list(block)
+        acc = decode_accuracy(act[::decode_step, cols], codes[::decode_step])
         if acc < th.decode:
             continue
         entries.append((cost, node, values, acc))
@@ -149,10 +152,20 @@ def explain_mlp(
             continue
         uncovered -= set(block)
         chosen += _split_block(block, found, act)
+    if th.whole_mlp:
+        # Claimed at the whole output, the variables of overlapping blocks are alternative
+        # explanations of one MLP (a sign of a depth beside a floor ratio): the best few are kept,
+        # and the components that read the MLP and the checks choose between them.
+        chosen += [b for b in sorted(found, key=lambda b: (-len(b), found[b][0][0])) if b not in chosen][
+            :WHOLE_ALTERNATIVES]
     chosen = list(dict.fromkeys(chosen))
+    kept: set[str] = set()
     for block in chosen:
         names = []
         for _cost, node, values, acc in blocks[block]:
+            if pool.key(values) in kept:
+                continue
+            kept.add(pool.key(values))
             numerical = len(block) == 1 and pool.items[node.inputs[0]].dtype != "value"
             node = Node(node.op, node.args, "numerical" if numerical else "categorical")
             where = Location(act_name("mlp_out", layer), dims=None if th.whole_mlp else block)
