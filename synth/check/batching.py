@@ -112,7 +112,16 @@ class CleanRun:
         """The clean row with each row's token ids (-1 where none has them)."""
         if tokens is self.tokens:  # most blocks run the group's own inputs
             return torch.arange(int(tokens.shape[0]), device=tokens.device)
-        return self.token_index.find(tokens)
+        # Each block's tokens are looked up up to three times (idle patches, clean rows, entry layer):
+        # remembered by tensor, which the memo keeps alive so that its id cannot be reused.
+        memo = self._token_rows
+        if id(tokens) not in memo:
+            memo[id(tokens)] = (tokens, self.token_index.find(tokens))
+        return memo[id(tokens)][1]
+
+    @functools.cached_property
+    def _token_rows(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        return {}
 
     @functools.cached_property
     def embed_index(self) -> _RowIndex:
