@@ -8,7 +8,10 @@ function that reproduces it exactly on that domain:
 1. every registered family offered for fitting, cheapest first, with parameters
    guessed by the family's ``propose`` from the data (``add(k)``: ``k = y - x``);
 2. closed forms found by solving for coefficients: ``a*x + b`` and
-   ``a*x + b*y + c`` with exact rational coefficients, and the predicates
+   ``a*x + b*y + c`` with exact rational coefficients; modular forms
+   ``Mod(a*x + c, m)`` and ``Mod(a*x + b*y + c, m)`` with small integer
+   coefficients and the modulus read off the outputs (``m`` = largest output + 1:
+   what a network trained on modular arithmetic computes); and the predicates
    ``x OP c``, ``y OP c`` and ``y == x + c`` for two-argument boolean functions;
 3. otherwise the lookup table itself.
 
@@ -83,9 +86,26 @@ def fit_function(f: Callable[..., Any], domains: Sequence[Iterable[Any]], *, arg
     return fit_table(domain, outputs, arity, arg_dtypes=arg_dtypes, table_only=table_only)
 
 
+def agreement_on(fn: Fn, domain: Sequence[tuple], outputs: Sequence[Any], codebook: Codebook,
+                 arg_dtypes: Sequence[str] = ()) -> float:
+    """The share of ``domain`` points (don't-cares aside) on which ``fn`` gives the output."""
+    columns = list(zip(*domain))
+    try:
+        got = apply(fn, columns, codebook, arg_dtypes)
+    except (DSLError, EvaluationError, RuntimeError, TypeError, ValueError):
+        return 0.0
+    scored = [same_value(g, w) for g, w in zip(got, outputs) if w is not _MISSING]
+    return sum(scored) / len(scored) if scored else 0.0
+
+
 def fit_table(domain: Sequence[tuple], outputs: Sequence[Any], arity: int, *, arg_dtypes: Sequence[str] = (),
-              table_only: bool = False) -> Fn:
-    """The simplest DSL function mapping each ``domain`` tuple to its output (``_MISSING`` = don't care)."""
+              table_only: bool = False, min_agreement: float = 1.0) -> Fn:
+    """The simplest DSL function mapping each ``domain`` tuple to its output (``_MISSING`` = don't care).
+
+    With ``min_agreement`` below 1 the outputs are a trained network's, which errs on a few
+    points: a closed form agreeing with at least that share of the points is returned
+    instead of the table (a modular form's offset is then the majority one).
+    """
     known = [(d, o) for d, o in zip(domain, outputs) if o is not _MISSING]
     values = [v for d, o in known for v in (*d, o)]
     codebook = Codebook.of(values)
@@ -93,6 +113,18 @@ def fit_table(domain: Sequence[tuple], outputs: Sequence[Any], arity: int, *, ar
         for fn in _candidates(known, arity):
             if fits(fn, domain, outputs, codebook, arg_dtypes):
                 return fn
+        if {type(o) for _, o in known} == {int} and {o for _, o in known} <= {0, 1}:
+            # 0/1 outputs (a binary readout's labels) that a predicate reproduces are that
+            # predicate: every check compares True with 1 and False with 0 as equal.
+            flags = [o if o is _MISSING else bool(o) for o in outputs]
+            as_bool = [(d, bool(o)) for d, o in known]
+            for fn in _candidates(as_bool, arity):
+                if fits(fn, domain, flags, Codebook.of([v for d, o in as_bool for v in (*d, o)]), arg_dtypes):
+                    return fn
+        if min_agreement < 1.0:
+            for fn in _modular_forms(known, arity, min_agreement):
+                if agreement_on(fn, domain, outputs, codebook, arg_dtypes) >= min_agreement:
+                    return fn
     entries = tuple((d[0] if arity == 1 else d, o) for d, o in known)
     entries = tuple(sorted(entries, key=lambda e: _key(e[0])))
     return Fn("table", arity, (entries,))
@@ -161,6 +193,41 @@ def _closed_forms(known: Sequence[tuple], arity: int) -> Iterable[Fn]:
             coef, *_ = np.linalg.lstsq(rows, rhs, rcond=None)
             a, b, c = (_rational(float(v)) for v in coef)
             yield Fn("expr", 2, (a * X + b * Y + c,))
+    yield from _modular_forms(nums, arity)
+
+
+MOD_COEFFICIENTS = (1, -1, 2, -2, 3, -3)  # the coefficients of x (and y) a modular closed form may have
+
+
+def _modular_forms(nums: Sequence[tuple], arity: int, min_agreement: float = 1.0) -> Iterable[Fn]:
+    """``Mod(a*x + c, m)`` / ``Mod(a*x + b*y + c, m)`` agreeing with integer data, smallest ``|a|+|b|`` first.
+
+    The modulus is the largest output + 1 (the outputs of a modular function cover its
+    residues on any sizeable domain); for each coefficient choice the offset ``c`` is the
+    most frequent ``out - a*x - b*y`` mod ``m``, and the form is yielded when it agrees with
+    at least ``min_agreement`` of the points (every point, by default; the caller checks).
+    """
+    if not nums or not all(is_number(v) and float(v) == int(v) for d, o in nums for v in (*d, o)):
+        return
+    outs = [int(o) for _, o in nums]
+    if min(outs) < 0 or len(set(outs)) < 3:
+        return
+    m = max(outs) + 1
+    points = [[int(v) for v in d] for d, _ in nums]
+    pairs = [(a,) for a in MOD_COEFFICIENTS] if arity == 1 else sorted(
+        itertools.product(MOD_COEFFICIENTS, repeat=2),
+        key=lambda ab: (abs(ab[0]) + abs(ab[1]), ab[0] < 0, ab[1] < 0),
+    )
+    for coefs in pairs:
+        offsets: dict[int, int] = {}
+        for point, out in zip(points, outs):
+            c = (out - sum(k * v for k, v in zip(coefs, point))) % m
+            offsets[c] = offsets.get(c, 0) + 1
+        c, hits = max(offsets.items(), key=lambda t: (t[1], -t[0]))
+        if hits >= min_agreement * len(outs):
+            linear = sum(k * s for k, s in zip(coefs, (X, Y)[:arity])) + c
+            yield Fn("expr", arity, (sympy.Mod(linear, m),))
+            return
 
 
 def _predicates(nums: Sequence[tuple]) -> Iterable[Fn]:

@@ -210,6 +210,17 @@ def _sign1(x: Tensor) -> Tensor:
     return torch.sign(x)
 
 
+def _z3_cmp(a: Any, b: Any) -> Any:
+    return z3.If(a > b, 1, z3.If(a < b, -1, 0))
+
+
+@register.function("cmp", 1, ("c",), nan_safe=True, cost=1.2, sympy=lambda x, c: sympy.sign(x - c),
+                   z3=lambda a, p, c: _z3_cmp(a[0], c(p[0])), propose=_propose_values,
+                   doc="sign(x - c): -1, 0 or 1 (a three-way threshold: a depth's sign read off a fraction)")
+def _cmp1(x: Tensor, c: float) -> Tensor:
+    return torch.sign(x - c)
+
+
 @register.function("min", 1, ("c",), cost=1.2, output="same", symbols=True, nan_safe=True,
                    sympy=lambda x, c: sympy.Min(x, c),
                    z3=lambda a, p, c: z3.If(a[0] <= c(p[0]), a[0], c(p[0])), propose=_propose_outputs,
@@ -267,6 +278,8 @@ _bin("gt", lambda x, y: x > y, lambda x, y: sympy.Gt(x, y), lambda a, b: _z3_boo
      output="bool")
 _bin("geq", lambda x, y: x >= y, lambda x, y: sympy.Ge(x, y), lambda a, b: _z3_bool(a >= b), "x >= y",
      output="bool")
+_bin("cmp", lambda x, y: torch.sign(x - y), lambda x, y: sympy.sign(x - y), _z3_cmp,
+     "sign(x - y): -1, 0 or 1 (which of two fractions is larger, or a tie)")
 _bin("and_", lambda x, y: torch.where(x != 0, y, x), None,
      lambda a, b: z3.If(_z3_truthy(a), b, a), "x and y (Python: y if x else x)", output="same", cost=1.4)
 _bin("or_", lambda x, y: torch.where(x != 0, x, y), None,

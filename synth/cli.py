@@ -201,7 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-PROPOSER_NAMES = ("model-guided", "das", "enumerator", "llm")
+PROPOSER_NAMES = ("model-guided", "coarsen", "das", "enumerator", "llm")
 
 
 def _proposers(names: Sequence[str], options: dict[str, Any]) -> tuple[list[Any], str]:
@@ -658,6 +658,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the suites' runs as Ray tasks on a local cluster of J CPUs (mechsynth[ray])")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="run them on the existing Ray cluster at ADDR (e.g. ray://head:10001 or auto)")
+    p.add_argument("--targets", default=None, metavar="SPECS",
+                   help="only these targets, comma-separated specs or the groups tracr, trained "
+                   "(default: every target, or the --quick subset)")
+    p.add_argument("--modes", default=None, metavar="NAMES",
+                   help="engine configurations of the recovery and false-positive suites, comma-separated "
+                   "from io_only, model_guided, exact_walk (no scored/anytime search), engine (the "
+                   "default engine), llm_only, both (default: io_only,model_guided for recovery, engine "
+                   "for controls)")
+    p.add_argument("--seeds", default=None, metavar="SEEDS",
+                   help="the false-positive suite's copy seeds, comma-separated "
+                   "(default 0,1,2; 0 with --quick)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     _add_device(p)
     p.set_defaults(func=cmd_bench)

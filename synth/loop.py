@@ -147,14 +147,18 @@ def default_out(target_name: str, seed: int) -> Path:
 
 
 def default_proposers(options: RunOptions) -> tuple[list[Any], str]:
-    """Model-guided, DAS relocation of failing variables, I/O enumeration, then (unless ``no_llm``)
-    the LLM. Returns a status line."""
+    """Model-guided, coarsening and DAS relocation of failing variables, I/O enumeration, then
+    (unless ``no_llm``) the LLM. Returns a status line."""
     from mechsynth.synth.propose.enumerate import EnumerativeProposer
     from mechsynth.synth.propose.model_guided import ModelGuidedProposer
 
+    from mechsynth.synth.propose.coarsen import CoarsenProposer
     from mechsynth.synth.propose.das_location import DASLocationProposer
 
-    proposers: list[Any] = [ModelGuidedProposer(), DASLocationProposer(), EnumerativeProposer()]
+    # Coarsening is cheap (no fit): its proposals are scored before DAS reads the feedback.
+    proposers: list[Any] = [
+        ModelGuidedProposer(), CoarsenProposer(), DASLocationProposer(), EnumerativeProposer()
+    ]
     status = "LLM proposer off (--no-llm)"
     if not options.no_llm:
         from mechsynth.synth.propose.llm import LLMProposer

@@ -12,6 +12,7 @@ never imports it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -128,6 +129,7 @@ class SuiteJob:
     target: str | Target
     kind: str | None
     seed: int
+    mode: str = "engine"  # the engine configuration (synth.bench.modes) that runs
 
     @property
     def network(self) -> str:
@@ -162,6 +164,7 @@ def false_positive_suite(
     verify_fn: VerifyFn | None = None,
     executor: Executor | None = None,
     device: str | None = None,
+    mode: str = "engine",
 ) -> FalsePositiveReport:
     """Run the engine on each target and on its re-initialised and shuffled copies (every seed).
 
@@ -176,7 +179,9 @@ def false_positive_suite(
     local processes or Ray) runs the runs; without one, ``jobs`` > 1 means that many local
     processes. Any back end but inline needs string target specs and the default
     ``run_fn``/``networks`` (a worker imports them by name). ``device`` is where every
-    network runs (default: where the target is built).
+    network runs (default: where the target is built). ``mode`` is the engine configuration
+    the default ``run_fn`` runs (:func:`synth.bench.modes.mode_setup`; default the shipped engine),
+    so the suite can compare the engine with and without its search at one budget.
 
     A copy is a network too, and can compute something simple (a shuffled 3-token network
     that outputs a fixed map of the current token, say) that a hypothesis describes exactly.
@@ -193,8 +198,8 @@ def false_positive_suite(
         job
         for spec in targets
         for job in (
-            SuiteJob(spec, None, 0),
-            *(SuiteJob(spec, kind, seed) for kind in kinds for seed in seeds),
+            SuiteJob(spec, None, 0, mode),
+            *(SuiteJob(spec, kind, seed, mode) for kind in kinds for seed in seeds),
         )
     ]
     per_target = 1 + len(kinds) * len(seeds)  # the plan holds each target's runs together
@@ -273,7 +278,9 @@ def _suite_job(
     if job.kind is not None:
         factories = networks if networks is not None else default_networks()
         target = factories[job.kind](target, job.seed)
-    outcome = (run_fn or _default_run_fn)(target, job.seed, budget_seconds, out)
+    if run_fn is None:
+        run_fn = functools.partial(_default_run_fn, mode=job.mode)
+    outcome = run_fn(target, job.seed, budget_seconds, out)
     return dataclasses.replace(outcome, network=job.network)
 
 
@@ -390,19 +397,26 @@ def _load(spec: str | Target, device: str | None = None) -> Target:
     return spec if device is None else spec.on(device)
 
 
-def _default_run_fn(target: Target, seed: int, budget_seconds: float, out: str | None) -> RunOutcome:
-    """One fresh run of the shipped engine (default proposers and controls, no LLM) on ``target``."""
+def _default_run_fn(
+    target: Target, seed: int, budget_seconds: float, out: str | None, mode: str = "engine"
+) -> RunOutcome:
+    """One fresh run of the engine in configuration ``mode`` (default: the shipped proposers, no
+    LLM) with the loop's default controls on ``target``."""
     import shutil
     import tempfile
 
+    from mechsynth.synth.bench.modes import mode_setup
+    from mechsynth.synth.bench.plan import LLM_MODES
     from mechsynth.synth.loop import run
 
+    proposers, options = mode_setup(mode)
     if out is not None:
         shutil.rmtree(out, ignore_errors=True)  # fresh, never resumed
     start = time.perf_counter()
     out = out or tempfile.mkdtemp(prefix="mechsynth-fp-")
     # The loop's default controls stage is these controls, seeded with the run's seed.
-    result = run(target, out=out, seed=seed, budget_seconds=budget_seconds, no_llm=True)
+    result = run(target, out=out, seed=seed, budget_seconds=budget_seconds, no_llm=mode not in LLM_MODES,
+                 proposers=proposers, **options)
     return run_outcome(result, time.perf_counter() - start)
 
 

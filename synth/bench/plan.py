@@ -23,14 +23,22 @@ BUDGET_ENV = "MECHSYNTH_BENCH_BUDGET_SECONDS"
 # so `--out .` at the repo root leaves BENCHMARKS.md and bench.json next to the README.
 WORK_DIR = "bench-work"
 
-# Proposer configurations, in table order. "llm_only" and "both" need an LLM endpoint.
+# Proposer configurations, in table order (synth.bench.modes builds each). "llm_only" and
+# "both" need an LLM endpoint.
 MODE_LABELS = {
     "io_only": "(a) I/O-only enumeration",
     "model_guided": "(b) model-guided",
     "llm_only": "(c) LLM only",
     "both": "(d) model-guided + LLM",
+    "exact_walk": "(e) exact single-round walk + enumeration (no scored/anytime search)",
+    "engine": "(f) default engine (model-guided search, DAS, enumeration)",
 }
 LLM_MODES = ("llm_only", "both")
+# What each suite runs when --modes does not say: recovery compares proposers, the
+# false-positive suite runs the shipped engine.
+RECOVERY_MODES = ("io_only", "model_guided")
+CONTROL_MODES = ("engine",)
+TARGET_GROUPS = ("tracr", "trained")  # --targets accepts these for every target of that kind
 
 # The quick subset: targets that exercise every ground-truth shape the engine handles
 # (a select/aggregate pair, selector_width, a numerical mean, an MLP map feeding a head),
@@ -68,6 +76,7 @@ class BenchPlan:
     device: str = "cpu"  # where every network of the bench runs (a resolved torch device name)
     executor: str = "inline"  # the executor back end: inline, processes or ray (synth.bench.executor)
     ray_address: str | None = None  # join this Ray cluster (None: start a local one when executor is ray)
+    control_modes: tuple[str, ...] = CONTROL_MODES  # engine configurations of the false-positive suite
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +140,55 @@ def _chosen_targets(quick: bool, targets: tuple[list[str], list[str]] | None) ->
     )
 
 
+def select_targets(names: str, targets: tuple[list[str], list[str]] | None = None) -> list[str]:
+    """``--targets``: comma-separated target specs or groups (``tracr``, ``trained``), in that order.
+
+    Each known spec at most once; an unknown name is a BenchError that lists the groups.
+    """
+    tracr, trained = targets if targets is not None else available_targets()
+    known = tracr + trained
+    chosen: list[str] = []
+    for name in (n.strip() for n in names.split(",")):
+        if not name:
+            continue
+        if name in TARGET_GROUPS:
+            group = tracr if name == "tracr" else trained
+        elif name in known:
+            group = [name]
+        else:
+            raise BenchError(f"unknown target {name!r} in --targets (a spec from `mechsynth targets`, "
+                             f"or one of: {', '.join(TARGET_GROUPS)})")
+        chosen += [t for t in group if t not in chosen]
+    if not chosen:
+        raise BenchError("--targets names no target")
+    return chosen
+
+
+def select_modes(names: str, llm: bool) -> tuple[str, ...]:
+    """``--modes``: comma-separated configuration names of ``MODE_LABELS`` (LLM ones need an endpoint)."""
+    modes = tuple(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
+    for mode in modes:
+        if mode not in MODE_LABELS:
+            raise BenchError(f"unknown configuration {mode!r} in --modes (known: {', '.join(MODE_LABELS)})")
+        if mode in LLM_MODES and not llm:
+            raise BenchError(f"--modes {mode} needs an LLM endpoint "
+                             "(ANTHROPIC_API_KEY or ANTHROPIC_BASE_URL)")
+    if not modes:
+        raise BenchError("--modes names no configuration")
+    return modes
+
+
+def select_seeds(text: str) -> tuple[int, ...]:
+    """``--seeds``: comma-separated integers >= 0 (the false-positive suite's copies)."""
+    try:
+        seeds = tuple(dict.fromkeys(int(x) for x in text.split(",") if x.strip()))
+    except ValueError:
+        raise BenchError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise BenchError(f"--seeds must name integers >= 0, got {text!r}")
+    return seeds
+
+
 def make_plan(
     suite: str,
     quick: bool,
@@ -143,10 +201,17 @@ def make_plan(
     device: str = "cpu",
     executor: str | None = None,
     ray_address: str | None = None,
+    target_names: str | None = None,
+    mode_names: str | None = None,
+    seed_names: str | None = None,
 ) -> BenchPlan:
     """The plan for one invocation. ``budget`` (seconds per synthesis run) defaults to the
     issue's bar (5 minutes per target) for the full suite and 30 s for --quick; the
     environment variable ``MECHSYNTH_BENCH_BUDGET_SECONDS`` overrides it (recorded in the plan).
+    ``target_names``/``mode_names``/``seed_names`` are ``--targets``/``--modes``/``--seeds``
+    (:func:`select_targets`, :func:`select_modes`, :func:`select_seeds`): they replace the
+    default targets (of every suite), configurations (of the recovery and false-positive
+    suites) and the false-positive suite's copy seeds.
     """
     if budget is None:
         budget = _budget_from_env()
@@ -154,10 +219,19 @@ def make_plan(
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
         raise BenchError(f"unknown suite {unknown[0]!r} (known: {', '.join(SUITES)}, all)")
-    chosen = _chosen_targets(quick, targets)
-    modes = ["io_only", "model_guided"]
-    if llm if llm is not None else llm_configured():
-        modes += list(LLM_MODES)
+    has_llm = llm if llm is not None else llm_configured()
+    if target_names is not None:
+        chosen = select_targets(target_names, targets)
+        control_targets = list(chosen)
+    else:
+        chosen = _chosen_targets(quick, targets)
+        control_targets = chosen[:1] if quick else chosen
+    if mode_names is not None:
+        modes = list(select_modes(mode_names, has_llm))
+        control_modes = tuple(modes)
+    else:
+        modes = list(RECOVERY_MODES) + (list(LLM_MODES) if has_llm else [])
+        control_modes = CONTROL_MODES
     control_budget = 15.0 if quick else 120.0
     return BenchPlan(
         suites=tuple(suites),
@@ -165,8 +239,8 @@ def make_plan(
         targets=tuple(chosen),
         modes=tuple(modes),
         budget_seconds=budget if budget is not None else (30.0 if quick else 300.0),
-        control_seeds=(0,) if quick else (0, 1, 2),
-        control_targets=tuple(chosen[:1] if quick else chosen),
+        control_seeds=select_seeds(seed_names) if seed_names is not None else ((0,) if quick else (0, 1, 2)),
+        control_targets=tuple(control_targets),
         control_budget_seconds=min(budget, control_budget) if budget is not None else control_budget,
         perf_batch=1024 if quick else 4096,
         program_sizes=(1, 2, 4, 8) if quick else (1, 2, 4, 8, 16),  # units of 3 nodes
@@ -175,6 +249,7 @@ def make_plan(
         device=device,
         executor=executor or ("processes" if jobs > 1 else "inline"),
         ray_address=ray_address,
+        control_modes=control_modes,
     )
 
 

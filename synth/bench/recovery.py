@@ -22,7 +22,8 @@ from mechsynth.synth.bench.executor import Job, plan_executor
 from mechsynth.synth.bench.log import error_text, log
 from mechsynth.synth.bench.numeric import fmt, number
 from mechsynth.synth.accept import undefined_note, undefined_scores
-from mechsynth.synth.bench.plan import LLM_MODES, MODE_LABELS, WORK_DIR, BenchError, BenchPlan
+from mechsynth.synth.bench.modes import mode_setup
+from mechsynth.synth.bench.plan import LLM_MODES, MODE_LABELS, WORK_DIR, BenchPlan
 
 # A trained target has no ground truth; the synthesis issue's bar for "explained" is an
 # accepted hypothesis with at least this behaviour match and loss recovered.
@@ -66,27 +67,9 @@ def seconds_to_recovery(row: Mapping[str, Any] | None) -> float | None:
     return row.get("seconds_to_accept") or row.get("seconds")
 
 
-def mode_proposers(mode: str) -> list[Any]:
-    """Fresh proposer objects for one configuration (proposers keep per-run state).
-
-    (a) is the enumerator alone: it sees the observed inputs and the network's outputs,
-    nothing inside. (b) is the model-guided proposer alone (it builds its candidates with
-    the same enumerator, but from the activations). (c)/(d) add the LLM proposer.
-    """
-    from mechsynth.synth.propose.enumerate import EnumerativeProposer
-    from mechsynth.synth.propose.model_guided import ModelGuidedProposer
-
-    if mode == "io_only":
-        return [EnumerativeProposer()]
-    if mode == "model_guided":
-        return [ModelGuidedProposer()]
-    from mechsynth.synth.propose.llm import LLMProposer
-
-    if mode == "llm_only":
-        return [LLMProposer()]
-    if mode == "both":
-        return [ModelGuidedProposer(), LLMProposer()]
-    raise BenchError(f"unknown proposer configuration {mode!r} (known: {', '.join(MODE_LABELS)})")
+def mode_proposers(mode: str) -> list[Any] | None:
+    """Fresh proposer objects for one configuration (``synth.bench.modes``; None: the loop's default)."""
+    return mode_setup(mode)[0]
 
 
 # --- one run ------------------------------------------------------------------------------------
@@ -197,13 +180,15 @@ def run_one(
     from mechsynth.synth.loop import run as synth_run
 
     target = load_target(spec, device=device)
+    proposers, options = mode_setup(mode)
     run = synth_run(
         target,
         seed=seed,
         budget_seconds=budget_seconds,
         out=str(run_dir),
-        proposers=mode_proposers(mode),  # the loop's default controls stage: every control
+        proposers=proposers,  # the loop's default controls stage: every control
         no_llm=mode not in LLM_MODES,
+        **options,
     )
     accepted = list(run.accepted)
     facts = _run_facts(spec, mode, target, run, accepted)

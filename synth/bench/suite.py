@@ -71,22 +71,32 @@ def acdc_suite(plan: BenchPlan, recovery: Mapping[str, Any] | None, out_dir: Pat
 
 
 def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
-    """The false-positive suite on the plan's control targets and seeds."""
-    _log(f"controls: {len(plan.control_targets)} targets x seeds {list(plan.control_seeds)}")
+    """The false-positive suite on the plan's control targets and seeds, once per engine configuration.
+
+    ``result`` is the first configuration's (the shipped engine unless ``--modes`` says otherwise);
+    ``by_mode`` holds each configuration's, all at the same budget, targets and seeds.
+    """
+    modes = list(plan.control_modes)
+    _log(f"controls: {len(plan.control_targets)} targets x seeds {list(plan.control_seeds)} x {modes}")
     start = time.perf_counter()
+    by_mode: dict[str, Any] = {}
     with plan_executor(plan) as executor:
         _log(f"controls: runs on {executor.describe()}, networks on {plan.device}")
-        result = false_positive_suite(
-            list(plan.control_targets),
-            seeds=list(plan.control_seeds),
-            budget_seconds=plan.control_budget_seconds,
-            out=str(out_dir / WORK_DIR / "controls"),
-            progress=lambda msg: _log(f"controls: {msg}"),
-            executor=executor,
-            device=plan.device,
-        )
-    data = result.to_json() if hasattr(result, "to_json") else result
-    data = json.loads(json.dumps(data, default=str))
+        for mode in modes:
+            # The shipped engine keeps the folder it always had, so earlier outcomes are reused.
+            work = out_dir / WORK_DIR / "controls" / ("" if mode == "engine" else f"mode-{mode}")
+            result = false_positive_suite(
+                list(plan.control_targets),
+                seeds=list(plan.control_seeds),
+                budget_seconds=plan.control_budget_seconds,
+                out=str(work),
+                progress=lambda msg, mode=mode: _log(f"controls [{mode}]: {msg}"),
+                executor=executor,
+                device=plan.device,
+                mode=mode,
+            )
+            data = result.to_json() if hasattr(result, "to_json") else result
+            by_mode[mode] = json.loads(json.dumps(data, default=str))
     return {
         "seconds": time.perf_counter() - start,
         "seeds": list(plan.control_seeds),
@@ -96,7 +106,10 @@ def controls_suite(plan: BenchPlan, out_dir: Path) -> dict[str, Any]:
         "workers": plan.jobs,
         "device": plan.device,
         "statistic": list(Thresholds().statistic),
-        "result": data,
+        "modes": modes,
+        "mode_labels": {m: MODE_LABELS[m] for m in modes},
+        "result": by_mode[modes[0]],
+        "by_mode": by_mode,
     }
 
 
@@ -174,6 +187,8 @@ def _command(args: Any, plan: BenchPlan, budget: float | None, jobs: int) -> str
         + (["--ray"] if plan.executor == "ray" and not plan.ray_address else [])
         + ([f"--ray-address {plan.ray_address}"] if plan.ray_address else [])
         + ([f"--device {plan.device}"] if plan.device != "cpu" else [])
+        + [f"--{flag} {value}" for flag in ("targets", "modes", "seeds")
+           if (value := getattr(args, flag, None)) is not None]
     )
     return "mechsynth bench " + " ".join(flags)
 
@@ -209,7 +224,9 @@ def cmd_bench(args: Any) -> int:
     ray = bool(getattr(args, "ray", False) or ray_address)
     backend = "ray" if ray else ("processes" if jobs > 1 else "inline")
     plan = make_plan(args.suite, bool(args.quick), with_acdc=with_acdc, budget=budget, jobs=jobs,
-                     device=device, executor=backend, ray_address=ray_address)
+                     device=device, executor=backend, ray_address=ray_address,
+                     target_names=getattr(args, "targets", None), mode_names=getattr(args, "modes", None),
+                     seed_names=getattr(args, "seeds", None))
     results = run_bench(plan, out_dir, command=_command(args, plan, budget, jobs))
     check = check_baseline(results, load_baseline())
     results["baseline_check"] = asdict(check)

@@ -41,6 +41,9 @@ class ControlConfig:
     network_kinds: tuple[str, ...] = ("reinitialized", "shuffled")
     correspondence_draws: int = 50  # draws for the placement effect-size gate (null_correspondences)
     program_draws: int = 20  # first draws of the p-value's program null, for the null_programs gate
+    # Draws in a row per program-null index before giving up on finding one that does not
+    # compute the candidate's function (ControlContext.null_program_draw; None counts against it).
+    max_redraws: int = 100
     min_null_draws: int = 99  # never fewer p-value draws than this, however few hypotheses
     max_null_draws: int = 20_000  # cap on p-value draws; above it a test is reported underpowered
     n_broader: int = 64  # inputs per length (and from the broader distribution)
@@ -52,6 +55,8 @@ class ControlConfig:
     def __post_init__(self) -> None:
         if self.max_null_draws < self.min_null_draws:
             raise ControlError("max_null_draws must be >= min_null_draws")
+        if self.max_redraws < 1:
+            raise ControlError(f"max_redraws must be >= 1, got {self.max_redraws}")
         if self.n_behaviour < 1:
             raise ControlError(f"n_behaviour must be >= 1, got {self.n_behaviour}")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,8 +48,7 @@ class ControlContext:
         self._key = zlib.crc32(str(hypothesis).encode())
         self._draws: dict[tuple[str, int], Hypothesis | None] = {}
         self._programs: dict[tuple[str, int], Program | None] = {}
-        self.max_redraws = 100
-        self.n_redrawn = 0  # program draws rejected as the real program written differently
+        self.n_redrawn = 0  # program draws excluded as computing the candidate's function
         self.checked: set[int] = set()  # program draws that needed the full checks
         self._testable: tuple[str, ...] | None = None
         self.space = LocationSpace.of(target)
@@ -166,28 +165,34 @@ class ControlContext:
         return self._draws[key]
 
     def null_program_draw(self, index: int) -> Program | None:
-        """Random same-shape program ``index`` that computes something else than the real one.
+        """Random same-shape program ``index`` that computes something else than the candidate.
 
-        Drawn from :func:`random_program_like` by rejection: a draw whose every variable
-        takes the real program's values on the cached inputs is the real hypothesis written
-        differently (identical text, or e.g. a query the predicate ignores) and is redrawn.
-        None when ``max_redraws`` draws in a row were all the real program.
+        Drawn from :func:`random_program_like` by rejection: a draw that computes the
+        candidate's function (:meth:`BehaviourOracle.same_as` over the output and the located
+        variables: the identical text, a query the predicate ignores, or other primitives
+        that give the same values) is the candidate itself to every check, not a rival, so it
+        is excluded (counted in ``n_redrawn``) and another is drawn. None when
+        ``max_redraws`` draws in a row were all the candidate (the None counts against it).
         """
         key = ("program", index)
         if key not in self._programs:
             rng = self.rng(*key)
             found = None
-            for _ in range(self.max_redraws):
+            for _ in range(self.config.max_redraws):
                 try:
                     program = random_program_like(self.hypothesis.program, rng)
                 except ControlError:
                     break
-                if not self.behaviour.same_as(program, self.hypothesis.program):
+                if not self.computes_the_candidate(program):
                     found = program
                     break
                 self.n_redrawn += 1
             self._programs[key] = found
         return self._programs[key]
+
+    def computes_the_candidate(self, program: Program) -> bool:
+        """Whether a null draw computes the candidate's function where the candidate makes claims."""
+        return self.behaviour.same_as(program, self.hypothesis.program, tuple(self.hypothesis.correspondence))
 
     def null_program(self, index: int) -> Hypothesis | None:
         """Program draw ``index``, placed like the real one (None if it cannot be)."""
@@ -305,17 +310,41 @@ class BehaviourOracle:
                 cache.pop(next(iter(cache)))
         return cache[key]
 
-    def same_as(self, program: Program, real: Program) -> bool:
-        """Whether ``program`` is ``real`` written differently: every variable equal on the inputs."""
+    def same_as(self, program: Program, real: Program, located: Collection[str] = ()) -> bool:
+        """Whether ``program`` computes ``real``'s function as a hypothesis placed at ``located`` claims it.
+
+        The rule (one definition, used for every program null): the two programs take equal
+        values at every position of every cached input (``n_per_length`` inputs of every
+        length) at the output and at each variable in ``located`` (the variables the
+        correspondence places; the checks read nothing else). Variables that are not located
+        (a selector feeding a located ``selector_width``, an unplaced intermediate) may differ,
+        and so may the primitives read: ``selector_width(select(indices, length, LT))`` is
+        tracr:length's ``selector_width(select(tokens, tokens, TRUE))`` to every check, since
+        both are the length. Values are compared exactly (a numerical value equal only up to
+        rounding is a different function: the rule errs towards keeping a draw as a rival).
+        A located variable the draw does not define, or a program that does not evaluate, is
+        never the same.
+
+        Why the cached inputs and not ``dsl.equivalence``: the p-value takes up to
+        ``max_null_draws`` draws, each tested before it is used, and a bounded z3 or
+        exhaustive check per draw costs seconds where this costs one interpreter run that
+        the behaviour bound needs anyway; the checks themselves judge on sampled inputs too.
+        A draw equal on these inputs but different elsewhere is excluded although it is
+        another function; on it the real hypothesis' behaviour bound is the same, so such a
+        draw would only have tied the real hypothesis on these inputs.
+        """
         if program == real:
             return True
-        if set(program.variables) != set(real.variables):
+        compared = [v for v in located if v not in PRIMITIVES and v != real.output]
+        if any(v not in program.variables for v in compared) or program.output != real.output:
             return False
         out, real_out = self._output(program), self._output(real)
         if out is None or real_out is None or out != real_out:
             return False  # a different output already makes it a different hypothesis
+        if not compared:
+            return True
         a, b = self._every(program), self._every(real)
-        return a is not None and b is not None and all(a[v] == b[v] for v in real.variables)
+        return a is not None and b is not None and all(a[v] == b[v] for v in compared)
 
     def bound(self, program: Program, real: Program | None = None) -> float:
         """Agreement with the network at the read positions where ``real``'s output is defined.

@@ -20,11 +20,16 @@ A bound below the real value cannot be an exceedance, so skipping is exact and
 ``floor(n_tested / alpha)`` draws are affordable.
 
 *The null, exactly.* Draws are i.i.d. from the program generator conditioned on computing
-something else than the real program: a draw whose every variable takes the real
-program's values on the cached inputs (the identical text, or e.g. a query the predicate
-ignores) is the real hypothesis written differently, not a rival, and is redrawn
-(reported as ``program_redrawn_as_real``). A *different* program that matches the
-output still counts, and ties count against the hypothesis. The p-value is exact under
+something else than the candidate: a draw that takes the candidate's values at its output
+and at every variable its correspondence locates, on every cached input
+(:meth:`BehaviourOracle.same_as`: the identical text, a query the predicate ignores, or
+``select(indices, length, LT)`` where the candidate has ``select(tokens, tokens, TRUE)``)
+is the candidate to every check, not a rival, and is redrawn (reported as
+``program_redrawn_as_real``; at most ``max_redraws`` in a row per draw). Without this,
+a candidate over few inputs (tracr:length) is beaten by copies of itself: many of its
+shape compute the length. A *different* function that matches the output at the read
+positions but differs at a located variable still counts, and ties count against the
+hypothesis. The p-value is exact under
 "the real hypothesis' statistic is exchangeable with that of a random other program of
 its shape". Holm–Bonferroni then runs over *every* hypothesis the run scored
 (``n_tested``, counted by the run store): see :mod:`synth.control.statistics` for why ``N`` is

@@ -271,6 +271,7 @@ def fit_map(
     inputs still has the function it means).
     """
     from mechsynth.dsl.program import Node
+    from mechsynth.synth.accept import Thresholds
 
     mask = pool.batch.mask if where is None else where
     cols = [pool.values[a][mask] for a in args]
@@ -281,7 +282,10 @@ def fit_map(
         table = _majority_table(cols, y, min_agreement)
     if not table:
         return None
-    fn = fit_function(pool, args, table)
+    # A closed form stands in for a majority table only at the bar a trained network's outputs
+    # must meet against a variable; a table kept at any agreement (ranked later) keeps that bar.
+    closed_form_bar = 1.0 if min_agreement >= 1.0 else max(min_agreement, Thresholds().prefilter_behaviour)
+    fn = fit_function(pool, args, table, min_agreement=closed_form_bar)
     if fn is None:
         return None
     op = "map" if len(args) == 1 else "seqmap"
@@ -317,11 +321,14 @@ def _majority_table(
     return table if agreed / total >= min_agreement else None
 
 
-def fit_function(pool: Pool, args: Sequence[str], table: dict[tuple, float]) -> Any:
+def fit_function(
+    pool: Pool, args: Sequence[str], table: dict[tuple, float], min_agreement: float = 1.0
+) -> Any:
     """The simplest DSL ``Fn`` agreeing with ``table`` (argument codes -> output code).
 
     Delegates to ``dsl.fit.fit_table``, which tries the registered families (cheapest first)
-    and falls back to a lookup table.
+    and falls back to a lookup table; below ``min_agreement`` 1 a modular closed form agreeing
+    with that share of the entries is taken before the table.
     """
     from mechsynth.dsl.fit import fit_table
 
@@ -330,7 +337,7 @@ def fit_function(pool: Pool, args: Sequence[str], table: dict[tuple, float]) -> 
     domain = [tuple(cb.decode(c, d) for c, d in zip(k, dtypes)) for k in table]
     outputs = [cb.decode(c, "value") for c in table.values()]
     try:
-        return fit_table(domain, outputs, len(args), arg_dtypes=dtypes)
+        return fit_table(domain, outputs, len(args), arg_dtypes=dtypes, min_agreement=min_agreement)
     except (ValueError, TypeError):
         return None
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from mechsynth.synth.propose.enumerate import Pool, fit_map, try_add
+from mechsynth.synth.propose.chains import value_indicators
 from mechsynth.dsl.location import Location, act_name
 
 from mechsynth.synth.propose.guided_state import (
@@ -255,6 +256,7 @@ def explain_head_soft(
     # Attention spread over every key (a count over the whole input): one canonical selector.
     candidates.append((0.5, Node("select", ("tokens", "tokens", "TRUE"), None)))
     bases: list[tuple[float, Any, torch.Tensor]] = []  # plain selects a select_best may narrow
+    singles: list[tuple[float, Any, torch.Tensor]] = []  # selects of at most one key per query
     for cost, node in candidates:
         try:
             values = pool.evaluate(node)
@@ -267,6 +269,8 @@ def explain_head_soft(
             continue
         if node.op == "select" and node.args[2] in BEST_BASE_PREDICATES:
             bases.append((cost, node, values))
+        if node.op == "select" and bool((values.sum(-1) <= 1).all()):
+            singles.append((cost, node, values))
         for ranking, (rows_name, agreement) in zip(rankings, agreements_of(values)):
             ranking.append((agreement, -cost, rows_name, node, values))
     _add_conjunctions(rankings, agreements_of)
@@ -312,7 +316,171 @@ def explain_head_soft(
         rows = mask if rows_name == "all" else read
         for name in _head_aggregates(pool, state, layer, head, z, avail, th, sel, rows):
             info["aggregates"].append(name)
+    if not info["aggregates"]:
+        split = split_operands(pool, state, z, pattern, avail, th, singles, {"read": read, "all": mask})
+        if split is not None:
+            info["split"] = split
+            info["operands"] = list(split.operands)
     return info
+
+
+SPLIT_MASS = 0.9  # the share of a head's attention its single-key parts must hold together
+SPLIT_SHARE = 0.1  # the share each part must hold (else the head looks at one key)
+SPLIT_TOP = 6  # the single-key selectors, by attention mass, that are paired
+
+
+@dataclass(frozen=True)
+class Split:
+    """A head whose attention splits over two keys, each named by a single-key selector.
+
+    Its output is a mixture of the two keys' values with weights that depend on them, so it
+    is no aggregate of one variable; it is a function of the pair ``operands`` (the aggregate of
+    ``x`` through each part), which later components (an MLP computing a lookup of both)
+    read. ``mass``: the share of the head's attention on the two parts at ``rows``; ``r2``: the
+    share of the output's variance that the mixture model of :func:`mixture_fit` explains;
+    ``decode``: the fraction of rows on which that model, given the observed weights, names the
+    right pair of operand values among every pair.
+    """
+
+    selectors: tuple[str, str]
+    operands: tuple[str, str]
+    rows: str
+    mass: float
+    decode: float
+    r2: float
+
+
+def split_operands(
+    pool: Pool,
+    state: GuidedState,
+    z: torch.Tensor,
+    pattern: torch.Tensor,
+    avail: Sequence[str],
+    th: MatchThresholds,
+    singles: Sequence[tuple[float, Any, torch.Tensor]],
+    rows_by_name: dict[str, torch.Tensor],
+) -> Split | None:
+    """Two single-key selectors holding the head's attention together, and the operands they read.
+
+    A trained head often attends to two keys at once (the two operands of a modular sum), with
+    weights that depend on both; no single selector matches it and its output decodes no one
+    aggregate. When two disjoint single-key selectors (``select(indices, indices, k + 2 == q)``:
+    the key two positions back) hold ``SPLIT_MASS`` of the attention at the rows together, each
+    at least ``SPLIT_SHARE``, the head is a pair: for the cheapest available ``x`` whose two
+    aggregates (one through each part) explain the head's output as the attention-weighted
+    mixture of one vector per value (:func:`mixture_fit`; R^2 >= ``th.explain``, pair decoded
+    on >= ``th.decode`` of the rows), the two aggregates are pooled (not located: one head
+    writes both, mixed) and offered to the layer's MLP. None when no pair of parts or
+    operands fits.
+    """
+    from mechsynth.dsl.program import Node
+
+    mask = pool.batch.mask
+    pattern = pattern.double()
+    best: tuple[float, float, str, tuple, tuple] | None = None
+    for rows_name, rows in rows_by_name.items():
+        if not bool(rows.any()):
+            continue
+        parts = []
+        for cost, node, values in singles:
+            hit = values.any(-1)[rows]
+            if float(hit.double().mean()) < SPLIT_MASS:
+                continue
+            mass = float((pattern * values).sum(-1)[rows].mean())
+            if mass >= SPLIT_SHARE:
+                parts.append((mass, cost, node, values))
+        parts.sort(key=lambda t: (-t[0], t[1]))
+        parts = parts[:SPLIT_TOP]
+        if not parts or parts[0][0] >= SPLIT_MASS:
+            continue  # one key holds the attention: a plain selector explains it
+        for (_ma, ca, a, va), (_mb, cb, b, vb) in itertools.combinations(parts, 2):
+            if bool((va & vb)[rows].any()):
+                continue
+            union = float((pattern * (va | vb)).sum(-1)[rows].mean())
+            if union < SPLIT_MASS:
+                continue
+            # The earlier key first: operands read in input order (a, b of a + b).
+            at_a = float(va.double().argmax(-1)[rows].double().mean())
+            at_b = float(vb.double().argmax(-1)[rows].double().mean())
+            pair = ((a, va), (b, vb)) if at_a <= at_b else ((b, vb), (a, va))
+            cand = (union, -(ca + cb), rows_name, pair)
+            if best is None or cand[:2] > best[:2]:
+                best = cand
+    if best is None:
+        return None
+    union, _, rows_name, pair = best
+    rows = rows_by_name[rows_name]
+    zr = z.double()[rows[mask]]
+    weights = [(pattern * v).sum(-1)[rows] for _, v in pair]
+    for x in sorted(avail, key=lambda n: pool.items[n].cost):
+        if pool.items[x].kind != "sop":
+            continue
+        ops = []
+        for node, _ in pair:
+            sel = pool.lookup(pool.evaluate(node)) or try_add(pool, node, prefix="part")
+            if sel is None:
+                return None
+            agg = Node("aggregate", (sel, x, None), "categorical")
+            try:
+                vals = pool.evaluate(agg)
+            except ValueError:
+                break
+            if bool(torch.isnan(vals[rows]).any()) or int(torch.unique(vals[rows]).numel()) < 2:
+                break
+            ops.append((sel, agg, vals))
+        if len(ops) < 2:
+            continue
+        fit = mixture_fit(zr, weights, [vals[rows] for *_, vals in ops])
+        if fit is None or fit[0] < th.explain or fit[1] < th.decode:
+            continue
+        names = [pool.lookup(vals) or pool.add(agg, prefix="operand", values=vals) for _, agg, vals in ops]
+        if None in names:
+            continue
+        return Split(tuple(sel for sel, *_ in ops), tuple(names), rows_name, round(union, 4),
+                     round(fit[1], 4), round(fit[0], 4))
+    return None
+
+
+MIXTURE_ROWS = 512  # rows on which a split head's pair is decoded (every pair of values is tried)
+MIXTURE_VALUES = 64  # operands with more distinct values are not decoded pair by pair
+
+
+def mixture_fit(
+    z: torch.Tensor, weights: Sequence[torch.Tensor], operands: Sequence[torch.Tensor]
+) -> tuple[float, float] | None:
+    """(R^2, pair decode accuracy) of ``z = w1 * M1[x1] + w2 * M2[x2] + c`` over the rows.
+
+    What a head attending to two keys writes: each key contributes its value vector, a function
+    of the value it holds, scaled by its (observed) attention weight. The per-value vectors
+    ``M1``, ``M2`` are fitted by least squares over the rows (one vector per value and part,
+    far fewer parameters than rows when each value occurs several times), and the pair is
+    decoded on each row as the pair of values whose mixture is nearest to ``z``. None when the
+    operands take too many values to decode pair by pair.
+    """
+    ids = []
+    for codes in operands:
+        i, n = class_ids(codes)
+        if n > MIXTURE_VALUES:
+            return None
+        ids.append((i, n))
+    cols = [w[:, None] * torch.nn.functional.one_hot(i, n).double() for w, (i, n) in zip(weights, ids)]
+    design = torch.cat([*cols, torch.ones(z.shape[0], 1, dtype=torch.float64)], 1)
+    gram = design.T @ design + 1e-6 * torch.eye(design.shape[1], dtype=torch.float64)
+    coef = torch.linalg.solve(gram, design.T @ z)
+    total = float(((z - z.mean(0)) ** 2).sum())
+    if total <= 1e-12:
+        return None
+    r2 = 1.0 - float(((z - design @ coef) ** 2).sum()) / total
+    (i1, n1), (i2, n2) = ids
+    m1, m2, c = coef[:n1], coef[n1 : n1 + n2], coef[-1]
+    step = max(1, z.shape[0] // MIXTURE_ROWS)
+    zs, w1, w2 = z[::step], weights[0][::step], weights[1][::step]
+    # [rows, n1, n2, d]: every pair's mixture on every sampled row.
+    pred = w1[:, None, None, None] * m1[None, :, None, :] + w2[:, None, None, None] * m2[None, None, :, :] + c
+    dist = ((pred - zs[:, None, None, :]) ** 2).sum(-1).reshape(zs.shape[0], -1)
+    best = dist.argmin(-1)
+    decode = float(((best // n2 == i1[::step]) & (best % n2 == i2[::step])).double().mean())
+    return r2, decode
 
 
 # A layer's joint claim is ordered after its single heads' (attention L, MLP L + 0.5), so the
@@ -531,7 +699,8 @@ def _head_aggregates(
     zr = z.double()[rows[pool.batch.mask]]
     here = Location(act_name("z", layer), head=head)
     best: list[tuple[float, Any, torch.Tensor]] = []
-    for x in [*avail, *token_indicators(pool)]:
+    chained = value_indicators(pool, state, avail)
+    for x in [*avail, *token_indicators(pool), *chained]:
         agg = Node("aggregate", (sel, x, None), "categorical")
         try:
             vals = pool.evaluate(agg)
@@ -554,8 +723,12 @@ def _head_aggregates(
             node = Node("aggregate", (sel, x, None), "numerical" if numerical else "categorical")
             best.append((acc - 0.001 * pool.items[x].cost, node, vals))
     best.sort(key=lambda t: -t[0])
+    # The best mean of an earlier component's indicator is kept beside the two best aggregates: a
+    # positional mean (of indices) often decodes better from a causal head, but the chain of
+    # aggregates (synth.propose.chains) is what the later components read.
+    kept = best[:2] + [t for t in best[2:] if t[1].inputs[1] in chained][:1]
     names = []
-    for acc, node, vals in best[:2]:
+    for acc, node, vals in kept:
         name = pool.add(node, prefix=f"attn{layer}_{_tag(head)}_", values=vals, dedupe=False)
         if name is None:
             continue

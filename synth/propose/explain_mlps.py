@@ -6,6 +6,15 @@ An MLP may compute several variables side by side in different residual directio
 blocks are chosen to cover every active dimension and split where their subspaces are
 independent. Dimensions no library function explains get a fitted lookup map
 (:func:`_fit_block`), which the DSL simplifies to a closed form when one fits.
+
+A trained MLP rarely has such clean dimensions: its output is a smooth function spread over
+every direction, and what it computes is seen only in what it lets the unembedding read.
+Where nothing covers it, :func:`read_lookup` asks whether the MLP's output at the positions the
+task reads is a *lookup of one or two available variables* (``seqmap(table, a, b)``, for the
+two operands a split head gathered): the table is fitted to the network's decoded outputs
+(a majority table, so the network's few mistakes do not block it), simplified to a closed
+form when one is exact (``Mod(x + y, 23)``), and kept when the MLP's output decodes it and its
+class means explain the output (the fit scores), at the whole ``hook_mlp_out``.
 """
 
 from __future__ import annotations
@@ -21,13 +30,14 @@ from mechsynth.synth.propose.enumerate import Pool, agreement, function_instance
 from mechsynth.dsl.location import Location, act_name
 
 from mechsynth.synth.propose.guided_state import (
+    TABLE_SUPPORT,
     GuidedState,
     Located,
     MatchThresholds,
     layer_of,
     representatives,
 )
-from mechsynth.synth.propose.match_stats import class_ids, decode_accuracy, explain_stats
+from mechsynth.synth.propose.match_stats import class_ids, decode_accuracy, explain_stats, explains
 
 if TYPE_CHECKING:
     pass
@@ -156,6 +166,11 @@ def explain_mlp(
         info["blocks"].append({"dims": block, "variables": names})
     if uncovered and th.whole_mlp and chosen:
         uncovered = set()  # the matched variable is claimed at the whole output
+    if uncovered and not chosen:
+        lookup = read_lookup(pool, state, layer, act, avail, th, network_out, deadline)
+        if lookup is not None:
+            info["blocks"].append({"dims": tuple(sorted(uncovered)), "variables": [lookup["name"]], **lookup})
+            uncovered = set()
     if uncovered:
         fitted = _fit_block(pool, state, layer, act, sorted(uncovered), avail)
         if fitted is not None:
@@ -165,6 +180,95 @@ def explain_mlp(
         info["unexplained_dims"] = sorted(uncovered)
         state.notes.append(f"MLP {layer}: {len(uncovered)} active dims not explained by any candidate")
     return info
+
+
+LOOKUP_ARGSETS = 48  # argument tuples a read-position lookup is fitted on at most
+
+
+def read_lookup(
+    pool: Pool,
+    state: GuidedState,
+    layer: int,
+    act: torch.Tensor,
+    avail: Sequence[str],
+    th: MatchThresholds,
+    network_out: tuple[torch.Tensor, torch.Tensor, float],
+    deadline: float | None = None,
+) -> dict[str, Any] | None:
+    """The MLP as a fitted lookup of one or two available variables at the read positions.
+
+    For each argument tuple (pairs first, the most recently written first: the operands a head
+    of this layer gathered are tried before the embeddings), a table from the arguments to the
+    network's decoded outputs is fitted where all are defined (majority vote, agreeing on at
+    least ``th.output``), simplified by the DSL to a closed form when one is exact. A table
+    (no closed form) must be small against the data: at most one entry per ``TABLE_SUPPORT``
+    read positions, so it cannot memorise them. The lookup is kept when the MLP's output at
+    those positions decodes it (``th.decode``) and its class means explain the output
+    (R^2 >= ``th.explain``). Returns the located variable with its scores, or None.
+    """
+    from mechsynth.synth.propose.enumerate import MIN_DEFINED, fit_map
+
+    target, read, atol = network_out
+    mask = pool.batch.mask
+    rows = read & mask
+    n_read = int(rows.sum())
+    if n_read < 2:
+        return None
+    act_r = act[rows[mask]]
+    reps = [n for n in representatives(state, avail) if pool.items[n].kind == "sop"]
+    pairs = [
+        (x, y) for x, y in itertools.combinations(reps, 2)
+        if state.located.get(x) is None or state.located.get(y) is None
+        or state.located[x].location != state.located[y].location
+    ]
+    recency = {n: _recency(state, n, layer) for n in reps}
+    argsets = sorted(pairs, key=lambda a: -min(recency[n] for n in a)) + sorted(
+        [(x,) for x in reps], key=lambda a: -recency[a[0]]
+    )
+    where = Location(act_name("mlp_out", layer))
+    for args in argsets[:LOOKUP_ARGSETS]:
+        if deadline is not None and time.monotonic() > deadline:
+            return None
+        defined = rows.clone()
+        for a in args:
+            defined &= ~torch.isnan(pool.values[a])
+        if float(defined.sum()) < MIN_DEFINED * n_read:
+            continue
+        node = fit_map(pool, list(args), target, defined, min_agreement=th.output)
+        if node is None:
+            continue
+        fn = node.args[0]
+        if fn.name == "table" and len(fn.params[0]) > max(2, n_read // TABLE_SUPPORT):
+            continue
+        values = pool.evaluate(node)
+        codes = values[rows]
+        ok = ~torch.isnan(codes)
+        if int(torch.unique(codes[ok]).numel()) < 2 or not state.allows(where, values):
+            continue
+        agree = agreement(values, target, read, atol)
+        acc, r2 = explains(act_r[ok], codes[ok])
+        if agree < th.output or acc < th.decode or r2 < th.explain:
+            continue
+        name = pool.add(node, prefix=f"mlp{layer}_lookup", values=values, dedupe=False)
+        if name is None:
+            continue
+        state.located[name] = Located(name, where, layer + 0.5, min(acc, r2))
+        return {
+            "name": name,
+            "lookup": str(node),
+            "decode": round(acc, 4),
+            "r2": round(r2, 4),
+            "agreement": round(agree, 4),
+        }
+    return None
+
+
+def _recency(state: GuidedState, name: str, layer: int) -> float:
+    """A variable's writer order; an unlocated pooled one (a split head's operand) counts as this layer's."""
+    loc = state.located.get(name)
+    if loc is not None:
+        return loc.layer
+    return float(layer) if name not in ("tokens", "indices", "length") else -1.0
 
 
 def _fit_block(

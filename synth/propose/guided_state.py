@@ -56,6 +56,9 @@ class MatchThresholds:
         )
 
 
+TABLE_SUPPORT = 8  # read positions per table entry a fitted lookup (an output or MLP function) needs at least
+
+
 @dataclass
 class Located:
     """A pooled variable that a component writes."""
@@ -190,6 +193,17 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
                     f"attention agreement {agree:.3f}; its output decodes the aggregate",
                 )
             )
+        elif info.get("split") is not None:
+            split = info["split"]
+            shown = "; ".join(text(n) for n in (*split.selectors, *split.operands))
+            out.append(
+                ComponentExplanation(
+                    label, where, ComponentStatus.EXPLAINED, shown, round(split.mass, 3),
+                    f"attention split over two keys ({split.mass:.3f} of it on both); its output is their "
+                    f"weighted mixture (R^2 {split.r2:.3f}, pair decoded on {split.decode:.3f} of the "
+                    f"{split.rows} rows): the pair is offered to the MLP",
+                )
+            )
         elif info.get("selectors"):
             out.append(
                 ComponentExplanation(
@@ -229,7 +243,18 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
         names = [n for block in info.get("blocks", []) for n in block["variables"][:1]]
         unexplained = info.get("unexplained_dims", [])
         best, best_r2 = info.get("best_candidate"), info.get("best_r2")
-        if names and not unexplained:
+        lookups = [block for block in info.get("blocks", []) if "lookup" in block]
+        if names and not unexplained and lookups:
+            fit = lookups[0]
+            out.append(
+                ComponentExplanation(
+                    label, where, ComponentStatus.EXPLAINED, "; ".join(text(n) for n in names), fit["r2"],
+                    f"a lookup fitted to the network's outputs at the read positions (agreement "
+                    f"{fit['agreement']:.3f}); the MLP's output there decodes it ({fit['decode']:.3f}) and "
+                    f"its class means explain R^2 {fit['r2']:.3f}",
+                )
+            )
+        elif names and not unexplained:
             out.append(
                 ComponentExplanation(
                     label, where, ComponentStatus.EXPLAINED, "; ".join(text(n) for n in names), None,

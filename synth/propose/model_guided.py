@@ -66,7 +66,10 @@ from mechsynth.synth.propose.explain_heads import (
     explain_head, explain_head_soft, explain_layer_soft, padded_patterns,
 )
 from mechsynth.synth.propose.explain_mlps import explain_mlp
-from mechsynth.synth.propose.explain_output import fit_vote
+from mechsynth.synth.propose.explain_output import (
+    OutputKind, claimed_at_last_mlp, fit_lookup, fit_prefix_pattern, fit_vote, rank,
+)
+from mechsynth.synth.propose.chains import threshold_args
 from mechsynth.synth.propose.guided_state import (
     ComponentExplanation,
     ComponentStatus,
@@ -74,6 +77,7 @@ from mechsynth.synth.propose.guided_state import (
     GuidedState,
     Located,
     MatchThresholds,
+    TABLE_SUPPORT,
     explanation,
 )
 from mechsynth.synth.propose.match_stats import bijective, decode_accuracy
@@ -337,6 +341,9 @@ def walk(
             )
             state.heads[(layer, head)] = info
             new_attn += info.get("aggregates", [])
+            # A head attending to two keys at once writes a function of both values: the pair of
+            # operands (pooled, not located) is offered to the MLP that may compute a lookup of it.
+            new_attn += [n for n in info.get("operands", []) if n not in new_attn and n not in avail]
             # Every matched selector is also offered to this layer's MLP as selector_width(s):
             # a head that counts (tracr's selector width) writes no aggregate of its own.
             counting += info.get("selectors", [])
@@ -390,24 +397,43 @@ def _match_outputs(state: GuidedState, obs: Observations, th: MatchThresholds) -
         state.outputs.append(loc.name)
         state.output_agreement[loc.name] = round(a, 6)
     if state.outputs:
+        _better_functions(state, located, target, read, atol, th)
         return
     relabelled = _relabel_output(state, located, target, read, atol, th)
     if relabelled is not None:
         return
     if _output_functions(state, located, target, read, atol, th):
         return
+    # No variable and no function of one or two of the latest is the output: the output as a
+    # lookup over the located variables that predict it best, as a function of whether a local
+    # token pattern occurred so far (each also claimed at the last MLP where nothing explains
+    # it), and as a vote of the components' logit contributions; ranked, every one at the bar
+    # proposed.
+    max_keys = max(2, int(read.sum()) // TABLE_SUPPORT)
+    fits = [fit_lookup(state, target, read, max_keys, atol)]
+    fits.append(fit_prefix_pattern(state, obs, target, read, atol))
     if obs.output_kind == "categorical":
-        vote = fit_vote(state, obs, target, read, max(2, int(read.sum()) // TABLE_SUPPORT))
-        if vote is not None and vote.name is not None and vote.agreement >= th.output:
-            state.outputs.append(vote.name)
-            state.output_agreement[vote.name] = vote.agreement
-            return
-        if vote is not None:
-            voters = ", ".join(f"{v.variable} (R^2 {v.r2:.2f})" for v in vote.voters)
-            state.notes.append(
-                f"output: best vote of direct logit contributions ({voters}) agrees on {vote.agreement:.3f} "
-                f"(bar {th.output:g})"
+        fits.append(fit_vote(state, obs, target, read, max_keys))
+    ranked = rank([f for f in fits if f is not None and f.name is not None])
+    # The last MLP can be one lookup only: the best one at the bar (the vote is the logits' sum).
+    lookups = [f for f in ranked if f.kind != OutputKind.VOTE and f.agreement >= th.output]
+    claimed = claimed_at_last_mlp(state, obs, lookups[0]) if lookups else None
+    ranked = rank(ranked + ([claimed] if claimed is not None else []))
+    good = [f for f in ranked if f.agreement >= th.output]
+    for fit in good[:MAX_OUTPUTS]:
+        state.outputs.append(fit.name)
+        state.output_agreement[fit.name] = fit.agreement
+    if good:
+        return
+    unbuilt = [f for f in fits if f is not None and f.name is None]  # a prefix pattern below the bar
+    for fit in ranked + unbuilt:
+        why = f"output: best {fit.describe()} agrees on {fit.agreement:.3f} (bar {th.output:g})"
+        if fit.ceiling is not None and fit.ceiling != (round(fit.agreement, 3), fit.entries):
+            why += (
+                f"; without the bound of {max_keys} entries the greedy lookup over the located variables "
+                f"agrees on {fit.ceiling[0]:.3f} ({fit.ceiling[1]} entries)"
             )
+        state.notes.append(why)
     if scored:
         a, loc = max(scored, key=lambda t: (t[0], t[1].layer))
         node = pool.items[loc.name].node
@@ -416,6 +442,31 @@ def _match_outputs(state: GuidedState, obs: Observations, th: MatchThresholds) -
             f"output: no located variable agrees with the network's outputs on >= {th.output:g} of "
             f"the read positions; closest {what} (written by {loc.location}) agrees on {a:.3f}"
         )
+
+
+def _better_functions(
+    state: GuidedState,
+    located: Sequence[Located],
+    target: torch.Tensor,
+    read: torch.Tensor,
+    atol: float,
+    th: MatchThresholds,
+) -> None:
+    """Output functions that beat every direct output, when none of those reaches the behaviour bar.
+
+    A located variable agreeing with the outputs on 0.97 of the read positions cannot be accepted
+    (behaviour >= ``Thresholds().behaviour``), while a function of two earlier variables (the sign
+    of the depth and a threshold of a second prefix mean, :mod:`synth.propose.chains`) may agree on
+    all of them; such functions are ranked before the direct outputs.
+    """
+    best = max(state.output_agreement.values())
+    if best >= Thresholds().behaviour:
+        return
+    direct = list(state.outputs)
+    state.outputs.clear()
+    found = [n for n in _output_functions(state, located, target, read, atol, th)
+             if state.output_agreement[n] > best]
+    state.outputs[:] = found + direct
 
 
 def _relabel_output(
@@ -457,7 +508,6 @@ def _relabel_output(
     return None
 
 
-TABLE_SUPPORT = 8  # read positions per table entry an output function needs at least
 FUNCTION_ARGS = 6  # the latest-written variables an output function may read (pairs among them)
 MAX_OUTPUTS = 3
 
@@ -505,7 +555,14 @@ def _output_functions(
             continue
         keys = torch.unique(torch.stack([torch.round(c[where] * 1e6) for c in cols], 1), dim=0)
         if keys.shape[0] > max_keys:
-            continue
+            # A many-valued mean is read through a threshold (synth.propose.chains).
+            args = threshold_args(pool, args, target, where)
+            if args is None:
+                continue
+            cols = [pool.values[a] for a in args]
+            keys = torch.unique(torch.stack([torch.round(c[where] * 1e6) for c in cols], 1), dim=0)
+            if keys.shape[0] > max_keys:
+                continue
         node = fit_map(pool, list(args), target, where, min_agreement=th.output)
         if node is None:
             continue
@@ -626,7 +683,8 @@ def _readable_names(state: GuidedState, names: Sequence[str]) -> dict[str, str]:
     """Program names for pooled variables: the role its values show, else its component.
 
     A variable whose values are a quantity a person would name (the sequence length, the
-    mirror index ``length - indices - 1``, "is the token c") gets that name; otherwise it is
+    mirror index ``length - indices - 1``, "is the token c"), or that its proposer named
+    (``meta["role"]``: ``prev_token``, ``seen_000``), gets that name; otherwise it is
     named for the component that writes it (``attn1_h0``, ``mlp2``) or ``sel``/``v``.
     """
     roles = _roles(state.pool)
@@ -637,7 +695,7 @@ def _readable_names(state: GuidedState, names: Sequence[str]) -> dict[str, str]:
         if item.node is None:
             continue
         loc = state.located.get(n)
-        role = roles.get(state.pool.key(state.pool.values[n]))
+        role = item.meta.get("role") or roles.get(state.pool.key(state.pool.values[n]))
         if role is not None:
             base = role
         elif item.kind == "selector":

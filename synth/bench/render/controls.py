@@ -33,12 +33,13 @@ def _run_seconds(res: Any) -> float:
 
 def _intro(ctl: Mapping[str, Any]) -> list[str]:
     stat = " and ".join(ctl.get("statistic") or []) or "the controls' statistic"
+    seconds = sum(_run_seconds(r) for r in (ctl.get("by_mode") or {"": ctl["result"]}).values())
     return [
         "## Controls: the false-positive suite",
         "",
         "The engine runs on each target (`real`) and on copies with its learned structure destroyed: "
         f"re-initialised and weight-shuffled networks, seeds {ctl['seeds']}, {ctl['budget_seconds']:.0f} s "
-        f"search budget per run, {_run_seconds(ctl['result']):.0f} s of runs in all. A sound engine accepts "
+        f"search budget per run, {seconds:.0f} s of runs in all. A sound engine accepts "
         "nothing on a copy that the copy does not compute. "
         f"*Best statistic*: the best score (minimum of {stat}) of any candidate in that run that reached "
         "the full checks; *gap*: the real run's best minus the best over its copies. *Passed checks*: "
@@ -149,13 +150,82 @@ def _per_target(rows_data: Sequence[Row]) -> list[str]:
     ]
 
 
-def render_controls(ctl: Mapping[str, Any]) -> str:
-    res = ctl["result"]
-    out = _intro(ctl)
+def _one_configuration(res: Any) -> list[str]:
+    """One configuration's verdict, its acceptances on copies and its per-target table."""
+    out: list[str] = []
     if isinstance(res, Mapping) and "false_positives" in res:
         out += _summary(res)
         out += _copy_acceptances(res.get("rows") or [])
     rows_data = res.get("rows") if isinstance(res, Mapping) else res
     if isinstance(rows_data, list) and rows_data and isinstance(rows_data[0], Mapping):
         out += _per_target(rows_data)
+    return out
+
+
+def _cell(real: Row | None, copies: Sequence[Row]) -> str:
+    """One target under one configuration: real accepted? · accepted on copies · false positives."""
+    if real is None:
+        return "–"
+    fp = sum(c["accepted"] - c.get("accepted_true_of_network", 0) for c in copies)
+    accepted = f"**{real['accepted']}**" if real["accepted"] else "0"
+    return (f"{accepted} · {sum(c['accepted'] for c in copies)}/{len(copies)} · "
+            f"{'**' + str(fp) + ' FP**' if fp else '0'}")
+
+
+def _side_by_side(ctl: Mapping[str, Any]) -> list[str]:
+    """Every configuration at the same budget: totals, then one cell per target and configuration."""
+    modes, labels, by_mode = ctl["modes"], ctl.get("mode_labels") or {}, ctl["by_mode"]
+    totals = [
+        [
+            labels.get(m, m),
+            f"{by_mode[m].get('real_targets_accepting')}/{by_mode[m].get('real_targets')}",
+            f"{by_mode[m].get('real_targets_passing_checks')}/{by_mode[m].get('real_targets')}",
+            str(by_mode[m].get("accepted_on_copies")),
+            str(by_mode[m].get("control_runs")),
+            f"**{by_mode[m]['false_positives']}**",
+            _run_seconds(by_mode[m]),
+        ]
+        for m in modes
+    ]
+    per_target: dict[str, dict[str, tuple[Row | None, list[Row]]]] = {}
+    for m in modes:
+        for row in by_mode[m].get("rows") or []:
+            real, copies = per_target.setdefault(row["target"], {}).get(m, (None, []))
+            if row.get("network") == "real":
+                real = row
+            else:
+                copies = [*copies, row]
+            per_target[row["target"]][m] = (real, copies)
+    cells = [[t] + [_cell(*per_target[t].get(m, (None, []))) for m in modes] for t in per_target]
+    return [
+        "### Side by side: the engine with and without its search, and I/O-only",
+        "",
+        f"Each configuration ran the same targets, copies (seeds {ctl['seeds']}) and budget "
+        f"({ctl['budget_seconds']:.0f} s per run), with the same controls (`synth.bench.modes` says what "
+        "each configuration proposes with). *Real accepting*: real targets with an accepted hypothesis; "
+        "*passing checks*: real targets where some candidate met every check threshold; *accepted on "
+        "copies*: hypotheses accepted on re-initialised or shuffled copies; *false positives*: those "
+        "not true of their copy on fresh inputs (`verify_on_fresh_inputs`).",
+        "",
+        table(["configuration", "real accepting", "real passing checks", "accepted on copies",
+               "copy runs", "false positives", "s of runs"], totals),
+        "",
+        "Per target (real accepted · accepted on copies / copy runs · false positives):",
+        "",
+        table(["target"] + [labels.get(m, m) for m in modes], cells),
+        "",
+    ]
+
+
+def render_controls(ctl: Mapping[str, Any]) -> str:
+    out = _intro(ctl)
+    modes = ctl.get("modes") or []
+    if len(modes) <= 1:
+        if modes and modes[0] != "engine":
+            out += [f"Configuration: {(ctl.get('mode_labels') or {}).get(modes[0], modes[0])}.", ""]
+        return "\n".join(out + _one_configuration(ctl["result"]))
+    out += _side_by_side(ctl)
+    for m in modes:
+        out += ["", f"### {(ctl.get('mode_labels') or {}).get(m, m)}", ""]
+        out += _one_configuration(ctl["by_mode"][m])
     return "\n".join(out)
