@@ -9,6 +9,7 @@ One measurement that fails is recorded under ``errors`` and the others still run
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -226,13 +227,27 @@ def _floor_row(spec: str, plan: BenchPlan) -> dict[str, Any]:
         "hypothesis": "ground truth" if target.ground_truth is not None else "chain probe",
         "claimed_variables": len(hypothesis.correspondence),
     }
+    row["load_before"] = _load()
     for batching in Batching:
         cost = cost_ratio(target, hypothesis, n=n, seed=plan.seed, repeats=repeats, batching=batching)
         row[batching.value] = {
             "clean_seconds": cost["clean_s"], "score_seconds": cost["score_s"], "ratio": cost["ratio"],
+            "cold_ratio": cost["cold_ratio"], "cpu_ratio": cost["cpu_ratio"],
+            "cold_cpu_ratio": cost["cold_cpu_ratio"],
             "forward_passes": cost["forward_passes"], "clean_passes": cost["clean_passes"],
         }
+    row["load_after"] = _load()
     return row
+
+
+def _load() -> float | None:
+    """The machine's 1-minute load average (None where the system does not report one)."""
+    import os
+
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def score_floor(attempt: _Attempts, plan: BenchPlan) -> list[dict[str, Any]]:
@@ -375,3 +390,40 @@ def _scale(attempt: _Attempts, plan: BenchPlan, out_dir: Path) -> dict[str, Any]
             "suite wall times", lambda: growth.suite_wall_times(plan, out_dir / WORK_DIR / "scale", log=log)
         )
     return out
+
+
+def _floor_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mechsynth.synth.bench.perf [--n N] [--out FILE]``: the "Score floor" section of
+    the perf suite alone (every floor target, both batchings), printed as the suite renders it."""
+    import argparse
+    import json
+
+    import torch
+
+    from mechsynth.synth.bench.plan import make_plan
+    from mechsynth.synth.bench.render.perf import render_score_floor
+    from mechsynth.synth.loop import RunOptions
+
+    parser = argparse.ArgumentParser(prog="python -m mechsynth.synth.bench.perf",
+                                     description="The perf suite's score floor section alone.")
+    parser.add_argument("--n", type=int, default=256, help="inputs per score (the full suite: 1024)")
+    parser.add_argument("--out", default=None, help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+    if args.n < 4 or args.n % 4:
+        parser.error("--n must be a multiple of 4, at least 4")
+    # The full suite's plan with its batch set so that a floor score has n inputs (perf_batch // 16 * 4).
+    plan = dataclasses.replace(make_plan("perf", False, targets=([], [])), perf_batch=args.n * 4)
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(RunOptions().threads) or old)
+    try:
+        rows = score_floor(_Attempts(), plan)
+    finally:
+        torch.set_num_threads(old)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    print(render_score_floor(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_floor_main())

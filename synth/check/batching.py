@@ -38,6 +38,27 @@ its consumers' patches read the clean activations of the matched rows instead. T
 exact (the same numbers, not an approximation); only the float rounding of a different
 batch width can differ, as for any fused pass.
 
+The same holds for a patch anywhere else that writes, bit for bit, what the row's clean run
+holds there: a write that changes nothing. Interchanging a variable between two inputs that
+agree on it at every position (tracr's ``length`` within one length; ``opp_idx``, a function
+of the length and the position) is such a write, and so is a scrubbing pool all of whose
+parents' draws agree. Matching is done row by row: a block some of whose rows equal clean
+rows runs only its other rows (a block that other blocks read from runs whole, so that their
+row indices stay valid). Rows are found by an integer hash of their entries' bits, which does
+not depend on the batch they were computed in.
+
+Rows that enter at a later block
+--------------------------------
+Before its first patched hook a row *is* a clean row (its own tokens', or its resampled
+base's), so the residual stream entering that block is the clean one, which the group's clean
+pass keeps (``Group.resid``). A row therefore joins the fused pass at the block of its first
+patch, or of the first site another block reads from it, carrying that residual
+(models.bridge.staged_forward, a layer loop of our own over the bridge's components: the
+bridge's ``start_at_layer`` still runs the earlier blocks). Blocks are laid out in the batch in
+order of entry, so at every hook the rows present are a prefix of the batch and every edit's
+rows are among them. Where the model cannot be run that way (models.bridge.can_stage), every
+row starts at the embeddings, with the same numbers.
+
 `Batching.REFERENCE` runs the blocks one by one, in the order given, each source block
 first with its pooled sites captured: the straightforward reading of the same plan,
 kept so that a test can check that the fused pass gives the same numbers.
@@ -112,7 +133,16 @@ class CleanRun:
         """The clean row with each row's token ids (-1 where none has them)."""
         if tokens is self.tokens:  # most blocks run the group's own inputs
             return torch.arange(int(tokens.shape[0]), device=tokens.device)
-        return self.token_index.find(tokens)
+        # Each block's tokens are looked up up to three times (idle patches, clean rows, entry layer):
+        # remembered by tensor, which the memo keeps alive so that its id cannot be reused.
+        memo = self._token_rows
+        if id(tokens) not in memo:
+            memo[id(tokens)] = (tokens, self.token_index.find(tokens))
+        return memo[id(tokens)][1]
+
+    @functools.cached_property
+    def _token_rows(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        return {}
 
     @functools.cached_property
     def embed_index(self) -> _RowIndex:

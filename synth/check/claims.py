@@ -157,6 +157,7 @@ class Group:
     # The clean residual stream entering each block [n, T, d_model] (empty where the model cannot be
     # run from a later block, models.bridge.can_stage): patched rows start at their first patched block.
     resid: tuple[torch.Tensor, ...] = ()
+    values: Mapping[str, torch.Tensor] | None = None  # every program variable's value, selectors included
 
     @property
     def size(self) -> int:
@@ -168,8 +169,9 @@ class Group:
         return slice(self.offset, self.offset + self.length)
 
 
-def program_values(program: Any, inputs: Sequence[Sequence[Any]]) -> tuple[Any, dict[str, torch.Tensor]]:
-    """(dsl batch, {variable: codes}) for same-length inputs; CheckError if the program cannot run."""
+def program_run(program: Any, inputs: Sequence[Sequence[Any]]) -> tuple[Any, dict[str, torch.Tensor]]:
+    """(dsl batch, {variable: value}) for same-length inputs, selectors included; CheckError if the
+    program cannot run."""
     from mechsynth.dsl import interpret
     from mechsynth.dsl.errors import DSLError
 
@@ -178,7 +180,18 @@ def program_values(program: Any, inputs: Sequence[Sequence[Any]]) -> tuple[Any, 
         values = interpret.run(program, batch)
     except DSLError as e:
         raise CheckError(f"the program does not evaluate on the target's inputs: {e}") from None
-    return batch, {k: v for k, v in values.items() if v.dim() == 2}
+    return batch, values
+
+
+def program_values(program: Any, inputs: Sequence[Sequence[Any]]) -> tuple[Any, dict[str, torch.Tensor]]:
+    """(dsl batch, {variable: codes}) for same-length inputs; CheckError if the program cannot run."""
+    batch, values = program_run(program, inputs)
+    return batch, _codes(values)
+
+
+def _codes(values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The sequence-valued variables' codes (selectors, ``[n, L, L]``, left out)."""
+    return {k: v for k, v in values.items() if v.dim() == 2}
 
 
 def group_by_length(inputs: Sequence[Sequence[Any]]) -> dict[int, list[tuple[Any, ...]]]:
@@ -208,14 +221,14 @@ def prepare_groups(
             continue
         tokens = target.tokens([list(x) for x in xs])
         logits, acts = run(target.model, tokens, capture=capture, counter=counter)
-        batch, codes = program_values(claims.program, xs)
+        batch, values = program_run(claims.program, xs)
         readout = ReadIndex.of_rows([[p + off for p in target.read_positions(x)] for x in xs], target.device)
         out.append(
             Group(
                 length=length, inputs=tuple(xs), tokens=tokens, offset=off, readout=readout,
                 clean_logits=logits, clean={n: acts[c.site] for n, c in claims.claims.items()},
-                embeds=tuple(acts[s] for s in claims.embed_sites), codes=codes, batch=batch,
-                resid=tuple(acts[s] for s in resid_sites),
+                embeds=tuple(acts[s] for s in claims.embed_sites), codes=_codes(values), batch=batch,
+                resid=tuple(acts[s] for s in resid_sites), values=values,
             )
         )
     return out

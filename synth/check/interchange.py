@@ -156,7 +156,7 @@ def iia_results(
     if not plan.todo:
         return {}
     program = claims.program
-    base_values = interpret.run(program, group.batch)
+    base_values = group.values if group.values is not None else interpret.run(program, group.batch)
     base_out = _read_codes(group, base_values[program.output])
     results: dict[tuple[str, ...], GroupIIA] = {}
     for variables, src, block in zip(plan.todo, plan.sources, plan.blocks):

@@ -373,6 +373,9 @@ class ReadIndex:
 
     @classmethod
     def of_rows(cls, rows: Sequence[Sequence[int]], device: torch.device | str = "cpu") -> ReadIndex:
+        rows = [tuple(r) for r in rows]
+        if rows and all(r == rows[0] for r in rows):  # the common case: every row reads the same positions
+            return cls.same(rows[0], len(rows), device)
         width = max((len(r) for r in rows), default=0)
         index = torch.zeros(len(rows), width, dtype=torch.long, device=device)
         valid = torch.zeros(len(rows), width, dtype=torch.bool, device=device)

@@ -142,3 +142,24 @@ def test_fused_equals_reference_for_any_seed(seed, n, ablation):
     fused = score(target, h, n=n, seed=seed, ablation=ablation, n_broader=8)
     reference = score(target, h, n=n, seed=seed, ablation=ablation, n_broader=8, batching=Batching.REFERENCE)
     assert_same(fused.to_json(), reference.to_json())
+
+
+def test_rows_enter_the_network_at_their_first_patched_block(monkeypatch):
+    """tracr:reverse's ground truth: every block left to run patches only ``reverse`` (block 3) and
+    reads nothing earlier, so all its rows join the pass at block 3 from the clean residual, and the
+    numbers are the one-block-per-pass reference's."""
+    from mechsynth.synth.check import patching
+
+    entered: list[list[int]] = []
+    real = patching.staged_forward
+
+    def spy(model, tokens, entering=()):
+        entered.append([layer for layer, _ in entering] + ([-1] if tokens.shape[0] else []))
+        return real(model, tokens, entering)
+
+    monkeypatch.setattr(patching, "staged_forward", spy)
+    target = load("tracr:reverse")
+    fused = score(target, target.ground_truth, n=64, seed=0, lengths="same")
+    assert entered and all(layers == [3] for layers in entered)
+    reference = score(target, target.ground_truth, n=64, seed=0, lengths="same", batching=Batching.REFERENCE)
+    assert_same(fused.to_json(), reference.to_json())
