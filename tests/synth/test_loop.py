@@ -211,7 +211,7 @@ def test_a_run_that_accepts_nothing_reports_its_partial_explanation(hist, tmp_pa
     assert mlp["status"] == "unexplained"
     assert mlp["explanation"].startswith("selector_width(") and mlp["score"] > 0.99
     assert "bar 1.01" in mlp["reason"]
-    assert parts["output"]["status"] == "unexplained" and "closest" in parts["output"]["reason"]
+    assert parts["output"]["status"] == "unexplained" and "agrees on" in parts["output"]["reason"]
     # ... in the store (load_run, --json), the summary line and report.md.
     assert load_run(tmp_path / "p").to_json()["explanations"] == result.to_json()["explanations"]
     assert "partial explanation (model-guided): 0 of 3 components explained" in summary_text(result)

