@@ -69,12 +69,17 @@ def same_value(got: Any, want: Any) -> bool:
 def fits(fn: Fn, domain: Sequence[tuple], outputs: Sequence[Any], codebook: Codebook,
          arg_dtypes: Sequence[str] = ()) -> bool:
     """Whether ``fn`` reproduces ``outputs`` on ``domain``."""
-    columns = list(zip(*domain))
+    got = _outputs_of(fn, domain, codebook, arg_dtypes)
+    return got is not None and all(same_value(g, w) for g, w in zip(got, outputs))
+
+
+def _outputs_of(fn: Fn, domain: Sequence[tuple], codebook: Codebook,
+                arg_dtypes: Sequence[str]) -> list | None:
+    """``fn``'s values on the ``domain`` points, None where it does not evaluate on them."""
     try:
-        got = apply(fn, columns, codebook, arg_dtypes)
+        return apply(fn, list(zip(*domain)), codebook, arg_dtypes)
     except (DSLError, EvaluationError, RuntimeError, TypeError, ValueError):
-        return False
-    return all(same_value(g, w) for g, w in zip(got, outputs))
+        return None
 
 
 def fit_function(f: Callable[..., Any], domains: Sequence[Iterable[Any]], *, arg_dtypes: Sequence[str] = (),
@@ -89,10 +94,8 @@ def fit_function(f: Callable[..., Any], domains: Sequence[Iterable[Any]], *, arg
 def agreement_on(fn: Fn, domain: Sequence[tuple], outputs: Sequence[Any], codebook: Codebook,
                  arg_dtypes: Sequence[str] = ()) -> float:
     """The share of ``domain`` points (don't-cares aside) on which ``fn`` gives the output."""
-    columns = list(zip(*domain))
-    try:
-        got = apply(fn, columns, codebook, arg_dtypes)
-    except (DSLError, EvaluationError, RuntimeError, TypeError, ValueError):
+    got = _outputs_of(fn, domain, codebook, arg_dtypes)
+    if got is None:
         return 0.0
     scored = [same_value(g, w) for g, w in zip(got, outputs) if w is not _MISSING]
     return sum(scored) / len(scored) if scored else 0.0
@@ -118,8 +121,9 @@ def fit_table(domain: Sequence[tuple], outputs: Sequence[Any], arity: int, *, ar
             # predicate: every check compares True with 1 and False with 0 as equal.
             flags = [o if o is _MISSING else bool(o) for o in outputs]
             as_bool = [(d, bool(o)) for d, o in known]
+            bool_codebook = Codebook.of([v for d, o in as_bool for v in (*d, o)])
             for fn in _candidates(as_bool, arity):
-                if fits(fn, domain, flags, Codebook.of([v for d, o in as_bool for v in (*d, o)]), arg_dtypes):
+                if fits(fn, domain, flags, bool_codebook, arg_dtypes):
                     return fn
         if min_agreement < 1.0:
             for fn in _modular_forms(known, arity, min_agreement):
