@@ -253,6 +253,9 @@ def explain_head_soft(
         for k, q, node in _functional_selectors(pool, state, pattern, rows, reps):
             if all(node != c[1] for c in candidates):
                 candidates.append((pool.items[k].cost + pool.items[q].cost + 2.0, node))
+    # A split head's two keys, named where the task reads and wherever the head reads two keys
+    # (an earlier position whose pair a later layer moves to the read position: a carry).
+    for rows in (read, two_key_rows(pool, pattern)):
         for k, q, node in _split_selectors(pool, state, pattern, rows, reps):
             if all(node != c[1] for c in candidates):
                 candidates.append((pool.items[k].cost + pool.items[q].cost + 2.0, node))
@@ -322,7 +325,8 @@ def explain_head_soft(
     # An aggregate that is a function of the query's position alone (the mean index of a fixed
     # window) says where the head reads, not what: the head is also tried as a read of two operands.
     if all(positional(pool, name) for name in info["aggregates"]):
-        split = split_operands(pool, state, z, pattern, avail, th, singles, {"read": read, "all": mask})
+        rows_by_name = {"read": read, "all": mask, "two_keys": two_key_rows(pool, pattern)}
+        split = split_operands(pool, state, z, pattern, avail, th, singles, rows_by_name)
         if split is not None:
             info["split"] = split
             info["operands"] = list(split.operands)
@@ -466,6 +470,28 @@ def split_operands(
 
 
 CONSTANT_MIN_INPUTS = 8  # inputs of one length needed to call a position's token fixed
+
+
+def two_key_rows(pool: Pool, pattern: torch.Tensor) -> torch.Tensor:
+    """[batch, pos] the query positions at which a head reads two keys (``SPLIT_SHARE`` each on average).
+
+    Keys holding a fixed token are not counted (:func:`constant_keys`); the test is per (length,
+    position), averaged over the inputs, so one input's noise does not decide it.
+    """
+    mask = pool.batch.mask
+    informative = pool.batch.pair_mask & ~constant_keys(pool)[:, None, :]
+    weight = torch.where(informative, pattern.double(), torch.zeros_like(pattern, dtype=torch.float64))
+    width = weight.shape[-1]
+    second = weight.topk(min(2, width), dim=-1).values[..., -1] if width >= 2 else torch.zeros_like(mask)
+    lengths = mask.sum(-1, keepdim=True).expand_as(mask)
+    where = torch.stack([lengths, torch.arange(width).expand_as(mask)], -1)[mask]
+    _, cls = torch.unique(where, dim=0, return_inverse=True)
+    n = int(cls.max()) + 1 if cls.numel() else 0
+    mean = torch.zeros(n, dtype=torch.float64).index_add_(0, cls, second[mask].double())
+    mean = mean / torch.bincount(cls, minlength=n).double().clamp(min=1)
+    out = torch.zeros_like(mask)
+    out[mask] = mean[cls] >= SPLIT_SHARE
+    return out
 
 
 def constant_keys(pool: Pool) -> torch.Tensor:

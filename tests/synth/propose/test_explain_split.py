@@ -200,3 +200,16 @@ def test_constant_keys_are_the_fixed_tokens_and_positional_values_read_no_token(
     back = Node("aggregate", (pool.add(Node("select", ("indices", "indices", _shifted_predicate(torch.eq, 1)),
                                             None), prefix="s"), "indices", None), "categorical")
     assert positional(pool, pool.add(back, prefix="a"))
+
+
+def test_two_key_rows_are_the_queries_reading_two_informative_keys():
+    from mechsynth.synth.propose.explain_heads import two_key_rows
+
+    pool, pattern, *_ = _moving_case()
+    rows = two_key_rows(pool, pattern)
+    assert rows[:, 4:].all() and not rows[:, :4].any()
+    # Resting on the fixed '+' is not reading it: with all of q5's weight on a1 and '+', q5 reads one key.
+    one = pattern.clone()
+    one[:, 5] = 0.0
+    one[:, 5, 0], one[:, 5, 2] = 0.6, 0.4
+    assert not two_key_rows(pool, one)[:, 5].any()
