@@ -417,7 +417,15 @@ def readout_loss(
     ``[batch, R]`` (entries where the `ReadIndex` is not valid are meaningless).
     """
     read = as_read_index(positions, logits.shape[0], logits.device)
-    a, c = read.take(logits).double(), read.take(clean).double()
+    return loss_at_read(read.take(logits).double(), read.take(clean).double(), numerical_column,
+                        multilabel=multilabel)
+
+
+def loss_at_read(
+    a: torch.Tensor, c: torch.Tensor, numerical_column: int | None, *, multilabel: bool = False
+) -> torch.Tensor:
+    """`readout_loss` of logits already read at the readout positions (float64 ``[..., n, R, V]``);
+    the clean ``c`` ``[n, R, V]`` broadcasts, so many patched runs are compared in one call."""
     if numerical_column is not None:
         return (a[..., numerical_column] - c[..., numerical_column]) ** 2
     if multilabel:

@@ -56,6 +56,7 @@ from mechsynth.synth.check.patching import CheckError, PassCounter
 from mechsynth.synth.check.scrub import (
     ABLATIONS,
     GroupLosses,
+    Judge,
     ablation_losses,
     plan_ablations,
     plan_scrub,
@@ -315,8 +316,10 @@ def score(
     scrubs, kept, dropped, single = [], [], [], {}
     iia: dict[tuple[str, ...], list] = {}
     for group, (scrub, ablate, same), out in zip(groups, plans, logits):
-        scrubs.append(scrub_losses(target, group, scrub, out))
-        k, d, one = ablation_losses(target, group, ablate, out)
+        judge = Judge(target, group)  # one loss call over the group's patched logits
+        judge.want([out[b.name] for b in scrub.blocks + ablate.blocks if b.logits])
+        scrubs.append(scrub_losses(target, group, scrub, out, judge))
+        k, d, one = ablation_losses(target, group, ablate, out, judge)
         kept.append(k)
         dropped.append(d)
         for name, losses in one.items():

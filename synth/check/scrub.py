@@ -93,7 +93,7 @@ from mechsynth.synth.check.patching import (
     PassCounter,
     ReadIndex,
     as_read_index,
-    readout_loss,
+    loss_at_read,
 )
 
 if TYPE_CHECKING:
@@ -175,7 +175,14 @@ def predictions_agree(
     """[n, R] bool: decoded patched output equals the clean network's output at each readout position
     (multilabel: the same set of positive logits)."""
     read = as_read_index(readout, logits.shape[0], logits.device)
-    a, c = read.take(logits), read.take(clean)
+    return agree_at_read(read.take(logits), read.take(clean), numeric, multilabel=multilabel)
+
+
+def agree_at_read(
+    a: torch.Tensor, c: torch.Tensor, numeric: int | None, *, multilabel: bool = False
+) -> torch.Tensor:
+    """`predictions_agree` of logits already read at the readout positions (``[..., n, R, V]``, the
+    clean ``c`` broadcasting)."""
     if numeric is not None:
         return (a[..., numeric] - c[..., numeric]).abs() <= NUMERIC_ATOL
     if multilabel:
@@ -262,28 +269,65 @@ def _resampled(
     return group.clean_logits[rows] if resampled is None else logits[resampled]
 
 
+class Judge:
+    """Loss and agreement against one group's clean run (`readout_loss`, `predictions_agree`) of
+    many patched logits, in one call over them all: the logits a score will ask about are announced
+    with `want`, and the first question answers every announced one (the clean side read once).
+    A logits tensor is known by identity, so it must not be changed in place after `want`."""
+
+    def __init__(self, target: Target, group: Group) -> None:
+        self.numeric, self.multilabel = numeric_column(target), is_multilabel(target)
+        self.group = group
+        self._pending: dict[int, torch.Tensor] = {}
+        self._done: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}  # keeps keys alive
+
+    def want(self, logits: Sequence[torch.Tensor | None]) -> None:
+        for t in logits:
+            if t is not None and id(t) not in self._done:
+                self._pending[id(t)] = t
+
+    def __call__(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """([n, R] loss, [n, R] agreement) of ``logits``."""
+        if id(logits) not in self._done:
+            self._pending[id(logits)] = logits
+            self._flush()
+        return self._done[id(logits)][1]
+
+    def _flush(self) -> None:
+        todo, self._pending = list(self._pending.values()), {}
+        read = self.group.readout
+        clean = read.take(self.group.clean_logits)
+        patched = torch.stack([read.take(t) for t in todo])  # [k, n, R, V]
+        loss = loss_at_read(patched.double(), clean.double(), self.numeric, multilabel=self.multilabel)
+        same = agree_at_read(patched, clean, self.numeric, multilabel=self.multilabel)
+        for i, t in enumerate(todo):
+            self._done[id(t)] = (t, (loss[i], same[i]))
+
+
 def _against_clean(target: Target, group: Group, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """([n, R] loss, [n, R] agreement) of ``logits`` against the clean run."""
-    numeric, clean, multi = numeric_column(target), group.clean_logits, is_multilabel(target)
-    return (
-        readout_loss(logits, clean, group.readout, numeric, multilabel=multi),
-        predictions_agree(logits, clean, group.readout, numeric, multilabel=multi),
-    )
+    return Judge(target, group)(logits)
 
 
 def group_losses(
-    target: Target, group: Group, logits: torch.Tensor, baseline: tuple[torch.Tensor, torch.Tensor]
+    target: Target, group: Group, logits: torch.Tensor, baseline: tuple[torch.Tensor, torch.Tensor],
+    judge: Judge | None = None,
 ) -> GroupLosses:
     """Losses and agreement of patched ``logits`` next to the ``baseline``'s (from `_against_clean`)."""
-    loss, same = _against_clean(target, group, logits)
+    loss, same = (judge or Judge(target, group))(logits)
     return GroupLosses(loss, baseline[0], same, baseline[1], group.readout.valid)
 
 
-def scrub_losses(target: Target, group: Group, plan: ScrubPlan, logits: Mapping) -> GroupLosses:
-    """The scrubbing numbers of one group from its blocks' logits."""
+def scrub_losses(
+    target: Target, group: Group, plan: ScrubPlan, logits: Mapping, judge: Judge | None = None
+) -> GroupLosses:
+    """The scrubbing numbers of one group from its blocks' logits (``judge``: the group's, to share
+    one loss call with the other checks)."""
+    judge = judge or Judge(target, group)
     resampled = _resampled(group, plan.resampled, plan.rows, logits)
     scrubbed = logits[plan.scrubbed] if plan.scrubbed else resampled
-    return group_losses(target, group, scrubbed, _against_clean(target, group, resampled))
+    judge.want([resampled, scrubbed])
+    return group_losses(target, group, scrubbed, judge(resampled), judge)
 
 
 @dataclass(frozen=True)
@@ -338,15 +382,18 @@ def plan_ablations(
 
 
 def ablation_losses(
-    target: Target, group: Group, plan: AblationPlan, logits: Mapping
+    target: Target, group: Group, plan: AblationPlan, logits: Mapping, judge: Judge | None = None
 ) -> tuple[GroupLosses, GroupLosses, dict[str, GroupLosses]]:
     """(kept, dropped, {variable: alone dropped}) of one group from its blocks' logits."""
+    judge = judge or Judge(target, group)
     resampled = _resampled(group, plan.resampled, plan.rows, logits)
-    base = _against_clean(target, group, resampled)  # the one baseline of every ablation here
     kept = logits[plan.kept] if plan.kept else resampled
     dropped = logits[plan.dropped] if plan.dropped else group.clean_logits
-    single = {name: group_losses(target, group, logits[b], base) for name, b in plan.single.items()}
-    return group_losses(target, group, kept, base), group_losses(target, group, dropped, base), single
+    judge.want([resampled, kept, dropped] + [logits[b] for b in plan.single.values()])
+    base = judge(resampled)  # the one baseline of every ablation here
+    single = {name: group_losses(target, group, logits[b], base, judge) for name, b in plan.single.items()}
+    return (group_losses(target, group, kept, base, judge), group_losses(target, group, dropped, base, judge),
+            single)
 
 
 # ---------------------------------------------------------------------------------------------
