@@ -103,10 +103,25 @@ class ControlContext:
         nothing was predicted (0.92 there) and measures the output's constancy, not a mechanism.
         Where the program predicts a change, that copy follows it half the time. The same rule
         is applied to the real hypothesis, so both sides are judged on the same interventions.
+
+        The cap applies only where the real hypothesis has informative pairs on the real
+        network. The pairs are the program's, but which pairs are drawn can differ between
+        networks (the checks interchange across lengths where resampling within a length changes
+        nothing), so without this a real hypothesis tested on no informative pair would keep its
+        plain IIA while its copies were capped: an uncapped side against a capped one, which
+        could only make a gate pass more easily. A copy with no informative pair keeps its plain
+        statistic (nothing tells it apart from a constant), which can only make it harder.
         """
         value = self.statistic(scores)
+        if not self.informative_defined:
+            return value
         informative = number(scores.get(INFORMATIVE_IIA)) if scores else math.nan
         return min(value, informative) if math.isfinite(informative) and not math.isnan(value) else value
+
+    @property
+    def informative_defined(self) -> bool:
+        """Whether the real hypothesis has an IIA on informative pairs on the real network."""
+        return math.isfinite(number(self.real_scores.get(INFORMATIVE_IIA)))
 
     def network_statistic_of(self, target: Target, hypothesis: Hypothesis | None) -> float:
         """:meth:`network_statistic` of a hypothesis on a network; -inf as in :meth:`statistic_of`."""

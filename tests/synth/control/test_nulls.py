@@ -24,8 +24,10 @@ CONSTANT_COPY = {"behaviour": 0.96, "loss_recovered": math.nan,
                  "loss_recovered_undefined": "resampling changes nothing", "iia": 0.92}
 
 
-def _gate(copy_scores: dict) -> tuple:
-    real = {"behaviour": 1.0, "loss_recovered": 1.0, "iia": 1.0, "iia_informative": 1.0}
+REAL = {"behaviour": 1.0, "loss_recovered": 1.0, "iia": 1.0, "iia_informative": 1.0}
+
+
+def _gate(copy_scores: dict, real: dict = REAL) -> tuple:
 
     def score(target, hypothesis):
         return dict(copy_scores if "random" in target.name else real)
@@ -55,3 +57,15 @@ def test_both_sides_are_judged_by_the_same_rule():
     assert ctx.network_statistic({"loss_recovered": 1.0, "iia": 0.9}) == 0.9
     assert math.isnan(ctx.network_statistic({"loss_recovered": 1.0, "iia_informative": 0.7}))  # iia missing
     assert ctx.network_real == ctx.network_statistic(ctx.real_scores) == 1.0
+
+
+def test_no_cap_on_either_side_when_the_real_hypothesis_has_no_informative_pair():
+    # The copies' pairs can differ from the real network's (interchange across lengths where
+    # resampling within a length changes nothing): an uncapped real against capped copies would
+    # pass a gate that the same rule on both sides rejects.
+    real = {**REAL, "iia_informative": math.nan}
+    res, ctx = _gate({**CONSTANT_COPY, "iia_informative": 0.5}, real)
+    assert not ctx.informative_defined
+    assert res.numbers["best_control"] == pytest.approx(0.92)
+    assert res.passed is False
+    assert ctx.network_statistic({"loss_recovered": 1.0, "iia": 0.9, "iia_informative": 0.2}) == 0.9
