@@ -22,7 +22,7 @@ from mechsynth.dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
 from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.dsl.location import Location, hook_in_layer
 
-from mechsynth.synth.accept import ControlError
+from mechsynth.synth.accept import ControlError, number
 from mechsynth.synth.accept import statistic as min_of_scores
 from mechsynth.synth.control.results import ControlResult
 
@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from mechsynth.synth.control.stage import ControlStage
     from mechsynth.dsl import Program
     from mechsynth.models import Target
+
+
+# The checks' interchange accuracy over the pairs whose counterfactual output differs from the
+# base output (synth.check.scoring); the network gates judge copies on it (network_statistic).
+INFORMATIVE_IIA = "iia_informative"
 
 
 class ControlContext:
@@ -86,6 +91,49 @@ class ControlContext:
 
     def statistic(self, scores: Mapping[str, Any] | None) -> float:
         return min_of_scores(scores, self.thresholds.statistic)
+
+    def network_statistic(self, scores: Mapping[str, Any] | None) -> float:
+        """The statistic the network gates (random networks, edge-popup) compare: the gates'
+        statistic, and at most the IIA on informative pairs (``iia_informative``: those where the
+        program's counterfactual output differs from its base output) where any pair was.
+
+        A copy whose output barely depends on its input (a shuffled tracr:detect_pattern: resampling
+        the whole input changes nothing, loss recovered 0/0) follows the program's counterfactual
+        whenever the program predicts no change, so its plain IIA is the share of pairs on which
+        nothing was predicted (0.92 there) and measures the output's constancy, not a mechanism.
+        Where the program predicts a change, that copy follows it half the time. The same rule
+        is applied to the real hypothesis, so both sides are judged on the same interventions.
+
+        The cap applies only where the real hypothesis has informative pairs on the real
+        network. The pairs are the program's, but which pairs are drawn can differ between
+        networks (the checks interchange across lengths where resampling within a length changes
+        nothing), so without this a real hypothesis tested on no informative pair would keep its
+        plain IIA while its copies were capped: an uncapped side against a capped one, which
+        could only make a gate pass more easily. A copy with no informative pair keeps its plain
+        statistic (nothing tells it apart from a constant), which can only make it harder.
+        """
+        value = self.statistic(scores)
+        if not self.informative_defined:
+            return value
+        informative = number(scores.get(INFORMATIVE_IIA)) if scores else math.nan
+        return min(value, informative) if math.isfinite(informative) and not math.isnan(value) else value
+
+    @property
+    def informative_defined(self) -> bool:
+        """Whether the real hypothesis has an IIA on informative pairs on the real network."""
+        return math.isfinite(number(self.real_scores.get(INFORMATIVE_IIA)))
+
+    def network_statistic_of(self, target: Target, hypothesis: Hypothesis | None) -> float:
+        """:meth:`network_statistic` of a hypothesis on a network; -inf as in :meth:`statistic_of`."""
+        if hypothesis is None:
+            return -math.inf
+        scores = self.score(target, hypothesis)
+        return -math.inf if "error" in scores else self.network_statistic(scores)
+
+    @property
+    def network_real(self) -> float:
+        """The real hypothesis' :meth:`network_statistic` on the real target."""
+        return self.network_statistic(self.real_scores)
 
     def statistic_of(self, target: Target, hypothesis: Hypothesis | None) -> float:
         """The statistic of a hypothesis; -inf when there is none or the checks refuse it.
