@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 
 COMPARISON_ORDER = ("EQ", "LT", "GT", "LEQ", "GEQ", "NEQ", "TRUE")
+SELECT_OFFSETS = (1, -1, 2, -2)  # position shifts tried as selectors (q == k + c) and as pair relations
 
 
 def padded_patterns(obs: Observations, layer: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,7 +218,7 @@ def explain_head_soft(
     read = read_mask(pool, obs) & mask
     info: dict[str, Any] = {"selectors": [], "aggregates": [], "agreement": 0.0}
     preds: list[Any] = [c for c in COMPARISON_ORDER if c != "TRUE"]
-    preds += [_shifted_predicate(torch.eq, c) for c in (1, -1, 2, -2)]
+    preds += [_shifted_predicate(torch.eq, c) for c in SELECT_OFFSETS]
     reps = representatives(state, avail)
     # A causal head never looks ahead: its selectors are the candidates restricted to keys at
     # or before the query (``selector_and(s, select(indices, indices, LEQ))``).
