@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from mechsynth.synth.propose.enumerate import Pool, fit_map, try_add
-from mechsynth.synth.propose.chains import value_indicators
+from mechsynth.synth.propose.chains import binary_written, value_indicators
 from mechsynth.dsl.location import Location, act_name
 
 from mechsynth.synth.propose.guided_state import (
@@ -727,7 +727,8 @@ def _head_aggregates(
     # The best mean of an earlier component's indicator is kept beside the two best aggregates: a
     # positional mean (of indices) often decodes better from a causal head, but the chain of
     # aggregates (synth.propose.chains) is what the later components read.
-    kept = best[:2] + [t for t in best[2:] if t[1].inputs[1] in chained][:1]
+    indicators = {*chained, *binary_written(pool, state, avail)}
+    kept = best[:2] + [t for t in best[2:] if t[1].inputs[1] in indicators][:1]
     names = []
     for acc, node, vals in kept:
         name = pool.add(node, prefix=f"attn{layer}_{_tag(head)}_", values=vals, dedupe=False)
