@@ -182,9 +182,14 @@ def explain_mlp(
         info["blocks"].append({"dims": block, "variables": names})
     if uncovered and th.whole_mlp and chosen:
         uncovered = set()  # the matched variable is claimed at the whole output
+    if uncovered and not chosen:
+        lookup = read_lookup(pool, state, layer, act, avail, th, network_out, deadline)
+        if lookup is not None:
+            info["blocks"].append({"dims": tuple(sorted(uncovered)), "variables": [lookup["name"]], **lookup})
+            uncovered = set()
     if uncovered and th.whole_mlp and not chosen:
-        # No map covers it: does it compare the token with a related position's (a diffuse head
-        # brought the partner's token)? Claimed at the whole output, as the matched variables are.
+        # No map and no lookup of the outputs covers it: does it compare the token with a related
+        # position's (a diffuse head brought the partner's token)? Claimed at the whole output.
         singles = [
             s for (at, _), head in state.heads.items() if at == layer for s in head.get("selectors", [])
         ]
@@ -193,11 +198,6 @@ def explain_mlp(
             info["comparisons"] = [dataclasses.asdict(c) for c in compared]
             names = [n for c in compared for n in (c.extension, c.name) if n is not None]
             info["blocks"].append({"dims": tuple(sorted(uncovered)), "variables": names})
-            uncovered = set()
-    if uncovered and not chosen:
-        lookup = read_lookup(pool, state, layer, act, avail, th, network_out, deadline)
-        if lookup is not None:
-            info["blocks"].append({"dims": tuple(sorted(uncovered)), "variables": [lookup["name"]], **lookup})
             uncovered = set()
     if uncovered:
         fitted = _fit_block(pool, state, layer, act, sorted(uncovered), avail)
