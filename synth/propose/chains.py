@@ -77,6 +77,27 @@ def value_indicators(pool: Pool, state: GuidedState, names: Sequence[str]) -> li
     return out
 
 
+def binary_written(pool: Pool, state: GuidedState, names: Sequence[str]) -> list[str]:
+    """The variables in ``names`` that a component wrote and that take only the values 0 and 1.
+
+    Such a variable is its own indicator (:func:`value_indicators` gives it none): a later head
+    averaging it over many keys (the fraction of positions whose token matches its mirror's)
+    writes the mean of an earlier component's indicator, one link of a chain.
+    """
+    mask = pool.batch.mask
+    out = []
+    for name in names:
+        loc = state.located.get(name)
+        item = pool.items.get(name)
+        if loc is None or loc.layer < 0 or item is None or item.kind != "sop":
+            continue
+        values = pool.values[name][mask]
+        codes = set(torch.unique(values[~torch.isnan(values)]).tolist())
+        if codes == {0.0, 1.0}:
+            out.append(name)
+    return out
+
+
 def _number(code: float) -> int | float:
     return int(code) if float(code).is_integer() else code
 

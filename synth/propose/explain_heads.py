@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from mechsynth.synth.propose.enumerate import Pool, fit_map, try_add
-from mechsynth.synth.propose.chains import value_indicators
+from mechsynth.synth.propose.chains import binary_written, value_indicators
 from mechsynth.dsl.location import Location, act_name
 
 from mechsynth.synth.propose.guided_state import (
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 
 COMPARISON_ORDER = ("EQ", "LT", "GT", "LEQ", "GEQ", "NEQ", "TRUE")
+SELECT_OFFSETS = (1, -1, 2, -2)  # position shifts tried as selectors (q == k + c) and as pair relations
 
 
 def padded_patterns(obs: Observations, layer: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,7 +218,7 @@ def explain_head_soft(
     read = read_mask(pool, obs) & mask
     info: dict[str, Any] = {"selectors": [], "aggregates": [], "agreement": 0.0}
     preds: list[Any] = [c for c in COMPARISON_ORDER if c != "TRUE"]
-    preds += [_shifted_predicate(torch.eq, c) for c in (1, -1, 2, -2)]
+    preds += [_shifted_predicate(torch.eq, c) for c in SELECT_OFFSETS]
     reps = representatives(state, avail)
     # A causal head never looks ahead: its selectors are the candidates restricted to keys at
     # or before the query (``selector_and(s, select(indices, indices, LEQ))``).
@@ -832,7 +833,8 @@ def _head_aggregates(
     # The best mean of an earlier component's indicator is kept beside the two best aggregates: a
     # positional mean (of indices) often decodes better from a causal head, but the chain of
     # aggregates (synth.propose.chains) is what the later components read.
-    kept = best[:2] + [t for t in best[2:] if t[1].inputs[1] in chained][:1]
+    indicators = {*chained, *binary_written(pool, state, avail)}
+    kept = best[:2] + [t for t in best[2:] if t[1].inputs[1] in indicators][:1]
     names = []
     for acc, node, vals in kept:
         name = pool.add(node, prefix=f"attn{layer}_{_tag(head)}_", values=vals, dedupe=False)

@@ -19,6 +19,7 @@ class means explain the output (the fit scores), at the whole ``hook_mlp_out``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from typing import TYPE_CHECKING, Any
@@ -37,13 +38,15 @@ from mechsynth.synth.propose.guided_state import (
     layer_of,
     representatives,
 )
-from mechsynth.synth.propose.match_stats import class_ids, decode_accuracy, explain_stats, explains
+from mechsynth.synth.propose.match_stats import (
+    DECODE_ROWS, class_ids, decode_accuracy, explain_stats, explains,
+)
+from mechsynth.synth.propose.pair_comparisons import explain_comparison
 
 if TYPE_CHECKING:
     pass
 
 
-DECODE_ROWS = 8192  # rows on which a block's variable is decoded (nearest class mean / probe)
 SCREEN_ROWS = 4096  # rows on which a candidate is screened before its R^2 on the whole batch
 SCREEN_MARGIN = 0.1  # a candidate this far below the R^2 bar on the sample is not computed in full
 WHOLE_ALTERNATIVES = 2  # blocks beyond the covering ones whose variables a whole-output claim keeps
@@ -183,6 +186,18 @@ def explain_mlp(
         lookup = read_lookup(pool, state, layer, act, avail, th, network_out, deadline)
         if lookup is not None:
             info["blocks"].append({"dims": tuple(sorted(uncovered)), "variables": [lookup["name"]], **lookup})
+            uncovered = set()
+    if uncovered and th.whole_mlp and not chosen:
+        # No map and no lookup of the outputs covers it: does it compare the token with a related
+        # position's (a diffuse head brought the partner's token)? Claimed at the whole output.
+        singles = [
+            s for (at, _), head in state.heads.items() if at == layer for s in head.get("selectors", [])
+        ]
+        compared = explain_comparison(pool, state, layer, act[:, active_idx], avail, th, singles)
+        if compared:
+            info["comparisons"] = [dataclasses.asdict(c) for c in compared]
+            names = [n for c in compared for n in (c.extension, c.name) if n is not None]
+            info["blocks"].append({"dims": tuple(sorted(uncovered)), "variables": names})
             uncovered = set()
     if uncovered:
         fitted = _fit_block(pool, state, layer, act, sorted(uncovered), avail)

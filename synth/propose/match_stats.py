@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     pass
 
 
+DECODE_ROWS = 8192  # rows on which a variable is decoded from an activation (nearest class mean / probe)
+
+
 def class_ids(codes: torch.Tensor) -> tuple[torch.Tensor, int]:
     c = torch.nan_to_num(torch.round(codes * 1e6), nan=-7.0e15)
     _, inv = torch.unique(c, return_inverse=True)

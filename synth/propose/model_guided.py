@@ -610,6 +610,33 @@ def compose(state: GuidedState, obs: Observations) -> Iterator[tuple[Hypothesis,
         meta = {"output": out, "notes": list(state.notes)}
         state.claims[str(program)] = {v: inverse[v] for v in corr}
         yield Hypothesis(program, corr), meta
+        final = _final_map_claim(state, program, corr)
+        if final is not None:
+            yield Hypothesis(program, final), {**meta, "output_claim": "dropped"}
+
+
+def _final_map_claim(
+    state: GuidedState, program: Any, corr: Mapping[str, Location]
+) -> dict[str, Location] | None:
+    """The correspondence without the output's claim, when the output is a map claimed at an MLP.
+
+    The last MLP decodes a map of an earlier variable (``eq(1)`` of a head's mean) because the
+    residual stream carries that variable to it; whether the MLP computes the map, or the map is
+    only how the unembedding reads the earlier variable, the MLP's output cannot say. Claimed at
+    the MLP, its interchange fails where the network reads the earlier variable by another path
+    (a palindrome network: claimed at layer 1's ``hook_mlp_out``, loss recovered 0.87 -> 0.81 and
+    IIA 1.0 -> 0.87). Both readings are proposed, the claimed one first; the checks and
+    controls decide. None when no other non-primitive claim would remain.
+    """
+    out = program.output
+    loc = corr.get(out)
+    node = dict(program.assignments).get(out)
+    if loc is None or loc.component != "mlp" or node is None or node.op not in ("map", "seqmap"):
+        return None
+    rest = {v: where for v, where in corr.items() if v != out}
+    if not any(v not in PRIMITIVE_VARIABLES for v in rest):
+        return None
+    return rest
 
 
 def _claim_redundant_heads(

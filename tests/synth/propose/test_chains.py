@@ -71,3 +71,14 @@ def test_best_cut_prefers_the_lowest_of_equally_good_cuts() -> None:
     where = torch.ones_like(v, dtype=torch.bool)
     assert best_cut(v, [], y, where, torch.unique(v)) == 0.2
     assert best_cut(v, [], torch.ones_like(v), where, torch.unique(v)) == 0.0
+
+
+def test_a_written_0_1_variable_is_its_own_indicator_for_a_later_mean() -> None:
+    from mechsynth.synth.propose.chains import binary_written
+
+    pool, state, dsign = _dyck_pool()
+    flag = pool.add(Node("map", (Fn("eq", 1, (0,)), dsign), "categorical"), prefix="zero", dedupe=False)
+    unwritten = pool.add(Node("map", (Fn("eq", 1, (1,)), dsign), "categorical"), prefix="pos", dedupe=False)
+    state.located[flag] = Located(flag, Location(act_name("mlp_out", 0)), 0.5)
+    # dsign takes three values, the primitives are written by no component, ``unwritten`` is not located.
+    assert binary_written(pool, state, ["tokens", "indices", dsign, flag, unwritten]) == [flag]

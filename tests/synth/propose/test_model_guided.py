@@ -197,3 +197,20 @@ def test_proposed_programs_read_as_a_person_would_write_them(target_named):
     # The names are only names: the program computes the mirror index.
     values = dsl.evaluate_all(hyp.program, [[1, 2, 3], [3, 1, 2, 2]])
     assert values["opp_index"] == [[2, 1, 0], [3, 2, 1, 0]]
+
+
+def test_an_output_map_claimed_at_an_mlp_is_also_proposed_unclaimed() -> None:
+    from mechsynth.dsl.location import Location, act_name
+    from mechsynth.synth.propose.model_guided import _final_map_claim
+
+    state = GuidedState(Pool(dsl.encode([["a", "b"], ["b", "b"]])))
+    program = dsl.parse(
+        "m = numerical(aggregate(select(tokens, tokens, TRUE), map(eq('a'), tokens)))\nout = map(eq(1), m)"
+    )
+    head, mlp = Location(act_name("z", 1)), Location(act_name("mlp_out", 1))
+    tokens = {"tokens": Location(act_name("embed"))}
+    assert _final_map_claim(state, program, {**tokens, "m": head, "out": mlp}) == {**tokens, "m": head}
+    # Nothing but a primitive would stay claimed, or the output is not claimed at an MLP: no variant.
+    assert _final_map_claim(state, program, {**tokens, "out": mlp}) is None
+    at_head = Location(act_name("z", 1), head=0)
+    assert _final_map_claim(state, program, {**tokens, "m": head, "out": at_head}) is None
