@@ -37,7 +37,7 @@ from typing import Any
 from mechsynth.dsl.location import Location, act_name
 from mechsynth.dsl.program import PRIMITIVE_VARIABLES
 from mechsynth.synth.accept import Thresholds
-from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
+from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate, expired
 
 KS = (1, 2, 4)  # subspace sizes tried for a failing variable, in order
 MAX_PER_ROUND = 2  # DAS fits per round (each is a fixed number of gradient steps, or fewer when cut short)
@@ -128,7 +128,7 @@ class DASLocationProposer:
         from mechsynth.synth.check.patching import CheckError
 
         for cand, variable, where, k in self._todo(context.best)[:MAX_PER_ROUND]:
-            if context.deadline is not None and time.monotonic() > context.deadline:
+            if expired(context.deadline):
                 return
             hyp = cand.hypothesis
             self._tried.add((str(hyp.program), variable, str(where), k))

@@ -564,9 +564,11 @@ class EnumerativeProposer:
     last_stats: EnumerationStats | None = None
 
     def propose(self, context: Any) -> Iterator[Any]:
-        from mechsynth.synth.propose.interface import Proposal
+        from mechsynth.synth.propose.interface import Proposal, expired
         from mechsynth.dsl.hypothesis import Hypothesis
 
+        if expired(context.deadline):
+            return
         obs = context.observations
         inputs = obs.all_inputs()
         outputs = [list(row) for g in obs.groups for row in g.outputs]

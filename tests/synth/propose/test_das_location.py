@@ -85,3 +85,19 @@ def test_a_head_variable_is_widened_to_its_layers_attention_output_first():
     (fitted,) = list(proposer.propose(ctx))
     assert fitted.hypothesis.correspondence["out"].hook == "blocks.0.attn.hook_z"
     assert fitted.hypothesis.correspondence["out"].subspace.k == 1
+
+
+def test_past_the_deadline_nothing_is_fitted(monkeypatch):
+    from mechsynth.synth import das
+    from mechsynth.synth.propose.interface import now
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted past the deadline")
+
+    monkeypatch.setattr(das, "with_das", no_fit)
+    hyp = Hypothesis(COPY, {"tokens": EMBED, "out": "blocks.0.hook_mlp_out[dims=3,4,5]"})
+    failed = ScoredCandidate(hyp, "model-guided", {"iia[out]": 0.1})
+    proposer = DASLocationProposer(steps=20, n_train=32)
+    ctx = ProposalContext(rotated_copy_target(), None, best=(failed,), deadline=now() - 1.0)
+    assert list(proposer.propose(ctx)) == [] and proposer.usage()["summary"]["fits"] == 0
+    assert proposer.has_more(ctx)  # the feedback is still there: a resumed run may fit it
