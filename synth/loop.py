@@ -148,17 +148,21 @@ def default_out(target_name: str, seed: int) -> Path:
 
 
 def default_proposers(options: RunOptions) -> tuple[list[Any], str]:
-    """Model-guided, coarsening and DAS relocation of failing variables, I/O enumeration, then
-    (unless ``no_llm``) the LLM. Returns a status line."""
+    """Coarsening and DAS relocation of failing variables, the model-guided walk, I/O enumeration,
+    then (unless ``no_llm``) the LLM. Returns a status line."""
     from mechsynth.synth.propose.enumerate import EnumerativeProposer
     from mechsynth.synth.propose.model_guided import ModelGuidedProposer
 
     from mechsynth.synth.propose.coarsen import CoarsenProposer
     from mechsynth.synth.propose.das_location import DASLocationProposer
 
-    # Coarsening is cheap (no fit): its proposals are scored before DAS reads the feedback.
+    # The feedback proposers come first: in round 0 they have nothing to act on (the walk runs
+    # first), and in later rounds their few scores and fits come before a new walk of the network,
+    # which takes most of a round on a trained network (minutes under load) and would otherwise
+    # spend the budget before the checks' feedback is used. Coarsening is cheap (no fit): its
+    # proposals are scored before DAS reads the feedback.
     proposers: list[Any] = [
-        ModelGuidedProposer(), CoarsenProposer(), DASLocationProposer(), EnumerativeProposer()
+        CoarsenProposer(), DASLocationProposer(), ModelGuidedProposer(), EnumerativeProposer()
     ]
     status = "LLM proposer off (--no-llm)"
     if not options.no_llm:
