@@ -50,7 +50,8 @@ from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.synth.accept import (
     SCORED, UNDEFINED, CandidateStatus, ControlVerdict, Thresholds, number, strength, undefined_note,
 )
-from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate, has_more
+from mechsynth.synth.propose import interface
+from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate, expired, has_more
 from mechsynth.synth.store import EXPLANATION_PREFIX, Run, RunStore, candidate_key, config_hash, load_run
 
 if TYPE_CHECKING:
@@ -147,17 +148,21 @@ def default_out(target_name: str, seed: int) -> Path:
 
 
 def default_proposers(options: RunOptions) -> tuple[list[Any], str]:
-    """Model-guided, coarsening and DAS relocation of failing variables, I/O enumeration, then
-    (unless ``no_llm``) the LLM. Returns a status line."""
+    """Coarsening and DAS relocation of failing variables, the model-guided walk, I/O enumeration,
+    then (unless ``no_llm``) the LLM. Returns a status line."""
     from mechsynth.synth.propose.enumerate import EnumerativeProposer
     from mechsynth.synth.propose.model_guided import ModelGuidedProposer
 
     from mechsynth.synth.propose.coarsen import CoarsenProposer
     from mechsynth.synth.propose.das_location import DASLocationProposer
 
-    # Coarsening is cheap (no fit): its proposals are scored before DAS reads the feedback.
+    # The feedback proposers come first: in round 0 they have nothing to act on (the walk runs
+    # first), and in later rounds their few scores and fits come before a new walk of the network,
+    # which takes most of a round on a trained network (minutes under load) and would otherwise
+    # spend the budget before the checks' feedback is used. Coarsening is cheap (no fit): its
+    # proposals are scored before DAS reads the feedback.
     proposers: list[Any] = [
-        ModelGuidedProposer(), CoarsenProposer(), DASLocationProposer(), EnumerativeProposer()
+        CoarsenProposer(), DASLocationProposer(), ModelGuidedProposer(), EnumerativeProposer()
     ]
     status = "LLM proposer off (--no-llm)"
     if not options.no_llm:
@@ -269,7 +274,8 @@ class _Loop:
         self.accepted = 0
         self.seen: set[str] = set()
         self.round = 0
-        self.start = time.monotonic()
+        self.start = interface.now()
+        # The run's one budget: every stage and proposer asks this deadline (interface.expired).
         self.deadline = self.start + opts.budget_seconds
 
     # --- stages --------------------------------------------------------------------------------
@@ -306,6 +312,8 @@ class _Loop:
                 for proposer in active:
                     t0 = time.monotonic()
                     for proposal in proposer.propose(self.context(rnd)):
+                        if self.done():
+                            break  # a proposal made as the budget ran out is not scored
                         offered += 1
                         new += self.handle(proposal, rnd)
                         if self.done():
@@ -324,7 +332,7 @@ class _Loop:
                 self.residual_stage()
             if self.accepted and opts.stop_on_accept:
                 stopped = "accepted"
-            elif time.monotonic() > self.deadline:
+            elif expired(self.deadline):
                 stopped = "budget"
             elif store.count() >= opts.max_candidates:
                 stopped = "candidate limit"
@@ -334,7 +342,7 @@ class _Loop:
         finally:
             for proposer in proposers:
                 self.record_usage(proposer)  # an interrupted round's calls are kept too
-            seconds = time.monotonic() - self.start
+            seconds = interface.now() - self.start
             store.add_timing("total", seconds, stopped)
             store.set_meta(stopped=stopped, last_seconds=seconds)
 
@@ -346,6 +354,10 @@ class _Loop:
         becomes the candidate ``out = rule ? forced : clean``, scored by the same checks and controls
         (its new variables localized, the clean part keeping its correspondence). The search's
         numbers are stored in the run's meta (``residual``) and shown in the report.
+
+        The stage is work like any other: it runs inside the run's budget (at most
+        ``residual_seconds`` of what is left), is skipped once the budget is spent (the timing row
+        says so), and scores no branch after the deadline.
         """
         from mechsynth.synth.propose.residual import BRANCH_PREFIX, residual_search, with_trigger_branch
 
@@ -357,7 +369,11 @@ class _Loop:
         top = pool[0]
         if any(n.startswith(BRANCH_PREFIX) for n in top.hypothesis.program.variables):
             return  # already a branch (a resumed run)
-        self.deadline = max(self.deadline, time.monotonic() + self.opts.residual_seconds)
+        if expired(self.deadline):
+            self.store.add_timing("residual", 0.0, "skipped: the run's budget is spent")
+            self.say("residual: skipped (the run's budget is spent)")
+            return
+        deadline = min(self.deadline, interface.now() + self.opts.residual_seconds)
         t0 = time.monotonic()
         self.say("residual: comparing the best hypothesis with the network on broad inputs")
         residual = residual_search(self.target, top.hypothesis, seed=self.opts.seed)
@@ -390,6 +406,8 @@ class _Loop:
             last = int(self.target.model.cfg.n_layers) - 1
             options.append({**corr, out: Location(act_name("mlp_out", last))})
         for c in options:
+            if expired(deadline):
+                break
             self.handle(Proposal("residual", Hypothesis(branch.program, c), meta={"residual": info}),
                         self.round + 1)
 
@@ -423,7 +441,7 @@ class _Loop:
     def done(self) -> bool:
         if self.accepted and self.opts.stop_on_accept:
             return True
-        return time.monotonic() > self.deadline or self.store.count() >= self.opts.max_candidates
+        return expired(self.deadline) or self.store.count() >= self.opts.max_candidates
 
     def handle(self, proposal: Proposal, rnd: int) -> int:
         """Store one proposal with its verdict; returns 1 when it was new to this invocation."""

@@ -34,7 +34,7 @@ from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.dsl.program import PRIMITIVE_VARIABLES
 from mechsynth.synth.accept import Thresholds
 from mechsynth.synth.propose.das_location import _iia_by_variable
-from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
+from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate, expired
 
 MIN_CLAIMS = 1  # non-primitive claims a coarsened hypothesis keeps at least
 MAX_PER_ROUND = 2  # coarsened proposals per round
@@ -70,6 +70,8 @@ class CoarsenProposer:
         return bool(self._todo(context.best))
 
     def propose(self, context: ProposalContext) -> Iterator[Proposal]:
+        if expired(context.deadline):
+            return  # nothing offered after the deadline: the loop would not score it
         for cand, variable in self._todo(context.best)[:MAX_PER_ROUND]:
             coarse = _without(cand.hypothesis, variable)
             self._tried.add(str(coarse))

@@ -18,6 +18,18 @@ place to the layer's whole attention output (``hook_attn_out``, the sum of every
 as it is (k = 0: nothing fitted), then tries subspaces of the head, then subspaces of the layer's
 attention output. The consumers and the program are unchanged; the checks judge the new place.
 
+A trained network rarely fails interchange at one claim only: the walk claims every variable it
+located, and several of them may be steps the network computes but no causal variable at their
+component (two heads' prefix fractions that layer 1 reads only through the MLP's depth sign; see
+:mod:`synth.propose.coarsen`). Each moved hypothesis is therefore offered twice: as it is, and
+*coarsened* — without the claims of the other variables whose interchange failed in the same
+scores (``das_coarsened`` in its meta). Both are scored (no second fit) and the checks choose;
+without the second reading, reaching "the worst variable in a subspace, the other failing
+claims dropped" takes one round per dropped claim, each behind a walk of the network
+(trained:dyck1: the depth sign at MLP 0 in a k=1 subspace fails interchange at 0.636 with both
+layer-0 fractions and MLP 1 claimed, and passes every check at 0.898, loss recovered 0.996,
+without those three claims).
+
 A fit gets at most ``FIT_SHARE`` of the run's remaining budget (the rest is for scoring the
 fitted hypothesis and its controls, whose refits on the nulls cost as much as the fit). The fit
 is anytime (``synth.das``): cut short, it returns its best rotation so far, which is proposed
@@ -37,7 +49,7 @@ from typing import Any
 from mechsynth.dsl.location import Location, act_name
 from mechsynth.dsl.program import PRIMITIVE_VARIABLES
 from mechsynth.synth.accept import Thresholds
-from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
+from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate, expired
 
 KS = (1, 2, 4)  # subspace sizes tried for a failing variable, in order
 MAX_PER_ROUND = 2  # DAS fits per round (each is a fixed number of gradient steps, or fewer when cut short)
@@ -128,13 +140,13 @@ class DASLocationProposer:
         from mechsynth.synth.check.patching import CheckError
 
         for cand, variable, where, k in self._todo(context.best)[:MAX_PER_ROUND]:
-            if context.deadline is not None and time.monotonic() > context.deadline:
+            if expired(context.deadline):
                 return
             hyp = cand.hypothesis
             self._tried.add((str(hyp.program), variable, str(where), k))
             if k == 0:  # the whole wider place: nothing to fit
                 corr = {**hyp.correspondence, variable: where}
-                yield Proposal(source=self.name, hypothesis=hyp.with_correspondence(corr), meta={
+                yield from self._readings(cand, variable, hyp.with_correspondence(corr), {
                     "das_variable": variable, "das_k": 0, "das_place": str(where),
                     "das_from": str(hyp.correspondence[variable]), "refines": cand.source})
                 continue
@@ -161,4 +173,17 @@ class DASLocationProposer:
                     f"DAS for {variable!r} (k={k}): the run's budget left no time for a step "
                     f"(0 of {cfg.steps}); nothing to score"))
                 continue
-            yield Proposal(source=self.name, hypothesis=fitted, meta=meta)
+            yield from self._readings(cand, variable, fitted, meta)
+
+    def _readings(self, cand: ScoredCandidate, variable: str, moved: Any, meta: Mapping[str, Any]
+                  ) -> Iterator[Proposal]:
+        """The moved hypothesis, then the same without the other failing claims (module docstring)."""
+        yield Proposal(source=self.name, hypothesis=moved, meta=meta)
+        bar = Thresholds().iia
+        failing = sorted(v for v, x in _iia_by_variable(cand.scores).items()
+                         if v != variable and v in moved.correspondence and v not in PRIMITIVE_VARIABLES
+                         and not math.isnan(x) and x < bar)
+        if failing:
+            corr = {k: loc for k, loc in moved.correspondence.items() if k not in failing}
+            yield Proposal(source=self.name, hypothesis=moved.with_correspondence(corr),
+                           meta={**meta, "das_coarsened": failing})

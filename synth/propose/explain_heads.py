@@ -24,6 +24,7 @@ import torch
 
 from mechsynth.synth.propose.enumerate import Pool, fit_map, try_add
 from mechsynth.synth.propose.chains import binary_written, value_indicators
+from mechsynth.synth.propose.interface import expired
 from mechsynth.dsl.location import Location, act_name
 
 from mechsynth.synth.propose.guided_state import (
@@ -204,6 +205,8 @@ def explain_head_soft(
     bos: torch.Tensor,
     avail: list[str],
     th: MatchThresholds,
+    *,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Head matching for trained networks: score candidate selectors by where the head looks.
 
@@ -211,9 +214,9 @@ def explain_head_soft(
     and small shifts (``q == k + c``). A head matters either at every position (its output
     feeds later layers) or only where the task reads the output, so agreement is the better
     of the two; the head's output must then decode the aggregate at those same positions.
+    Past the run's ``deadline`` the ranking stops with the candidates scored so far (anytime).
     """
     from mechsynth.dsl.program import Node
-
     mask = pool.batch.mask
     read = read_mask(pool, obs) & mask
     info: dict[str, Any] = {"selectors": [], "aggregates": [], "agreement": 0.0}
@@ -264,7 +267,10 @@ def explain_head_soft(
     candidates.append((0.5, Node("select", ("tokens", "tokens", "TRUE"), None)))
     bases: list[tuple[float, Any, torch.Tensor]] = []  # plain selects a select_best may narrow
     singles: list[tuple[float, Any, torch.Tensor]] = []  # selects of at most one key per query
-    for cost, node in candidates:
+    for i, (cost, node) in enumerate(candidates):
+        if i % DEADLINE_EVERY == 0 and expired(deadline):
+            info["deadline"] = True
+            break
         try:
             values = pool.evaluate(node)
         except ValueError:
@@ -280,8 +286,8 @@ def explain_head_soft(
             singles.append((cost, node, values))
         for ranking, (rows_name, agreement) in zip(rankings, agreements_of(values)):
             ranking.append((agreement, -cost, rows_name, node, values))
-    _add_conjunctions(rankings, agreements_of)
-    _add_best_of(rankings, agreements_of, pool, bases, causal_values)
+    _add_conjunctions(rankings, agreements_of, deadline)
+    _add_best_of(rankings, agreements_of, pool, bases, causal_values, deadline)
     nominated: list[tuple[float, str, Any, torch.Tensor]] = []
     ranked = [t for ranking in rankings for t in ranking]
     if ranked:  # the closest selector, kept for the run's partial explanation
@@ -604,6 +610,8 @@ def explain_layer_soft(
     bos: torch.Tensor,
     avail: list[str],
     th: MatchThresholds,
+    *,
+    deadline: float | None = None,
 ) -> dict[str, Any] | None:
     """The heads of one layer together: one selection split between them (a sorting layer).
 
@@ -623,7 +631,8 @@ def explain_layer_soft(
                  default=0.0)
     z = obs.flat(act_name("z", layer))
     before = set(state.located)
-    info = explain_head_soft(pool, state, obs, layer, None, z, patterns.mean(1), bos.mean(1), avail, th)
+    info = explain_head_soft(pool, state, obs, layer, None, z, patterns.mean(1), bos.mean(1), avail, th,
+                             deadline=deadline)
     new = [n for n in state.located if n not in before]
     if not info["aggregates"] or info["agreement"] < single + COMPOSITE_GAIN:
         for name in new:
@@ -636,12 +645,13 @@ def explain_layer_soft(
     return info
 
 
+DEADLINE_EVERY = 32  # candidate selectors scored between two looks at the run's deadline
 CONJUNCTION_TOP = 6  # the best single selectors per ranking that are paired into conjunctions
 # How much a composite selector (a conjunction, a select_best) must beat every simpler one by.
 COMPOSITE_GAIN = 0.05
 
 
-def _add_conjunctions(rankings: Sequence[list], agreements_of: Any) -> None:
+def _add_conjunctions(rankings: Sequence[list], agreements_of: Any, deadline: float | None = None) -> None:
     """Rank ``selector_and(s, t)`` of the best single selectors over different variable pairs.
 
     A trained head often attends where two relations hold at once (the mirror position AND
@@ -657,6 +667,8 @@ def _add_conjunctions(rankings: Sequence[list], agreements_of: Any) -> None:
                 singles.append((-neg_cost, node, values))
     best = [max((t[0] for t in ranking), default=0.0) for ranking in rankings]
     for (ca, a, va), (cb, b, vb) in itertools.combinations(singles, 2):
+        if expired(deadline):
+            return
         if a.args[:2] == b.args[:2]:
             continue  # one variable pair: the DSL names that relation directly
         both = va & vb
@@ -688,6 +700,7 @@ def _add_best_of(
     pool: Pool,
     bases: Sequence[tuple[float, Any, torch.Tensor]],
     causal_values: torch.Tensor | None,
+    deadline: float | None = None,
 ) -> None:
     """Rank ``select_best(select(k, q, pred), score, ARGMIN|ARGMAX)`` for each plain base select.
 
@@ -720,6 +733,8 @@ def _add_best_of(
             values = values & causal_values
         todo.append((base_cost + pool.items[relabelled].cost - pool.items[q].cost, new, values))
     for base_cost, node, values in todo:
+        if expired(deadline):
+            return
         k = node.args[0]
         for scores in dict.fromkeys((k, "indices")):
             if scores not in pool.items:

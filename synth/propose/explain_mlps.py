@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 from typing import TYPE_CHECKING, Any
 from collections.abc import Sequence
 
 import torch
 
 from mechsynth.synth.propose.enumerate import Pool, agreement, function_instances, try_add
+from mechsynth.synth.propose.interface import expired
 from mechsynth.dsl.location import Location, act_name
 
 from mechsynth.synth.propose.guided_state import (
@@ -101,7 +101,7 @@ def explain_mlp(
     step = max(1, sub.shape[0] // SCREEN_ROWS)
     screen = sub[::step]
     for i, (cost, node) in enumerate(candidates):
-        if deadline is not None and i % 64 == 0 and time.monotonic() > deadline:
+        if i % 64 == 0 and expired(deadline):
             state.notes.append(f"MLP {layer}: deadline reached after {i} of {len(candidates)} candidates")
             info["deadline"] = True
             break
@@ -255,7 +255,7 @@ def read_lookup(
     )
     where = Location(act_name("mlp_out", layer))
     for args in argsets[:LOOKUP_ARGSETS]:
-        if deadline is not None and time.monotonic() > deadline:
+        if expired(deadline):
             return None
         defined = rows.clone()
         for a in args:

@@ -11,10 +11,17 @@ Proposers are plain objects with a ``name`` and a ``propose(context)`` generator
 A proposal may be *rejected before scoring* (malformed LLM text, an ill-typed
 program): it is still yielded, with ``error`` set, so the loop counts and stores it
 with its reason instead of silently dropping it.
+
+**The budget.** A run has one deadline, a ``time.monotonic()`` value the loop computes once
+from ``--budget-seconds`` and hands to every proposer as ``context.deadline``. Every proposer
+and every long loop inside one asks :func:`expired` before each unit of work (a layer, a head,
+a chunk of candidate selectors, a DAS fit) and stops there, keeping what it has: the run stops
+starting new work at the deadline and abandons the unit in flight within seconds.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from collections.abc import Iterator, Mapping, Sequence
@@ -76,6 +83,16 @@ class Proposer(Protocol):
     def propose(self, context: ProposalContext) -> Iterator[Proposal]:
         """Yield proposals; stop early when ``context.deadline`` has passed."""
         ...
+
+
+def now() -> float:
+    """The clock every deadline of a run is a value of (tests replace it to expire a deadline)."""
+    return time.monotonic()
+
+
+def expired(deadline: float | None) -> bool:
+    """Whether the run's ``deadline`` (None: no deadline) has passed: no new work after it."""
+    return deadline is not None and now() > deadline
 
 
 def has_more(proposer: Any, context: ProposalContext) -> bool:

@@ -63,7 +63,7 @@ from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.dsl.program import PRIMITIVE_VARIABLES
 from mechsynth.dsl.location import Location, act_name
 from mechsynth.synth.accept import Thresholds
-from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate
+from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate, expired
 
 from mechsynth.synth.propose.explain_heads import (
     _shifted_predicate, explain_head, explain_head_soft, explain_layer_soft, padded_patterns,
@@ -131,6 +131,8 @@ class ModelGuidedProposer:
         return context.round < len(self.schedule(context.target)) or bool(self._refutations(context.best))
 
     def propose(self, context: ProposalContext) -> Iterator[Proposal]:
+        if expired(context.deadline):
+            return  # a walk takes minutes on a trained network: none starts after the deadline
         obs = context.observations
         bars = self.schedule(context.target)
         learned = self.learn(context.best)
@@ -327,7 +329,7 @@ def walk(
 
     network_out = network_outputs(pool, obs)
     for layer in range(obs.n_layers):
-        if deadline is not None and time.monotonic() > deadline:
+        if expired(deadline):
             state.notes.append(f"deadline reached before layer {layer}")
             break
         avail = available(layer, float(layer))
@@ -335,13 +337,17 @@ def walk(
         counting: list[str] = []
         new_attn: list[str] = []
         for head in range(obs.n_heads):
+            if expired(deadline):
+                state.notes.append(f"deadline reached before head {layer}.{head}")
+                break
             z = obs.flat(act_name("z", layer), head)
             if float(z.double().var(0).sum()) < 1e-8:
                 continue
-            explain = explain_head_soft if thresholds.conflict > 0 else explain_head
-            info = explain(
-                pool, state, obs, layer, head, z, patterns[:, head], bos[:, head], avail, thresholds
-            )
+            args = (pool, state, obs, layer, head, z, patterns[:, head], bos[:, head], avail, thresholds)
+            if thresholds.conflict > 0:
+                info = explain_head_soft(*args, deadline=deadline)
+            else:
+                info = explain_head(*args)
             state.heads[(layer, head)] = info
             # A head attending to two keys at once writes a function of both values: the pair of
             # operands (pooled, not located) is offered to the MLP that may compute a lookup of it,
@@ -352,7 +358,8 @@ def walk(
             # a head that counts (tracr's selector width) writes no aggregate of its own.
             counting += info.get("selectors", [])
         if thresholds.conflict > 0:  # trained heads may split one selection between them
-            joint = explain_layer_soft(pool, state, obs, layer, patterns, bos, avail, thresholds)
+            joint = explain_layer_soft(pool, state, obs, layer, patterns, bos, avail, thresholds,
+                                       deadline=deadline)
             if joint is not None:
                 state.layers[layer] = joint
                 new_attn += joint["aggregates"]
@@ -364,7 +371,10 @@ def walk(
             state.mlps[layer] = explain_mlp(
                 pool, state, layer, act, mlp_avail, counting, thresholds, labellings, network_out, deadline
             )
-    _match_outputs(state, obs, thresholds)
+    if expired(deadline):
+        state.notes.append("deadline reached before the output was matched")
+    else:
+        _match_outputs(state, obs, thresholds)
     return state
 
 

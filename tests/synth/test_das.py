@@ -97,3 +97,38 @@ def test_fit_interchange_is_the_checks_interchange():
         values = fitted.read(group.source_acts)[src]
         checked, _ = run(target.model, group.tokens, [Edit(fitted, values, group.positions)])
         assert torch.allclose(trained_on, checked, atol=1e-5)
+
+
+def test_on_a_causal_network_the_stacked_step_has_the_per_length_objective():
+    """Right-padded and stacked, the length groups of a causal network (LayerNorm, GPT-2 style) give
+    each row the logits and the objective of its own group's pass, for any basis; a bidirectional
+    network is not stacked."""
+    import dataclasses
+
+    from mechsynth.models.bridge import build_bridge
+    from tiny_targets import _config
+
+    base = tiny_target(3)
+    model = build_bridge({**_config(3), "attention_dir": "causal", "normalization_type": "LN"})
+    target = dataclasses.replace(base, model=model)
+    assert das._causal(target) and not das._causal(base)
+    site = resolve(model, Location(MLP0), probe(model))
+    cfg = das.DASConfig(k=2, n_train=64, steps=1, seed=0)
+    inputs = split.draw(target.task.sample, cfg.n_train, cfg.seed, train=True)
+    groups = das._groups(target, COPY, "out", site, cfg, inputs)
+    assert len({int(g.tokens.shape[1]) for g in groups}) > 1
+    stacked = das._stacked(target, site, groups, cfg.n_sources)
+    basis = torch.linalg.qr(torch.randn(int(site.shape[-1]), 2, generator=torch.Generator().manual_seed(5))).Q
+    with torch.no_grad():
+        for draw in range(cfg.n_sources):
+            logits = das._patched_logits(target, site, stacked, stacked.sources[draw], basis)
+            losses, start = [], 0
+            for g in groups:
+                n, t = g.tokens.shape
+                own = das._patched_logits(target, site, g, g.sources[draw], basis)
+                assert torch.allclose(logits[start:start + n, :t], own, atol=1e-5)
+                if bool(g.masks[draw].any()):
+                    losses.append(float(das._loss(target, own, g.targets[draw], g.masks[draw])))
+                start += n
+            expected = sum(losses) / len(losses)
+            assert abs(float(das._stacked_loss(target, logits, stacked, draw)) - expected) < 1e-5

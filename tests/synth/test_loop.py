@@ -312,3 +312,42 @@ def test_the_checks_refute_a_wrong_first_candidate_and_the_search_refines_it(his
     assert [e.location for e in walker.excluded] == [wrong]  # the refuted explanation
     assert result.accepted and [c.round for c in later if c.status == "accepted"] == [1]  # the refined one
     assert any(m.startswith("round 1: ") for m in said)
+
+
+def test_a_budget_spent_in_round_0_starts_no_round_1_and_scores_nothing_more(hist, tmp_path, monkeypatch):
+    """The run's one deadline: a proposal offered after it is not scored, no later round starts, the
+    residual stage is skipped, what was scored is kept and the run says it stopped on its budget.
+    The clock is the run's own (interface.now), moved past the deadline by the first score."""
+    from mechsynth.synth.propose import interface
+
+    late = {"on": False}
+    real_now = interface.now
+    monkeypatch.setattr(interface, "now", lambda: real_now() + (1e6 if late["on"] else 0.0))
+
+    class EveryRound:
+        name = "every-round"
+
+        def __init__(self):
+            self.rounds = []
+
+        def propose(self, context):
+            self.rounds.append(context.round)
+            for h in _wrong_hypotheses(3):
+                yield Proposal(source=self.name, hypothesis=h)
+
+    scored = []
+
+    def fake_score(target, hypothesis):
+        scored.append(str(hypothesis))
+        late["on"] = True  # this unit finishes; nothing after it starts
+        return {"behaviour": 0.5, "loss_recovered": 0.1, "iia": 0.2}
+
+    proposer = EveryRound()
+    result = run(hist, out=tmp_path / "b", proposers=[proposer], score_fn=fake_score, controls=NoControls(),
+                 thresholds=Thresholds(prefilter_behaviour=0.0), budget_seconds=300)
+    assert proposer.rounds == [0] and len(scored) == 1
+    assert result.n_scored == 1 and result.stopped == "budget"
+    with open_run(tmp_path / "b") as store:
+        assert "residual" in store.timings()
+        notes = [r[0] for r in store._db.execute("SELECT note FROM timings WHERE stage = 'residual'")]
+    assert notes == ["skipped: the run's budget is spent"]

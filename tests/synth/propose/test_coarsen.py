@@ -47,3 +47,14 @@ def test_nothing_is_coarsened_that_misses_the_behaviour_bar_is_accepted_or_has_o
     assert not proposer.has_more(ProposalContext(None, None, best=(lone,)))
     passing = {"behaviour": 1.0, "iia[frac]": 0.9, "iia[sign]": 0.85, "iia[out]": 0.99}
     assert not proposer.has_more(ProposalContext(None, None, best=(_cand(passing),)))
+
+
+def test_nothing_is_offered_past_the_deadline() -> None:
+    from mechsynth.synth.propose.interface import now
+
+    scores = {"behaviour": 1.0, "iia[frac]": 0.55, "iia[sign]": 0.7, "iia[out]": 0.95}
+    proposer = CoarsenProposer()
+    late = ProposalContext(None, None, best=(_cand(scores),), deadline=now() - 1.0)
+    assert list(proposer.propose(late)) == []
+    (first,) = list(proposer.propose(ProposalContext(None, None, best=(_cand(scores),))))
+    assert first.meta["coarsen_dropped"] == "frac"  # the late round took nothing off the list

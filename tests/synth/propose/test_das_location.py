@@ -85,3 +85,38 @@ def test_a_head_variable_is_widened_to_its_layers_attention_output_first():
     (fitted,) = list(proposer.propose(ctx))
     assert fitted.hypothesis.correspondence["out"].hook == "blocks.0.attn.hook_z"
     assert fitted.hypothesis.correspondence["out"].subspace.k == 1
+
+
+def test_past_the_deadline_nothing_is_fitted(monkeypatch):
+    from mechsynth.synth import das
+    from mechsynth.synth.propose.interface import now
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted past the deadline")
+
+    monkeypatch.setattr(das, "with_das", no_fit)
+    hyp = Hypothesis(COPY, {"tokens": EMBED, "out": "blocks.0.hook_mlp_out[dims=3,4,5]"})
+    failed = ScoredCandidate(hyp, "model-guided", {"iia[out]": 0.1})
+    proposer = DASLocationProposer(steps=20, n_train=32)
+    ctx = ProposalContext(rotated_copy_target(), None, best=(failed,), deadline=now() - 1.0)
+    assert list(proposer.propose(ctx)) == [] and proposer.usage()["summary"]["fits"] == 0
+    assert proposer.has_more(ctx)  # the feedback is still there: a resumed run may fit it
+
+
+def test_the_moved_hypothesis_is_also_offered_without_the_other_failing_claims():
+    """One fit, two readings: the worst variable in its subspace with every claim kept, and the same
+    without the claims of the other variables whose interchange failed (the passing ones stay)."""
+    from mechsynth import dsl
+
+    program = dsl.parse("mid = map(identity, tokens)\nkept = map(identity, tokens)\nout = map(identity, mid)")
+    claims = {"tokens": EMBED, "mid": "blocks.0.attn.hook_z[0]", "kept": "blocks.0.attn.hook_z[1]",
+              "out": "blocks.0.hook_mlp_out[dims=3,4,5]"}
+    scores = {"iia[tokens]": 1.0, "iia[mid]": 0.5, "iia[kept]": 0.9, "iia[out]": 0.1, "iia[mid+out]": 0.05}
+    failed = ScoredCandidate(Hypothesis(program, claims), "model-guided", scores)
+    proposer = DASLocationProposer(steps=8, n_train=32)
+    moved, coarse = list(proposer.propose(ProposalContext(rotated_copy_target(), None, best=(failed,))))
+    assert set(moved.hypothesis.correspondence) == set(claims) and "das_coarsened" not in moved.meta
+    assert set(coarse.hypothesis.correspondence) == {"tokens", "kept", "out"}
+    assert coarse.hypothesis.correspondence["out"] == moved.hypothesis.correspondence["out"]  # one fit
+    assert coarse.hypothesis.correspondence["out"].subspace.k == 1
+    assert coarse.meta["das_coarsened"] == ["mid"] and proposer.usage()["summary"]["fits"] == 1

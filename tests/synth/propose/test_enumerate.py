@@ -72,3 +72,43 @@ def test_enumeration_is_seeded():
     a = [str(p) for p in enumerate_programs(inputs, [[0] * len(x) for x in inputs], max_size=3, seed=1)[0]]
     b = [str(p) for p in enumerate_programs(inputs, [[0] * len(x) for x in inputs], max_size=3, seed=1)[0]]
     assert a == b
+
+
+def _masked_equal(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> bool:
+    from mechsynth.synth.propose.enumerate import _SCALE
+
+    if a.dtype == torch.bool:
+        return bool(torch.equal(a[mask], b[mask]))
+    ra, rb = (torch.nan_to_num(torch.round(x[mask] * _SCALE), nan=-7.0e15) for x in (a, b))
+    return bool(torch.equal(ra, rb))
+
+
+def test_value_keys_tell_tensors_apart_on_the_real_positions_only():
+    """Two value tensors get one key iff they agree where the mask is set (None included), whatever
+    lies outside it: selectors ([N, T, T] bool) and numbers ([N, T], NaN for None)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mechsynth.synth.propose.enumerate import value_key
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(0, 2**31 - 1), st.booleans())
+    def check(seed: int, selector: bool) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        shape = (3, 4, 4) if selector else (3, 5)
+        mask = torch.rand(shape, generator=gen) > 0.3
+        if selector:
+            a = torch.rand(shape, generator=gen) > 0.5
+        else:
+            a = torch.randint(0, 3, shape, generator=gen).double() / 2
+            a[torch.rand(shape, generator=gen) > 0.8] = float("nan")
+        junk = a.clone()
+        junk[~mask] = (~a[~mask]) if selector else 7.0  # differs only off the mask
+        flip = a.clone()
+        where = torch.nonzero(mask)[: int(torch.randint(0, 2, (1,), generator=gen))]
+        for idx in where.tolist():
+            flip[tuple(idx)] = (not bool(a[tuple(idx)])) if selector else float(a[tuple(idx)]) + 0.5
+        assert value_key(a, mask) == value_key(junk, mask)
+        assert (value_key(a, mask) == value_key(flip, mask)) == _masked_equal(a, flip, mask)
+
+    check()

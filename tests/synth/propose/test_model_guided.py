@@ -214,3 +214,57 @@ def test_an_output_map_claimed_at_an_mlp_is_also_proposed_unclaimed() -> None:
     assert _final_map_claim(state, program, {**tokens, "out": mlp}) is None
     at_head = Location(act_name("z", 1), head=0)
     assert _final_map_claim(state, program, {**tokens, "m": head, "out": at_head}) is None
+
+
+def test_past_the_deadline_the_proposer_does_not_walk(target_named, monkeypatch):
+    """A walk costs minutes on a trained network: handed a spent budget, the proposer returns at once."""
+    from mechsynth.synth.observe import observe
+    from mechsynth.synth.propose import model_guided
+    from mechsynth.synth.propose.interface import ProposalContext, now
+
+    def no_walk(*args, **kwargs):
+        raise AssertionError("walked past the deadline")
+
+    monkeypatch.setattr(model_guided, "walk", no_walk)
+    target = target_named("tracr:hist")
+    obs = observe(target, per_length=16)
+    proposer = model_guided.ModelGuidedProposer()
+    assert list(proposer.propose(ProposalContext(target, obs, deadline=now() - 1.0))) == []
+    assert proposer.last_state is None
+
+
+def test_the_walk_stops_inside_a_head_at_the_deadline(target_named, monkeypatch):
+    """The deadline is asked before each layer, each head, each chunk of candidate selectors and the
+    output; a clock that runs out during the first head's ranking leaves every later component
+    unexplained, says so, and matches no output (a clock of question counts, not seconds)."""
+    import itertools
+
+    from mechsynth.synth.observe import observe
+    from mechsynth.synth.propose import interface
+    from mechsynth.synth.propose.explain_heads import DEADLINE_EVERY
+    from mechsynth.synth.propose.guided_state import MatchThresholds
+    from mechsynth.synth.propose.model_guided import walk
+
+    obs = observe(target_named("tracr:hist"), per_length=16)
+    ticks = itertools.count()
+    monkeypatch.setattr(interface, "now", lambda: float(next(ticks)))
+    # ticks 0, 1: before layer 0 and its first head; 2: its candidate 0; 3: candidate 32, past the deadline.
+    state = walk(obs, MatchThresholds.soft(), deadline=2.5)
+    (first, *later) = sorted(state.heads)
+    assert state.heads[first].get("deadline") is True
+    assert later == [] and state.mlps.get(0, {}).get("deadline", True)
+    assert state.outputs == [] and "deadline reached before the output was matched" in state.notes
+    assert state.pool.n_evaluated < 2 * DEADLINE_EVERY
+
+
+def test_an_expired_deadline_explains_nothing(target_named):
+    from mechsynth.synth.observe import observe
+    from mechsynth.synth.propose.guided_state import MatchThresholds
+    from mechsynth.synth.propose.interface import now
+    from mechsynth.synth.propose.model_guided import walk
+
+    obs = observe(target_named("tracr:hist"), per_length=16)
+    state = walk(obs, MatchThresholds.soft(), deadline=now() - 1.0)
+    assert state.heads == {} and state.mlps == {} and state.outputs == []
+    assert state.pool.n_evaluated == 0
+    assert state.notes[0] == "deadline reached before layer 0"
