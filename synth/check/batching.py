@@ -70,13 +70,14 @@ in the order the checks have always drawn in, so both modes see the same draws.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
 
 import torch
 
+from mechsynth.models.bridge import Entering, Stage, join_stage, max_stage
 from mechsynth.synth.check.patching import Edit, PassCounter, Pull, Site, block_starts, run, site_layer
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ class CleanRun:
     embeds: Mapping[Site, torch.Tensor]  # whole embedding sites -> [n, T, d_model]
     sites: Mapping[Site, torch.Tensor]  # claimed sites -> site values [n, T, ...]
     resid: tuple[torch.Tensor, ...] = ()  # residual stream entering each block [n, T, d_model]
+    joins: Mapping[tuple[int, Stage], torch.Tensor] = field(default_factory=dict)  # claims.Group.joins
 
     @functools.cached_property
     def token_index(self) -> _RowIndex:
@@ -152,7 +154,7 @@ class CleanRun:
     def of_group(cls, group: Group, claims: Claims) -> CleanRun:
         return cls(
             group.tokens, group.clean_logits, dict(zip(claims.embed_sites, group.embeds)),
-            {c.site: group.clean[name] for name, c in claims.claims.items()}, group.resid,
+            {c.site: group.clean[name] for name, c in claims.claims.items()}, group.resid, group.joins,
         )
 
 
@@ -362,39 +364,47 @@ def _run_one_by_one(
     return logits
 
 
-def _entry_layers(
+def _entry_points(
     model: TransformerBridge, blocks: Sequence[Block], clean: CleanRun | None
-) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
-    """The block each block's rows enter the network at, and their clean rows (for the residual).
+) -> tuple[dict[str, tuple[int, Stage]], dict[str, torch.Tensor]]:
+    """Where each block's rows enter the network (block, and stage inside it), and their clean rows.
 
     A block enters at the first block with one of its patches or with a site other blocks read from
     it (-1: at the embeddings); before that its rows are clean rows, so the residual stream they
-    carry is the clean one. Rows whose tokens are no clean row's, or a run without the clean
-    residuals, start at the embeddings.
+    carry is the clean one. Inside that block it joins at the latest stage its first such hooks
+    allow (models.bridge.join_stage) and the clean run kept the values for. Rows whose tokens are no
+    clean row's, or a run without the clean residuals, start at the embeddings.
     """
     if clean is None or not clean.resid:
-        return {b.name: -1 for b in blocks}, {}
+        return {b.name: (-1, Stage.BLOCK) for b in blocks}, {}
     starts = block_starts(model)
     last = len(starts) - 1
     sourced = _sourced_sites(blocks)
-    layers, rows = {}, {}
+    top = max_stage(model) or Stage.BLOCK
+    points, rows = {}, {}
     for b in blocks:
         sites = [p.site for p in b.patches] + sourced.get(b.name, [])
         layer = min((site_layer(s, starts) for s in sites), default=last)
         found = clean.rows_of_tokens(b.tokens) if layer >= 0 else None
         if found is None or not bool((found >= 0).all()):
-            layer = -1
-        layers[b.name] = min(layer, last)
-        if layer >= 0:
-            rows[b.name] = found
-    return layers, rows
+            points[b.name] = (-1, Stage.BLOCK)
+            continue
+        layer = min(layer, last)
+        first = [s for s in sites if site_layer(s, starts) == layer]
+        stage = min((join_stage(model, layer, s.hook) for s in first), default=top)
+        while stage > Stage.BLOCK and not all((layer, Stage(k)) in clean.joins
+                                              for k in range(Stage.ATTN_OUT, stage + 1)):
+            stage = Stage(stage - 1)  # the clean run did not keep what this stage needs
+        points[b.name] = (layer, stage)
+        rows[b.name] = found
+    return points, rows
 
 
 def _run_fused(
     model: TransformerBridge, blocks: Sequence[Block], counter: PassCounter, clean: CleanRun | None = None
 ) -> dict[str, torch.Tensor | None]:
-    layers, clean_rows = _entry_layers(model, blocks, clean)
-    order = sorted(blocks, key=lambda b: layers[b.name])  # rows that enter later join the batch later
+    points, clean_rows = _entry_points(model, blocks, clean)
+    order = sorted(blocks, key=lambda b: points[b.name])  # rows that enter later join the batch later
     starts, start = {}, 0
     for b in order:
         starts[b.name] = start
@@ -406,9 +416,11 @@ def _run_fused(
             values = p.values if p.source is None else Pull(p.rows + starts[p.source])
             edits.append(Edit(p.site, values, p.positions, rows))
     entering = []
-    for layer in sorted({layers[b.name] for b in order} - {-1}):
-        here = [clean.resid[layer][clean_rows[b.name]] for b in order if layers[b.name] == layer]
-        entering.append((layer, torch.cat(here)))
+    for layer, stage in sorted({points[b.name] for b in order if points[b.name][0] >= 0}):
+        idx = torch.cat([clean_rows[b.name] for b in order if points[b.name] == (layer, stage)])
+        z = clean.joins[(layer, Stage.ATTN_OUT)][idx] if stage >= Stage.ATTN_OUT else None
+        post = clean.joins[(layer, Stage.MLP_OUT)][idx] if stage >= Stage.MLP_OUT else None
+        entering.append(Entering(layer, clean.resid[layer][idx], stage, z, post))
     tokens = torch.cat([b.tokens for b in order])
     logits, _ = run(model, tokens, edits, counter=counter, entering=entering)
     return {b.name: logits[starts[b.name] : starts[b.name] + int(b.tokens.shape[0])] for b in blocks}

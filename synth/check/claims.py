@@ -32,13 +32,13 @@ program's values (as float64 codes, see dsl.values) for every variable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
 
 import torch
 
-from mechsynth.models.bridge import can_stage
+from mechsynth.models.bridge import Stage, can_stage, join_stage
 from mechsynth.dsl.program import PRIMITIVE_VARIABLES as PRIMITIVES
 from mechsynth.dsl.hypothesis import Hypothesis
 from mechsynth.dsl.location import Location, act_name
@@ -48,9 +48,11 @@ from mechsynth.synth.check.patching import (
     PassCounter,
     ReadIndex,
     Site,
+    block_starts,
     probe,
     resolve,
     run,
+    site_layer,
 )
 
 if TYPE_CHECKING:
@@ -158,6 +160,9 @@ class Group:
     # run from a later block, models.bridge.can_stage): patched rows start at their first patched block.
     resid: tuple[torch.Tensor, ...] = ()
     values: Mapping[str, torch.Tensor] | None = None  # every program variable's value, selectors included
+    # Clean values where rows join inside a block (models.bridge.Stage): (layer, stage) -> the whole
+    # ``hook_z`` (ATTN_OUT) or ``hook_post`` (MLP_OUT) of that block, for the blocks a claim sits in.
+    joins: Mapping[tuple[int, Stage], torch.Tensor] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -207,6 +212,23 @@ def _resid_sites(model: Any, info: HookInfo) -> list[Site]:
     return [resolve(model, Location(act_name("resid_pre", layer)), info) for layer in layers]
 
 
+def _join_sites(model: Any, claims: Claims) -> dict[tuple[int, Stage], Site]:
+    """The whole ``hook_z`` / ``hook_post`` of each block where a row whose first patch is a claimed
+    site can join inside the block (models.bridge.join_stage): what the clean pass must keep."""
+    starts = block_starts(model, claims.info)
+    out: dict[tuple[int, Stage], Site] = {}
+    for claim in claims.claims.values():
+        layer = site_layer(claim.site, starts)
+        if layer < 0:
+            continue
+        stage = join_stage(model, layer, claim.site.hook)
+        if stage >= Stage.ATTN_OUT:
+            out[(layer, Stage.ATTN_OUT)] = resolve(model, Location(act_name("z", layer)), claims.info)
+        if stage >= Stage.MLP_OUT:
+            out[(layer, Stage.MLP_OUT)] = resolve(model, Location(act_name("post", layer)), claims.info)
+    return out
+
+
 def prepare_groups(
     target: Target, claims: Claims, inputs: Sequence[Sequence[Any]], counter: PassCounter, min_size: int = 2
 ) -> list[Group]:
@@ -216,6 +238,8 @@ def prepare_groups(
     capture = [c.site for c in claims.claims.values()] + list(claims.embed_sites)
     resid_sites = _resid_sites(target.model, claims.info) if can_stage(target.model) else []
     capture += [s for s in resid_sites if s not in capture]
+    join_sites = _join_sites(target.model, claims) if resid_sites else {}
+    capture += [s for s in join_sites.values() if s not in capture]
     for length, xs in group_by_length(inputs).items():
         if len(xs) < min_size:
             continue
@@ -229,6 +253,7 @@ def prepare_groups(
                 clean_logits=logits, clean={n: acts[c.site] for n, c in claims.claims.items()},
                 embeds=tuple(acts[s] for s in claims.embed_sites), codes=_codes(values), batch=batch,
                 resid=tuple(acts[s] for s in resid_sites), values=values,
+                joins={key: acts[s] for key, s in join_sites.items()},
             )
         )
     return out

@@ -41,7 +41,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from mechsynth.dsl.location import Location, Subspace, act_name
-from mechsynth.models.bridge import can_stage, staged_forward
+from mechsynth.models.bridge import Entering, can_stage, staged_forward
 from mechsynth.models.device import module_device
 
 if TYPE_CHECKING:
@@ -295,7 +295,7 @@ def run(
     *,
     counter: PassCounter | None = None,
     need_logits: bool = True,
-    entering: Sequence[tuple[int, torch.Tensor]] = (),
+    entering: Sequence[Entering | tuple[int, torch.Tensor]] = (),
 ) -> tuple[torch.Tensor | None, dict[Site, torch.Tensor]]:
     """One forward pass with edits applied; returns (logits or None, captured site values).
 
@@ -304,15 +304,17 @@ def run(
     captured hook, which saves the later layers.
 
     ``entering`` (increasing layers) lets the last rows of the batch skip the blocks before the
-    one they enter (models.bridge.staged_forward): ``(layer, residual)`` gives the residual
-    stream entering block ``layer`` of ``k`` rows, which must be what those rows' own ``tokens``
-    produce there (no edit of theirs before that block). At a hook, only the rows that have
+    one they enter (models.bridge.staged_forward): an `Entering` (or ``(layer, residual)``) gives
+    the residual stream entering block ``layer`` of ``k`` rows, and for a later stage the clean
+    values inside that block where they join, which must be what those rows' own ``tokens``
+    produce there (no edit of theirs before that point). At a hook, only the rows that have
     entered are in the activation, so an edit's rows must lie among them. Where the model cannot
     be run in stages (models.bridge.can_stage), every row runs from its tokens, which gives the
     same result.
     """
+    entering = [e if isinstance(e, Entering) else Entering(int(e[0]), e[1]) for e in entering]
     staged = bool(entering) and not capture and can_stage(model)
-    joined = sum(int(r.shape[0]) for _, r in entering) if staged else 0
+    joined = sum(e.rows for e in entering) if staged else 0
     by_hook: dict[str, list[Edit]] = {}
     for e in edits:
         by_hook.setdefault(e.site.hook, []).append(e)

@@ -145,21 +145,24 @@ def test_fused_equals_reference_for_any_seed(seed, n, ablation):
 
 
 def test_rows_enter_the_network_at_their_first_patched_block(monkeypatch):
-    """tracr:reverse's ground truth: every block left to run patches only ``reverse`` (block 3) and
-    reads nothing earlier, so all its rows join the pass at block 3 from the clean residual, and the
-    numbers are the one-block-per-pass reference's."""
+    """tracr:reverse's ground truth: every block left to run patches only ``reverse`` (block 3's
+    ``hook_z``) and reads nothing earlier, so all its rows join the pass inside block 3, at the
+    attention's output projection, from the clean residual and z, and the numbers are the
+    one-block-per-pass reference's."""
+    from mechsynth.models.bridge import Stage
     from mechsynth.synth.check import patching
 
-    entered: list[list[int]] = []
+    entered: list[list[tuple[int, Stage]]] = []
     real = patching.staged_forward
 
     def spy(model, tokens, entering=()):
-        entered.append([layer for layer, _ in entering] + ([-1] if tokens.shape[0] else []))
+        start = [(-1, Stage.BLOCK)] if tokens.shape[0] else []
+        entered.append([(e.layer, e.stage) for e in entering] + start)
         return real(model, tokens, entering)
 
     monkeypatch.setattr(patching, "staged_forward", spy)
     target = load("tracr:reverse")
     fused = score(target, target.ground_truth, n=64, seed=0, lengths="same")
-    assert entered and all(layers == [3] for layers in entered)
+    assert entered and all(points == [(3, Stage.ATTN_OUT)] for points in entered)
     reference = score(target, target.ground_truth, n=64, seed=0, lengths="same", batching=Batching.REFERENCE)
     assert_same(fused.to_json(), reference.to_json())
