@@ -155,9 +155,12 @@ def default_proposers(options: RunOptions) -> tuple[list[Any], str]:
     from mechsynth.synth.propose.coarsen import CoarsenProposer
     from mechsynth.synth.propose.das_location import DASLocationProposer
 
+    # Feedback proposers first: they refine a scored candidate and have nothing in round 0, so the
+    # walk still opens the run; in later rounds they go before the walk's re-run, which can take the
+    # whole remaining budget (trained:dyck1_next: 149 s at load 3.4, leaving DAS no turn).
     # Coarsening is cheap (no fit): its proposals are scored before DAS reads the feedback.
     proposers: list[Any] = [
-        ModelGuidedProposer(), CoarsenProposer(), DASLocationProposer(), EnumerativeProposer()
+        CoarsenProposer(), DASLocationProposer(), ModelGuidedProposer(), EnumerativeProposer()
     ]
     status = "LLM proposer off (--no-llm)"
     if not options.no_llm:
