@@ -351,3 +351,19 @@ def test_a_budget_spent_in_round_0_starts_no_round_1_and_scores_nothing_more(his
         assert "residual" in store.timings()
         notes = [r[0] for r in store._db.execute("SELECT note FROM timings WHERE stage = 'residual'")]
     assert notes == ["skipped: the run's budget is spent"]
+
+
+def test_feedback_proposers_go_before_the_walk_and_have_nothing_in_round_0(hist):
+    """The walk's re-run can take a whole round's budget, so the proposers that refine a scored
+    candidate (coarsen, DAS) must get their turn first; with no scored candidate yet they offer
+    nothing, so round 0 still opens with the walk."""
+    from mechsynth.synth.loop import RunOptions, default_proposers
+    from mechsynth.synth.propose.interface import ProposalContext, has_more
+
+    proposers, _ = default_proposers(RunOptions(no_llm=True))
+    names = [p.name for p in proposers]
+    walk = next(i for i, p in enumerate(proposers) if type(p).__name__ == "ModelGuidedProposer")
+    for feedback in ("CoarsenProposer", "DASLocationProposer"):
+        at = next(i for i, p in enumerate(proposers) if type(p).__name__ == feedback)
+        assert at < walk, names
+        assert not has_more(proposers[at], ProposalContext(hist, None)), feedback
