@@ -257,12 +257,6 @@ def explain_head_soft(
         for k, q, node in _functional_selectors(pool, state, pattern, rows, reps):
             if all(node != c[1] for c in candidates):
                 candidates.append((pool.items[k].cost + pool.items[q].cost + 2.0, node))
-    # A split head's two keys, named where the task reads and wherever the head reads two keys
-    # (an earlier position whose pair a later layer moves to the read position: a carry).
-    for rows in (read, two_key_rows(pool, pattern)):
-        for k, q, node in _split_selectors(pool, state, pattern, rows, reps):
-            if all(node != c[1] for c in candidates):
-                candidates.append((pool.items[k].cost + pool.items[q].cost + 2.0, node))
     # Attention spread over every key (a count over the whole input): one canonical selector.
     candidates.append((0.5, Node("select", ("tokens", "tokens", "TRUE"), None)))
     bases: list[tuple[float, Any, torch.Tensor]] = []  # plain selects a select_best may narrow
@@ -329,28 +323,12 @@ def explain_head_soft(
         rows = mask if rows_name == "all" else read
         for name in _head_aggregates(pool, state, layer, head, z, avail, th, sel, rows):
             info["aggregates"].append(name)
-    # An aggregate that is a function of the query's position alone (the mean index of a fixed
-    # window) says where the head reads, not what: the head is also tried as a read of two operands.
-    if all(positional(pool, name) for name in info["aggregates"]):
-        rows_by_name = {"read": read, "all": mask, "two_keys": two_key_rows(pool, pattern)}
-        split = split_operands(pool, state, z, pattern, avail, th, singles, rows_by_name)
+    if not info["aggregates"]:
+        split = split_operands(pool, state, z, pattern, avail, th, singles, {"read": read, "all": mask})
         if split is not None:
             info["split"] = split
             info["operands"] = list(split.operands)
     return info
-
-
-def positional(pool: Pool, name: str) -> bool:
-    """Whether a variable's values are a function of (length, position) alone: it reads no token."""
-    values = pool.values[name]
-    mask = pool.batch.mask
-    where = torch.stack([mask.sum(-1, keepdim=True).expand_as(mask), pool.values["indices"].long()], -1)[mask]
-    codes = torch.nan_to_num(values[mask], nan=-7.0e15)
-    _, cls = torch.unique(where, dim=0, return_inverse=True)
-    n = int(cls.max()) + 1 if cls.numel() else 0
-    lo = torch.full((n,), float("inf"), dtype=codes.dtype).scatter_reduce(0, cls, codes, "amin")
-    hi = torch.full((n,), float("-inf"), dtype=codes.dtype).scatter_reduce(0, cls, codes, "amax")
-    return bool((lo == hi).all())
 
 
 SPLIT_MASS = 0.9  # the share of a head's attention its single-key parts must hold together
@@ -406,7 +384,6 @@ def split_operands(
 
     mask = pool.batch.mask
     pattern = pattern.double()
-    resting_keys = constant_keys(pool)[:, None, :] & pool.batch.pair_mask
     best: tuple[float, float, str, tuple, tuple] | None = None
     for rows_name, rows in rows_by_name.items():
         if not bool(rows.any()):
@@ -427,10 +404,7 @@ def split_operands(
             if bool((va & vb)[rows].any()):
                 continue
             union = float((pattern * (va | vb)).sum(-1)[rows].mean())
-            # Attention resting on keys that hold the same token on every input carries nothing
-            # (a network without BOS rests on a fixed separator, or on itself there).
-            resting = float((pattern * (resting_keys & ~(va | vb))).sum(-1)[rows].mean())
-            if union + resting < SPLIT_MASS:
+            if union < SPLIT_MASS:
                 continue
             # The earlier key first: operands read in input order (a, b of a + b).
             at_a = float(va.double().argmax(-1)[rows].double().mean())
@@ -445,8 +419,6 @@ def split_operands(
     rows = rows_by_name[rows_name]
     zr = z.double()[rows[mask]]
     weights = [(pattern * v).sum(-1)[rows] for _, v in pair]
-    positions = [v.double().argmax(-1)[rows].double() for _, v in pair]  # the key each part reads
-    rest = (pattern * (resting_keys & ~(pair[0][1] | pair[1][1])))[rows]
     for x in sorted(avail, key=lambda n: pool.items[n].cost):
         if pool.items[x].kind != "sop":
             continue
@@ -465,7 +437,7 @@ def split_operands(
             ops.append((sel, agg, vals))
         if len(ops) < 2:
             continue
-        fit = mixture_fit(zr, weights, [vals[rows] for *_, vals in ops], positions, rest)
+        fit = mixture_fit(zr, weights, [vals[rows] for *_, vals in ops])
         if fit is None or fit[0] < th.explain or fit[1] < th.decode:
             continue
         names = [pool.lookup(vals) or pool.add(agg, prefix="operand", values=vals) for _, agg, vals in ops]
@@ -476,66 +448,14 @@ def split_operands(
     return None
 
 
-CONSTANT_MIN_INPUTS = 8  # inputs of one length needed to call a position's token fixed
-
-
-def two_key_rows(pool: Pool, pattern: torch.Tensor) -> torch.Tensor:
-    """[batch, pos] the query positions at which a head reads two keys (``SPLIT_SHARE`` each on average).
-
-    Keys holding a fixed token are not counted (:func:`constant_keys`); the test is per (length,
-    position), averaged over the inputs, so one input's noise does not decide it.
-    """
-    mask = pool.batch.mask
-    informative = pool.batch.pair_mask & ~constant_keys(pool)[:, None, :]
-    weight = torch.where(informative, pattern.double(), torch.zeros_like(pattern, dtype=torch.float64))
-    width = weight.shape[-1]
-    second = weight.topk(min(2, width), dim=-1).values[..., -1] if width >= 2 else torch.zeros_like(mask)
-    lengths = mask.sum(-1, keepdim=True).expand_as(mask)
-    where = torch.stack([lengths, torch.arange(width).expand_as(mask)], -1)[mask]
-    _, cls = torch.unique(where, dim=0, return_inverse=True)
-    n = int(cls.max()) + 1 if cls.numel() else 0
-    mean = torch.zeros(n, dtype=torch.float64).index_add_(0, cls, second[mask].double())
-    mean = mean / torch.bincount(cls, minlength=n).double().clamp(min=1)
-    out = torch.zeros_like(mask)
-    out[mask] = mean[cls] >= SPLIT_SHARE
-    return out
-
-
-def constant_keys(pool: Pool) -> torch.Tensor:
-    """[batch, pos] True where the token is the same on every input of that length (``+``, ``=``).
-
-    Such a key tells a head nothing about the input: attention on it is a resting place, as BOS
-    is for a network that has one.
-    """
-    memo = pool.fn_memo.get(("constant_keys",))
-    if memo is not None:
-        return memo[0]
-    mask = pool.batch.mask
-    tokens = torch.nan_to_num(pool.values["tokens"], nan=-7.0e15)
-    lengths = mask.sum(-1)
-    out = torch.zeros_like(mask)
-    for n in torch.unique(lengths).tolist():
-        rows = lengths == n
-        if int(rows.sum()) < CONSTANT_MIN_INPUTS:
-            continue  # too few inputs to tell a fixed token from a chance repeat
-        same = (tokens[rows] == tokens[rows][:1]).all(0) & mask[rows][0]
-        out[rows] = same[None, :].expand(int(rows.sum()), -1)
-    pool.fn_memo[("constant_keys",)] = [out]
-    return out
-
-
 MIXTURE_ROWS = 512  # rows on which a split head's pair is decoded (every pair of values is tried)
 MIXTURE_VALUES = 64  # operands with more distinct values are not decoded pair by pair
 
 
 def mixture_fit(
-    z: torch.Tensor,
-    weights: Sequence[torch.Tensor],
-    operands: Sequence[torch.Tensor],
-    positions: Sequence[torch.Tensor] | None = None,
-    rest: torch.Tensor | None = None,
+    z: torch.Tensor, weights: Sequence[torch.Tensor], operands: Sequence[torch.Tensor]
 ) -> tuple[float, float] | None:
-    """(R^2, pair decode accuracy) of ``z = w1 * M1[x1] + w2 * M2[x2] + rest + c`` over the rows.
+    """(R^2, pair decode accuracy) of ``z = w1 * M1[x1] + w2 * M2[x2] + c`` over the rows.
 
     What a head attending to two keys writes: each key contributes its value vector, a function
     of the value it holds, scaled by its (observed) attention weight. The per-value vectors
@@ -543,29 +463,14 @@ def mixture_fit(
     far fewer parameters than rows when each value occurs several times), and the pair is
     decoded on each row as the pair of values whose mixture is nearest to ``z``. None when the
     operands take too many values to decode pair by pair.
-
-    ``positions`` (per part, the key position each row reads): each part then has one vector
-    per (value, key position). A network that normalises the residual stream before its values
-    (LayerNorm) makes a key's value vector a joint function of its token and its position, not
-    a sum of the two, so one vector per value cannot fit a part whose key moves with the query.
-    The position is the selector's, not decoded: the pair is chosen among the values observed
-    at the row's key positions. ``rest`` (``[rows, keys]``): the attention each row puts on keys
-    that hold the same value on every input, where a network without BOS rests; each such key
-    adds a fixed vector scaled by its weight (no information, but not a constant either).
     """
-    parts = []
-    for k, codes in enumerate(operands):
+    ids = []
+    for codes in operands:
         i, n = class_ids(codes)
         if n > MIXTURE_VALUES:
             return None
-        p, n_pos = class_ids(positions[k]) if positions is not None else (torch.zeros_like(i), 1)
-        parts.append((i, n, p, n_pos))
-    cols = [
-        w[:, None] * torch.nn.functional.one_hot(p * n + i, n_pos * n).double()
-        for w, (i, n, p, n_pos) in zip(weights, parts)
-    ]
-    if rest is not None:
-        cols.append(rest.double())
+        ids.append((i, n))
+    cols = [w[:, None] * torch.nn.functional.one_hot(i, n).double() for w, (i, n) in zip(weights, ids)]
     design = torch.cat([*cols, torch.ones(z.shape[0], 1, dtype=torch.float64)], 1)
     gram = design.T @ design + 1e-6 * torch.eye(design.shape[1], dtype=torch.float64)
     coef = torch.linalg.solve(gram, design.T @ z)
@@ -573,26 +478,15 @@ def mixture_fit(
     if total <= 1e-12:
         return None
     r2 = 1.0 - float(((z - design @ coef) ** 2).sum()) / total
+    (i1, n1), (i2, n2) = ids
+    m1, m2, c = coef[:n1], coef[n1 : n1 + n2], coef[-1]
     step = max(1, z.shape[0] // MIXTURE_ROWS)
-    # Everything but the two parts' vectors is known on each row (the rest keys, the constant).
-    known = design[:, sum(c.shape[1] for c in cols[:2]):] @ coef[sum(c.shape[1] for c in cols[:2]):]
-    zs = z[::step] - known[::step]
-    offset = 0
-    per_row = []  # per part: [rows, n, d] the vectors at the row's key position, and which were seen
-    for w, (i, n, p, n_pos) in zip(weights, parts):
-        m = coef[offset : offset + n * n_pos].reshape(n_pos, n, -1)
-        seen = torch.bincount(p * n + i, minlength=n_pos * n).reshape(n_pos, n) > 0
-        offset += n * n_pos
-        per_row.append((w[::step], m[p[::step]], seen[p[::step]]))
-    (w1, m1, s1), (w2, m2, s2) = per_row
+    zs, w1, w2 = z[::step], weights[0][::step], weights[1][::step]
     # [rows, n1, n2, d]: every pair's mixture on every sampled row.
-    pred = w1[:, None, None, None] * m1[:, :, None, :] + w2[:, None, None, None] * m2[:, None, :, :]
-    dist = ((pred - zs[:, None, None, :]) ** 2).sum(-1)
-    dist = torch.where(s1[:, :, None] & s2[:, None, :], dist, torch.full_like(dist, float("inf")))
-    best = dist.reshape(zs.shape[0], -1).argmin(-1)
-    n2 = parts[1][1]
-    i1, i2 = parts[0][0][::step], parts[1][0][::step]
-    decode = float(((best // n2 == i1) & (best % n2 == i2)).double().mean())
+    pred = w1[:, None, None, None] * m1[None, :, None, :] + w2[:, None, None, None] * m2[None, None, :, :] + c
+    dist = ((pred - zs[:, None, None, :]) ** 2).sum(-1).reshape(zs.shape[0], -1)
+    best = dist.argmin(-1)
+    decode = float(((best // n2 == i1[::step]) & (best % n2 == i2[::step])).double().mean())
     return r2, decode
 
 
@@ -940,60 +834,6 @@ def _functional_selectors(
 
 
 FUNCTIONAL = 0.9
-
-
-def _split_selectors(
-    pool: Pool, state: GuidedState, pattern: torch.Tensor, rows: torch.Tensor, reps: Sequence[str]
-) -> Iterator[tuple[str, str, Any]]:
-    """``select(k, map(f1, q), EQ)`` and ``select(k, map(f2, q), EQ)``: the two keys a split head reads.
-
-    A head that reads two operands at each query (the aligned digits of a sum) puts its weight
-    on two keys whose values are functions of the query's, but which two may change with the
-    query (the tens digits from one answer position, the units from the next); neither is at a
-    fixed offset, and on one input the argmax falls on either. Summed over the rows, the
-    attention mass per (query value, key value) names them: for each query value its two most
-    attended key values, not counting keys that hold a fixed token (:func:`constant_keys`). Each
-    is fitted as a map of the query (a closed form where one fits) and yielded when the second
-    key holds ``SPLIT_SHARE`` of the attention on average (else the head reads one key).
-    """
-    from mechsynth.dsl.program import Node
-
-    pm = pool.batch.pair_mask & rows[:, :, None] & ~constant_keys(pool)[:, None, :]
-    weight = pattern.double() * pm
-    n_rows = int(rows.sum())
-    if n_rows == 0:
-        return
-    for k, q in itertools.product(reps, reps):
-        kv, qv = pool.values[k], pool.values[q]
-        if bool(torch.isnan(qv[rows]).any()):
-            continue
-        q_ids, nq = class_ids(qv)
-        k_ids, nk = class_ids(kv)
-        if nq < 2 or nq > 64 or nk < 2 or nk > 64:
-            continue
-        joint = (q_ids.reshape(qv.shape)[:, :, None] * nk + k_ids.reshape(kv.shape)[:, None, :]).reshape(-1)
-        mass = torch.bincount(joint, weights=weight.reshape(-1), minlength=nq * nk).reshape(nq, nk)
-        count = torch.bincount(q_ids.reshape(qv.shape)[rows], minlength=nq).double()
-        share = mass / count.clamp(min=1)[:, None]
-        top, where = share.topk(2, dim=1)
-        seen = count > 0
-        if float((top[:, 1] * count).sum()) < SPLIT_SHARE * n_rows:
-            continue
-        q_codes = torch.tensor(_sorted_codes(qv), dtype=torch.float64)
-        k_codes = torch.tensor(_sorted_codes(kv), dtype=torch.float64)
-        for j in range(2):
-            target = torch.full_like(qv, float("nan"))
-            for code, key in zip(q_codes[seen].tolist(), k_codes[where[seen, j]].tolist()):
-                target = torch.where(torch.isclose(qv, torch.tensor(code, dtype=qv.dtype)), key, target)
-            if bool(torch.isnan(target[rows]).any()):
-                continue
-            defined = pool.batch.mask & ~torch.isnan(target)
-            node = fit_map(pool, [q], target, where=defined)
-            if node is None:
-                continue
-            name = try_add(pool, node, prefix=f"{q}_key", dedupe=False)
-            if name is not None:
-                yield k, q, Node("select", (k, name, "EQ"), None)
 
 
 SELECTOR_SAMPLE = 256

@@ -185,7 +185,15 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
         where = str(Location(act_name("z", layer), head=head))
         label = f"head {layer}.{head}"
         agree = info.get("agreement", 0.0)
-        if info.get("split") is not None:
+        if info.get("aggregates"):
+            shown = "; ".join(text(n) for n in (info["selectors"][:1] + info["aggregates"][:1]))
+            out.append(
+                ComponentExplanation(
+                    label, where, ComponentStatus.EXPLAINED, shown, round(agree, 3),
+                    f"attention agreement {agree:.3f}; its output decodes the aggregate",
+                )
+            )
+        elif info.get("split") is not None:
             split = info["split"]
             shown = "; ".join(text(n) for n in (*split.selectors, *split.operands))
             out.append(
@@ -194,14 +202,6 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
                     f"attention split over two keys ({split.mass:.3f} of it on both); its output is their "
                     f"weighted mixture (R^2 {split.r2:.3f}, pair decoded on {split.decode:.3f} of the "
                     f"{split.rows} rows): the pair is offered to the MLP",
-                )
-            )
-        elif info.get("aggregates"):
-            shown = "; ".join(text(n) for n in (info["selectors"][:1] + info["aggregates"][:1]))
-            out.append(
-                ComponentExplanation(
-                    label, where, ComponentStatus.EXPLAINED, shown, round(agree, 3),
-                    f"attention agreement {agree:.3f}; its output decodes the aggregate",
                 )
             )
         elif info.get("selectors"):

@@ -349,11 +349,10 @@ def walk(
             else:
                 info = explain_head(*args)
             state.heads[(layer, head)] = info
+            new_attn += info.get("aggregates", [])
             # A head attending to two keys at once writes a function of both values: the pair of
-            # operands (pooled, not located) is offered to the MLP that may compute a lookup of it,
-            # before the head's positional aggregates (which read no token).
+            # operands (pooled, not located) is offered to the MLP that may compute a lookup of it.
             new_attn += [n for n in info.get("operands", []) if n not in new_attn and n not in avail]
-            new_attn += [n for n in info.get("aggregates", []) if n not in new_attn]
             # Every matched selector is also offered to this layer's MLP as selector_width(s):
             # a head that counts (tracr's selector width) writes no aggregate of its own.
             counting += info.get("selectors", [])
