@@ -53,18 +53,14 @@ def value_indicators(pool: Pool, state: GuidedState, names: Sequence[str]) -> li
     """
     from mechsynth.dsl.program import Fn, Node
 
-    mask = pool.batch.mask
     out: list[str] = []
     for name in names:
-        loc = state.located.get(name)
-        item = pool.items.get(name)
-        if loc is None or loc.layer < 0 or item is None or item.kind != "sop" or item.dtype == "value":
+        if pool.items.get(name) is not None and pool.items[name].dtype == "value":
             continue
         memo = pool.fn_memo.get(("value_indicators", name))
         if memo is None:
             memo = []
-            values = pool.values[name][mask]
-            codes = torch.unique(values[~torch.isnan(values)]).tolist()
+            codes = _written_codes(pool, state, name) or []
             if 2 <= len(codes) <= INDICATOR_VALUES and not set(codes) <= {0.0, 1.0}:
                 for code in codes:
                     node = Node("map", (Fn("eq", 1, (_number(code),)), name), "categorical")
@@ -84,18 +80,17 @@ def binary_written(pool: Pool, state: GuidedState, names: Sequence[str]) -> list
     averaging it over many keys (the fraction of positions whose token matches its mirror's)
     writes the mean of an earlier component's indicator, one link of a chain.
     """
-    mask = pool.batch.mask
-    out = []
-    for name in names:
-        loc = state.located.get(name)
-        item = pool.items.get(name)
-        if loc is None or loc.layer < 0 or item is None or item.kind != "sop":
-            continue
-        values = pool.values[name][mask]
-        codes = set(torch.unique(values[~torch.isnan(values)]).tolist())
-        if codes == {0.0, 1.0}:
-            out.append(name)
-    return out
+    return [name for name in names if set(_written_codes(pool, state, name) or ()) == {0.0, 1.0}]
+
+
+def _written_codes(pool: Pool, state: GuidedState, name: str) -> list[float] | None:
+    """The distinct defined values of ``name`` on the batch, or None unless a component wrote it."""
+    loc = state.located.get(name)
+    item = pool.items.get(name)
+    if loc is None or loc.layer < 0 or item is None or item.kind != "sop":
+        return None
+    values = pool.values[name][pool.batch.mask]
+    return torch.unique(values[~torch.isnan(values)]).tolist()
 
 
 def _number(code: float) -> int | float:

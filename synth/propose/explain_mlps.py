@@ -39,7 +39,10 @@ from mechsynth.synth.propose.guided_state import (
     representatives,
 )
 from mechsynth.synth.propose.match_stats import (
-    DECODE_ROWS, class_ids, decode_accuracy, explain_stats, explains,
+    class_ids,
+    explain_stats,
+    explains,
+    sampled_decode_accuracy,
 )
 from mechsynth.synth.propose.pair_comparisons import explain_comparison
 
@@ -136,10 +139,9 @@ def explain_mlp(
         # unembedding reads, whatever the cap on alternatives.
         if len(entries) >= labellings and agreement(values, *network_out) < th.output:
             continue
-        decode_step = max(1, act.shape[0] // DECODE_ROWS)  # a class decoder on a row sample
         # Claimed at the whole output (trained networks), a variable is decoded from the whole output.
         cols = active_idx.tolist() if th.whole_mlp else list(block)
-        acc = decode_accuracy(act[::decode_step, cols], codes[::decode_step])
+        acc = sampled_decode_accuracy(act[:, cols], codes)
         if acc < th.decode:
             continue
         entries.append((cost, node, values, acc))

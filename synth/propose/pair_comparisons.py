@@ -51,7 +51,7 @@ from mechsynth.dsl.location import Location, act_name
 from mechsynth.synth.propose.enumerate import Pool, fit_map, try_add
 from mechsynth.synth.propose.explain_heads import SELECT_OFFSETS, _shifted_predicate
 from mechsynth.synth.propose.guided_state import GuidedState, Located, MatchThresholds
-from mechsynth.synth.propose.match_stats import DECODE_ROWS, class_ids, decode_accuracy
+from mechsynth.synth.propose.match_stats import class_ids, sampled_decode_accuracy
 
 if TYPE_CHECKING:
     pass
@@ -158,8 +158,7 @@ def explain_comparison(
                     rows = ~torch.isnan(codes)
                     if int(rows.sum()) < 2 or class_ids(codes[rows])[1] < 2:
                         continue
-                    step = max(1, int(rows.sum()) // DECODE_ROWS)
-                    acc = decode_accuracy(act[rows][::step], codes[rows][::step])
+                    acc = sampled_decode_accuracy(act[rows], codes[rows])
                     if acc < th.decode or not state.allows(where, values):
                         continue
                     if best is None or acc > best[0]:
