@@ -220,8 +220,9 @@ def fit_vote(
         return None
     a = agreement(pool.values[name], target, read, 1e-6)
     voters = tuple(options[i][0] for i in chosen)
-    return OutputFit(OutputKind.VOTE, name, round(a, 6), tuple(v.variable for v in voters),
-                     size_of(chosen), voters=voters)
+    return OutputFit(
+        OutputKind.VOTE, name, round(a, 6), tuple(v.variable for v in voters), size_of(chosen), voters=voters
+    )
 
 
 def _agree(scores: torch.Tensor, label_codes: torch.Tensor, labels: torch.Tensor) -> float:
@@ -422,6 +423,7 @@ def claimed_at_last_mlp(state: GuidedState, obs: Observations, fit: OutputFit) -
 
 PATTERN_WIDTH = 3  # longest window of consecutive tokens a prefix pattern reads
 PATTERN_VOCAB = 4  # window patterns are tried for token vocabularies up to this size
+PATTERN_COUNTS = 3  # a pattern is read as "occurred more than k times so far" for k below this
 SHIFT_DEFAULT = -1  # the token value before the input's start (no input token has it)
 FIRST_WRITER = 0.005  # decode accuracy within this of the best counts as written there already
 
@@ -429,18 +431,26 @@ FIRST_WRITER = 0.005  # decode accuracy within this of the best counts as writte
 def fit_prefix_pattern(
     state: GuidedState, obs: Observations, target: torch.Tensor, read: torch.Tensor, atol: float
 ) -> OutputFit | None:
-    """The output as a function of whether a local token pattern occurred at or before each position.
+    """The output as a function of how often a local token pattern occurred at or before each position.
 
     Regular-language recognisers (is each prefix free of ``000``) answer from a prefix
     aggregate of a local pattern: ``seen = map(gt(0), numerical(aggregate(select(indices,
     indices, LEQ), is_p)))`` with ``is_p`` "the window of the last ``w`` tokens is ``p``"
     (shifted copies of the tokens, ``aggregate(select(indices, indices, k + s == q), tokens)``).
+    Others allow a pattern a few times: ``0*1*0*1*`` (Tomita 7) is "``10`` occurred at most
+    once", a bounded-changes language is "at most ``k`` changes". A mean cannot say that
+    without the length, so the pattern's prefix *count* is read through a threshold:
+    ``over = map(gt(k), selector_width(selector_and(select(indices, indices, LEQ),
+    select(is_p, is_p, key_eq(1)))))`` for ``k`` below ``PATTERN_COUNTS`` (``k = 0`` is
+    ``seen``, built from the mean as above).
     Every window of up to ``PATTERN_WIDTH`` tokens over a vocabulary of at most
-    ``PATTERN_VOCAB`` is scored by the agreement of the output's majority function of ``seen``
-    (two entries: it cannot memorise). The best one's ``seen`` is located where it is first
-    written: the earliest component output that decodes it within ``FIRST_WRITER`` of the
-    best decoder; the pattern itself is claimed nowhere (the checks resample what computes it).
-    A pattern below the bar is returned unbuilt (``name`` None) for the run's note.
+    ``PATTERN_VOCAB``, with every ``k``, is scored by the agreement of the output's majority
+    function of ``over`` (two entries: it cannot memorise); a larger ``k`` (a later window)
+    must beat the best so far by ``MIN_GAIN``. The best one's ``over`` is located where it is
+    first written: the earliest component output that decodes it within ``FIRST_WRITER`` of
+    the best decoder; the pattern and its count are claimed nowhere (the checks resample what
+    computes them). A pattern below the bar is returned unbuilt (``name`` None) for the run's
+    note.
     """
     pool = state.pool
     mask = pool.batch.mask
@@ -462,16 +472,18 @@ def fit_prefix_pattern(
             hit = mask.clone()
             for j, c in enumerate(window):
                 hit &= shifted[j] == c
-            seen = torch.cumsum(hit.long(), 1) > 0
-            a = _JointTable([seen[read].double()], target[read]).fit([0])[0]
-            if a > (constant if best is None else best[0]) + MIN_GAIN:
-                best = (a, window)
+            count = torch.cumsum(hit.long(), 1)
+            for times in range(PATTERN_COUNTS):
+                over = count > times
+                a = _JointTable([over[read].double()], target[read]).fit([0])[0]
+                if a > (constant if best is None else best[0]) + MIN_GAIN:
+                    best = (a, window, times)
     if best is None:
         return None
-    a, window = best
+    a, window, times = best
     if a < state.thresholds.output:
-        return OutputFit(OutputKind.PATTERN, None, round(a, 6), (_window_name(pool, window),), 2)
-    built = _prefix_pattern_nodes(state, obs, window, target, read)
+        return OutputFit(OutputKind.PATTERN, None, round(a, 6), (_window_name(pool, window, times),), 2)
+    built = _prefix_pattern_nodes(state, obs, window, times, target, read)
     if built is None:
         return None
     name, seen = built
@@ -479,10 +491,11 @@ def fit_prefix_pattern(
     return OutputFit(OutputKind.PATTERN, name, a, (seen,), 2)
 
 
-def _window_name(pool: Any, window: tuple) -> str:
-    """``seen(0 0 0)``: the window oldest token first, for notes."""
+def _window_name(pool: Any, window: tuple, times: int = 0) -> str:
+    """``seen(0 0 0)`` (``times`` 0), ``count(1 0) > 1``: the window oldest token first, for notes."""
     book = pool.batch.codebook
-    return "seen(" + " ".join(str(book.decode(c, "value")) for c in reversed(window)) + ")"
+    tokens = " ".join(str(book.decode(c, "value")) for c in reversed(window))
+    return f"seen({tokens})" if times == 0 else f"count({tokens}) > {times}"
 
 
 def _pattern_word(pool: Any, window: tuple) -> str:
@@ -495,9 +508,10 @@ def _pattern_word(pool: Any, window: tuple) -> str:
 
 
 def _prefix_pattern_nodes(
-    state: GuidedState, obs: Observations, window: tuple, target: torch.Tensor, read: torch.Tensor
+    state: GuidedState, obs: Observations, window: tuple, times: int, target: torch.Tensor, read: torch.Tensor
 ) -> tuple[str, str] | None:
-    """Pool ``is_p``, its prefix ``seen`` (located where first written) and the output map of it."""
+    """Pool ``is_p``, its prefix ``over`` (``times`` 0: ``seen``; located where first written) and
+    the output map of it."""
     import sympy
 
     from mechsynth.dsl.printer import X, Y
@@ -533,19 +547,36 @@ def _prefix_pattern_nodes(
             return None
         if term is not None:
             last = j == len(window) - 1
-            eq = pooled(Node("seqmap", (Fn("and_", 2, ()), term, eq), "categorical"), "win",
-                        f"ends_{word}" if last else None)
+            eq = pooled(
+                Node("seqmap", (Fn("and_", 2, ()), term, eq), "categorical"),
+                "win",
+                f"ends_{word}" if last else None,
+            )
         term = eq
         if term is None:
             return None
     prefix = pooled(Node("select", ("indices", "indices", "LEQ"), None), "prefix")
     if prefix is None:
         return None
-    frac = pooled(Node("aggregate", (prefix, term, 0), "numerical"), "frac", f"frac_{word}")
-    if frac is None:
-        return None
-    seen_node = Node("map", (Fn("gt", 1, (0,)), frac), "categorical")
-    seen = try_add(pool, seen_node, prefix="seen", dedupe=False, meta={"role": f"seen_{word}"})
+    if times == 0:
+        frac = pooled(Node("aggregate", (prefix, term, 0), "numerical"), "frac", f"frac_{word}")
+        if frac is None:
+            return None
+        seen_node = Node("map", (Fn("gt", 1, (0,)), frac), "categorical")
+        seen = try_add(pool, seen_node, prefix="seen", dedupe=False, meta={"role": f"seen_{word}"})
+    else:
+        occurs = pooled(Node("select", (term, term, Fn("key_eq", 2, (1,))), None), "occurs")
+        if occurs is None:
+            return None
+        earlier = pooled(Node("selector_and", (prefix, occurs), None), "occurs")
+        if earlier is None:
+            return None
+        count = pooled(Node("selector_width", (earlier,), "categorical"), "count", f"count_{word}")
+        if count is None:
+            return None
+        over_node = Node("map", (Fn("gt", 1, (times,)), count), "categorical")
+        role = f"count_{word}_over_{times}"
+        seen = try_add(pool, over_node, prefix="over", dedupe=False, meta={"role": role})
     if seen is None:
         return None
     location = _first_writer(state, obs, pool.values[seen])

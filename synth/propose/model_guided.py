@@ -66,13 +66,22 @@ from mechsynth.synth.accept import Thresholds
 from mechsynth.synth.propose.interface import Proposal, ProposalContext, ScoredCandidate, expired
 
 from mechsynth.synth.propose.explain_heads import (
-    _shifted_predicate, explain_head, explain_head_soft, explain_layer_soft, padded_patterns,
+    _shifted_predicate,
+    explain_head,
+    explain_head_soft,
+    explain_layer_soft,
+    padded_patterns,
 )
 from mechsynth.synth.propose.explain_mlps import explain_mlp
 from mechsynth.synth.propose.explain_output import (
-    OutputKind, claimed_at_last_mlp, fit_lookup, fit_prefix_pattern, fit_vote, rank,
+    OutputKind,
+    claimed_at_last_mlp,
+    fit_lookup,
+    fit_prefix_pattern,
+    fit_vote,
+    rank,
 )
-from mechsynth.synth.propose.chains import threshold_args
+from mechsynth.synth.propose.chains import MANY_VALUES, threshold_args
 from mechsynth.synth.propose.guided_state import (
     ComponentExplanation,
     ComponentStatus,
@@ -357,8 +366,9 @@ def walk(
             # a head that counts (tracr's selector width) writes no aggregate of its own.
             counting += info.get("selectors", [])
         if thresholds.conflict > 0:  # trained heads may split one selection between them
-            joint = explain_layer_soft(pool, state, obs, layer, patterns, bos, avail, thresholds,
-                                       deadline=deadline)
+            joint = explain_layer_soft(
+                pool, state, obs, layer, patterns, bos, avail, thresholds, deadline=deadline
+            )
             if joint is not None:
                 state.layers[layer] = joint
                 new_attn += joint["aggregates"]
@@ -477,8 +487,11 @@ def _better_functions(
         return
     direct = list(state.outputs)
     state.outputs.clear()
-    found = [n for n in _output_functions(state, located, target, read, atol, th)
-             if state.output_agreement[n] > best]
+    found = [
+        n
+        for n in _output_functions(state, located, target, read, atol, th)
+        if state.output_agreement[n] > best
+    ]
     state.outputs[:] = found + direct
 
 
@@ -490,7 +503,13 @@ def _relabel_output(
     atol: float,
     th: MatchThresholds,
 ) -> str | None:
-    """A located map/seqmap whose information equals the output's, given the output's values."""
+    """A located map/seqmap whose information equals the output's, given the output's values.
+
+    A relabelling maps the variable's values onto the output's. A variable with many more
+    values than the output (a prefix mean: a new value at almost every count and position) is
+    not relabelled value by value, which would memorise the batch: past ``MANY_VALUES`` the
+    output functions read it through a threshold (:func:`synth.propose.chains.threshold_args`).
+    """
     from mechsynth.synth.propose.enumerate import fit_map
 
     pool = state.pool
@@ -501,6 +520,9 @@ def _relabel_output(
         codes, tcodes = pool.values[loc.name][read], target[read]
         defined = ~torch.isnan(codes)
         if float(defined.double().mean()) < 0.5:
+            continue
+        n_values = torch.unique(codes[defined]).numel()
+        if n_values > max(MANY_VALUES, torch.unique(tcodes[defined]).numel()):
             continue
         if th.output >= 1.0 and not bijective(codes[defined], tcodes[defined]):
             continue
@@ -668,7 +690,8 @@ def _claim_redundant_heads(
         writers = {
             other.location.head
             for other in state.located.values()
-            if other.location.hook == loc.hook and other.location.head is not None
+            if other.location.hook == loc.hook
+            and other.location.head is not None
             and pool.key(pool.values[other.name]) == key
         }
         active = {head for (layer, head) in state.heads if layer == loc.layer}

@@ -44,10 +44,14 @@ def _case(output, errors: int = ERRORS):
     state.located["tokens"] = Located("tokens", Location(act_name("embed")), -1.0)
     state.located["indices"] = Located("indices", Location(act_name("pos_embed")), -1.0)
     for head, shift in ((0, 1), (1, 2)):
-        sel = pool.add(Node("select", ("indices", "indices", Fn("expr", 2, (sympy.Eq(X + shift, Y),))), None),
-                       prefix="sel", dedupe=False)
-        name = pool.add(Node("aggregate", (sel, "tokens", None), "categorical"), prefix=f"prev{shift}_",
-                        dedupe=False)
+        sel = pool.add(
+            Node("select", ("indices", "indices", Fn("expr", 2, (sympy.Eq(X + shift, Y),))), None),
+            prefix="sel",
+            dedupe=False,
+        )
+        name = pool.add(
+            Node("aggregate", (sel, "tokens", None), "categorical"), prefix=f"prev{shift}_", dedupe=False
+        )
         state.located[name] = Located(name, Location(act_name("z", 0), head=head), 0.0)
     outputs = []
     for b, x in enumerate(inputs):
@@ -58,8 +62,9 @@ def _case(output, errors: int = ERRORS):
     n = len(inputs)
     acts = {act_name("mlp_out", 0): torch.randn(n, LENGTH, 8), act_name("z", 0): torch.randn(n, LENGTH, 2, 4)}
     patterns = (torch.zeros(n, 2, LENGTH, LENGTH),)
-    group = LengthGroup(LENGTH, tuple(map(tuple, inputs)), tuple(outputs), acts, patterns,
-                        (torch.zeros(n, 2, LENGTH),))
+    group = LengthGroup(
+        LENGTH, tuple(map(tuple, inputs)), tuple(outputs), acts, patterns, (torch.zeros(n, 2, LENGTH),)
+    )
     obs = Observations("constructed", (group,), 1, 2, 8, "all", "categorical")
     return inputs, pool, state, obs
 
@@ -150,12 +155,21 @@ def test_greedy_in_pairs_finds_what_only_two_options_together_determine():
     assert sorted(chosen) == [0, 1] and s == 1.0
 
 
-def _pattern_case(heads_hold_seen: bool = True):
-    """Binary inputs; the "network" answers "no 0 0 so far"; both heads of layer 1 hold whether
-    a 0 0 occurred (plus noise), layer 0 and the MLPs hold noise."""
+def _no_00(x, i) -> float:
+    """Whether a 0 0 occurred in ``x[: i + 1]`` (the answer is its negation: Tomita 4's shape)."""
+    return float(any(x[j - 1] == x[j] == 0 for j in range(1, i + 1)))
+
+
+def _two_descents(x, i) -> float:
+    """Whether 1 0 occurred more than once in ``x[: i + 1]`` (the answer is its negation: Tomita 7)."""
+    return float(sum(x[j - 1] == 1 and x[j] == 0 for j in range(1, i + 1)) > 1)
+
+
+def _pattern_case(heads_hold_seen: bool = True, rule=_no_00, length: int = 6):
+    """Binary inputs; the "network" answers "not rule so far"; both heads of layer 1 hold the
+    rule's variable (plus noise), layer 0 and the MLPs hold noise."""
     from mechsynth.synth.observe import LengthGroup, Observations
 
-    length = 6
     inputs = [list(x) for x in itertools.product((0, 1), repeat=length)]
     pool = Pool(dsl.encode(inputs))
     state = GuidedState(pool, thresholds=MatchThresholds.soft())
@@ -168,7 +182,7 @@ def _pattern_case(heads_hold_seen: bool = True):
     for b, x in enumerate(inputs):
         row = []
         for i in range(length):
-            seen[b, i] = float(any(x[j - 1] == x[j] == 0 for j in range(1, i + 1)))
+            seen[b, i] = rule(x, i)
             row.append(1 - int(seen[b, i]))
         outputs.append(tuple(row))
     z1 = 0.1 * torch.randn(n, length, 2, 4, generator=gen)
@@ -227,3 +241,35 @@ def test_a_constant_output_is_no_pattern():
     target, read, atol = network_outputs(pool, obs)
     constant = torch.where(read, torch.ones_like(target), target)  # a network that always answers 1
     assert fit_prefix_pattern(state, obs, constant, read, atol) is None
+
+
+def test_the_output_as_how_often_a_token_pattern_occurred_so_far_is_found_and_located():
+    """0*1*0*1* (at most one 1 0 so far): no "seen" of any window says it, a count over 1 does."""
+    from mechsynth.synth.propose.explain_output import PATTERN_COUNTS, fit_prefix_pattern
+
+    assert PATTERN_COUNTS > 1
+    pool, state, obs = _pattern_case(rule=_two_descents, length=7)
+    target, read, atol = network_outputs(pool, obs)
+    fit = fit_prefix_pattern(state, obs, target, read, atol)
+    assert fit is not None and fit.kind == OutputKind.PATTERN and fit.agreement == 1.0
+    over = fit.reads[0]
+    assert state.located[over].location == Location(act_name("z", 1))
+    pool, state, obs = _pattern_case(rule=_two_descents, length=7)
+    _match_outputs(state, obs, state.thresholds)
+    assert state.output_agreement[state.outputs[0]] == 1.0
+    hyp, _ = next(compose(state, obs))
+    text = str(hyp.program)
+    assert "count_10 = selector_width(" in text and "key_eq(1)" in text and "LEQ" in text
+    assert "count_10_over_1 = map(gt(1), count_10)" in text
+    assert Location(act_name("z", 1)) in set(hyp.correspondence.values())
+
+
+def test_a_pattern_count_the_output_does_not_read_is_not_preferred_to_seen():
+    """Where "seen" already explains the output, a count threshold (agreeing no better) is not taken."""
+    from mechsynth.synth.propose.explain_output import fit_prefix_pattern
+
+    pool, state, obs = _pattern_case()
+    target, read, atol = network_outputs(pool, obs)
+    fit = fit_prefix_pattern(state, obs, target, read, atol)
+    assert "selector_width" not in str(pool.items[fit.reads[0]].node)
+    assert str(pool.items[fit.reads[0]].node).startswith("map(gt(0), ")

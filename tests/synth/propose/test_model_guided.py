@@ -270,3 +270,36 @@ def test_an_expired_deadline_explains_nothing(target_named):
     assert state.heads == {} and state.mlps == {} and state.outputs == []
     assert state.pool.n_evaluated == 0
     assert state.notes[0] == "deadline reached before layer 0"
+
+
+def test_a_many_valued_mean_is_not_relabelled_value_by_value():
+    """A prefix mean takes a new value at almost every (count, position); a table from its values to
+    the outputs memorises the batch, so the relabel step leaves it to the thresholded output
+    functions. The same table over a few-valued variable is still a relabelling."""
+    from mechsynth.dsl.location import Location, act_name
+    from mechsynth.dsl.program import Fn, Node
+    from mechsynth.synth.propose.chains import MANY_VALUES
+    from mechsynth.synth.propose.guided_state import Located, MatchThresholds
+    from mechsynth.synth.propose.model_guided import _relabel_output
+
+    length = 8
+    inputs = [list(x) for x in itertools.product((0, 1), repeat=length)]
+    pool = Pool(dsl.encode(inputs))
+    state = GuidedState(pool, thresholds=MatchThresholds.soft())
+    prefix = pool.add(Node("select", ("indices", "indices", "LEQ"), None), prefix="prefix")
+    frac = pool.add(Node("aggregate", (prefix, "tokens", 0), "numerical"), prefix="frac")
+    mean = pool.add(Node("map", (Fn("identity", 1, ()), frac), "numerical"), prefix="mean", dedupe=False)
+    state.located[mean] = Located(mean, Location(act_name("mlp_out", 0)), 0.5, 1.0)
+    read = pool.batch.mask.clone()
+    values = pool.values[mean]
+    codes = torch.unique(values[read])
+    assert codes.numel() > MANY_VALUES
+    # An output no threshold of the mean gives: each observed value's own arbitrary label.
+    labels = torch.randint(0, 2, (codes.numel(),), generator=torch.Generator().manual_seed(0)).double()
+    target = torch.where(read, labels[torch.searchsorted(codes, values.clamp(min=0))], torch.nan)
+    assert _relabel_output(state, [state.located[mean]], target, read, 1e-6, state.thresholds) is None
+    # A two-valued variable with the output's information is relabelled to the output's values.
+    last = pool.add(Node("map", (Fn("eq", 1, (1,)), "tokens"), "categorical"), prefix="is1", dedupe=False)
+    state.located[last] = Located(last, Location(act_name("mlp_out", 0)), 0.5, 1.0)
+    flipped = torch.where(read, 1.0 - pool.values[last], torch.nan)
+    assert _relabel_output(state, [state.located[last]], flipped, read, 1e-6, state.thresholds) is not None
