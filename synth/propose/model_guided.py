@@ -152,6 +152,10 @@ class ModelGuidedProposer:
         else:
             return
         start = time.monotonic()
+        if context.round == 0:
+            early = pattern_output(obs, thresholds, excluded=frozenset(self.excluded))
+            if early is not None:
+                yield from self._proposals(early, obs, thresholds, context.round, start)
         state = walk(
             obs,
             thresholds,
@@ -162,19 +166,23 @@ class ModelGuidedProposer:
         self.last_state = state
         if self.best_state is None or _n_explained(state) > _n_explained(self.best_state):
             self.best_state = state
-        n = 0
-        for hyp, meta in compose(state, obs):
+        yield from self._proposals(state, obs, thresholds, context.round, start)
+
+    def _proposals(
+        self, state: GuidedState, obs: Observations, thresholds: MatchThresholds, rnd: int, start: float
+    ) -> Iterator[Proposal]:
+        """The state's whole-program hypotheses, at most ``max_candidates``, remembered for feedback."""
+        for n, (hyp, meta) in enumerate(compose(state, obs)):
+            if n >= self.max_candidates:
+                return
             self._claims[str(hyp.program)] = (_exclusions_of(state, str(hyp.program)), thresholds)
             meta = {
                 **meta,
-                "walk_round": context.round,
+                "walk_round": rnd,
                 "walk_seconds": round(time.monotonic() - start, 3),
                 "walk_excluded": len(state.excluded),
             }
             yield Proposal(source=self.name, hypothesis=hyp, meta=meta)
-            n += 1
-            if n >= self.max_candidates:
-                return
 
     def learn(self, best: Sequence[ScoredCandidate]) -> int:
         """Exclude the explanations that the checks refuted; returns how many are new."""
@@ -290,12 +298,10 @@ def walk(
     explained by its best remaining candidate instead.
     """
     batch = batch if batch is not None else make_batch(obs)
-    pool = Pool(batch)
-    state = GuidedState(pool, thresholds=thresholds, excluded=excluded)
+    state = _start(batch, thresholds, excluded)
+    pool = state.pool
     mask = batch.mask
     width = batch.width
-    state.located["tokens"] = Located("tokens", Location(act_name("embed")), -1.0)
-    state.located["indices"] = Located("indices", Location(act_name("pos_embed")), -1.0)
     available_cache: dict[tuple[str, int], bool] = {}
 
     def available(layer: int, before: float) -> list[str]:
@@ -384,6 +390,36 @@ def walk(
         state.notes.append("deadline reached before the output was matched")
     else:
         _match_outputs(state, obs, thresholds)
+    return state
+
+
+def _start(batch: Any, thresholds: MatchThresholds, excluded: frozenset[Exclusion]) -> GuidedState:
+    """A walk's state before any component: the embeddings hold the tokens and the indices."""
+    state = GuidedState(Pool(batch), thresholds=thresholds, excluded=excluded)
+    state.located["tokens"] = Located("tokens", Location(act_name("embed")), -1.0)
+    state.located["indices"] = Located("indices", Location(act_name("pos_embed")), -1.0)
+    return state
+
+
+def pattern_output(
+    obs: Observations, thresholds: MatchThresholds, *, excluded: frozenset[Exclusion] = frozenset()
+) -> GuidedState | None:
+    """The output as a count of a local token pattern, found before any component is walked.
+
+    :func:`~synth.propose.explain_output.fit_prefix_pattern` reads only the tokens and locates
+    its variable by decoding each component's output, so it takes seconds where the walk takes
+    minutes on a trained network: a recogniser that answers from how often a local pattern
+    occurred so far (``0*1*0*1*``: "1 0 at most once") is proposed even when the walk does not
+    finish within the budget. None unless the pattern agrees with the network's outputs at the
+    walk's output bar; the walk proposes it again after its other outputs.
+    """
+    state = _start(make_batch(obs), thresholds, excluded)
+    target, read, atol = network_outputs(state.pool, obs)
+    fit = fit_prefix_pattern(state, obs, target, read, atol)
+    if fit is None or fit.name is None or fit.agreement < thresholds.output:
+        return None
+    state.outputs.append(fit.name)
+    state.output_agreement[fit.name] = fit.agreement
     return state
 
 

@@ -273,3 +273,22 @@ def test_a_pattern_count_the_output_does_not_read_is_not_preferred_to_seen():
     fit = fit_prefix_pattern(state, obs, target, read, atol)
     assert "selector_width" not in str(pool.items[fit.reads[0]].node)
     assert str(pool.items[fit.reads[0]].node).startswith("map(gt(0), ")
+
+
+def test_the_pattern_output_is_found_before_any_component_is_walked():
+    from mechsynth.synth.propose.model_guided import pattern_output
+
+    _, _, obs = _pattern_case(rule=_two_descents, length=7)
+    early = pattern_output(obs, MatchThresholds.soft())
+    assert early is not None and early.output_agreement[early.outputs[0]] == 1.0
+    assert not early.heads and not early.mlps  # no component was walked
+    hyp, _ = next(compose(early, obs))
+    assert "count_10_over_1 = map(gt(1), count_10)" in str(hyp.program)
+    assert hyp.correspondence["count_10_over_1"] == Location(act_name("z", 1))
+
+
+def test_an_output_no_pattern_count_gives_is_not_proposed_before_the_walk():
+    from mechsynth.synth.propose.model_guided import pattern_output
+
+    _, _, obs = _pattern_case(rule=lambda x, i: float(sum(x[: i + 1]) % 3 == 0), length=7)
+    assert pattern_output(obs, MatchThresholds.soft()) is None
