@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Sequence
 
@@ -39,7 +40,12 @@ from mechsynth.synth.propose.guided_state import (
     representatives,
 )
 from mechsynth.synth.propose.match_stats import (
-    DECODE_ROWS, class_ids, decode_accuracy, explain_stats, explains,
+    DECODE_ROWS,
+    class_ids,
+    decode_accuracy,
+    explain_stats,
+    explains,
+    magnitude_r2,
 )
 from mechsynth.synth.propose.pair_comparisons import explain_comparison
 
@@ -50,6 +56,17 @@ if TYPE_CHECKING:
 SCREEN_ROWS = 4096  # rows on which a candidate is screened before its R^2 on the whole batch
 SCREEN_MARGIN = 0.1  # a candidate this far below the R^2 bar on the sample is not computed in full
 WHOLE_ALTERNATIVES = 2  # blocks beyond the covering ones whose variables a whole-output claim keeps
+
+
+@dataclass(frozen=True)
+class BlockCandidate:
+    """A candidate that explains a block of an MLP's output dimensions, with its fit."""
+
+    cost: float
+    node: Any
+    values: torch.Tensor
+    decode: float  # decode accuracy of its values from the block
+    magnitude: bool  # the block is its value times one direction (a numerical variable's encoding)
 
 
 def explain_mlp(
@@ -93,7 +110,7 @@ def explain_mlp(
             sum(pool.items[i].cost for i in t[1].inputs),
         )
     )
-    blocks: dict[tuple[int, ...], list[tuple[float, Any, torch.Tensor, float]]] = {}
+    blocks: dict[tuple[int, ...], list[BlockCandidate]] = {}
     seen: set[str] = set()
     active_idx = torch.nonzero(active).reshape(-1)
     sub = act[:, active_idx]
@@ -132,9 +149,18 @@ def explain_mlp(
             continue
         block = tuple(int(active_idx[d]) for d in dims.tolist())
         entries = blocks.setdefault(block, [])
+        # A one-dimension block written as value * direction holds that value, not an affine
+        # relabelling of it that the class means cannot tell apart (see match_stats.magnitude_r2).
+        magnitude = (
+            not th.whole_mlp and len(block) == 1 and magnitude_r2(act[:, list(block)], codes) >= th.explain
+        )
         # The labelling that reproduces the network's outputs is always kept: it is the one the
-        # unembedding reads, whatever the cap on alternatives.
-        if len(entries) >= labellings and agreement(values, *network_out) < th.output:
+        # unembedding reads, whatever the cap on alternatives; so is the block's first magnitude fit.
+        if (
+            len(entries) >= labellings
+            and agreement(values, *network_out) < th.output
+            and not (magnitude and not any(e.magnitude for e in entries))
+        ):
             continue
         decode_step = max(1, act.shape[0] // DECODE_ROWS)  # a class decoder on a row sample
         # Claimed at the whole output (trained networks), a variable is decoded from the whole output.
@@ -142,7 +168,9 @@ def explain_mlp(
         acc = decode_accuracy(act[::decode_step, cols], codes[::decode_step])
         if acc < th.decode:
             continue
-        entries.append((cost, node, values, acc))
+        entries.append(BlockCandidate(cost, node, values, acc, magnitude))
+    for entries in blocks.values():
+        entries.sort(key=lambda e: not e.magnitude)  # stable: the magnitude fits lead, cheapest first
     # Cover the active dimensions with as few variables as possible (largest blocks first), then split
     # a block into smaller explained blocks when their subspaces are independent (ranks add up):
     # side-by-side variables live in independent directions, while the one-hot directions of a
@@ -150,7 +178,7 @@ def explain_mlp(
     found = {b: e for b, e in blocks.items() if e}
     uncovered = set(active_idx.tolist())
     chosen: list[tuple[int, ...]] = []
-    for block in sorted(found, key=lambda b: (-len(b), found[b][0][0])):
+    for block in sorted(found, key=lambda b: (-len(b), found[b][0].cost)):
         if not uncovered & set(block):
             continue
         uncovered -= set(block)
@@ -159,13 +187,15 @@ def explain_mlp(
         # Claimed at the whole output, the variables of overlapping blocks are alternative
         # explanations of one MLP (a sign of a depth beside a floor ratio): the best few are kept,
         # and the components that read the MLP and the checks choose between them.
-        chosen += [b for b in sorted(found, key=lambda b: (-len(b), found[b][0][0])) if b not in chosen][
-            :WHOLE_ALTERNATIVES]
+        chosen += [b for b in sorted(found, key=lambda b: (-len(b), found[b][0].cost)) if b not in chosen][
+            :WHOLE_ALTERNATIVES
+        ]
     chosen = list(dict.fromkeys(chosen))
     kept: set[str] = set()
     for block in chosen:
         names = []
-        for _cost, node, values, acc in blocks[block]:
+        for entry in blocks[block]:
+            node, values, acc = entry.node, entry.values, entry.decode
             if pool.key(values) in kept:
                 continue
             kept.add(pool.key(values))
@@ -245,8 +275,10 @@ def read_lookup(
     act_r = act[rows[mask]]
     reps = [n for n in representatives(state, avail) if pool.items[n].kind == "sop"]
     pairs = [
-        (x, y) for x, y in itertools.combinations(reps, 2)
-        if state.located.get(x) is None or state.located.get(y) is None
+        (x, y)
+        for x, y in itertools.combinations(reps, 2)
+        if state.located.get(x) is None
+        or state.located.get(y) is None
         or state.located[x].location != state.located[y].location
     ]
     recency = {n: _recency(state, n, layer) for n in reps}

@@ -41,3 +41,26 @@ def test_whole_output_claims_keep_the_token_indicators_beside_the_token() -> Non
 def test_exact_claims_keep_only_the_covering_explanation() -> None:
     pool, state = _explain(MatchThresholds())
     assert not [m for m in _located_maps(pool, state) if m.startswith("eq(")]
+
+
+def test_a_numerical_output_is_first_explained_by_the_value_it_writes_not_a_relabelling() -> None:
+    from mechsynth.dsl.program import Fn, Node
+    from mechsynth.synth.propose.match_stats import magnitude_r2
+
+    inputs = [list(x) for x in itertools.product((1, 2), repeat=4)]  # two tokens: the indicators sum to one
+    pool = Pool(dsl.encode(inputs))
+    state = GuidedState(pool)
+    mask = pool.batch.mask
+    ones = pool.add(Node("map", (Fn("eq", 1, (1,)), "tokens"), "numerical"), prefix="is_one")
+    twos = pool.add(Node("map", (Fn("eq", 1, (2,)), "tokens"), "numerical"), prefix="is_two")
+    difference = (pool.values[ones] - pool.values[twos])[mask]
+    act = torch.stack([difference, torch.zeros_like(difference)], 1)  # the MLP writes ones - twos in dim 0
+    network_out = (torch.zeros_like(pool.values["tokens"]), torch.zeros_like(mask), 1e-6)
+    bar = MatchThresholds().explain
+    for labellings in (1, 3):
+        state = GuidedState(pool)
+        explain_mlp(pool, state, 0, act.clone(), [ones, twos], [], MatchThresholds(), labellings, network_out)
+        info = [n for n, loc in state.located.items() if loc.location.dims == (0,)]
+        assert info, state.notes
+        # Its class means cannot tell ones - twos from ones (2 * ones - 1); the magnitude can.
+        assert magnitude_r2(act[:, :1], pool.values[info[0]][mask]) >= bar, pool.items[info[0]].node
