@@ -210,6 +210,7 @@ def explain_mlp(
             state.located[name] = Located(name, where, layer + 0.5, acc)
             names.append(name)
         info["blocks"].append({"dims": block, "variables": names})
+        _pool_magnitude_parts(pool, state, layer, block, found)
     if uncovered and th.whole_mlp and chosen:
         uncovered = set()  # the matched variable is claimed at the whole output
     if uncovered and not chosen:
@@ -410,6 +411,35 @@ def _complete_one_hot(act: torch.Tensor, dims: Sequence[int]) -> bool:
         return False
     total = act[:, list(dims)].sum(1)
     return float(total.std()) <= 1e-3 * max(1.0, float(act[:, list(dims)].abs().max()))
+
+
+def _pool_magnitude_parts(
+    pool: Pool,
+    state: GuidedState,
+    layer: int,
+    block: tuple[int, ...],
+    found: dict[tuple[int, ...], list[BlockCandidate]],
+) -> None:
+    """Pool each dimension of a block kept whole as a variable of its own, when it writes its value.
+
+    Numerical variables side by side in their own directions (an indicator of every token
+    value) sum to one exactly like a categorical one-hot, so the block stays whole. Its
+    dimensions are pooled as :attr:`GuidedState.parts`, not located: a head that averages one
+    of them locates it (:func:`synth.propose.explain_heads.explain_head`), so only the reading
+    some component confirms enters the later layers.
+    """
+    singles = [found.get((d,)) for d in block]
+    if len(block) < 2 or not all(e and e[0].magnitude for e in singles):
+        return
+    for d, entries in zip(block, singles, strict=True):
+        best = entries[0]
+        where = Location(act_name("mlp_out", layer), dims=(d,))
+        if not state.allows(where, best.values):
+            continue
+        node = dataclasses.replace(best.node, encoding="numerical")
+        name = pool.add(node, prefix=f"mlp{layer}_part", values=best.values, dedupe=False)
+        if name is not None:
+            state.parts[name] = Located(name, where, layer + 0.5, best.decode)
 
 
 def _split_block(
