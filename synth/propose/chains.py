@@ -65,7 +65,11 @@ def value_indicators(pool: Pool, state: GuidedState, names: Sequence[str]) -> li
                 for code in codes:
                     node = Node("map", (Fn("eq", 1, (_number(code),)), name), "categorical")
                     new = try_add(pool, node, prefix=f"{name}_is")
-                    new = new or pool.lookup(pool.evaluate(node))
+                    if new is None:  # pooled already, or a value the DSL cannot encode (a null network's)
+                        try:
+                            new = pool.lookup(pool.evaluate(node))
+                        except ValueError:
+                            continue
                     if new is not None:
                         memo.append(new)
             pool.fn_memo[("value_indicators", name)] = memo
@@ -128,7 +132,10 @@ def threshold_args(
 
 
 def best_cut(
-    v: torch.Tensor, others: Sequence[torch.Tensor], target: torch.Tensor, where: torch.Tensor,
+    v: torch.Tensor,
+    others: Sequence[torch.Tensor],
+    target: torch.Tensor,
+    where: torch.Tensor,
     codes: torch.Tensor,
 ) -> float | None:
     """The observed ``t`` whose majority table of ``(v > t, *others)`` agrees best with ``target``.

@@ -38,7 +38,12 @@ from mechsynth.dsl.primitives import best_keys
 from mechsynth.dsl.program import Direction, Node
 from mechsynth.dsl.values import SYMBOL_BASE
 from mechsynth.synth.propose.match_stats import (
-    argmax_agreement, class_ids, decode_accuracy, explains, linear_r2, selector_agreement,
+    argmax_agreement,
+    class_ids,
+    decode_accuracy,
+    explains,
+    linear_r2,
+    selector_agreement,
 )
 
 if TYPE_CHECKING:
@@ -144,7 +149,8 @@ def explain_head(
     # Match the head's output with aggregates of available variables.
     zf = z.double()
     matches_: list[tuple[float, str]] = []
-    for x in avail:
+    parts = [n for n, at in state.parts.items() if at.layer < layer and n not in state.located]
+    for x in [*avail, *parts]:
         defaults: list[Any] = [None]
         if pool.items[x].dtype in ("number", "bool"):
             defaults.append(0)
@@ -163,19 +169,30 @@ def explain_head(
                 node = Node("aggregate", (sel, x, default), "numerical" if numerical else "categorical")
                 matches_.append((pool.items[x].cost + (0.1 if default is not None else 0.0), node, acc, r2))
     matches_.sort(key=lambda t: t[0])
-    seen_keys: set[str] = set()
+
+    def written_at(name: str) -> float:
+        at = state.located.get(name) or state.parts.get(name)
+        return at.layer if at is not None else -1.0
+
+    # One aggregate per value vector, in cost order; among variables with the same values it reads
+    # the last one written (a network copies a variable, numerical(map(identity, x)), to read the copy).
+    by_key: dict[str, tuple[Any, float, float, torch.Tensor]] = {}
     for _, node, acc, r2 in matches_:
         values = pool.evaluate(node)
         key = pool.key(values)
-        if key in seen_keys:
-            continue
-        seen_keys.add(key)
+        kept = by_key.get(key)
+        if kept is None or written_at(node.inputs[1]) > written_at(kept[0].inputs[1]):
+            by_key[key] = (node, acc, r2, values)
+    for node, acc, r2, values in by_key.values():
         name = pool.add(node, prefix=f"attn{layer}_{head}_", values=values, dedupe=False)
         if name is None:
             continue
         state.located[name] = Located(
             name, Location(act_name("z", layer), head=head), float(layer), min(acc, r2)
         )
+        averaged = node.inputs[1]
+        if averaged in state.parts:  # the head reads this dimension of an MLP block: it is a variable
+            state.located[averaged] = state.parts[averaged]
         info["aggregates"].append(name)
         if len(info["aggregates"]) >= 2:
             break
@@ -217,6 +234,7 @@ def explain_head_soft(
     Past the run's ``deadline`` the ranking stops with the candidates scored so far (anytime).
     """
     from mechsynth.dsl.program import Node
+
     mask = pool.batch.mask
     read = read_mask(pool, obs) & mask
     info: dict[str, Any] = {"selectors": [], "aggregates": [], "agreement": 0.0}
@@ -443,8 +461,14 @@ def split_operands(
         names = [pool.lookup(vals) or pool.add(agg, prefix="operand", values=vals) for _, agg, vals in ops]
         if None in names:
             continue
-        return Split(tuple(sel for sel, *_ in ops), tuple(names), rows_name, round(union, 4),
-                     round(fit[1], 4), round(fit[0], 4))
+        return Split(
+            tuple(sel for sel, *_ in ops),
+            tuple(names),
+            rows_name,
+            round(union, 4),
+            round(fit[1], 4),
+            round(fit[0], 4),
+        )
     return None
 
 
@@ -521,12 +545,14 @@ def explain_layer_soft(
     if patterns.shape[1] < 2:
         return None
     # The single heads' explanations: the agreement of the selector each head was explained by.
-    single = max((info.get("agreement", 0.0) for (lay, _), info in state.heads.items() if lay == layer),
-                 default=0.0)
+    single = max(
+        (info.get("agreement", 0.0) for (lay, _), info in state.heads.items() if lay == layer), default=0.0
+    )
     z = obs.flat(act_name("z", layer))
     before = set(state.located)
-    info = explain_head_soft(pool, state, obs, layer, None, z, patterns.mean(1), bos.mean(1), avail, th,
-                             deadline=deadline)
+    info = explain_head_soft(
+        pool, state, obs, layer, None, z, patterns.mean(1), bos.mean(1), avail, th, deadline=deadline
+    )
     new = [n for n in state.located if n not in before]
     if not info["aggregates"] or info["agreement"] < single + COMPOSITE_GAIN:
         for name in new:
@@ -691,8 +717,9 @@ def _best_of_node(pool: Pool, best: BestOf, causal_node: Node, prefix: str) -> N
         mask_name = try_add(pool, causal_node, prefix="causal", dedupe=False)
         if mask_name is None:
             return None
-        base = try_add(pool, Node("selector_and", (base, mask_name), None), prefix=f"{prefix}past",
-                       dedupe=False)
+        base = try_add(
+            pool, Node("selector_and", (base, mask_name), None), prefix=f"{prefix}past", dedupe=False
+        )
         if base is None:
             return None
     return Node("select_best", (base, best.scores, best.direction), None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Sequence
 
@@ -42,6 +43,7 @@ from mechsynth.synth.propose.match_stats import (
     class_ids,
     explain_stats,
     explains,
+    magnitude_r2,
     sampled_decode_accuracy,
 )
 from mechsynth.synth.propose.pair_comparisons import explain_comparison
@@ -53,6 +55,17 @@ if TYPE_CHECKING:
 SCREEN_ROWS = 4096  # rows on which a candidate is screened before its R^2 on the whole batch
 SCREEN_MARGIN = 0.1  # a candidate this far below the R^2 bar on the sample is not computed in full
 WHOLE_ALTERNATIVES = 2  # blocks beyond the covering ones whose variables a whole-output claim keeps
+
+
+@dataclass(frozen=True)
+class BlockCandidate:
+    """A candidate that explains a block of an MLP's output dimensions, with its fit."""
+
+    cost: float
+    node: Any
+    values: torch.Tensor
+    decode: float  # decode accuracy of its values from the block
+    magnitude: bool  # the block is its value times one direction (a numerical variable's encoding)
 
 
 def explain_mlp(
@@ -96,7 +109,7 @@ def explain_mlp(
             sum(pool.items[i].cost for i in t[1].inputs),
         )
     )
-    blocks: dict[tuple[int, ...], list[tuple[float, Any, torch.Tensor, float]]] = {}
+    blocks: dict[tuple[int, ...], list[BlockCandidate]] = {}
     seen: set[str] = set()
     active_idx = torch.nonzero(active).reshape(-1)
     sub = act[:, active_idx]
@@ -135,16 +148,27 @@ def explain_mlp(
             continue
         block = tuple(int(active_idx[d]) for d in dims.tolist())
         entries = blocks.setdefault(block, [])
+        # A one-dimension block written as value * direction holds that value, not an affine
+        # relabelling of it that the class means cannot tell apart (see match_stats.magnitude_r2).
+        magnitude = (
+            not th.whole_mlp and len(block) == 1 and magnitude_r2(act[:, list(block)], codes) >= th.explain
+        )
         # The labelling that reproduces the network's outputs is always kept: it is the one the
-        # unembedding reads, whatever the cap on alternatives.
-        if len(entries) >= labellings and agreement(values, *network_out) < th.output:
+        # unembedding reads, whatever the cap on alternatives; so is the block's first magnitude fit.
+        if (
+            len(entries) >= labellings
+            and agreement(values, *network_out) < th.output
+            and not (magnitude and not any(e.magnitude for e in entries))
+        ):
             continue
         # Claimed at the whole output (trained networks), a variable is decoded from the whole output.
         cols = active_idx.tolist() if th.whole_mlp else list(block)
         acc = sampled_decode_accuracy(act[:, cols], codes)
         if acc < th.decode:
             continue
-        entries.append((cost, node, values, acc))
+        entries.append(BlockCandidate(cost, node, values, acc, magnitude))
+    for entries in blocks.values():
+        entries.sort(key=lambda e: not e.magnitude)  # stable: the magnitude fits lead, cheapest first
     # Cover the active dimensions with as few variables as possible (largest blocks first), then split
     # a block into smaller explained blocks when their subspaces are independent (ranks add up):
     # side-by-side variables live in independent directions, while the one-hot directions of a
@@ -152,7 +176,7 @@ def explain_mlp(
     found = {b: e for b, e in blocks.items() if e}
     uncovered = set(active_idx.tolist())
     chosen: list[tuple[int, ...]] = []
-    for block in sorted(found, key=lambda b: (-len(b), found[b][0][0])):
+    for block in sorted(found, key=lambda b: (-len(b), found[b][0].cost)):
         if not uncovered & set(block):
             continue
         uncovered -= set(block)
@@ -161,13 +185,15 @@ def explain_mlp(
         # Claimed at the whole output, the variables of overlapping blocks are alternative
         # explanations of one MLP (a sign of a depth beside a floor ratio): the best few are kept,
         # and the components that read the MLP and the checks choose between them.
-        chosen += [b for b in sorted(found, key=lambda b: (-len(b), found[b][0][0])) if b not in chosen][
-            :WHOLE_ALTERNATIVES]
+        chosen += [b for b in sorted(found, key=lambda b: (-len(b), found[b][0].cost)) if b not in chosen][
+            :WHOLE_ALTERNATIVES
+        ]
     chosen = list(dict.fromkeys(chosen))
     kept: set[str] = set()
     for block in chosen:
         names = []
-        for _cost, node, values, acc in blocks[block]:
+        for entry in blocks[block]:
+            node, values, acc = entry.node, entry.values, entry.decode
             if pool.key(values) in kept:
                 continue
             kept.add(pool.key(values))
@@ -182,6 +208,7 @@ def explain_mlp(
             state.located[name] = Located(name, where, layer + 0.5, acc)
             names.append(name)
         info["blocks"].append({"dims": block, "variables": names})
+        _pool_magnitude_parts(pool, state, layer, block, found)
     if uncovered and th.whole_mlp and chosen:
         uncovered = set()  # the matched variable is claimed at the whole output
     if uncovered and not chosen:
@@ -247,8 +274,10 @@ def read_lookup(
     act_r = act[rows[mask]]
     reps = [n for n in representatives(state, avail) if pool.items[n].kind == "sop"]
     pairs = [
-        (x, y) for x, y in itertools.combinations(reps, 2)
-        if state.located.get(x) is None or state.located.get(y) is None
+        (x, y)
+        for x, y in itertools.combinations(reps, 2)
+        if state.located.get(x) is None
+        or state.located.get(y) is None
         or state.located[x].location != state.located[y].location
     ]
     recency = {n: _recency(state, n, layer) for n in reps}
@@ -380,6 +409,35 @@ def _complete_one_hot(act: torch.Tensor, dims: Sequence[int]) -> bool:
         return False
     total = act[:, list(dims)].sum(1)
     return float(total.std()) <= 1e-3 * max(1.0, float(act[:, list(dims)].abs().max()))
+
+
+def _pool_magnitude_parts(
+    pool: Pool,
+    state: GuidedState,
+    layer: int,
+    block: tuple[int, ...],
+    found: dict[tuple[int, ...], list[BlockCandidate]],
+) -> None:
+    """Pool each dimension of a block kept whole as a variable of its own, when it writes its value.
+
+    Numerical variables side by side in their own directions (an indicator of every token
+    value) sum to one exactly like a categorical one-hot, so the block stays whole. Its
+    dimensions are pooled as :attr:`GuidedState.parts`, not located: a head that averages one
+    of them locates it (:func:`synth.propose.explain_heads.explain_head`), so only the reading
+    some component confirms enters the later layers.
+    """
+    singles = [found.get((d,)) for d in block]
+    if len(block) < 2 or not all(e and e[0].magnitude for e in singles):
+        return
+    for d, entries in zip(block, singles, strict=True):
+        best = entries[0]
+        where = Location(act_name("mlp_out", layer), dims=(d,))
+        if not state.allows(where, best.values):
+            continue
+        node = dataclasses.replace(best.node, encoding="numerical")
+        name = pool.add(node, prefix=f"mlp{layer}_part", values=best.values, dedupe=False)
+        if name is not None:
+            state.parts[name] = Located(name, where, layer + 0.5, best.decode)
 
 
 def _split_block(

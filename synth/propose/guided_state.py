@@ -89,6 +89,8 @@ class GuidedState:
 
     pool: Pool
     located: dict[str, Located] = field(default_factory=dict)
+    # one dimension of an MLP block kept whole, pooled with where it is written; located once a head reads it
+    parts: dict[str, Located] = field(default_factory=dict)
     heads: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     layers: dict[int, dict[str, Any]] = field(default_factory=dict)  # heads explained together, per layer
     mlps: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -189,7 +191,11 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
             shown = "; ".join(text(n) for n in (info["selectors"][:1] + info["aggregates"][:1]))
             out.append(
                 ComponentExplanation(
-                    label, where, ComponentStatus.EXPLAINED, shown, round(agree, 3),
+                    label,
+                    where,
+                    ComponentStatus.EXPLAINED,
+                    shown,
+                    round(agree, 3),
                     f"attention agreement {agree:.3f}; its output decodes the aggregate",
                 )
             )
@@ -198,7 +204,11 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
             shown = "; ".join(text(n) for n in (*split.selectors, *split.operands))
             out.append(
                 ComponentExplanation(
-                    label, where, ComponentStatus.EXPLAINED, shown, round(split.mass, 3),
+                    label,
+                    where,
+                    ComponentStatus.EXPLAINED,
+                    shown,
+                    round(split.mass, 3),
                     f"attention split over two keys ({split.mass:.3f} of it on both); its output is their "
                     f"weighted mixture (R^2 {split.r2:.3f}, pair decoded on {split.decode:.3f} of the "
                     f"{split.rows} rows): the pair is offered to the MLP",
@@ -207,7 +217,11 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
         elif info.get("selectors"):
             out.append(
                 ComponentExplanation(
-                    label, where, ComponentStatus.SELECTOR_ONLY, text(info["selectors"][0]), round(agree, 3),
+                    label,
+                    where,
+                    ComponentStatus.SELECTOR_ONLY,
+                    text(info["selectors"][0]),
+                    round(agree, 3),
                     f"attention agreement {agree:.3f}, but no aggregate of an available variable "
                     "decodes its output (offered to the MLP as a count)",
                 )
@@ -222,8 +236,12 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
             )
             out.append(
                 ComponentExplanation(
-                    label, where, ComponentStatus.UNEXPLAINED, best,
-                    None if score is None else round(score, 3), reason,
+                    label,
+                    where,
+                    ComponentStatus.UNEXPLAINED,
+                    best,
+                    None if score is None else round(score, 3),
+                    reason,
                 )
             )
     for layer, info in sorted(state.layers.items()):
@@ -231,7 +249,10 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
         shown = "; ".join(text(n) for n in (info["selectors"][:1] + info["aggregates"][:1]))
         out.append(
             ComponentExplanation(
-                f"heads {layer}.* together", act_name("z", layer), ComponentStatus.EXPLAINED, shown,
+                f"heads {layer}.* together",
+                act_name("z", layer),
+                ComponentStatus.EXPLAINED,
+                shown,
                 round(agree, 3),
                 f"the layer's mean attention agrees {agree:.3f} (best single head {single:.3f}); its heads' "
                 "outputs together decode the aggregate",
@@ -248,7 +269,11 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
             fit = lookups[0]
             out.append(
                 ComponentExplanation(
-                    label, where, ComponentStatus.EXPLAINED, "; ".join(text(n) for n in names), fit["r2"],
+                    label,
+                    where,
+                    ComponentStatus.EXPLAINED,
+                    "; ".join(text(n) for n in names),
+                    fit["r2"],
                     f"a lookup fitted to the network's outputs at the read positions (agreement "
                     f"{fit['agreement']:.3f}); the MLP's output there decodes it ({fit['decode']:.3f}) and "
                     f"its class means explain R^2 {fit['r2']:.3f}",
@@ -257,7 +282,11 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
         elif names and not unexplained:
             out.append(
                 ComponentExplanation(
-                    label, where, ComponentStatus.EXPLAINED, "; ".join(text(n) for n in names), None,
+                    label,
+                    where,
+                    ComponentStatus.EXPLAINED,
+                    "; ".join(text(n) for n in names),
+                    None,
                     f"{info.get('active', 0)} active dims covered",
                 )
             )
@@ -269,7 +298,9 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
             )
             out.append(
                 ComponentExplanation(
-                    label, where, ComponentStatus.UNEXPLAINED,
+                    label,
+                    where,
+                    ComponentStatus.UNEXPLAINED,
                     "; ".join(text(n) for n in names) or best,
                     None if best_r2 is None else round(best_r2, 3),
                     f"{len(unexplained)} of {info.get('active', 0)} active dims unexplained{closest}"
@@ -281,7 +312,11 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
         agree = state.output_agreement.get(name, 1.0)
         out.append(
             ComponentExplanation(
-                "output", "unembed", ComponentStatus.EXPLAINED, text(name), round(agree, 3),
+                "output",
+                "unembed",
+                ComponentStatus.EXPLAINED,
+                text(name),
+                round(agree, 3),
                 f"agrees with the network's outputs on {agree:.3f} of read positions",
             )
         )
@@ -290,7 +325,5 @@ def explanation(state: GuidedState) -> tuple[ComponentExplanation, ...]:
             (n.removeprefix("output: ") for n in state.notes if n.startswith("output:")),
             "no located variable was tried",
         )
-        out.append(
-            ComponentExplanation("output", "unembed", ComponentStatus.UNEXPLAINED, None, None, note)
-        )
+        out.append(ComponentExplanation("output", "unembed", ComponentStatus.UNEXPLAINED, None, None, note))
     return tuple(out)

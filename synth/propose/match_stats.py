@@ -151,3 +151,23 @@ def linear_r2(act: torch.Tensor, values: torch.Tensor) -> float:
     w = torch.linalg.solve(gram, x.T @ y)
     resid = y - x @ w
     return float(1.0 - (resid**2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+def magnitude_r2(act: torch.Tensor, values: torch.Tensor) -> float:
+    """R^2 of ``act`` as ``values`` times one fixed direction, with no offset (zero writes nothing).
+
+    A compiled network writes a numerical variable as a magnitude along its own direction, so
+    the activation is exactly ``value * w``. Class means (:func:`explain_stats`) cannot tell that
+    variable from an affine relabelling of it (``1 - opens`` for ``opens`` when the two bracket
+    fractions sum to one); only the magnitude fit does. Undefined (NaN) values are left out.
+    """
+    defined = ~torch.isnan(values)
+    y = values[defined].double()
+    a = act[defined].double().reshape(int(defined.sum()), -1)
+    total = float(((a - a.mean(0)) ** 2).sum()) if y.numel() else 0.0
+    norm = float((y * y).sum())
+    if total <= 1e-12 or norm <= 1e-12:
+        return 0.0
+    w = (y @ a) / norm
+    resid = a - y[:, None] * w[None, :]
+    return float(1.0 - (resid**2).sum() / total)

@@ -82,3 +82,14 @@ def test_a_written_0_1_variable_is_its_own_indicator_for_a_later_mean() -> None:
     state.located[flag] = Located(flag, Location(act_name("mlp_out", 0)), 0.5)
     # dsign takes three values, the primitives are written by no component, ``unwritten`` is not located.
     assert binary_written(pool, state, ["tokens", "indices", dsign, flag, unwritten]) == [flag]
+
+
+def test_a_value_the_dsl_cannot_encode_gets_no_indicator_instead_of_an_error() -> None:
+    pool, state, dsign = _dyck_pool()
+    huge = pool.add(Node("map", (Fn("add", 1, (0,)), dsign), "categorical"), prefix="huge", dedupe=False)
+    pool.values[huge] = torch.where(
+        pool.values[dsign] > 0, 2.0**41, pool.values[dsign]
+    )  # a null network's code
+    state.located[huge] = Located(huge, Location(act_name("mlp_out", 0)), 0.5)
+    names = value_indicators(pool, state, [huge])
+    assert all(pool.items[n].node.args[0].params[0] != 2.0**41 for n in names)
