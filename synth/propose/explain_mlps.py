@@ -163,7 +163,7 @@ def explain_mlp(
             continue
         # Claimed at the whole output (trained networks), a variable is decoded from the whole output.
         cols = active_idx.tolist() if th.whole_mlp else list(block)
-        acc = sampled_decode_accuracy(act[:, cols], codes)
+        acc = sampled_decode_accuracy(act, codes, cols)
         if acc < th.decode:
             continue
         entries.append(BlockCandidate(cost, node, values, acc, magnitude))

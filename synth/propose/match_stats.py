@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -43,14 +45,18 @@ def explain_stats(act: torch.Tensor, codes: torch.Tensor) -> tuple[float, torch.
     return float("nan"), r2, total
 
 
-def sampled_decode_accuracy(act: torch.Tensor, codes: torch.Tensor) -> float:
+def sampled_decode_accuracy(
+    act: torch.Tensor, codes: torch.Tensor, cols: Sequence[int] | None = None
+) -> float:
     """:func:`decode_accuracy` on every k-th row, k chosen so that about ``DECODE_ROWS`` rows remain.
 
     The decoders fit in-sample, so a few thousand rows decide as well as every row, at a fraction
-    of the least-squares cost on large observed batches.
+    of the least-squares cost on large observed batches. ``cols`` picks columns after the rows are
+    sampled, so only the sample is copied.
     """
     step = max(1, act.shape[0] // DECODE_ROWS)
-    return decode_accuracy(act[::step], codes[::step])
+    rows = act[::step]
+    return decode_accuracy(rows if cols is None else rows[:, list(cols)], codes[::step])
 
 
 def decode_accuracy(act: torch.Tensor, codes: torch.Tensor) -> float:

@@ -29,3 +29,18 @@ def test_a_variable_written_in_one_direction_decodes_perfectly() -> None:
     codes = torch.tensor([0.0, 1.0, 2.0] * 20)
     act = torch.stack([codes * 3.0, torch.zeros_like(codes)], 1)
     assert sampled_decode_accuracy(act, codes) == 1.0
+
+
+def test_columns_are_picked_from_the_sampled_rows() -> None:
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 3, (40,), generator=g).double()
+    act = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    act[:, 2] += 4.0 * codes
+    old = match_stats.DECODE_ROWS
+    try:
+        match_stats.DECODE_ROWS = 7
+        step = max(1, 40 // 7)
+        expected = decode_accuracy(act[::step][:, [2, 3]], codes[::step])
+        assert sampled_decode_accuracy(act, codes, [2, 3]) == expected
+    finally:
+        match_stats.DECODE_ROWS = old
